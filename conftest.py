@@ -1,0 +1,92 @@
+"""Shared fixtures: a fresh app per test over its own store in a temp directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import gateway
+from openclaw_billing.service import BillingService, get_service, set_service
+from openclaw_billing.settings import get_settings
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+_SCRUBBED = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_PRICE_STARTER",
+    "STRIPE_PRICE_PRO",
+    "STRIPE_API_BASE",
+    "OPENCLAW_GATEWAY_PORT",
+    "OPENCLAW_STORE_LOCK_TIMEOUT",
+    "OPENCLAW_RATE_LIMIT_STORAGE",
+)
+
+
+class Clock:
+    """A settable clock: tests move time instead of sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Settings pointing at a temp directory (store ``clients.json``, jobs ``jobs.jsonl``)."""
+    monkeypatch.setenv("OPENCLAW_BILLING_DB", str(tmp_path / "clients.json"))
+    monkeypatch.setenv("OPENCLAW_JOBS_FILE", str(tmp_path / "jobs.jsonl"))
+    monkeypatch.setenv("OPENCLAW_ADMIN_TOKEN", ADMIN_TOKEN)
+    for name in _SCRUBBED:
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    set_service(None)
+    yield tmp_path
+    set_service(None)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def store_path(env: Path) -> Path:
+    return env / "clients.json"
+
+
+@pytest.fixture
+def service(env: Path) -> BillingService:
+    return get_service()
+
+
+@pytest.fixture
+def app(env: Path) -> FastAPI:
+    return gateway.create_app()
+
+
+@pytest.fixture
+def http(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"X-Auth-Token": ADMIN_TOKEN}
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Freeze the service's and the gateway's clock at a fixed instant; move it with
+    ``clock.advance(days=31)``."""
+    fake = Clock(datetime(2026, 2, 19, 10, 30, tzinfo=UTC))
+    monkeypatch.setattr("openclaw_billing.service.utcnow", fake)
+    monkeypatch.setattr("gateway.utcnow", fake)
+    return fake

@@ -1,0 +1,288 @@
+"""Reference OpenClaw gateway: sells agent jobs through openclaw-billing.
+
+* ``POST /api/intake``: a client submits a job with its ``X-Client-Key``; one credit is charged
+  atomically under the job's id before the job is queued (no job runs unpaid).
+* ``GET /api/jobs``, ``GET /api/jobs/{job_id}``: the client's own jobs, within its plan's
+  history window.
+* ``GET /health``: liveness plus a read of the billing store.
+* the billing router (``client_auth.router``): plans, usage, checkout, webhook, admin.
+
+Run it with ``make run``, ``python gateway.py [--port N] [--workers N]`` or
+``uvicorn gateway:app --workers N``. Port: ``--port``, else ``OPENCLAW_GATEWAY_PORT``, else 18789.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from client_auth import CurrentClient, install_error_handlers
+from client_auth import router as client_auth_router
+from openclaw_billing.api.deps import ServiceDep
+from openclaw_billing.api.errors import BillingRoute
+from openclaw_billing.cycles import utcnow
+from openclaw_billing.errors import NotFound, StoreUnavailable
+from openclaw_billing.models import UtcDatetime
+from openclaw_billing.plans import PLANS
+from openclaw_billing.service import get_service
+from openclaw_billing.settings import get_settings
+from openclaw_billing.store.filelock import FileLock
+
+logger = logging.getLogger("openclaw_billing.gateway")
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+class JobCreate(BaseModel):
+    """The job body of the delivery summary's intake example."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project_name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    ]
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
+    ]
+    task_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = (
+        "feature_build"
+    )
+    priority: Literal["P0", "P1", "P2", "P3"] = "P2"
+
+
+class Job(JobCreate):
+    job_id: str
+    client_id: str
+    status: Literal["queued"] = "queued"
+    created_at: UtcDatetime
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    credits_remaining: int | None = Field(description="Null on unlimited plans.")
+    created_at: UtcDatetime
+    job: Job
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    history_days: int | None = Field(description="The plan's history window; null = forever.")
+
+
+class JobStore:
+    """Append-only JSON Lines file of accepted jobs, shared by every worker.
+
+    Appends are serialised by the same kind of lock file as the billing store and fsynced.
+    A torn last line (a crash mid-append, never acknowledged) is skipped with a warning.
+    Readers follow the file incrementally.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+        self._read_lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._offset = 0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        with self._read_lock:
+            try:
+                with self.path.open("rb") as handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    if size < self._offset:  # replaced or truncated by an operator: reread
+                        self._jobs, self._offset = {}, 0
+                    handle.seek(self._offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StoreUnavailable(f"Cannot read the job file {self.path}: {exc}") from exc
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            for line in complete.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    job = Job.model_validate_json(line)
+                except ValidationError:
+                    logger.warning("Skipping a torn line in %s", self.path)
+                    continue
+                self._jobs[job.job_id] = job
+            self._offset += len(complete)
+
+    def add(self, job: Job) -> None:
+        line = job.model_dump_json().encode("utf-8") + b"\n"
+        try:
+            with self._lock.hold(), self.path.open("ab+") as handle:
+                if handle.tell() > 0:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":  # a torn line: end it so ours stands alone
+                        line = b"\n" + line
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot write the job file {self.path}: {exc}") from exc
+
+    def get(self, job_id: str) -> Job | None:
+        self._refresh()
+        return self._jobs.get(job_id)
+
+    def for_client(self, client_id: str, since: datetime | None) -> list[Job]:
+        self._refresh()
+        return [
+            job
+            for job in self._jobs.values()
+            if job.client_id == client_id and (since is None or job.created_at >= since)
+        ]
+
+
+def get_jobs(request: Request) -> JobStore:
+    jobs: JobStore = request.app.state.jobs
+    return jobs
+
+
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+
+
+def _history_start(plan_history_days: int | None, now: datetime) -> datetime | None:
+    return None if plan_history_days is None else now - timedelta(days=plan_history_days)
+
+
+router = APIRouter(route_class=BillingRoute)
+
+
+@router.post("/api/intake", status_code=status.HTTP_201_CREATED, tags=["jobs"])
+def intake(
+    body: JobCreate, client: CurrentClient, service: ServiceDep, jobs: JobsDep
+) -> JobAccepted:
+    """Submit a job. One credit is charged atomically before the job is queued; with none
+    left the answer is 402 ``credit_limit_reached`` and nothing is queued."""
+    job_id = str(uuid.uuid4())
+    charge = service.charge(client.client_id, job_id=job_id)
+    job = Job(
+        **body.model_dump(), job_id=job_id, client_id=client.client_id, created_at=charge.charged_at
+    )
+    jobs.add(job)
+    return JobAccepted(
+        job_id=job_id,
+        status=job.status,
+        credits_remaining=charge.credits_remaining,
+        created_at=job.created_at,
+        job=job,
+    )
+
+
+@router.get("/api/jobs", tags=["jobs"])
+def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
+    """The calling client's jobs within its plan's history window, oldest first."""
+    days = PLANS[client.plan].history_days
+    return JobList(
+        jobs=jobs.for_client(client.client_id, _history_start(days, utcnow())), history_days=days
+    )
+
+
+@router.get("/api/jobs/{job_id}", tags=["jobs"])
+def get_job(
+    job_id: Annotated[str, PathParam(max_length=100)], client: CurrentClient, jobs: JobsDep
+) -> Job:
+    """One of the calling client's jobs; another client's job is simply not found."""
+    job = jobs.get(job_id)
+    since = _history_start(PLANS[client.plan].history_days, utcnow())
+    if job is None or job.client_id != client.client_id or (since and job.created_at < since):
+        raise NotFound("Job not found")
+    return job
+
+
+@router.get("/health", tags=["health"])
+def health(service: ServiceDep) -> dict[str, str]:
+    """Liveness, and a read of the billing store (503 if it cannot be read)."""
+    service.store.check()
+    return {"status": "ok"}
+
+
+# -- the app --------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    billing = logging.getLogger("openclaw_billing")
+    if billing.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    billing.addHandler(handler)
+    billing.setLevel(logging.INFO)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    _configure_logging()
+    settings = get_settings()
+    try:
+        get_service()  # opens and validates the store: a corrupt file stops the start here
+    except StoreUnavailable as exc:
+        logger.critical("Refusing to start: %s", exc.message)
+        raise
+    app.state.jobs = JobStore(settings.jobs_file, lock_timeout=settings.store_lock_timeout)
+    if settings.admin_token is None:
+        logger.warning("OPENCLAW_ADMIN_TOKEN is not set: admin routes answer 503")
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="OpenClaw gateway", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(client_auth_router)
+    app.include_router(router)
+    return app
+
+
+app = create_app()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default OPENCLAW_GATEWAY_PORT or 18789)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = parser.parse_args(argv)
+    if not os.environ.get("OPENCLAW_ADMIN_TOKEN", "").strip():
+        token = secrets.token_urlsafe(32)
+        os.environ["OPENCLAW_ADMIN_TOKEN"] = token
+        print(
+            "OPENCLAW_ADMIN_TOKEN was not set; generated one for this run (shown once):\n\n"
+            f"    export OPENCLAW_ADMIN_TOKEN={token}\n\n"
+            "Set it yourself to keep the same token across restarts.",
+            flush=True,
+        )
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"Invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    port = args.port or settings.gateway_port
+    uvicorn.run("gateway:app", host=args.host, port=port, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""One JSON error shape everywhere: ``{"code": ..., "message": ..., "detail": ...}``.
+
+``code`` is stable and machine-readable; ``message`` is for people; ``detail`` repeats the
+message for clients written against the original module (FastAPI's ``{"detail": ...}``).
+Validation errors add ``errors`` (where and what).
+
+Routes use :class:`BillingRoute`, so the shape holds even when a host gateway includes the
+router without installing any handler; :func:`install_error_handlers` covers the rest of an
+app (unknown paths, wrong methods, its own routes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import BillingError
+
+logger = logging.getLogger("openclaw_billing.api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, "detail": message, **extra}
+
+
+def billing_error_response(exc: BillingError) -> JSONResponse:
+    if exc.status_code >= 500:
+        logger.warning("%s: %s", exc.code, exc.message)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return JSONResponse(
+        jsonable_encoder(
+            error_body("validation_error", "Request validation failed", errors=errors)
+        ),
+        status_code=422,
+    )
+
+
+def http_error_response(exc: StarletteHTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").capitalize()
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+class BillingRoute(APIRoute):
+    """Translates domain and validation errors raised by a route or its dependencies."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BillingError as exc:
+                return billing_error_response(exc)
+            except RequestValidationError as exc:
+                return validation_error_response(exc)
+
+        return route_handler
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Give the whole app the one error shape (404/405 and the app's own routes too)."""
+
+    async def on_billing_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BillingError)
+        return billing_error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_error_response(exc)
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return http_error_response(exc)
+
+    app.add_exception_handler(BillingError, on_billing_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

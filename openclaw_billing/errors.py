@@ -1,0 +1,120 @@
+"""Domain errors. Each carries the HTTP status and the stable machine code it maps to.
+
+The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
+
+    BillingError
+     ├── InvalidApiKey            401 invalid_api_key
+     │    └── ClientInactive      401 invalid_api_key (same body: never tell which)
+     ├── InvalidAdminToken        401 invalid_admin_token
+     ├── CreditLimitReached       402 credit_limit_reached
+     ├── ClientNotFound           404 client_not_found
+     ├── NotFound                 404 not_found
+     ├── Conflict                 409 conflict (and subclasses with their own code)
+     │    ├── DuplicateClient     409 duplicate_client
+     │    ├── InsufficientCredits 409 insufficient_credits
+     │    └── UnlimitedPlan       409 unlimited_plan
+     ├── StripeNotConfigured      503 stripe_not_configured
+     ├── AdminTokenNotConfigured  503 admin_token_not_configured
+     └── StoreUnavailable         503 store_unavailable
+          └── StoreCorrupt        503 store_unavailable (and refuses to start the service)
+
+``ConfigurationError`` is not an HTTP error: it stops the service at start.
+"""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """Base of every error the billing module raises on purpose."""
+
+    status_code: int = 500
+    code: str = "billing_error"
+    message: str = "Billing error"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+
+class InvalidApiKey(BillingError):
+    """Missing, malformed, unknown or inactive client key: one identical answer for all."""
+
+    status_code = 401
+    code = "invalid_api_key"
+    message = "Invalid or inactive API key"
+
+
+class ClientInactive(InvalidApiKey):
+    """The client was deactivated; over HTTP this is indistinguishable from a bad key."""
+
+
+class InvalidAdminToken(BillingError):
+    status_code = 401
+    code = "invalid_admin_token"
+    message = "Invalid admin token"
+
+
+class CreditLimitReached(BillingError):
+    status_code = 402
+    code = "credit_limit_reached"
+    message = "Monthly job limit reached"
+
+
+class ClientNotFound(BillingError):
+    status_code = 404
+    code = "client_not_found"
+    message = "Client not found"
+
+
+class NotFound(BillingError):
+    status_code = 404
+    code = "not_found"
+    message = "Not found"
+
+
+class Conflict(BillingError):
+    status_code = 409
+    code = "conflict"
+    message = "Conflict"
+
+
+class DuplicateClient(Conflict):
+    code = "duplicate_client"
+    message = "A client with this id or key already exists"
+
+
+class InsufficientCredits(Conflict):
+    code = "insufficient_credits"
+    message = "A negative adjustment may not take credits below zero"
+
+
+class UnlimitedPlan(Conflict):
+    code = "unlimited_plan"
+    message = "The client's plan is unlimited; credits do not apply"
+
+
+class StripeNotConfigured(BillingError):
+    status_code = 503
+    code = "stripe_not_configured"
+    message = "Stripe is not configured on this gateway"
+
+
+class AdminTokenNotConfigured(BillingError):
+    status_code = 503
+    code = "admin_token_not_configured"
+    message = "Admin routes are disabled: set OPENCLAW_ADMIN_TOKEN"
+
+
+class StoreUnavailable(BillingError):
+    status_code = 503
+    code = "store_unavailable"
+    message = "The billing store is busy or unavailable; retry shortly"
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The store file does not parse or validate. It is never overwritten."""
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or wrong; raised at start, before any request is served."""

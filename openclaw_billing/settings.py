@@ -1,0 +1,107 @@
+"""Settings from the environment (pydantic-settings), validated, built lazily and cached.
+
+Nothing here runs at import: call :func:`get_settings`. Tests and host apps call
+``get_settings.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Values copied from examples; a gateway that sells access must not run with any of them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "your-secret-admin-token",
+        "changethis",
+        "changeme",
+        "change-me",
+        "secret",
+        "admin",
+        "password",
+        "token",
+    }
+)
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+DEFAULT_STATE_DIR = Path("~/.openclaw")
+DEFAULT_BILLING_DB = str(DEFAULT_STATE_DIR / "billing" / "clients.json")
+DEFAULT_JOBS_FILE = str(DEFAULT_STATE_DIR / "gateway" / "jobs.jsonl")
+
+
+class Settings(BaseSettings):
+    """Every setting, with the environment variable that sets it."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_by_name=True, validate_by_alias=True, frozen=True
+    )
+
+    admin_token: Annotated[SecretStr | None, Field(validation_alias="OPENCLAW_ADMIN_TOKEN")] = None
+    billing_db: Annotated[str, Field(validation_alias="OPENCLAW_BILLING_DB", min_length=1)] = (
+        DEFAULT_BILLING_DB
+    )
+    gateway_port: Annotated[
+        int, Field(validation_alias="OPENCLAW_GATEWAY_PORT", ge=1, le=65535)
+    ] = 18789
+    jobs_file: Annotated[str, Field(validation_alias="OPENCLAW_JOBS_FILE", min_length=1)] = (
+        DEFAULT_JOBS_FILE
+    )
+    #: How long a request waits for the store's lock before it answers 503.
+    store_lock_timeout: Annotated[
+        float, Field(validation_alias="OPENCLAW_STORE_LOCK_TIMEOUT", gt=0, le=300)
+    ] = 10.0
+    stripe_secret_key: Annotated[SecretStr | None, Field(validation_alias="STRIPE_SECRET_KEY")] = (
+        None
+    )
+    stripe_webhook_secret: Annotated[
+        SecretStr | None, Field(validation_alias="STRIPE_WEBHOOK_SECRET")
+    ] = None
+    stripe_price_starter: Annotated[str | None, Field(validation_alias="STRIPE_PRICE_STARTER")] = (
+        None
+    )
+    stripe_price_pro: Annotated[str | None, Field(validation_alias="STRIPE_PRICE_PRO")] = None
+    stripe_api_base: Annotated[str | None, Field(validation_alias="STRIPE_API_BASE")] = None
+    rate_limit_storage: Annotated[str, Field(validation_alias="OPENCLAW_RATE_LIMIT_STORAGE")] = (
+        "memory://"
+    )
+
+    @field_validator("admin_token", "stripe_secret_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("stripe_price_starter", "stripe_price_pro", "stripe_api_base", mode="before")
+    @classmethod
+    def _blank_str_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_weak_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if token.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "OPENCLAW_ADMIN_TOKEN is a placeholder from the docs; generate a real one, e.g. "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"OPENCLAW_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+            )
+        return value
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,86 @@
+"""The Store ABC: a small set of documented atomic primitives.
+
+Every rule that must hold under concurrency is one primitive here; callers never
+read-modify-write a record themselves. Records handed out are copies: changing one changes
+nothing stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from datetime import datetime
+
+from ..models import ChargeResult, ClientRecord
+from ..plans import PlanId
+
+
+class Store(ABC):
+    """Persistent clients and their ledgers. Implementations are safe to share between
+    threads, and between processes that open the same location."""
+
+    #: A short, secret-free description of where the data lives (for logs and health).
+    location: str
+
+    @abstractmethod
+    def create_client(self, record: ClientRecord) -> None:
+        """Insert a new client. Raises ``DuplicateClient`` if the id or key digest exists."""
+
+    @abstractmethod
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        """The stored client, or None. Does not roll the cycle."""
+
+    @abstractmethod
+    def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
+        """The client whose key has this SHA-256 hex digest, or None (active or not)."""
+
+    @abstractmethod
+    def list_clients(
+        self,
+        *,
+        active: bool | None = None,
+        plan: PlanId | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[ClientRecord], int]:
+        """One page of clients in creation order, and the total that match the filters."""
+
+    @abstractmethod
+    def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
+        """Atomically start the current cycle if the stored one has ended (exactly once, however
+        many callers race), and return the client. Raises ``ClientNotFound``."""
+
+    @abstractmethod
+    def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
+        """Atomic check-and-charge of one job: roll the cycle if due, then charge one credit
+        (unlimited plans: log only) and record ``job_id`` and ``cost`` in the ledger.
+
+        A job id already charged returns its first result (``replayed=True``) and charges
+        nothing. Raises ``CreditLimitReached``, ``ClientInactive`` or ``ClientNotFound``.
+        """
+
+    @abstractmethod
+    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
+        """Atomically roll the cycle if due, then adjust credits with a logged reason.
+
+        Raises ``UnlimitedPlan``, ``InsufficientCredits`` (a negative amount past zero) or
+        ``ClientNotFound``."""
+
+    @abstractmethod
+    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
+        """Atomically activate or deactivate (soft delete) a client. Raises ``ClientNotFound``."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` (or ``StoreCorrupt``) unless the store can be read now."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; the JSON store holds nothing open
+        """Release resources held by the store."""
+
+
+def log_cycle_reset(record: ClientRecord) -> None:
+    """The summary's log line for a cycle reset, written once per reset by every backend."""
+    jobs = "unlimited" if record.credits_remaining is None else record.credits_remaining
+    logging.getLogger("openclaw_billing").info(
+        "Reset monthly credits for %s: %s jobs", record.client_id, jobs
+    )

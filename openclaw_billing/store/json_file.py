@@ -1,0 +1,330 @@
+"""The embedded default store: one JSON file, written atomically.
+
+Protocol (see DESIGN.md, "Storage"):
+
+* every read-modify-write runs under :class:`FileLock` (threads and processes) and re-reads
+  the file under that lock, so no update is ever lost to another worker;
+* a write goes to a temp file in the same directory, is flushed and fsynced, replaces the
+  file with ``os.replace`` and then the directory is fsynced: a crash at any step leaves
+  exactly the old or the new file;
+* temp files left by a crash are swept when the store is opened;
+* a file that does not parse or validate raises :class:`StoreCorrupt` naming the file, and is
+  never overwritten;
+* a file in the original module's format (plaintext ``api_key``) loads, its keys keep
+  working, and the first write migrates it to digests after a backup copy is made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from .. import ledger
+from ..cycles import utcnow
+from ..errors import (
+    BillingError,
+    ClientNotFound,
+    DuplicateClient,
+    StoreCorrupt,
+    StoreUnavailable,
+)
+from ..keys import digest_key, display_prefix
+from ..models import ChargeResult, ClientRecord, dump_record
+from ..plans import PlanId
+from .base import Store, log_cycle_reset
+from .filelock import FileLock
+
+logger = logging.getLogger("openclaw_billing.store")
+
+FORMAT = "openclaw-billing"
+VERSION = 1
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    #: The exact bytes this state was parsed from (None: no file yet).
+    raw: bytes | None
+    #: Insertion order is creation order.
+    clients: dict[str, ClientRecord]
+    by_digest: dict[str, str]
+    #: Parsed from the original module's format; the next write migrates it.
+    legacy: bool
+
+
+_EMPTY = _State(None, {}, {}, legacy=False)
+
+
+class JsonFileStore(Store):
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.location = f"json://{self.path}"
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"Cannot create the store directory {self.path.parent}: {exc}"
+            ) from exc
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+        self._state: _State = _EMPTY
+        self._dumps: dict[str, tuple[ClientRecord, dict[str, Any]]] = {}
+        with self._lock.hold():
+            self._sweep_temp_files()
+            self._current()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read_raw(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot read the billing store {self.path}: {exc}") from exc
+
+    def _current(self) -> _State:
+        """The file's state now. Parsing is skipped when the bytes are the ones already parsed
+        (compared in full, so the cache can never be stale)."""
+        raw = self._read_raw()
+        state = self._state
+        if raw == state.raw:
+            return state
+        state = _EMPTY if raw is None else self._parse(raw)
+        self._state = state
+        return state
+
+    def _corrupt(self, problem: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"The billing store {self.path} {problem}. The file was left untouched: restore it "
+            "from a backup, or move it aside to start empty."
+        )
+
+    def _parse(self, raw: bytes) -> _State:
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            raise self._corrupt(f"is not valid JSON ({exc})") from None
+        legacy = not (isinstance(doc, dict) and "format" in doc)
+        if legacy:
+            items = [self._upgrade_legacy(item) for item in self._legacy_items(doc)]
+        else:
+            if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+                raise self._corrupt(
+                    f"has format {doc.get('format')!r} version {doc.get('version')!r}; this "
+                    f"release reads {FORMAT!r} version {VERSION}"
+                )
+            table = doc.get("clients")
+            if not isinstance(table, dict):
+                raise self._corrupt('has no "clients" object')
+            items = list(table.values())
+        clients: dict[str, ClientRecord] = {}
+        by_digest: dict[str, str] = {}
+        for index, item in enumerate(items):
+            try:
+                record = ClientRecord.model_validate(item)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "record"
+                raise self._corrupt(
+                    f"holds an invalid client record (#{index}, {where}: {first['msg']})"
+                ) from None
+            if record.client_id in clients or record.api_key_hash in by_digest:
+                raise self._corrupt(f"holds client {record.client_id} twice")
+            clients[record.client_id] = record
+            by_digest[record.api_key_hash] = record.client_id
+        return _State(raw, clients, by_digest, legacy)
+
+    def _legacy_items(self, doc: object) -> list[object]:
+        if isinstance(doc, dict) and "clients" in doc:
+            doc = doc["clients"]
+        if isinstance(doc, list):
+            return list(doc)
+        if isinstance(doc, dict) and all(isinstance(v, dict) for v in doc.values()):
+            return list(doc.values())
+        raise self._corrupt("is valid JSON but not a billing store (unexpected shape)")
+
+    def _upgrade_legacy(self, item: object) -> object:
+        """Map a record of the original module onto this one (plaintext key -> digest)."""
+        if not isinstance(item, dict):
+            return item  # validation names the problem
+        record = dict(item)
+        key = record.pop("api_key", None)
+        if "api_key_hash" not in record and isinstance(key, str) and key:
+            record["api_key_hash"] = digest_key(key)
+            record["api_key_prefix"] = display_prefix(key)
+        if record.get("plan") == PlanId.ENTERPRISE:
+            record["credits_remaining"] = None
+        record.setdefault("updated_at", record.get("created_at"))
+        record.setdefault("total_spent", 0.0)
+        record.setdefault("active", True)
+        return record
+
+    def _sweep_temp_files(self) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with suppress(FileNotFoundError):
+                stale.unlink()
+                logger.warning("Removed a temp file left by an interrupted write: %s", stale)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _dumped(self, record: ClientRecord) -> dict[str, Any]:
+        cached = self._dumps.get(record.client_id)
+        if cached is not None and cached[0] is record:
+            return cached[1]
+        dumped = dump_record(record)
+        self._dumps[record.client_id] = (record, dumped)
+        return dumped
+
+    def _commit(self, state: _State, record: ClientRecord) -> None:
+        """Write ``state`` with ``record`` put in, atomically; the cache follows only on
+        success."""
+        clients = dict(state.clients)
+        clients[record.client_id] = record
+        by_digest = state.by_digest
+        if by_digest.get(record.api_key_hash) != record.client_id:
+            by_digest = dict(by_digest)
+            by_digest[record.api_key_hash] = record.client_id
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "clients": {cid: self._dumped(rec) for cid, rec in clients.items()},
+        }
+        raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            if state.legacy and state.raw is not None:
+                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+                backup = self.path.with_name(f"{self.path.name}.legacy-backup-{stamp}")
+                self._write_atomic(backup, state.raw)
+                logger.warning(
+                    "Migrating %s to hashed keys; the original file is kept as %s",
+                    self.path,
+                    backup,
+                )
+            self._write_atomic(self.path, raw)
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
+        self._state = _State(raw, clients, by_digest, legacy=False)
+
+    @staticmethod
+    def _write_atomic(target: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _mutate(
+        self,
+        client_id: str,
+        now: datetime,
+        change: Callable[[ClientRecord], tuple[T, bool]],
+    ) -> T:
+        """Roll the cycle if due, then apply ``change`` (which returns its result and whether it
+        changed the record), all under the lock and written once. A ``BillingError`` from
+        ``change`` still lets a due reset be written, since ledger transitions validate before
+        they mutate."""
+        error: BillingError | None = None
+        with self._lock.hold():
+            state = self._current()
+            stored = state.clients.get(client_id)
+            if stored is None:
+                raise ClientNotFound()
+            record = stored.model_copy(deep=True)
+            reset = ledger.roll_cycle(record, now)
+            dirty = reset is not None
+            try:
+                result, changed = change(record)
+                dirty = dirty or changed
+            except BillingError as exc:
+                error = exc
+            if dirty:
+                self._commit(state, record)
+        if reset is not None:
+            log_cycle_reset(record)
+        if error is not None:
+            raise error
+        return result
+
+    # -- Store API ---------------------------------------------------------------------------
+
+    def create_client(self, record: ClientRecord) -> None:
+        with self._lock.hold():
+            state = self._current()
+            if record.client_id in state.clients or record.api_key_hash in state.by_digest:
+                raise DuplicateClient()
+            self._commit(state, record.model_copy(deep=True))
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        record = self._current().clients.get(client_id)
+        return None if record is None else record.model_copy(deep=True)
+
+    def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
+        state = self._current()
+        client_id = state.by_digest.get(digest)
+        if client_id is None:
+            return None
+        return state.clients[client_id].model_copy(deep=True)
+
+    def list_clients(
+        self,
+        *,
+        active: bool | None = None,
+        plan: PlanId | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[ClientRecord], int]:
+        matching = [
+            r
+            for r in self._current().clients.values()
+            if (active is None or r.active == active) and (plan is None or r.plan == plan)
+        ]
+        page = [r.model_copy(deep=True) for r in matching[offset : offset + limit]]
+        return page, len(matching)
+
+    def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
+        return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
+
+    def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
+        def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
+            result = ledger.charge(record, job_id, cost, now)
+            return result, not result.replayed
+
+        return self._mutate(client_id, now, change)
+
+    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            ledger.add_credits(record, amount, reason, now)
+            return record.model_copy(deep=True), True
+
+        return self._mutate(client_id, now, change)
+
+    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            changed = ledger.set_active(record, active, now)
+            return record.model_copy(deep=True), changed
+
+        return self._mutate(client_id, now, change)
+
+    def check(self) -> None:
+        self._current()

@@ -1,0 +1,54 @@
+"""RELIABILITY.md invariants, checked against what a store file holds."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from openclaw_billing.models import ClientRecord
+from openclaw_billing.store.json_file import JsonFileStore
+
+KEY_RE = re.compile(rb"oc_live_[0-9a-f]{32}")
+
+
+def records_of(path: Path) -> list[ClientRecord]:
+    store = JsonFileStore(path)
+    page, _ = store.list_clients(limit=10**9)
+    return page
+
+
+def check_record(record: ClientRecord) -> None:
+    """I1 (never negative), I2 (allowance + adjustments - charges == remaining, for the current
+    and every summarised cycle) and I3 (unique job ids in the ledger)."""
+    meta = record.metadata
+    job_ids = [e.job_id for e in meta.cost_log]
+    assert len(job_ids) == len(set(job_ids)), f"duplicate job ids for {record.client_id}"
+    if record.credits_remaining is None:
+        return
+    assert record.credits_remaining >= 0, record.client_id
+    allowance = meta.cycle_allowance
+    assert allowance is not None
+    adjustments = sum(a.amount for a in meta.credit_adjustments)
+    assert allowance + adjustments - len(meta.cost_log) == record.credits_remaining, (
+        record.client_id
+    )
+    for past in meta.cycle_history:
+        if past.allowance is None or past.credits_left is None:
+            continue
+        adj = sum(a.amount for a in past.adjustments)
+        assert past.allowance + adj - past.jobs == past.credits_left, record.client_id
+
+
+def check_store_file(path: Path, keys: Iterable[str] = ()) -> list[ClientRecord]:
+    """I6 (parses), I1-I3 per client, I5 (no plaintext key in the file)."""
+    raw = path.read_bytes()
+    json.loads(raw)
+    assert KEY_RE.search(raw) is None, "a plaintext key is stored"
+    for key in keys:
+        assert key.encode() not in raw
+    records = records_of(path)
+    for record in records:
+        check_record(record)
+    return records
