@@ -1,0 +1,91 @@
+"""RELIABILITY.md R1 on the JSON store: several uvicorn workers, many client processes.
+
+A client with 500 credits; 8 processes x 100 concurrent intakes with its key, released
+together by a barrier: exactly 500 accepted, the rest 402, no 5xx, credits 0, 500 ledger
+entries, 500 jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+from collections import Counter
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ADMIN_TOKEN
+from tests.factories import JOB_BODY
+from tests.invariants import check_store_file
+from tests.server import running_gateway
+
+WORKERS = 4
+PROCESSES = 8
+PER_PROCESS = 100
+CREDITS = 500
+
+
+async def _burst(base: str, key: str, count: int) -> list[int]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+
+        async def one() -> int:
+            response = await client.post(
+                "/api/intake", headers={"X-Client-Key": key}, json=JOB_BODY
+            )
+            return response.status_code
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def _client_process(base: str, key: str, barrier: Barrier, out: mp.Queue[list[int]]) -> None:
+    barrier.wait(timeout=60)
+    out.put(asyncio.run(_burst(base, key, PER_PROCESS)))
+
+
+@pytest.mark.slow
+def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: Path) -> None:
+    with running_gateway(tmp_path, workers=WORKERS) as base:
+        admin = {"X-Auth-Token": ADMIN_TOKEN}
+        created = httpx.post(
+            f"{base}/api/admin/clients",
+            headers=admin,
+            json={"name": "Load Co", "email": "load@acmecorp.com", "plan": "pro"},
+        ).json()
+        client_id, key = created["client_id"], created["api_key"]
+        topped = httpx.put(
+            f"{base}/api/admin/clients/{client_id}/credits",
+            headers=admin,
+            json={"credits": CREDITS - 200, "reason": "load test allowance"},
+        )
+        assert topped.json()["credits_remaining"] == CREDITS
+
+        ctx = mp.get_context("spawn")
+        barrier = ctx.Barrier(PROCESSES)
+        out: mp.Queue[list[int]] = ctx.Queue()
+        procs = [
+            ctx.Process(target=_client_process, args=(base, key, barrier, out))
+            for _ in range(PROCESSES)
+        ]
+        for proc in procs:
+            proc.start()
+        statuses = Counter(code for _ in procs for code in out.get(timeout=300))
+        for proc in procs:
+            proc.join(timeout=30)
+            assert proc.exitcode == 0
+
+        usage = httpx.get(f"{base}/api/billing/usage", headers={"X-Client-Key": key}).json()
+        detail = httpx.get(f"{base}/api/admin/clients/{client_id}", headers=admin).json()
+
+    assert statuses == {201: CREDITS, 402: PROCESSES * PER_PROCESS - CREDITS}, statuses
+    assert usage["credits_remaining"] == 0
+    ledger = detail["metadata"]["cost_log"]
+    assert len(ledger) == CREDITS
+    assert len({entry["job_id"] for entry in ledger}) == CREDITS
+    jobs = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
+    assert len(jobs) == CREDITS
+    assert {job["job_id"] for job in jobs} == {entry["job_id"] for entry in ledger}
+    check_store_file(tmp_path / "clients.json", keys=[key])
