@@ -148,9 +148,11 @@ class JobStore:
 
     def for_client(self, client_id: str, since: datetime | None) -> list[Job]:
         self._refresh()
+        with self._read_lock:  # another thread's _refresh may be adding to the dict
+            jobs = list(self._jobs.values())
         return [
             job
-            for job in self._jobs.values()
+            for job in jobs
             if job.client_id == client_id and (since is None or job.created_at >= since)
         ]
 
@@ -181,7 +183,13 @@ def intake(
     job = Job(
         **body.model_dump(), job_id=job_id, client_id=client.client_id, created_at=charge.charged_at
     )
-    jobs.add(job)
+    try:
+        jobs.add(job)
+    except StoreUnavailable:
+        # Charged but not queued: give the credit back, so a client never pays for nothing.
+        if not charge.replayed:
+            service.refund(client.client_id, job_id)
+        raise
     return JobAccepted(
         job_id=job_id,
         status=job.status,

@@ -111,6 +111,22 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
     )
 
 
+def refund(record: ClientRecord, job_id: str, now: datetime) -> bool:
+    """Undo the current cycle's charge of ``job_id`` (the job could not be queued): the ledger
+    entry goes, the credit and the cost come back. A job charged in an earlier cycle, or never,
+    is left alone; returns whether anything was refunded."""
+    log = record.metadata.cost_log
+    for index, entry in enumerate(log):
+        if entry.job_id == job_id:
+            del log[index]
+            if record.credits_remaining is not None:
+                record.credits_remaining += 1
+            record.total_spent = round(max(0.0, record.total_spent - entry.cost), SPEND_DECIMALS)
+            record.updated_at = now
+            return True
+    return False
+
+
 def add_credits(record: ClientRecord, amount: int, reason: str, now: datetime) -> None:
     """Add (or, when negative, remove) credits in the current cycle, with a reason."""
     if record.credits_remaining is None:

@@ -90,7 +90,7 @@ class BillingService:
         self, client_id: str, amount: int, reason: str, *, now: datetime | None = None
     ) -> ClientRecord:
         record = self.store.add_credits(client_id, amount, reason, now or utcnow())
-        logger.info("Added %+d credits for %s: %s", amount, client_id, reason)
+        logger.info("Added %+d credits for %s: %r", amount, client_id, reason)
         return record
 
     def set_active(
@@ -143,6 +143,13 @@ class BillingService:
         if not result.replayed:
             logger.info("Deducted credit for %s: job submission %s", client_id, job_id)
         return result
+
+    def refund(self, client_id: str, job_id: str, *, now: datetime | None = None) -> bool:
+        """Give back the credit of a charged job that could not be queued."""
+        refunded = self.store.refund(client_id, job_id, now or utcnow())
+        if refunded:
+            logger.warning("Refunded credit for %s: job %s was not queued", client_id, job_id)
+        return refunded
 
 
 def _roll_view(record: ClientRecord, now: datetime) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 import gateway
 from conftest import ADMIN_TOKEN, Clock
+from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.settings import get_settings
 from tests.factories import JOB_BODY, create_client, submit_job
 
@@ -192,3 +193,24 @@ def test_main_refuses_a_placeholder_token(
     monkeypatch.setattr("gateway.uvicorn.run", lambda *a, **kw: pytest.fail("must not start"))
     assert gateway.main([]) == 2
     assert "placeholder" in capsys.readouterr().err
+
+
+def test_a_job_that_cannot_be_queued_is_refunded(
+    http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = create_client(http, "free")
+
+    def disk_full(self: gateway.JobStore, job: gateway.Job) -> None:
+        raise StoreUnavailable("Cannot write the job file: No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gateway.JobStore, "add", disk_full)
+        response = submit_job(http, client["api_key"])
+        assert response.status_code == 503
+        assert response.json()["code"] == "store_unavailable"
+        detail = http.get(
+            f"/api/admin/clients/{client['client_id']}", headers={"X-Auth-Token": ADMIN_TOKEN}
+        ).json()
+        assert detail["credits_remaining"] == 5
+        assert detail["metadata"]["cost_log"] == []
+    assert submit_job(http, client["api_key"]).json()["credits_remaining"] == 4

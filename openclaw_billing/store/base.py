@@ -60,6 +60,12 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
+        """Atomically undo the current cycle's charge of ``job_id`` (its job could not be
+        queued): remove the ledger entry, give back the credit and the cost. Returns False (and
+        changes nothing) if the job id is not in the current cycle's ledger."""
+
+    @abstractmethod
     def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
         """Atomically roll the cycle if due, then adjust credits with a logged reason.
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from .. import ledger
-from ..cycles import utcnow
+from ..cycles import is_expired, utcnow
 from ..errors import (
     BillingError,
     ClientNotFound,
@@ -303,12 +303,23 @@ class JsonFileStore(Store):
         return page, len(matching)
 
     def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
+        # Read path first: only a due reset needs the lock (and it re-checks under it).
+        stored = self._current().clients.get(client_id)
+        if stored is not None and not is_expired(stored.billing_cycle_end, now):
+            return stored.model_copy(deep=True)
         return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
             result = ledger.charge(record, job_id, cost, now)
             return result, not result.replayed
+
+        return self._mutate(client_id, now, change)
+
+    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
+        def change(record: ClientRecord) -> tuple[bool, bool]:
+            refunded = ledger.refund(record, job_id, now)
+            return refunded, refunded
 
         return self._mutate(client_id, now, change)
 
