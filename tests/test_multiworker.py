@@ -1,13 +1,15 @@
-"""RELIABILITY.md R1 on the JSON store: several uvicorn workers, many client processes.
+"""RELIABILITY.md R1 and R8 on the JSON store: several uvicorn workers, many client processes.
 
 A client with 500 credits; 8 processes x 100 concurrent intakes with its key, released
 together by a barrier: exactly 500 accepted, the rest 402, no 5xx, credits 0, 500 ledger
-entries, 500 jobs.
+entries, 500 jobs. Meanwhile readers poll /api/billing/usage: no errors, and the credits they
+see never go up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
 from collections import Counter
@@ -26,6 +28,7 @@ WORKERS = 4
 PROCESSES = 8
 PER_PROCESS = 100
 CREDITS = 500
+READERS = 2
 
 
 async def _burst(base: str, key: str, count: int) -> list[int]:
@@ -46,6 +49,24 @@ def _client_process(base: str, key: str, barrier: Barrier, out: mp.Queue[list[in
     out.put(asyncio.run(_burst(base, key, PER_PROCESS)))
 
 
+def _reader_process(
+    base: str, key: str, barrier: Barrier, out: mp.Queue[list[int]], seen: mp.Queue[list[int]]
+) -> None:
+    """Poll usage until the credits reach 0; report statuses and the credits seen in order."""
+    barrier.wait(timeout=60)
+    statuses: list[int] = []
+    credits: list[int] = []
+    with httpx.Client(base_url=base, timeout=60) as client:
+        while not credits or credits[-1] > 0:
+            response = client.get("/api/billing/usage", headers={"X-Client-Key": key})
+            statuses.append(response.status_code)
+            if response.status_code != 200 or len(statuses) > 5000:
+                break
+            credits.append(response.json()["credits_remaining"])
+    out.put(statuses)
+    seen.put(credits)
+
+
 @pytest.mark.slow
 def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: Path) -> None:
     with running_gateway(tmp_path, workers=WORKERS) as base:
@@ -64,16 +85,24 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: 
         assert topped.json()["credits_remaining"] == CREDITS
 
         ctx = mp.get_context("spawn")
-        barrier = ctx.Barrier(PROCESSES)
+        barrier = ctx.Barrier(PROCESSES + READERS)
         out: mp.Queue[list[int]] = ctx.Queue()
+        reads: mp.Queue[list[int]] = ctx.Queue()
+        seen: mp.Queue[list[int]] = ctx.Queue()
         procs = [
             ctx.Process(target=_client_process, args=(base, key, barrier, out))
             for _ in range(PROCESSES)
         ]
-        for proc in procs:
+        readers = [
+            ctx.Process(target=_reader_process, args=(base, key, barrier, reads, seen))
+            for _ in range(READERS)
+        ]
+        for proc in procs + readers:
             proc.start()
         statuses = Counter(code for _ in procs for code in out.get(timeout=300))
-        for proc in procs:
+        read_statuses = Counter(code for _ in readers for code in reads.get(timeout=300))
+        observed = [seen.get(timeout=60) for _ in readers]
+        for proc in procs + readers:
             proc.join(timeout=30)
             assert proc.exitcode == 0
 
@@ -81,6 +110,10 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: 
         detail = httpx.get(f"{base}/api/admin/clients/{client_id}", headers=admin).json()
 
     assert statuses == {201: CREDITS, 402: PROCESSES * PER_PROCESS - CREDITS}, statuses
+    assert set(read_statuses) == {200}, read_statuses
+    for credits in observed:
+        assert credits[-1] == 0
+        assert all(a >= b for a, b in itertools.pairwise(credits)), "credits went up"
     assert usage["credits_remaining"] == 0
     ledger = detail["metadata"]["cost_log"]
     assert len(ledger) == CREDITS
