@@ -22,7 +22,12 @@ from openclaw_billing.errors import (
     InvalidApiKey,
 )
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision
-from openclaw_billing.service import can_submit_job, deduct_job_credit, get_client_by_api_key
+from openclaw_billing.service import (
+    can_submit_job,
+    deduct_job_credit,
+    get_client_by_api_key,
+    refund_job_credit,
+)
 
 __all__ = [
     "BillingError",
@@ -38,6 +43,7 @@ __all__ = [
     "deduct_job_credit",
     "get_client_by_api_key",
     "install_error_handlers",
+    "refund_job_credit",
     "require_client",
     "router",
 ]

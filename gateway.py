@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        print(f"Invalid settings:\n{exc}", file=sys.stderr)
+        problems = "\n".join(f"  {e['msg']}" for e in exc.errors(include_input=False))
+        print(f"Invalid settings:\n{problems}", file=sys.stderr)
         return 2
     port = args.port or settings.gateway_port
     uvicorn.run("gateway:app", host=args.host, port=port, workers=args.workers)

@@ -140,7 +140,11 @@ class BillingService:
         if not 0 <= cost <= MAX_JOB_COST:  # also refuses NaN
             raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
         result = self.store.charge(client_id, job_id, float(cost), now or utcnow())
-        if not result.replayed:
+        if result.replayed:
+            pass
+        elif result.credits_remaining is None:
+            logger.info("Logged job for %s (unlimited plan): job submission %s", client_id, job_id)
+        else:
             logger.info("Deducted credit for %s: job submission %s", client_id, job_id)
         return result
 
@@ -210,11 +214,19 @@ def deduct_job_credit(client_id: str, job_id: str | None = None, cost: float = 0
     return get_service().charge(client_id, job_id=job_id, cost=cost)
 
 
+def refund_job_credit(client_id: str, job_id: str) -> bool:
+    """Give back the credit and cost of a job charged in the current cycle that could not be
+    run (e.g. it failed to queue). Returns False, changing nothing, if the job id is not in the
+    current cycle's ledger."""
+    return get_service().refund(client_id, job_id)
+
+
 __all__ = [
     "BillingService",
     "can_submit_job",
     "deduct_job_credit",
     "get_client_by_api_key",
     "get_service",
+    "refund_job_credit",
     "set_service",
 ]

@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     """Every setting, with the environment variable that sets it."""
 
     model_config = SettingsConfigDict(
-        extra="ignore", validate_by_name=True, validate_by_alias=True, frozen=True
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+        # A rejected secret must never be echoed into a log or a terminal.
+        hide_input_in_errors=True,
     )
 
     admin_token: Annotated[SecretStr | None, Field(validation_alias="OPENCLAW_ADMIN_TOKEN")] = None

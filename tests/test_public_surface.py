@@ -22,6 +22,7 @@ EXPECTED = [
     "deduct_job_credit",
     "get_client_by_api_key",
     "install_error_handlers",
+    "refund_job_credit",
     "require_client",
     "router",
 ]
@@ -43,6 +44,9 @@ def test_contract_signatures() -> None:
     )
     assert str(inspect.signature(client_auth.deduct_job_credit)) == (
         "(client_id: 'str', job_id: 'str | None' = None, cost: 'float' = 0.0) -> 'ChargeResult'"
+    )
+    assert str(inspect.signature(client_auth.refund_job_credit)) == (
+        "(client_id: 'str', job_id: 'str') -> 'bool'"
     )
 
 

@@ -86,7 +86,8 @@ class Store(ABC):
 
 def log_cycle_reset(record: ClientRecord) -> None:
     """The summary's log line for a cycle reset, written once per reset by every backend."""
-    jobs = "unlimited" if record.credits_remaining is None else record.credits_remaining
+    allowance = record.metadata.cycle_allowance  # what the new cycle started with
+    jobs = "unlimited" if allowance is None else allowance
     logging.getLogger("openclaw_billing").info(
         "Reset monthly credits for %s: %s jobs", record.client_id, jobs
     )

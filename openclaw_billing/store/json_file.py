@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
-from ..plans import PlanId
+from ..plans import PlanId, get_plan
 from .base import Store, log_cycle_reset
 from .filelock import FileLock
 
@@ -138,6 +138,18 @@ class JsonFileStore(Store):
                 raise self._corrupt(
                     f"holds an invalid client record (#{index}, {where}: {first['msg']})"
                 ) from None
+            if record.credits_remaining is not None and record.credits_remaining < 0:
+                # I1: never negative. Loading it would serve (or "repair") a broken ledger.
+                raise self._corrupt(
+                    f"holds client {record.client_id} with negative credits_remaining "
+                    f"({record.credits_remaining})"
+                )
+            if (record.credits_remaining is None) != get_plan(record.plan).unlimited:
+                # null credits on a limited plan would run every job unpaid.
+                raise self._corrupt(
+                    f"holds client {record.client_id} on the {record.plan.value} plan with "
+                    f"credits_remaining {record.credits_remaining}"
+                )
             if record.client_id in clients or record.api_key_hash in by_digest:
                 raise self._corrupt(f"holds client {record.client_id} twice")
             clients[record.client_id] = record

@@ -1,0 +1,443 @@
+"""The user documentation works: every ```bash block of the three guides, run verbatim.
+
+For each document a real gateway (``uvicorn gateway:app``) is started on a free port over a
+fresh store; the document's ```bash blocks are run in order as one ``bash -euo pipefail``
+script, as a reader would paste them after ``make run`` and ``export OPENCLAW_ADMIN_TOKEN=...``.
+The only change made to a block is ``localhost:18789`` -> ``127.0.0.1:<port>``.
+
+What is checked:
+
+* the script exits 0 (the docs use ``curl --fail-with-body``, so an unexpected 4xx/5xx fails);
+* every HTTP call got its documented status: 201 for the two create routes, 200 otherwise,
+  and for a deliberate error example (a block without ``--fail-with-body``) the status of the
+  error code its sample shows;
+* every ```json sample that directly follows a ```bash block is that block's real output,
+  up to ids, keys and timestamps;
+* the delivery summary's four curl examples still give the summary's results.
+
+Blocks the test must not run use other fence languages (```shell, ```text, ```python, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
+DOCS = ("README.md", "CLIENT_AUTH_QUICK_START.md", "CLIENT_AUTH_INTEGRATION.md")
+#: Where the docs say the gateway is (``make run``).
+DOC_HOST = "localhost:18789"
+ADMIN_TOKEN = "docs-test-admin-" + secrets.token_urlsafe(24)
+
+#: Status of each error code (CLIENT_AUTH_INTEGRATION.md, "Errors").
+ERROR_STATUS = {
+    "invalid_api_key": 401,
+    "invalid_admin_token": 401,
+    "credit_limit_reached": 402,
+    "client_not_found": 404,
+    "not_found": 404,
+    "insufficient_credits": 409,
+    "unlimited_plan": 409,
+    "duplicate_client": 409,
+    "validation_error": 422,
+    "stripe_not_configured": 503,
+    "admin_token_not_configured": 503,
+    "store_unavailable": 503,
+}
+#: Successful calls answer 200, except these creations.
+CREATED = {("POST", "/api/admin/clients"), ("POST", "/api/intake")}
+
+_MARK = "@@docs-block"
+_CURL_MARK = "@@curl"
+#: Records method, URL and status of every curl call on stderr; a doc's own --write-out would
+#: replace it, and the missing record fails the test.
+_WRITE_OUT = "%{stderr}" + _CURL_MARK + " %{method} %{url_effective} %{response_code}\\n"
+_PRELUDE = f"curl() {{ command curl --write-out '{_WRITE_OUT}' \"$@\"; }}\n"
+
+_FENCE = re.compile(r"^(`{3,})([\w+-]*)[^\n]*$")
+_KEY_RE = re.compile(r"oc_live_[0-9a-f]{32}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PLACEHOLDERS = (
+    (_KEY_RE, "<api_key>"),
+    (re.compile(r"oc_live_[0-9a-f]{4}"), "<api_key_prefix>"),
+    (_UUID_RE, "<uuid>"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00"), "<timestamp>"),
+    (re.compile(r"[0-9a-f]{64}"), "<sha256>"),
+)
+
+
+# -- reading the docs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    lang: str
+    text: str
+    line: int
+
+
+def fenced_blocks(markdown: str) -> list[Block]:
+    """The fenced code blocks of a Markdown text, in order."""
+    blocks: list[Block] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i].strip())
+        if opening is None:
+            i += 1
+            continue
+        fence, lang = opening.group(1), opening.group(2)
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and not lines[j].strip().startswith(fence):
+            body.append(lines[j])
+            j += 1
+        assert j < len(lines), f"unclosed code fence at line {i + 1}"
+        blocks.append(Block(lang, textwrap.dedent("\n".join(body)), i + 1))
+        i = j + 1
+    return blocks
+
+
+def read_doc(name: str) -> str:
+    return (REPO_ROOT / name).read_text(encoding="utf-8")
+
+
+def sample_after(blocks: list[Block], index: int) -> Any | None:
+    """The parsed ```json block right after block ``index`` (prose in between is fine)."""
+    if index + 1 < len(blocks) and blocks[index + 1].lang == "json":
+        return json.loads(blocks[index + 1].text)
+    return None
+
+
+def normalized(value: Any) -> Any:
+    """``value`` with ids, keys, digests and timestamps replaced by placeholders."""
+    if isinstance(value, dict):
+        return {key: normalized(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [normalized(item) for item in value]
+    if isinstance(value, str):
+        for pattern, placeholder in _PLACEHOLDERS:
+            if pattern.fullmatch(value):
+                return placeholder
+    return value
+
+
+def curl_count(text: str) -> int:
+    """How many curl commands a block's text holds."""
+    return len(re.findall(r"(?<![\w./-])curl\s", text))
+
+
+# -- running them -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurlCall:
+    method: str
+    path: str
+    status: int
+
+
+@dataclass(frozen=True)
+class BlockRun:
+    stdout: str
+    calls: list[CurlCall]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env() -> dict[str, str]:
+    """The test's environment without any billing or Stripe setting of the developer's."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OPENCLAW_", "STRIPE_"))
+    }
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[str]:
+    """A real ``uvicorn gateway:app`` over a fresh store; yields ``127.0.0.1:<port>``."""
+    port = free_port()
+    env = clean_env() | {
+        "OPENCLAW_BILLING_DB": str(tmp_path / "clients.json"),
+        "OPENCLAW_JOBS_FILE": str(tmp_path / "jobs.jsonl"),
+        "OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gateway:app", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"gateway exited with {proc.returncode}:\n{log_path.read_text()}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gateway not healthy after 30 s:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
+    """Run ``blocks`` as one ``bash -euo pipefail`` script against ``host``; one result per
+    block. Fails the test if the script fails."""
+    parts = [_PRELUDE]
+    for index, text in enumerate(blocks):
+        marker = f"printf '\\n{_MARK} {index}\\n'"
+        parts += [f"{marker}\n{marker} >&2", text.replace(DOC_HOST, host)]
+    script = tmp_path / "docs.sh"
+    script.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    env = clean_env() | {"OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"the examples failed with exit code {done.returncode}\n"
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
+    outputs = _split(done.stdout)
+    calls = [
+        [_parse_call(line) for line in chunk.splitlines() if line.startswith(_CURL_MARK)]
+        for chunk in _split(done.stderr)
+    ]
+    assert len(outputs) == len(calls) == len(blocks), done.stdout + done.stderr
+    return [BlockRun(out.strip(), call) for out, call in zip(outputs, calls, strict=True)]
+
+
+def _split(stream: str) -> list[str]:
+    """The output of each block, by the markers written between blocks."""
+    chunks = re.split(rf"(?m)^{_MARK} \d+$", stream)
+    return chunks[1:]
+
+
+def _parse_call(line: str) -> CurlCall:
+    _, method, url, status = line.split(" ")
+    return CurlCall(method, httpx.URL(url).path, int(status))
+
+
+def success_status(call: CurlCall) -> int:
+    return 201 if (call.method, call.path) in CREATED else 200
+
+
+def parse_output(stdout: str, where: str) -> Any:
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        pytest.fail(f"{where}: the output is not one JSON document:\n{stdout}")
+
+
+# -- the docs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_doc_fences_are_as_the_test_expects(name: str) -> None:
+    """Runnable curl is ```bash and nothing else is; the rest parses; make run/test named."""
+    text = read_doc(name)
+    assert "make run" in text
+    assert "make test" in text
+    blocks = fenced_blocks(text)
+    assert [b for b in blocks if b.lang == "bash"], f"{name} has no runnable example"
+    for block in blocks:
+        where = f"{name}:{block.line}"
+        assert block.lang, f"{where}: a code block needs a language"
+        assert block.lang != "sh", f"{where}: use ```bash (runnable) or ```shell (skipped)"
+        if block.lang != "bash":
+            assert curl_count(block.text) == 0, f"{where}: curl examples must be ```bash"
+        if block.lang == "json":
+            json.loads(block.text)
+        if block.lang == "python":
+            compile(block.text, where, "exec")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DOCS)
+def test_doc_bash_blocks_run_verbatim_against_a_real_gateway(
+    name: str, gateway: str, tmp_path: Path
+) -> None:
+    blocks = fenced_blocks(read_doc(name))
+    runnable = [(i, b) for i, b in enumerate(blocks) if b.lang == "bash"]
+    runs = run_script([b.text for _, b in runnable], gateway, tmp_path)
+    for (index, block), run in zip(runnable, runs, strict=True):
+        where = f"{name}:{block.line}"
+        assert DOC_HOST in block.text or curl_count(block.text) == 0, where
+        assert len(run.calls) >= curl_count(block.text), f"{where}: a curl call went unrecorded"
+        sample = sample_after(blocks, index)
+        fails_on_error = block.text.count("--fail-with-body") == curl_count(block.text)
+        if fails_on_error:
+            for call in run.calls:
+                assert call.status == success_status(call), f"{where}: {call}"
+        else:
+            # A deliberate error: one call, its sample shows the error body.
+            assert len(run.calls) == 1, f"{where}: one call per error example"
+            assert isinstance(sample, dict), f"{where}: an error example needs its sample"
+            assert "code" in sample, f"{where}: an error example needs its sample"
+            assert run.calls[0].status == ERROR_STATUS[sample["code"]], f"{where}: {run.calls}"
+        if sample is not None:
+            actual = parse_output(run.stdout, where)
+            assert normalized(actual) == normalized(sample), (
+                f"{where}: the sample differs from the real output:\n{json.dumps(actual, indent=4)}"
+            )
+
+
+# -- the delivery summary's examples ------------------------------------------------------------
+
+#: The four curl examples of CLIENT_AUTH_DELIVERY_SUMMARY.md ("Usage Examples"), verbatim.
+SUMMARY_CREATE = """\
+curl -X POST http://localhost:18789/api/admin/clients \\
+  -H "X-Auth-Token: your-secret-admin-token" \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "name": "Acme Corp",
+    "email": "api@acmecorp.com",
+    "plan": "pro"
+  }'
+
+# Response:
+# {
+#   "client_id": "uuid-here",
+#   "api_key": "oc_live_abc123def456...",
+#   "plan": "pro",
+#   "credits_remaining": 200,
+#   ...
+# }"""
+SUMMARY_USAGE = """\
+curl -H "X-Client-Key: oc_live_abc123def456..." \\
+  http://localhost:18789/api/billing/usage
+
+# Response:
+# {
+#   "client_id": "uuid-here",
+#   "plan": "pro",
+#   "credits_remaining": 199,
+#   "credits_limit": 200,
+#   "usage_pct": 0.5,
+#   "status": "active",
+#   ...
+# }"""
+SUMMARY_JOB = """\
+curl -X POST http://localhost:18789/api/intake \\
+  -H "X-Client-Key: oc_live_abc123def456..." \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "project_name": "Feature Build",
+    "description": "Add user authentication",
+    "task_type": "feature_build",
+    "priority": "P1"
+  }'
+
+# Job created, credit deducted from client"""
+SUMMARY_CREDITS = """\
+curl -X PUT http://localhost:18789/api/admin/clients/uuid-here/credits \\
+  -H "X-Auth-Token: your-secret-admin-token" \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "credits": 50,
+    "reason": "Q1 promotional credit"
+  }'
+
+# Client now has 50 additional jobs available"""
+SUMMARY_EXAMPLES = (SUMMARY_CREATE, SUMMARY_USAGE, SUMMARY_JOB, SUMMARY_CREDITS)
+
+
+def test_summary_examples_are_copied_verbatim() -> None:
+    if not SUMMARY.exists():
+        pytest.skip(f"{SUMMARY} is not in this checkout")
+    blocks = fenced_blocks(SUMMARY.read_text(encoding="utf-8"))
+    examples = tuple(b.text for b in blocks if b.lang == "bash" and DOC_HOST in b.text)
+    assert examples == SUMMARY_EXAMPLES
+
+
+def run_summary_example(
+    example: str, host: str, tmp_path: Path, *, key: str = "", client_id: str = ""
+) -> tuple[CurlCall, Any]:
+    """One summary example with the real token, key and id put in; its call and output."""
+    text = example.replace("your-secret-admin-token", ADMIN_TOKEN)
+    if key:
+        text = text.replace("oc_live_abc123def456...", key)
+    if client_id:
+        text = text.replace("uuid-here", client_id)
+    (run,) = run_script([text], host, tmp_path)
+    (call,) = run.calls
+    return call, parse_output(run.stdout, example.splitlines()[0])
+
+
+@pytest.mark.slow
+def test_summary_examples_give_the_documented_results(gateway: str, tmp_path: Path) -> None:
+    call, created = run_summary_example(SUMMARY_CREATE, gateway, tmp_path)
+    assert call.status == 201
+    assert _KEY_RE.fullmatch(created["api_key"])
+    assert _UUID_RE.fullmatch(created["client_id"])
+    assert (created["plan"], created["credits_remaining"]) == ("pro", 200)
+    ids = {"key": created["api_key"], "client_id": created["client_id"]}
+
+    call, usage = run_summary_example(SUMMARY_USAGE, gateway, tmp_path, **ids)
+    assert call.status == 200
+    assert usage["client_id"] == created["client_id"]
+    assert (usage["plan"], usage["credits_remaining"], usage["credits_limit"]) == ("pro", 200, 200)
+    assert (usage["usage_pct"], usage["status"]) == (0.0, "active")
+
+    call, job = run_summary_example(SUMMARY_JOB, gateway, tmp_path, **ids)
+    assert call.status == 201
+    assert (job["status"], job["credits_remaining"]) == ("queued", 199)
+    assert job["job"]["client_id"] == created["client_id"]
+
+    # After one job, usage reads exactly as the summary's sample response.
+    call, usage = run_summary_example(SUMMARY_USAGE, gateway, tmp_path, **ids)
+    assert call.status == 200
+    documented = {
+        "client_id": created["client_id"],
+        "plan": "pro",
+        "credits_remaining": 199,
+        "credits_limit": 200,
+        "usage_pct": 0.5,
+        "status": "active",
+    }
+    assert {k: usage[k] for k in documented} == documented
+
+    call, client = run_summary_example(SUMMARY_CREDITS, gateway, tmp_path, **ids)
+    assert call.status == 200
+    assert client["client_id"] == created["client_id"]
+    assert client["credits_remaining"] == 199 + 50
