@@ -1,0 +1,352 @@
+"""Helpers for the JSON store tests: records, and the bodies of child processes.
+
+Child processes come from the "forkserver" context with this module preloaded, so starting one
+costs milliseconds and never inherits the parent's threads or locks. Every function a child runs
+is defined here (importable by name), never in a test module.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import tempfile
+import threading
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier, Event
+from pathlib import Path
+from typing import Any
+
+from openclaw_billing.errors import BillingError
+from openclaw_billing.keys import digest_key, display_prefix, generate_key
+from openclaw_billing.models import ChargeResult, ClientMetadata, ClientRecord
+from openclaw_billing.plans import PlanId, get_plan
+from openclaw_billing.store import json_file
+from openclaw_billing.store.base import Store
+from openclaw_billing.store.json_file import JsonFileStore
+
+#: The summary's example instant; every test passes time explicitly.
+T0 = datetime(2026, 2, 19, 10, 30, tzinfo=UTC)
+CYCLE = timedelta(days=30)
+#: Bound on any wait for a child process or a barrier: a hang fails the test, never blocks it.
+WAIT = 60.0
+CRASH_EXIT = 137
+
+#: (job_id, outcome, result): outcome is "ok", "limit" or the name of another error.
+Outcome = tuple[str, str, ChargeResult | None]
+
+
+def mp_context() -> ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def make_record(
+    client_id: str,
+    plan: PlanId = PlanId.PRO,
+    *,
+    allowance: int | None = None,
+    now: datetime = T0,
+    active: bool = True,
+) -> tuple[ClientRecord, str]:
+    """A new client record as the service creates it; ``allowance`` overrides the plan's
+    credits for a limited plan. Returns the record and its plaintext key."""
+    key = generate_key()
+    credits = get_plan(plan).jobs_per_month
+    if credits is not None and allowance is not None:
+        credits = allowance
+    record = ClientRecord(
+        client_id=client_id,
+        name=f"Client {client_id}",
+        email=f"{client_id}@acmecorp.com",
+        api_key_hash=digest_key(key),
+        api_key_prefix=display_prefix(key),
+        plan=plan,
+        credits_remaining=credits,
+        total_spent=0.0,
+        created_at=now,
+        updated_at=now,
+        active=active,
+        billing_cycle_start=now,
+        billing_cycle_end=now + CYCLE,
+        metadata=ClientMetadata(cycle_allowance=credits),
+    )
+    return record, key
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temp files a write to ``path`` may leave behind (the store sweeps these on open)."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def ledger_ids(record: ClientRecord) -> list[str]:
+    return [entry.job_id for entry in record.metadata.cost_log]
+
+
+def file_state(path: Path, client_id: str) -> tuple[int | None, list[str]]:
+    """(credits_remaining, job ids of the current cycle) of one client, read from the raw
+    file without the store (new format only)."""
+    doc = json.loads(path.read_bytes())
+    record = doc["clients"][client_id]
+    return record["credits_remaining"], [e["job_id"] for e in record["metadata"]["cost_log"]]
+
+
+# -- charging from threads and processes ---------------------------------------------------
+
+
+def charge_jobs(
+    store: Store, client_id: str, jobs: Sequence[tuple[str, datetime]], cost: float = 0.5
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for job_id, now in jobs:
+        try:
+            result = store.charge(client_id, job_id, cost, now)
+        except BillingError as exc:
+            name = "limit" if exc.code == "credit_limit_reached" else type(exc).__name__
+            outcomes.append((job_id, name, None))
+        else:
+            outcomes.append((job_id, "ok", result))
+    return outcomes
+
+
+def charge_in_threads(
+    store: Store,
+    client_id: str,
+    batches: Sequence[Sequence[tuple[str, datetime]]],
+    barrier: Barrier | threading.Barrier,
+) -> list[Outcome]:
+    """One thread per batch, all released together by ``barrier``; the outcomes of all."""
+    results: list[list[Outcome]] = [[] for _ in batches]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait(WAIT)
+            results[index] = charge_jobs(store, client_id, batches[index])
+        except BaseException as exc:  # reported to the caller, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    if errors:
+        raise errors[0]
+    assert not any(t.is_alive() for t in threads), "a charging thread did not finish"
+    return [outcome for batch in results for outcome in batch]
+
+
+def charge_process(
+    path: str,
+    client_id: str,
+    batches: list[list[tuple[str, datetime]]],
+    barrier: Barrier,
+    out: Queue[Any],
+) -> None:
+    """Child: open its own store on ``path`` and charge each batch from its own thread."""
+    try:
+        store = JsonFileStore(path)
+        out.put(("ok", charge_in_threads(store, client_id, batches, barrier)))
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+
+
+def collect(procs: Sequence[BaseProcess], out: Queue[Any]) -> list[Any]:
+    """The results ``charge_process`` children put on ``out`` (one each), then join them."""
+    results: list[Any] = []
+    for _ in procs:
+        status, value = out.get(timeout=WAIT)
+        assert status == "ok", value
+        results.extend(value)
+    for proc in procs:
+        proc.join(WAIT)
+        assert proc.exitcode == 0, proc.exitcode
+    return results
+
+
+# -- holding the lock from another process ---------------------------------------------------
+
+
+def hold_lock(lock_path: str, held: Event, release: Event) -> None:
+    """Child: take the store's ``flock`` as another worker would, until told to let go."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.set()
+    release.wait(WAIT)
+    os.close(fd)
+
+
+# -- crashing inside the write protocol ------------------------------------------------------
+
+
+class _Crash:
+    """Counts the I/O steps of the store's write protocol and kills the process at one."""
+
+    def __init__(self, crash_at: int) -> None:
+        self.crash_at = crash_at
+        self.steps: list[str] = []
+
+    def step(self, name: str) -> bool:
+        """Record a step; True when the process must die at it."""
+        self.steps.append(name)
+        return len(self.steps) == self.crash_at
+
+
+class _CrashingFile:
+    def __init__(self, crash: _Crash, handle: Any) -> None:
+        self._crash = crash
+        self._handle = handle
+
+    def __enter__(self) -> _CrashingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+    def fileno(self) -> int:
+        fd: int = self._handle.fileno()
+        return fd
+
+    def write(self, data: bytes) -> int:
+        if self._crash.step("write"):
+            # Die mid-write with part of the data really in the file.
+            self._handle.write(data[: len(data) // 2])
+            self._handle.flush()
+            os._exit(CRASH_EXIT)
+        written: int = self._handle.write(data)
+        return written
+
+    def flush(self) -> None:
+        if self._crash.step("flush"):
+            os._exit(CRASH_EXIT)
+        self._handle.flush()
+
+
+class _CrashingOs:
+    """Stands in for ``os`` inside ``openclaw_billing.store.json_file``."""
+
+    def __init__(self, crash: _Crash) -> None:
+        self._crash = crash
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def _maybe_die(self, name: str) -> None:
+        if self._crash.step(name):
+            os._exit(CRASH_EXIT)
+
+    def fdopen(self, fd: int, mode: str) -> _CrashingFile:
+        self._maybe_die("fdopen")  # the temp file exists, nothing written yet
+        return _CrashingFile(self._crash, os.fdopen(fd, mode))
+
+    def fsync(self, fd: int) -> None:
+        self._maybe_die("fsync")
+        os.fsync(fd)
+
+    def replace(self, src: str, dst: str | Path) -> None:
+        self._maybe_die("replace")
+        os.replace(src, dst)
+
+    def open(self, path: str | Path, flags: int, mode: int = 0o777) -> int:
+        self._maybe_die("open")
+        return os.open(path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        self._maybe_die("close")
+        os.close(fd)
+
+
+class _CrashingTempfile:
+    def __init__(self, crash: _Crash) -> None:
+        self._crash = crash
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(tempfile, name)
+
+    def mkstemp(self, **kwargs: Any) -> tuple[int, str]:
+        if self._crash.step("mkstemp"):
+            os._exit(CRASH_EXIT)
+        return tempfile.mkstemp(**kwargs)
+
+
+def crash_during_charge(
+    path: str, client_id: str, job_id: str, now: datetime, crash_at: int, out: Queue[Any]
+) -> None:
+    """Child: open the store, then charge one job, dying at I/O step ``crash_at`` of the write
+    (0: never). A run that does not die reports the steps it went through."""
+    store = JsonFileStore(path)  # opened before the hooks: its sweep is not under test here
+    crash = _Crash(crash_at)
+    json_file.__dict__["os"] = _CrashingOs(crash)
+    json_file.__dict__["tempfile"] = _CrashingTempfile(crash)
+    result = store.charge(client_id, job_id, 1.5, now)
+    out.put((crash.steps, result))
+
+
+# -- kill -9 under load ----------------------------------------------------------------------
+
+
+def write_forever(path: str, client_id: str, prefix: str, acked: Any, now: datetime) -> None:
+    """Child: charge ``prefix-0``, ``prefix-1``, ... (with a small top-up every few jobs) until
+    killed; ``acked.value`` is the number of charges that have returned."""
+    store = JsonFileStore(path)
+    i = 0
+    while True:
+        store.charge(client_id, f"{prefix}-{i}", 0.25, now)
+        i += 1
+        acked.value = i
+        if i % 7 == 0:
+            store.add_credits(client_id, 1, "top-up", now)
+
+
+# -- the original module's file format -------------------------------------------------------
+
+
+def legacy_record(
+    client_id: str,
+    key: str,
+    plan: PlanId = PlanId.PRO,
+    *,
+    credits: int | None = 198,
+    jobs: Sequence[tuple[str, float]] = (("job-legacy-1", 5.5),),
+    adjustments: Sequence[tuple[int, str]] = (),
+) -> dict[str, Any]:
+    """A client record exactly as the original module wrote it (plaintext ``api_key``)."""
+    return {
+        "client_id": client_id,
+        "name": f"Company {client_id}",
+        "email": f"contact@{client_id}.example.com",
+        "api_key": key,
+        "plan": str(plan),
+        "credits_remaining": credits,
+        "total_spent": round(sum(cost for _, cost in jobs), 6),
+        "created_at": "2026-02-19T10:30:00+00:00",
+        "updated_at": "2026-02-19T11:45:00+00:00",
+        "active": True,
+        "stripe_customer_id": f"cus_{client_id}",
+        "stripe_subscription_id": f"sub_{client_id}",
+        "billing_cycle_start": "2026-02-19T10:30:00+00:00",
+        "billing_cycle_end": "2026-03-21T10:30:00+00:00",
+        "metadata": {
+            "credit_adjustments": [
+                {"timestamp": "2026-02-19T11:00:00+00:00", "amount": amount, "reason": reason}
+                for amount, reason in adjustments
+            ],
+            "cost_log": [
+                {"timestamp": "2026-02-19T11:30:00+00:00", "cost": cost, "job_id": job_id}
+                for job_id, cost in jobs
+            ],
+        },
+    }
+
+
+def legacy_bytes(records: Sequence[dict[str, Any]]) -> bytes:
+    """The original module's file: an object of client_id -> record, indented as it wrote."""
+    return json.dumps({r["client_id"]: r for r in records}, indent=2).encode("utf-8")

@@ -1,0 +1,194 @@
+"""Crashes: a child dies at each I/O step of the write protocol (R6), and a writer under load
+is killed with SIGKILL again and again (R5). After each, the file parses and holds exactly the
+old or exactly the new state, and reopening sweeps what the crash left behind."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openclaw_billing.keys import generate_key
+from openclaw_billing.models import ChargeResult
+from openclaw_billing.plans import PlanId
+from openclaw_billing.service import BillingService
+from openclaw_billing.store.json_file import JsonFileStore
+from tests.invariants import check_store_file
+from tests.store_helpers import (
+    CRASH_EXIT,
+    T0,
+    WAIT,
+    crash_during_charge,
+    ledger_ids,
+    legacy_bytes,
+    legacy_record,
+    make_record,
+    mp_context,
+    temp_files,
+    write_forever,
+)
+
+pytestmark = pytest.mark.slow
+
+#: The protocol of one atomic write, as the hooks see it: temp file, write, flush, fsync,
+#: replace, then fsync of the directory.
+WRITE_STEPS = ["mkstemp", "fdopen", "write", "flush", "fsync", "replace", "open", "fsync", "close"]
+NOW = T0 + timedelta(hours=1)
+
+
+def run_crashing_charge(path: Path, crash_at: int) -> tuple[int | None, Any]:
+    """Charge job-new in a child that dies at step ``crash_at`` (0: never); its exit code and,
+    if it lived, (steps, result)."""
+    ctx = mp_context()
+    out = ctx.Queue()
+    child = ctx.Process(
+        target=crash_during_charge, args=(str(path), "c1", "job-new", NOW, crash_at, out)
+    )
+    child.start()
+    child.join(WAIT)
+    if child.exitcode != 0:
+        return child.exitcode, None
+    return 0, out.get(timeout=WAIT)
+
+
+def fresh_copy(base: Path, name: str, raw: bytes) -> Path:
+    path = base / name / "clients.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(raw)
+    return path
+
+
+def test_crash_at_each_step_of_a_write_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+    setup = tmp_path / "setup" / "clients.json"
+    store = JsonFileStore(setup)
+    store.create_client(make_record("c1")[0])
+    store.charge("c1", "job-old", 1.0, T0)
+    old = setup.read_bytes()
+
+    code, reference = run_crashing_charge(fresh_copy(tmp_path, "reference", old), 0)
+    assert code == 0
+    steps, result = reference
+    assert steps == WRITE_STEPS
+    assert isinstance(result, ChargeResult)
+    assert result.credits_remaining == 198
+    new = (tmp_path / "reference" / "clients.json").read_bytes()
+    replaced_at = steps.index("replace") + 1
+
+    for k in range(1, len(steps) + 1):
+        path = fresh_copy(tmp_path, f"crash-{k}", old)
+        code, _ = run_crashing_charge(path, k)
+        assert code == CRASH_EXIT, (k, steps[k - 1], code)
+        # The crash came before step k ("write": halfway through it).
+        left = temp_files(path)
+        if 1 < k <= replaced_at:
+            (temp,) = left
+            if steps[k - 1] == "write":
+                assert temp.stat().st_size == len(new) // 2, "the partial write reached the disk"
+        else:
+            assert left == [], (k, left)
+        expect_new = k > replaced_at
+        assert path.read_bytes() == (new if expect_new else old), (k, steps[k - 1])
+
+        reopened = JsonFileStore(path)
+        assert temp_files(path) == [], "opening sweeps the crash's temp file"
+        record = reopened.get_client("c1")
+        assert record is not None
+        if expect_new:
+            assert (record.credits_remaining, ledger_ids(record)) == (198, ["job-old", "job-new"])
+        else:
+            assert (record.credits_remaining, ledger_ids(record)) == (199, ["job-old"])
+        # The client retries its job after the crash: charged exactly once either way.
+        retry = reopened.charge("c1", "job-new", 1.5, NOW)
+        assert retry.replayed == expect_new
+        assert retry.credits_remaining == 198
+        (final,) = check_store_file(path)
+        assert ledger_ids(final) == ["job-old", "job-new"]
+
+
+def test_crash_during_the_legacy_migration_loses_nothing(tmp_path: Path) -> None:
+    """The first write to an original-format file writes a backup, then the migrated file: a
+    crash anywhere leaves the original (keys working) or the migrated file, and any backup is
+    byte-identical to the original."""
+    key = generate_key()
+    old = legacy_bytes([legacy_record("c1", key)])
+    code, reference = run_crashing_charge(fresh_copy(tmp_path, "reference", old), 0)
+    assert code == 0
+    steps, _ = reference
+    assert steps == WRITE_STEPS + WRITE_STEPS  # the backup, then the store
+    new = (tmp_path / "reference" / "clients.json").read_bytes()
+    backup_done_at = WRITE_STEPS.index("replace") + 1
+    replaced_at = len(WRITE_STEPS) + backup_done_at
+
+    for k in range(1, len(steps) + 1):
+        path = fresh_copy(tmp_path, f"crash-{k}", old)
+        code, _ = run_crashing_charge(path, k)
+        assert code == CRASH_EXIT, (k, code)
+        expect_new = k > replaced_at
+        assert path.read_bytes() == (new if expect_new else old), k
+        backups = list(path.parent.glob("clients.json.legacy-backup-*"))
+        assert len(backups) == (1 if k > backup_done_at else 0), (k, backups)
+        assert all(b.read_bytes() == old for b in backups)
+
+        reopened = JsonFileStore(path)
+        assert temp_files(path) == []
+        service = BillingService(reopened)
+        client = service.authenticate(key)
+        assert client is not None, k
+        assert ledger_ids(client) == (
+            ["job-legacy-1", "job-new"] if expect_new else ["job-legacy-1"]
+        )
+        assert client.credits_remaining == (197 if expect_new else 198)
+        retry = reopened.charge("c1", "job-new", 1.5, NOW)
+        assert retry.replayed == expect_new
+        raw = path.read_bytes()
+        assert key.encode() not in raw
+        assert service.authenticate(key) is not None
+        assert all(b.read_bytes() == old for b in path.parent.glob("clients.json.legacy-backup-*"))
+
+
+def test_writer_killed_at_random_moments_never_breaks_the_file(tmp_path: Path) -> None:
+    """R5: kill -9 a charging writer at random moments, 15 times, restarting it each time."""
+    rounds = 15
+    path = tmp_path / "clients.json"
+    store = JsonFileStore(path)
+    store.create_client(make_record("c1", PlanId.PRO)[0])
+    store.add_credits("c1", 100_000, "load test", T0)
+    ctx = mp_context()
+    rng = random.Random(20260219)
+    committed: list[str] = []
+    for n in range(rounds):
+        acked = ctx.Value("i", 0)
+        writer = ctx.Process(target=write_forever, args=(str(path), "c1", f"r{n}", acked, T0))
+        writer.start()
+        target = rng.randint(1, 25)
+        deadline = time.monotonic() + WAIT
+        while acked.value < target:  # bounded polling for progress
+            assert writer.is_alive(), writer.exitcode
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.003))  # land anywhere in a later write
+        writer.kill()
+        writer.join(WAIT)
+        assert writer.exitcode == -signal.SIGKILL
+        returned = acked.value
+
+        json.loads(path.read_bytes())  # parses as it is, before anyone reopens it
+        (record,) = check_store_file(path)  # reopens (sweeps), then I1-I3, I5
+        assert temp_files(path) == []
+        ids = ledger_ids(record)
+        assert ids[: len(committed)] == committed, "a committed charge was lost"
+        this_round = ids[len(committed) :]
+        # Every charge that returned is on disk, in order, plus at most the one in flight.
+        assert this_round == [f"r{n}-{i}" for i in range(len(this_round))]
+        assert returned <= len(this_round) <= returned + 1, (returned, this_round)
+        committed = ids
+    (record,) = check_store_file(path)
+    assert record.credits_remaining == 200 + 100_000 + sum(
+        a.amount for a in record.metadata.credit_adjustments[1:]
+    ) - len(committed)
