@@ -47,13 +47,39 @@ class FileLock:
 
     @staticmethod
     def _acquire(fd: int, deadline: float) -> None:
-        delay = 0.0005
-        while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        # Contended: wait in the kernel (woken the moment the holder releases, unlike a sleeping
+        # poller that keeps missing the window to a busier process), from a helper thread so the
+        # wait stays bounded. The helper locks through its own dup of the descriptor (same open
+        # file, so the lock is ours), which it alone closes: no descriptor number is reused
+        # under it. If we give up first, the helper releases whatever it gets.
+        helper_fd = os.dup(fd)
+        handoff = threading.Lock()
+        acquired = threading.Event()
+        abandoned = threading.Event()
+
+        def wait() -> None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(helper_fd, fcntl.LOCK_EX)
+                with handoff:
+                    if abandoned.is_set():
+                        fcntl.flock(helper_fd, fcntl.LOCK_UN)
+                    else:
+                        acquired.set()
+            except OSError:
+                pass
+            finally:
+                os.close(helper_fd)
+
+        threading.Thread(target=wait, name="openclaw-store-lock", daemon=True).start()
+        if acquired.wait(max(0.0, deadline - time.monotonic())):
+            return
+        with handoff:
+            if acquired.is_set():
                 return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable() from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+            abandoned.set()
+        raise StoreUnavailable()

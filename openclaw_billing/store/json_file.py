@@ -240,11 +240,17 @@ class JsonFileStore(Store):
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            # The new file is already in place and visible to every reader: reporting failure
+            # now would deny a write that happened. Only its durability across a power cut is
+            # in doubt, which is worth a warning.
+            logger.warning("Could not fsync the directory of %s: %s", target, exc)
 
     def _mutate(
         self,
