@@ -18,6 +18,15 @@ from conftest import ADMIN_TOKEN
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without any billing or Stripe setting of the developer's."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OPENCLAW_", "STRIPE_"))
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,18 +36,23 @@ def free_port() -> int:
 
 @contextmanager
 def running_gateway(
-    state_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    state_dir: Path,
+    *,
+    workers: int = 1,
+    admin_token: str = ADMIN_TOKEN,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Start ``uvicorn gateway:app`` on a free loopback port; yields its base URL."""
+    """Start ``uvicorn gateway:app`` on a free loopback port over a store in ``state_dir``;
+    yields its base URL. Start-up failures carry the server's output."""
     port = free_port()
-    env = {
-        **os.environ,
+    env = clean_env() | {
         "OPENCLAW_BILLING_DB": str(state_dir / "clients.json"),
         "OPENCLAW_JOBS_FILE": str(state_dir / "jobs.jsonl"),
-        "OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN,
+        "OPENCLAW_ADMIN_TOKEN": admin_token,
         **(extra_env or {}),
     }
-    log = (state_dir / f"uvicorn-{port}.log").open("wb")
+    log_path = state_dir / f"uvicorn-{port}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -64,14 +78,16 @@ def running_gateway(
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {proc.returncode}")
+                raise RuntimeError(
+                    f"gateway exited with {proc.returncode}:\n{log_path.read_text()}"
+                )
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not become healthy in 30 s")
+                raise RuntimeError(f"gateway not healthy after 30 s:\n{log_path.read_text()}")
             time.sleep(0.1)
         # With several workers, /health answering once does not mean every worker is up:
         # give the others a moment by polling a few more times.

@@ -21,14 +21,10 @@ Blocks the test must not run use other fence languages (```shell, ```text, ```py
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import socket
 import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +33,8 @@ from typing import Any
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.server import REPO_ROOT, clean_env, running_gateway
+
 SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
 DOCS = ("README.md", "CLIENT_AUTH_QUICK_START.md", "CLIENT_AUTH_INTEGRATION.md")
 #: Where the docs say the gateway is (``make run``).
@@ -158,61 +155,11 @@ class BlockRun:
     calls: list[CurlCall]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    """The test's environment without any billing or Stripe setting of the developer's."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OPENCLAW_", "STRIPE_"))
-    }
-
-
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
     """A real ``uvicorn gateway:app`` over a fresh store; yields ``127.0.0.1:<port>``."""
-    port = free_port()
-    env = clean_env() | {
-        "OPENCLAW_BILLING_DB": str(tmp_path / "clients.json"),
-        "OPENCLAW_JOBS_FILE": str(tmp_path / "jobs.jsonl"),
-        "OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-    log_path = tmp_path / "gateway.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway:app", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"gateway exited with {proc.returncode}:\n{log_path.read_text()}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gateway not healthy after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_gateway(tmp_path, admin_token=ADMIN_TOKEN) as base:
+        yield base.removeprefix("http://")
 
 
 def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
