@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 import gateway
 from openclaw_billing.service import BillingService, get_service, set_service
 from openclaw_billing.settings import get_settings
+from openclaw_billing.stripe_billing import set_stripe_client
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 _SCRUBBED = (
@@ -24,6 +25,12 @@ _SCRUBBED = (
     "OPENCLAW_GATEWAY_PORT",
     "OPENCLAW_STORE_LOCK_TIMEOUT",
     "OPENCLAW_RATE_LIMIT_STORAGE",
+    "OPENCLAW_PUBLIC_URL",
+    "OPENCLAW_CHECKOUT_SUCCESS_URL",
+    "OPENCLAW_CHECKOUT_CANCEL_URL",
+    "OPENCLAW_PORTAL_RETURN_URL",
+    "STRIPE_MAX_NETWORK_RETRIES",
+    "STRIPE_TIMEOUT_SECONDS",
 )
 
 
@@ -51,7 +58,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     set_service(None)
+    set_stripe_client(None)
     yield tmp_path
+    set_stripe_client(None)
     set_service(None)
     get_settings.cache_clear()
 

@@ -7,12 +7,19 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      │    └── ClientInactive      401 invalid_api_key (same body: never tell which)
      ├── InvalidAdminToken        401 invalid_admin_token
      ├── CreditLimitReached       402 credit_limit_reached
+     ├── PaymentPastDue           402 payment_past_due
+     ├── WebhookRejected          400 invalid_webhook (and subclasses with their own code)
+     ├── PayloadTooLarge          413 payload_too_large
+     ├── PlanNotPurchasable       422 plan_not_purchasable
      ├── ClientNotFound           404 client_not_found
      ├── NotFound                 404 not_found
      ├── Conflict                 409 conflict (and subclasses with their own code)
      │    ├── DuplicateClient     409 duplicate_client
      │    ├── InsufficientCredits 409 insufficient_credits
-     │    └── UnlimitedPlan       409 unlimited_plan
+     │    ├── UnlimitedPlan       409 unlimited_plan
+     │    ├── AlreadyOnPlan       409 already_on_plan
+     │    └── NoStripeCustomer    409 no_stripe_customer
+     ├── StripeRequestFailed      502 stripe_error
      ├── StripeNotConfigured      503 stripe_not_configured
      ├── AdminTokenNotConfigured  503 admin_token_not_configured
      └── StoreUnavailable         503 store_unavailable
@@ -61,6 +68,47 @@ class CreditLimitReached(BillingError):
     message = "Monthly job limit reached"
 
 
+class PaymentPastDue(BillingError):
+    status_code = 402
+    code = "payment_past_due"
+    message = "Subscription payment is past due; update the payment method in the billing portal"
+
+
+class WebhookRejected(BillingError):
+    """A Stripe webhook delivery that is not verified or not usable: nothing changes."""
+
+    status_code = 400
+    code = "invalid_webhook"
+    message = "Webhook rejected"
+
+
+class InvalidSignature(WebhookRejected):
+    code = "invalid_signature"
+    message = "Missing or invalid Stripe-Signature"
+
+
+class InvalidPayload(WebhookRejected):
+    code = "invalid_payload"
+    message = "Webhook payload is not a valid Stripe event"
+
+
+class LivemodeMismatch(WebhookRejected):
+    code = "livemode_mismatch"
+    message = "Event livemode does not match the Stripe key's mode"
+
+
+class PayloadTooLarge(BillingError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "Request body too large"
+
+
+class PlanNotPurchasable(BillingError):
+    status_code = 422
+    code = "plan_not_purchasable"
+    message = "This plan cannot be bought through checkout"
+
+
 class ClientNotFound(BillingError):
     status_code = 404
     code = "client_not_found"
@@ -92,6 +140,22 @@ class InsufficientCredits(Conflict):
 class UnlimitedPlan(Conflict):
     code = "unlimited_plan"
     message = "The client's plan is unlimited; credits do not apply"
+
+
+class AlreadyOnPlan(Conflict):
+    code = "already_on_plan"
+    message = "The client is already on this plan"
+
+
+class NoStripeCustomer(Conflict):
+    code = "no_stripe_customer"
+    message = "The client has no Stripe customer yet; complete a checkout first"
+
+
+class StripeRequestFailed(BillingError):
+    status_code = 502
+    code = "stripe_error"
+    message = "The request to Stripe failed; try again shortly"
 
 
 class StripeNotConfigured(BillingError):

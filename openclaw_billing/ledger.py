@@ -8,12 +8,18 @@ record is unchanged.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from . import cycles
-from .errors import ClientInactive, CreditLimitReached, InsufficientCredits, UnlimitedPlan
+from .errors import (
+    ClientInactive,
+    CreditLimitReached,
+    InsufficientCredits,
+    PaymentPastDue,
+    UnlimitedPlan,
+)
 from .models import ChargeResult, ClientRecord, CostEntry, CreditAdjustment, CycleSummary
-from .plans import get_plan
+from .plans import PlanId, get_plan
 
 #: Spend is money; keep it at a fixed precision so repeated sums don't drift.
 SPEND_DECIMALS = 6
@@ -26,13 +32,14 @@ def cycle_allowance(record: ClientRecord) -> int | None:
     return get_plan(record.plan).jobs_per_month
 
 
-def roll_cycle(record: ClientRecord, now: datetime) -> CycleSummary | None:
-    """Start the cycle containing ``now`` if the stored one has ended; else do nothing.
-
-    Returns the summary of the cycle that ended (for the log line), or None.
-    """
-    if not cycles.is_expired(record.billing_cycle_end, now):
-        return None
+def start_cycle(
+    record: ClientRecord,
+    start: datetime,
+    end: datetime,
+    allowance: int | None,
+    now: datetime,
+) -> CycleSummary:
+    """Close the current cycle into a summary and start ``[start, end)`` with ``allowance``."""
     meta = record.metadata
     summary = CycleSummary(
         start=record.billing_cycle_start,
@@ -48,8 +55,6 @@ def roll_cycle(record: ClientRecord, now: datetime) -> CycleSummary | None:
     for older in meta.cycle_history:
         older.entries = []
     meta.cycle_history.append(summary)
-    start, end = cycles.cycle_containing(record.billing_cycle_start, now)
-    allowance = get_plan(record.plan).jobs_per_month
     record.billing_cycle_start = start
     record.billing_cycle_end = end
     record.credits_remaining = allowance
@@ -58,6 +63,17 @@ def roll_cycle(record: ClientRecord, now: datetime) -> CycleSummary | None:
     meta.credit_adjustments = []
     record.updated_at = now
     return summary
+
+
+def roll_cycle(record: ClientRecord, now: datetime) -> CycleSummary | None:
+    """Start the cycle containing ``now`` if the stored one has ended; else do nothing.
+
+    Returns the summary of the cycle that ended (for the log line), or None.
+    """
+    if not cycles.is_expired(record.billing_cycle_end, now):
+        return None
+    start, end = cycles.cycle_containing(record.billing_cycle_start, now)
+    return start_cycle(record, start, end, get_plan(record.plan).jobs_per_month, now)
 
 
 def find_charge(record: ClientRecord, job_id: str) -> CostEntry | None:
@@ -72,10 +88,16 @@ def find_charge(record: ClientRecord, job_id: str) -> CostEntry | None:
     return None
 
 
+#: Subscription states in which a renewal is unpaid: no job runs until Stripe is paid.
+UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
+
+
 def submit_refusal(record: ClientRecord) -> str | None:
     """Why a job would be refused now (after any due reset), or None if it would be accepted."""
     if not record.active:
         return "Client is inactive"
+    if record.metadata.subscription_status in UNPAID_STATUSES:
+        return PaymentPastDue.message
     if record.credits_remaining is not None and record.credits_remaining <= 0:
         return CreditLimitReached.message
     return None
@@ -99,6 +121,8 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
         )
     if not record.active:
         raise ClientInactive()
+    if record.metadata.subscription_status in UNPAID_STATUSES:
+        raise PaymentPastDue()
     if record.credits_remaining is not None:
         if record.credits_remaining <= 0:
             raise CreditLimitReached()
@@ -147,3 +171,73 @@ def set_active(record: ClientRecord, active: bool, now: datetime) -> bool:
     record.active = active
     record.updated_at = now
     return True
+
+
+# -- subscription transitions (driven by verified Stripe events) ------------------------------
+
+#: A cycle that started this close before a paid period's start already serves that period
+#: (the 30-day fallback reset got there first): it is re-aligned, not granted again.
+ALIGN_SLACK = timedelta(days=7)
+
+
+def align_to_period(
+    record: ClientRecord, start: datetime, end: datetime, now: datetime
+) -> CycleSummary | None:
+    """Make the current cycle the paid period ``[start, end)``.
+
+    * the same period, or one that ended before this cycle began: nothing changes;
+    * a cycle that already serves the period (started from ``start - ALIGN_SLACK`` on): only
+      its boundaries move, its credits stay;
+    * otherwise a new cycle starts with the plan's allowance (returns the old one's summary).
+    """
+    if (record.billing_cycle_start, record.billing_cycle_end) == (start, end):
+        return None
+    if end <= record.billing_cycle_start:
+        return None
+    if record.billing_cycle_start >= start - ALIGN_SLACK:
+        record.billing_cycle_start = start
+        record.billing_cycle_end = end
+        record.updated_at = now
+        return None
+    return start_cycle(record, start, end, get_plan(record.plan).jobs_per_month, now)
+
+
+def change_plan(
+    record: ClientRecord, plan: PlanId, start: datetime, end: datetime, now: datetime
+) -> CycleSummary | None:
+    """Move to ``plan`` for the paid period ``[start, end)``; takes effect at once.
+
+    A new period (a first subscription, say) starts a new cycle with the new plan's full
+    allowance; unused credits of the old cycle do not carry over. Within the period the cycle
+    is already aligned to (a prorated upgrade or downgrade of the same subscription) the
+    difference of the allowances is applied as a credit adjustment, never below zero, so the
+    jobs already run this cycle still count.
+    """
+    if plan == record.plan:
+        return align_to_period(record, start, end, now)
+    old_plan, new_allowance = record.plan, get_plan(plan).jobs_per_month
+    record.plan = plan
+    same_period = record.billing_cycle_start == start
+    if not same_period or record.credits_remaining is None or new_allowance is None:
+        return start_cycle(record, start, end, new_allowance, now)
+    old_allowance = get_plan(old_plan).jobs_per_month or 0
+    delta = max(new_allowance - old_allowance, -record.credits_remaining)
+    record.credits_remaining += delta
+    record.metadata.credit_adjustments.append(
+        CreditAdjustment(
+            timestamp=now, amount=delta, reason=f"plan change {old_plan.value} -> {plan.value}"
+        )
+    )
+    record.billing_cycle_start, record.billing_cycle_end = start, end
+    record.updated_at = now
+    return None
+
+
+def return_to_free(record: ClientRecord, now: datetime) -> CycleSummary | None:
+    """The subscription ended: back to the free plan, with a fresh free cycle from now."""
+    record.stripe_subscription_id = None
+    if record.plan == PlanId.FREE:
+        return None
+    record.plan = PlanId.FREE
+    start, end = cycles.first_cycle(now)
+    return start_cycle(record, start, end, get_plan(PlanId.FREE).jobs_per_month, now)

@@ -76,6 +76,11 @@ class ClientMetadata(BaseModel):
     cycle_history: list[CycleSummary] = Field(default_factory=list)
     #: Credits the current cycle started with (the plan's allowance at the reset).
     cycle_allowance: int | None = None
+    #: The Stripe subscription's status (active, past_due, canceled, ...), if any.
+    subscription_status: str | None = None
+    #: ``created`` (unix seconds) of the newest Stripe event applied: an older event that
+    #: arrives late never overwrites newer state.
+    stripe_event_at: int | None = None
 
 
 class ClientRecord(_Model):

@@ -73,6 +73,43 @@ class Settings(BaseSettings):
     rate_limit_storage: Annotated[str, Field(validation_alias="OPENCLAW_RATE_LIMIT_STORAGE")] = (
         "memory://"
     )
+    #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
+    public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
+        "http://localhost:18789"
+    )
+    checkout_success_url: Annotated[
+        str | None, Field(validation_alias="OPENCLAW_CHECKOUT_SUCCESS_URL")
+    ] = None
+    checkout_cancel_url: Annotated[
+        str | None, Field(validation_alias="OPENCLAW_CHECKOUT_CANCEL_URL")
+    ] = None
+    portal_return_url: Annotated[
+        str | None, Field(validation_alias="OPENCLAW_PORTAL_RETURN_URL")
+    ] = None
+    stripe_max_network_retries: Annotated[
+        int, Field(validation_alias="STRIPE_MAX_NETWORK_RETRIES", ge=0, le=10)
+    ] = 2
+    #: Seconds per Stripe request attempt (the SDK's own default is 80).
+    stripe_timeout: Annotated[
+        float, Field(validation_alias="STRIPE_TIMEOUT_SECONDS", gt=0, le=120)
+    ] = 20.0
+
+    @property
+    def success_url(self) -> str:
+        return self.checkout_success_url or (
+            f"{self.public_url.rstrip('/')}/api/billing/return"
+            "?checkout=success&session_id={CHECKOUT_SESSION_ID}"
+        )
+
+    @property
+    def cancel_url(self) -> str:
+        base = self.public_url.rstrip("/")
+        return self.checkout_cancel_url or f"{base}/api/billing/return?checkout=cancel"
+
+    @property
+    def return_url(self) -> str:
+        base = self.public_url.rstrip("/")
+        return self.portal_return_url or f"{base}/api/billing/return?portal=done"
 
     @field_validator("admin_token", "stripe_secret_key", "stripe_webhook_secret", mode="before")
     @classmethod
@@ -81,7 +118,15 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("stripe_price_starter", "stripe_price_pro", "stripe_api_base", mode="before")
+    @field_validator(
+        "stripe_price_starter",
+        "stripe_price_pro",
+        "stripe_api_base",
+        "checkout_success_url",
+        "checkout_cancel_url",
+        "portal_return_url",
+        mode="before",
+    )
     @classmethod
     def _blank_str_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

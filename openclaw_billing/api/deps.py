@@ -16,6 +16,7 @@ from ..keys import secret_matches
 from ..models import ClientRecord
 from ..service import BillingService, get_service
 from ..settings import Settings, get_settings
+from ..stripe_billing import StripeBilling, get_stripe_client
 
 CLIENT_KEY_HEADER = "X-Client-Key"
 ADMIN_TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name, not a secret
@@ -37,6 +38,16 @@ admin_token_scheme = APIKeyHeader(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[BillingService, Depends(get_service)]
+
+
+def get_stripe_billing(service: ServiceDep, settings: SettingsDep) -> StripeBilling:
+    """Stripe operations; the client exists only when ``STRIPE_SECRET_KEY`` is set (else the
+    routes that need it answer 503 ``stripe_not_configured``)."""
+    client = get_stripe_client(settings) if settings.stripe_secret_key is not None else None
+    return StripeBilling(service, settings, client)
+
+
+StripeDep = Annotated[StripeBilling, Depends(get_stripe_billing)]
 
 
 def require_client(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
-from ..errors import StripeNotConfigured
+from ..errors import PayloadTooLarge
 from ..plans import PlanId
-from .deps import AdminAuth, CurrentClient, ServiceDep
+from ..stripe_billing import MAX_WEBHOOK_BYTES
+from .deps import AdminAuth, CurrentClient, ServiceDep, StripeDep
 from .errors import BillingRoute
 from .schemas import (
     ApiKeyCreated,
+    CheckoutPublic,
     CheckoutRequest,
     ClientCreate,
     ClientDetail,
@@ -20,7 +23,11 @@ from .schemas import (
     CreditsAdd,
     ErrorPublic,
     PlansPublic,
+    PortalPublic,
+    PortalRequest,
+    ReturnPublic,
     UsagePublic,
+    WebhookAck,
 )
 
 ClientId = Annotated[str, Path(min_length=1, max_length=100)]
@@ -55,10 +62,41 @@ def list_plans() -> PlansPublic:
     return PlansPublic.catalogue()
 
 
-@public_router.post("/webhook", responses=_errors(400, 503))
-def stripe_webhook() -> None:
-    """Stripe webhook handler (signature verified). Answers 503 until Stripe is wired in."""
-    raise StripeNotConfigured()
+@public_router.post("/webhook", responses=_errors(400, 413, 502, 503))
+async def stripe_webhook(
+    request: Request,
+    billing: StripeDep,
+    stripe_signature: Annotated[str | None, Header(max_length=4096)] = None,
+) -> WebhookAck:
+    """Stripe webhook: the raw body is verified with STRIPE_WEBHOOK_SECRET before anything is
+    parsed; each event is applied exactly once. Unhandled types are acknowledged."""
+    payload = await _read_body(request, MAX_WEBHOOK_BYTES)
+    event = billing.verify(payload, stripe_signature)
+    outcome = await run_in_threadpool(billing.handle, event)
+    return WebhookAck(
+        received=True, event_id=event.id, outcome=outcome.value if outcome else "ignored"
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge()
+    return bytes(body)
+
+
+@public_router.get("/return")
+def checkout_return() -> ReturnPublic:
+    """Where Stripe sends the browser back after Checkout or the portal."""
+    return ReturnPublic(
+        message="Thank you. Your plan changes as soon as Stripe confirms the payment; "
+        "GET /api/billing/usage shows it."
+    )
 
 
 # -- client ---------------------------------------------------------------------------------
@@ -70,11 +108,24 @@ def get_usage(client: CurrentClient, service: ServiceDep) -> UsagePublic:
     return UsagePublic.of(service.get_client(client.client_id))
 
 
-@client_router.post("/checkout", responses=_errors(422, 503))
-def create_checkout(client: CurrentClient, body: CheckoutRequest) -> None:
-    """Create a Stripe Checkout session for a plan upgrade. Answers 503 until Stripe is wired
-    in: never a fake URL."""
-    raise StripeNotConfigured()
+@client_router.post("/checkout", responses=_errors(409, 422, 502, 503))
+def create_checkout(
+    client: CurrentClient, body: CheckoutRequest, billing: StripeDep
+) -> CheckoutPublic:
+    """Create a Stripe Checkout session to subscribe to starter or pro."""
+    session = billing.create_checkout(
+        client, body.plan, success_url=body.success_url, cancel_url=body.cancel_url
+    )
+    return CheckoutPublic(checkout_url=session.checkout_url, session_id=session.session_id)
+
+
+@client_router.post("/portal", responses=_errors(409, 502, 503))
+def create_portal(
+    client: CurrentClient, billing: StripeDep, body: PortalRequest | None = None
+) -> PortalPublic:
+    """A Stripe customer-portal session: update the card, see invoices, cancel."""
+    url = billing.create_portal(client, return_url=body.return_url if body else None)
+    return PortalPublic(portal_url=url)
 
 
 # -- admin ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
+from ..errors import CreditLimitReached, PaymentPastDue
 from ..ledger import submit_refusal
 from ..models import ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
@@ -80,10 +81,38 @@ class CreditsAdd(_Input):
         return value
 
 
+#: Stripe substitutes ``{CHECKOUT_SESSION_ID}`` in these, so they are checked as text (a URL
+#: type would percent-encode the braces).
+RedirectUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
+
+
 class CheckoutRequest(_Input):
     plan: PlanId
-    success_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    cancel_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    success_url: RedirectUrl | None = None
+    cancel_url: RedirectUrl | None = None
+
+
+class CheckoutPublic(BaseModel):
+    checkout_url: str = Field(description="Send the client's browser here to pay.")
+    session_id: str
+
+
+class PortalRequest(_Input):
+    return_url: RedirectUrl | None = None
+
+
+class PortalPublic(BaseModel):
+    portal_url: str = Field(description="Stripe's customer portal: cards, invoices, cancel.")
+
+
+class WebhookAck(BaseModel):
+    received: bool
+    event_id: str
+    outcome: str = Field(description="applied, duplicate, stale, unmatched or ignored")
+
+
+class ReturnPublic(BaseModel):
+    message: str
 
 
 class ClientPublic(BaseModel):
@@ -102,6 +131,7 @@ class ClientPublic(BaseModel):
     active: bool
     stripe_customer_id: str | None
     stripe_subscription_id: str | None
+    subscription_status: str | None
     billing_cycle_start: UtcDatetime
     billing_cycle_end: UtcDatetime
 
@@ -109,6 +139,7 @@ class ClientPublic(BaseModel):
     def fields_of(cls, record: ClientRecord) -> dict[str, Any]:
         data = record.model_dump(exclude={"api_key_hash", "metadata"})
         data["credits_limit"] = PLANS[record.plan].jobs_per_month
+        data["subscription_status"] = record.metadata.subscription_status
         return data
 
     @classmethod
@@ -143,6 +174,13 @@ class ClientList(BaseModel):
     limit: int
 
 
+_STATUS_OF_REFUSAL: dict[str | None, str] = {
+    None: "active",
+    CreditLimitReached.message: "limit_reached",
+    PaymentPastDue.message: "past_due",
+}
+
+
 class UsagePublic(BaseModel):
     client_id: str
     name: str
@@ -153,8 +191,14 @@ class UsagePublic(BaseModel):
     usage_pct: float | None = Field(
         description="Share of this cycle's credits used, in percent; null on unlimited plans."
     )
-    status: str = Field(description='"active", or "limit_reached" when no credit is left.')
+    status: str = Field(
+        description='"active"; "limit_reached" when no credit is left; "past_due" when the '
+        "subscription's latest invoice is unpaid (no job is accepted until it is paid)."
+    )
     can_submit: bool
+    subscription_status: str | None = Field(
+        description="The Stripe subscription's status (active, past_due, ...); null if none."
+    )
     billing_cycle_start: UtcDatetime
     billing_cycle_end: UtcDatetime
     total_spent: float
@@ -174,8 +218,9 @@ class UsagePublic(BaseModel):
             credits_limit=PLANS[record.plan].jobs_per_month,
             credits_used=used,
             usage_pct=pct,
-            status="active" if refusal is None else "limit_reached",
+            status=_STATUS_OF_REFUSAL.get(refusal, "limit_reached"),
             can_submit=refusal is None,
+            subscription_status=record.metadata.subscription_status,
             billing_cycle_start=record.billing_cycle_start,
             billing_cycle_end=record.billing_cycle_end,
             total_spent=record.total_spent,
@@ -185,6 +230,7 @@ class UsagePublic(BaseModel):
 
 __all__ = [
     "ApiKeyCreated",
+    "CheckoutPublic",
     "CheckoutRequest",
     "ClientCreate",
     "ClientDetail",
@@ -194,5 +240,9 @@ __all__ = [
     "ErrorPublic",
     "PlanPublic",
     "PlansPublic",
+    "PortalPublic",
+    "PortalRequest",
+    "ReturnPublic",
     "UsagePublic",
+    "WebhookAck",
 ]

@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import NamedTuple
 
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
+
+#: How long processed Stripe event ids are remembered (Stripe retries for up to 3 days).
+EVENT_ID_RETENTION = timedelta(days=35)
+
+
+class StripeRef(NamedTuple):
+    """What an event says about whose it is; the store tries each, in this order."""
+
+    client_id: str | None
+    subscription_id: str | None
+    customer_id: str | None
+
+
+class EventOutcome(StrEnum):
+    APPLIED = "applied"
+    #: This event id was applied before: nothing changes.
+    DUPLICATE = "duplicate"
+    #: Older than the newest event applied to the client: recorded, nothing changes.
+    STALE = "stale"
+    #: No client matches: nothing changes (and the id is not recorded).
+    UNMATCHED = "unmatched"
 
 
 class Store(ABC):
@@ -75,6 +99,31 @@ class Store(ABC):
     @abstractmethod
     def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
         """Atomically activate or deactivate (soft delete) a client. Raises ``ClientNotFound``."""
+
+    @abstractmethod
+    def find_client_by_stripe(
+        self, *, customer_id: str | None = None, subscription_id: str | None = None
+    ) -> ClientRecord | None:
+        """The client linked to this Stripe subscription (preferred) or customer, or None."""
+
+    @abstractmethod
+    def apply_stripe_event(
+        self,
+        event_id: str,
+        ref: StripeRef,
+        created: int,
+        change: Callable[[ClientRecord], None],
+        now: datetime,
+    ) -> tuple[EventOutcome, str | None]:
+        """Apply a verified Stripe event exactly once, in one atomic step.
+
+        Finds the client (``ref``: client id, then subscription id, then customer id), rolls
+        its cycle if due, then: an event id seen before is ``DUPLICATE``; an event ``created``
+        before the newest one applied to this client is ``STALE`` (so a late, older event never
+        overwrites newer state); otherwise ``change`` is applied and ``created`` remembered.
+        The event id is recorded in the same write as the change. Returns the outcome and the
+        client id (None when ``UNMATCHED``).
+        """
 
     @abstractmethod
     def check(self) -> None:

@@ -41,7 +41,7 @@ from ..errors import (
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
 from ..plans import PlanId, get_plan
-from .base import Store, log_cycle_reset
+from .base import EVENT_ID_RETENTION, EventOutcome, Store, StripeRef, log_cycle_reset
 from .filelock import FileLock
 
 logger = logging.getLogger("openclaw_billing.store")
@@ -58,11 +58,13 @@ class _State:
     #: Insertion order is creation order.
     clients: dict[str, ClientRecord]
     by_digest: dict[str, str]
+    #: Processed Stripe event ids -> when they were processed (ISO 8601).
+    events: dict[str, str]
     #: Parsed from the original module's format; the next write migrates it.
     legacy: bool
 
 
-_EMPTY = _State(None, {}, {}, legacy=False)
+_EMPTY = _State(None, {}, {}, {}, legacy=False)
 
 
 class JsonFileStore(Store):
@@ -115,6 +117,7 @@ class JsonFileStore(Store):
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
             raise self._corrupt(f"is not valid JSON ({exc})") from None
         legacy = not (isinstance(doc, dict) and "format" in doc)
+        events: dict[str, str] = {}
         if legacy:
             items = [self._upgrade_legacy(item) for item in self._legacy_items(doc)]
         else:
@@ -127,6 +130,11 @@ class JsonFileStore(Store):
             if not isinstance(table, dict):
                 raise self._corrupt('has no "clients" object')
             items = list(table.values())
+            events = doc.get("stripe_events", {})
+            if not isinstance(events, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in events.items()
+            ):
+                raise self._corrupt('has a "stripe_events" that is not an object of strings')
         clients: dict[str, ClientRecord] = {}
         by_digest: dict[str, str] = {}
         for index, item in enumerate(items):
@@ -154,7 +162,7 @@ class JsonFileStore(Store):
                 raise self._corrupt(f"holds client {record.client_id} twice")
             clients[record.client_id] = record
             by_digest[record.api_key_hash] = record.client_id
-        return _State(raw, clients, by_digest, legacy)
+        return _State(raw, clients, by_digest, events, legacy)
 
     def _legacy_items(self, doc: object) -> list[object]:
         if isinstance(doc, dict) and "clients" in doc:
@@ -197,9 +205,13 @@ class JsonFileStore(Store):
         self._dumps[record.client_id] = (record, dumped)
         return dumped
 
-    def _commit(self, state: _State, record: ClientRecord) -> None:
-        """Write ``state`` with ``record`` put in, atomically; the cache follows only on
-        success."""
+    def _commit(
+        self, state: _State, record: ClientRecord, events: dict[str, str] | None = None
+    ) -> None:
+        """Write ``state`` with ``record`` (and ``events``) put in, atomically; the cache follows
+        only on success."""
+        if events is None:
+            events = state.events
         clients = dict(state.clients)
         clients[record.client_id] = record
         by_digest = state.by_digest
@@ -210,6 +222,7 @@ class JsonFileStore(Store):
             "format": FORMAT,
             "version": VERSION,
             "clients": {cid: self._dumped(rec) for cid, rec in clients.items()},
+            "stripe_events": events,
         }
         raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         try:
@@ -225,7 +238,7 @@ class JsonFileStore(Store):
             self._write_atomic(self.path, raw)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
-        self._state = _State(raw, clients, by_digest, legacy=False)
+        self._state = _State(raw, clients, by_digest, events, legacy=False)
 
     @staticmethod
     def _write_atomic(target: Path, data: bytes) -> None:
@@ -354,6 +367,59 @@ class JsonFileStore(Store):
             return record.model_copy(deep=True), changed
 
         return self._mutate(client_id, now, change)
+
+    def find_client_by_stripe(
+        self, *, customer_id: str | None = None, subscription_id: str | None = None
+    ) -> ClientRecord | None:
+        client_id = self._locate(self._current(), StripeRef(None, subscription_id, customer_id))
+        return None if client_id is None else self.get_client(client_id)
+
+    @staticmethod
+    def _locate(state: _State, ref: StripeRef) -> str | None:
+        if ref.client_id is not None and ref.client_id in state.clients:
+            return ref.client_id
+        for attr, wanted in (
+            ("stripe_subscription_id", ref.subscription_id),
+            ("stripe_customer_id", ref.customer_id),
+        ):
+            if wanted is None:
+                continue
+            for record in state.clients.values():
+                if getattr(record, attr) == wanted:
+                    return record.client_id
+        return None
+
+    def apply_stripe_event(
+        self,
+        event_id: str,
+        ref: StripeRef,
+        created: int,
+        change: Callable[[ClientRecord], None],
+        now: datetime,
+    ) -> tuple[EventOutcome, str | None]:
+        with self._lock.hold():
+            state = self._current()
+            if event_id in state.events:
+                return EventOutcome.DUPLICATE, None
+            client_id = self._locate(state, ref)
+            if client_id is None:
+                return EventOutcome.UNMATCHED, None
+            record = state.clients[client_id].model_copy(deep=True)
+            reset = ledger.roll_cycle(record, now)
+            last = record.metadata.stripe_event_at
+            if last is not None and created < last:
+                outcome = EventOutcome.STALE
+            else:
+                change(record)
+                record.metadata.stripe_event_at = created
+                outcome = EventOutcome.APPLIED
+            horizon = (now - EVENT_ID_RETENTION).isoformat()
+            events = {k: v for k, v in state.events.items() if v >= horizon}
+            events[event_id] = now.isoformat()
+            self._commit(state, record, events)
+        if reset is not None:
+            log_cycle_reset(record)
+        return outcome, client_id
 
     def check(self) -> None:
         self._current()

@@ -1,0 +1,565 @@
+"""A fake Stripe API on a loopback port, for driving the real stripe-python SDK in tests.
+
+Point the SDK at it with
+``stripe.StripeClient("sk_test_fake", base_addresses={"api": fake.base_url}, ...)``.
+It speaks what the SDK speaks: form-encoded POST bodies in bracket notation
+(``line_items[0][price]=...``), GET parameters in the query string, ``Authorization: Bearer``,
+``Idempotency-Key``, and JSON errors ``{"error": {"type", "message", "code", "param"}}`` with
+the HTTP status that picks the SDK's exception class.
+
+Routes: ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/<id>``,
+``POST /v1/billing_portal/sessions``, ``GET /v1/subscriptions/<id>`` (from the settable
+``subscriptions`` dict). Anything else answers 404 like Stripe's "Unrecognized request URL".
+
+The server speaks HTTP/1.0, so every connection closes after its response: no keep-alive
+socket outlives a test (pytest turns ResourceWarnings into errors).
+
+Manual use: ``python -m tests.fake_stripe --port 12111`` serves until Ctrl-C and prints one
+line per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self, cast
+from urllib.parse import parse_qsl, urlsplit
+
+API_VERSION = "2026-10-28.endive"
+"""The API version stripe-python 16.1 pins (``stripe.api_version``)."""
+
+_KEY_RE = re.compile(r"^(?:sk|rk)_test_\S+$")
+_SEGMENTS_RE = re.compile(r"\[([^\]]*)\]")
+_CHECKOUT_MODES = ("payment", "setup", "subscription")
+
+Params = dict[str, Any]
+"""Decoded request parameters: nested dicts and lists whose leaves are strings."""
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it (recorded before any fault or auth check)."""
+
+    method: str
+    path: str
+    params: Params
+    headers: dict[str, str]  # names lower-cased
+    idempotency_key: str | None
+    replayed: bool
+    status: int  # the HTTP status the fake answered with
+
+
+@dataclass
+class _Fault:
+    status: int
+    body: dict[str, Any]
+    should_retry: bool | None
+    remaining: int
+
+
+@dataclass
+class _Stored:
+    """An idempotent result Stripe would keep: what was asked and what was answered."""
+
+    method: str
+    path: str
+    params: Params
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Response:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+
+class StripeRequestError(Exception):
+    """Raised inside a route to answer with a Stripe-shaped error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = error_body(error_type, message, code=code, param=param)
+
+
+def error_body(
+    error_type: str, message: str, *, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """``{"error": {...}}`` as Stripe sends it (``code``/``param`` only when set)."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if code is not None:
+        error["code"] = code
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param is not None:
+        error["param"] = param
+    return {"error": error}
+
+
+def decode_params(pairs: list[tuple[str, str]]) -> Params:
+    """Turn form pairs in Stripe's bracket notation back into nested structures.
+
+    ``line_items[0][price]=p`` -> ``{"line_items": [{"price": "p"}]}``,
+    ``metadata[client_id]=x`` -> ``{"metadata": {"client_id": "x"}}``; ``a[]=x`` appends.
+    Values stay strings (``true``/``false`` included). A dict whose keys are exactly
+    ``"0".."n-1"`` becomes a list (the SDK always indexes arrays).
+    """
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        base, _, rest = key.partition("[")
+        segments = [base, *_SEGMENTS_RE.findall("[" + rest)] if rest else [base]
+        node = root
+        for segment in segments[:-1]:
+            child = node.get(segment)
+            if not isinstance(child, dict):
+                child = {}
+                node[segment] = child
+            node = child
+        last = segments[-1]
+        node[str(len(node)) if last == "" else last] = value
+    return cast(Params, _listify(root))
+
+
+def _listify(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    converted = {k: _listify(v) for k, v in value.items()}
+    if converted and set(converted) == {str(i) for i in range(len(converted))}:
+        return [converted[str(i)] for i in range(len(converted))]
+    return converted
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeStripe) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout after ``delay``) leaves a broken pipe: not an error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    server_version = "FakeStripe/1.0"
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
+        pass
+
+    def _dispatch(self) -> None:
+        fake = cast(_Server, self.server).fake
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8") if length else ""
+        pairs = parse_qsl(split.query, keep_blank_values=True)
+        if body:
+            pairs += parse_qsl(body, keep_blank_values=True)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = fake._handle(self.command, split.path, decode_params(pairs), headers)
+        payload = json.dumps(response.body, indent=2).encode("utf-8")
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Request-Id", _new_id("req_"))
+        self.send_header("Stripe-Version", headers.get("stripe-version", API_VERSION))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class FakeStripe:
+    """A fake Stripe API server on ``127.0.0.1`` (random port unless given), in a daemon thread.
+
+    Use as a context manager; the server starts on construction and stops on exit/``close()``.
+    """
+
+    secret_key: str = "sk_test_fake"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.requests: list[RecordedRequest] = []
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        """Objects served by ``GET /v1/subscriptions/<id>``; set them freely."""
+        self.checkout_sessions: dict[str, dict[str, Any]] = {}
+        """Checkout Sessions created so far, by id (``GET /v1/checkout/sessions/<id>``)."""
+        self.portal_sessions: dict[str, dict[str, Any]] = {}
+        self.prices: set[str] | None = None
+        """When set, Checkout rejects any other price id with Stripe's "No such price"."""
+        self.now: Callable[[], int] = lambda: int(time.time())
+        """The clock behind ``created``; replace it to pin timestamps."""
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+        self._delay = 0.0
+        self._closing = threading.Event()
+        self._idempotent: dict[tuple[str, str], _Stored] = {}
+        self._server = _Server((host, port), self)
+        bound_host, bound_port = self._server.server_address[:2]
+        self.base_url = f"http://{bound_host!s}:{bound_port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeStripe:{bound_port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving and close the listening socket (idempotent); wakes any delayed request."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    # --- test controls ---------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        error_type: str = "api_error",
+        message: str = "An unknown error occurred (injected by FakeStripe).",
+        code: str | None = None,
+        count: int = 1,
+        should_retry: bool | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests (any route, before auth) with ``status`` and a
+        Stripe error body. Nothing is executed or stored for them, so a retry with the same
+        Idempotency-Key runs for real. ``should_retry`` sends ``Stripe-Should-Retry``, which
+        the SDK obeys over its own status rules."""
+        with self._lock:
+            self._faults.append(
+                _Fault(
+                    status=status,
+                    body=error_body(error_type, message, code=code),
+                    should_retry=should_retry,
+                    remaining=count,
+                )
+            )
+
+    def delay(self, seconds: float) -> None:
+        """Hold every following response for ``seconds`` (0 turns it off); ``close()`` cuts
+        a pending delay short."""
+        self._delay = seconds
+
+    def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
+        """Recorded requests with this method (any case) whose path starts with the prefix."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if r.method == method.upper() and r.path.startswith(path_prefix)
+            ]
+
+    # --- request handling (server threads) -------------------------------------------------
+
+    def _handle(self, method: str, path: str, params: Params, headers: dict[str, str]) -> _Response:
+        if self._delay > 0:
+            self._closing.wait(self._delay)
+        key = headers.get("idempotency-key") if method == "POST" else None
+        with self._lock:
+            response = self._respond(method, path, params, headers, key)
+            self.requests.append(
+                RecordedRequest(
+                    method=method,
+                    path=path,
+                    params=params,
+                    headers=headers,
+                    idempotency_key=key,
+                    replayed=response.replayed,
+                    status=response.status,
+                )
+            )
+        if key is not None:
+            response.headers["Idempotency-Key"] = key
+        if self.verbose:
+            replay = " (idempotent replay)" if response.replayed else ""
+            print(f"{method} {path} -> {response.status}{replay}", file=sys.stderr, flush=True)
+        return response
+
+    def _respond(
+        self,
+        method: str,
+        path: str,
+        params: Params,
+        headers: dict[str, str],
+        key: str | None,
+    ) -> _Response:
+        """Runs under the lock: faults, auth, idempotency, then the route."""
+        if self._faults:
+            fault = self._faults[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.pop(0)
+            extra: dict[str, str] = {}
+            if fault.should_retry is not None:
+                extra["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
+            return _Response(fault.status, fault.body, extra)
+
+        auth = headers.get("authorization", "")
+        api_key = auth.removeprefix("Bearer ").strip()
+        if not auth.startswith("Bearer ") or not _KEY_RE.match(api_key):
+            shown = api_key[:8] + "*" * (len(api_key) - 12) + api_key[-4:]
+            if len(api_key) <= 12:
+                shown = "*" * len(api_key)
+            return _Response(
+                401,
+                error_body(
+                    "authentication_error",
+                    f"Invalid API Key provided: {shown}"
+                    if api_key
+                    else "You did not provide an API key.",
+                ),
+            )
+
+        if key is not None:
+            stored = self._idempotent.get((api_key, key))
+            if stored is not None:
+                if (stored.method, stored.path, stored.params) != (method, path, params):
+                    return _Response(
+                        400,
+                        error_body(
+                            "idempotency_error",
+                            "Keys for idempotent requests can only be used with the same "
+                            "parameters they were first used with. Try using a key other than "
+                            f"'{key}' if you meant to execute a different request.",
+                        ),
+                    )
+                return _Response(
+                    stored.status,
+                    stored.body,
+                    {"Idempotent-Replayed": "true"},
+                    replayed=True,
+                )
+
+        try:
+            status, body = self._route(method, path, params)
+        except StripeRequestError as err:
+            # Stripe keeps no idempotent result for a request that failed validation.
+            return _Response(err.status, err.body)
+        if key is not None:
+            self._idempotent[(api_key, key)] = _Stored(method, path, params, status, body)
+        return _Response(status, body)
+
+    def _route(self, method: str, path: str, params: Params) -> tuple[int, dict[str, Any]]:
+        if method == "POST" and path == "/v1/checkout/sessions":
+            return 200, self._create_checkout_session(params)
+        if method == "GET" and path.startswith("/v1/checkout/sessions/"):
+            return 200, self._lookup(
+                self.checkout_sessions,
+                path.removeprefix("/v1/checkout/sessions/"),
+                "checkout.session",
+            )
+        if method == "POST" and path == "/v1/billing_portal/sessions":
+            return 200, self._create_portal_session(params)
+        if method == "GET" and path.startswith("/v1/subscriptions/"):
+            return 200, self._lookup(
+                self.subscriptions, path.removeprefix("/v1/subscriptions/"), "subscription"
+            )
+        raise StripeRequestError(
+            404,
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
+            "or we can help at https://support.stripe.com/.",
+        )
+
+    @staticmethod
+    def _lookup(store: dict[str, dict[str, Any]], object_id: str, name: str) -> dict[str, Any]:
+        found = store.get(object_id)
+        if found is None:
+            raise StripeRequestError(
+                404, f"No such {name}: '{object_id}'", code="resource_missing", param="id"
+            )
+        return found
+
+    def _create_checkout_session(self, params: Params) -> dict[str, Any]:
+        if "payment_method_types" in params:
+            raise StripeRequestError(
+                400,
+                "Received unknown parameter: payment_method_types",
+                code="parameter_unknown",
+                param="payment_method_types",
+            )
+        mode = params.get("mode")
+        if mode is None:
+            raise StripeRequestError(
+                400, "Missing required param: mode.", code="parameter_missing", param="mode"
+            )
+        if mode not in _CHECKOUT_MODES:
+            raise StripeRequestError(
+                400,
+                f"Invalid mode: must be one of {', '.join(_CHECKOUT_MODES)}",
+                code="parameter_invalid_string",
+                param="mode",
+            )
+        if params.get("customer") and params.get("customer_email"):
+            raise StripeRequestError(
+                400,
+                "You may only specify one of these parameters: customer, customer_email.",
+                param="customer_email",
+            )
+        line_items = params.get("line_items")
+        if mode == "subscription" and not line_items:
+            raise StripeRequestError(
+                400,
+                "You must provide at least one recurring price in `subscription` mode when "
+                "using prices.",
+                code="parameter_missing",
+                param="line_items",
+            )
+        if line_items is not None and not isinstance(line_items, list):
+            raise StripeRequestError(
+                400, "Invalid array", code="parameter_invalid_type", param="line_items"
+            )
+        for i, item in enumerate(line_items or []):
+            if not isinstance(item, dict) or not (item.get("price") or item.get("price_data")):
+                raise StripeRequestError(
+                    400,
+                    f"You must specify either `price` or `price_data` in `line_items[{i}]`.",
+                    code="parameter_missing",
+                    param=f"line_items[{i}]",
+                )
+            price = item.get("price")
+            if price is not None and self.prices is not None and price not in self.prices:
+                raise StripeRequestError(
+                    400,
+                    f"No such price: '{price}'",
+                    code="resource_missing",
+                    param=f"line_items[{i}][price]",
+                )
+            if "quantity" not in item:
+                raise StripeRequestError(
+                    400,
+                    f"Quantity is required. Add `quantity` to `line_items[{i}]`.",
+                    code="parameter_missing",
+                    param=f"line_items[{i}][quantity]",
+                )
+        metadata = params.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise StripeRequestError(
+                400, "Invalid object", code="parameter_invalid_type", param="metadata"
+            )
+        session_id = _new_id("cs_test_")
+        created = self.now()
+        session: dict[str, Any] = {
+            "id": session_id,
+            "object": "checkout.session",
+            "amount_subtotal": None,
+            "amount_total": None,
+            "cancel_url": params.get("cancel_url"),
+            "client_reference_id": params.get("client_reference_id"),
+            "created": created,
+            "currency": None,
+            "customer": params.get("customer"),
+            "customer_details": None,
+            "customer_email": params.get("customer_email"),
+            "expires_at": created + 24 * 3600,
+            "invoice": None,
+            "livemode": False,
+            "metadata": metadata,
+            "mode": mode,
+            "payment_intent": None,
+            "payment_status": "unpaid",
+            "setup_intent": None,
+            "status": "open",
+            "subscription": None,
+            "success_url": params.get("success_url"),
+            "ui_mode": params.get("ui_mode", "hosted"),
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+        }
+        self.checkout_sessions[session_id] = session
+        return session
+
+    def _create_portal_session(self, params: Params) -> dict[str, Any]:
+        customer = params.get("customer")
+        if not customer:
+            raise StripeRequestError(
+                400,
+                "Missing required param: customer.",
+                code="parameter_missing",
+                param="customer",
+            )
+        session_id = _new_id("bps_")
+        session: dict[str, Any] = {
+            "id": session_id,
+            "object": "billing_portal.session",
+            "configuration": params.get("configuration", "bpc_fake_default"),
+            "created": self.now(),
+            "customer": customer,
+            "flow": None,
+            "livemode": False,
+            "locale": params.get("locale"),
+            "on_behalf_of": None,
+            "return_url": params.get("return_url"),
+            "url": f"https://billing.stripe.com/p/session/{session_id}",
+        }
+        self.portal_sessions[session_id] = session
+        return session
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake Stripe API until Ctrl-C.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=12111)
+    args = parser.parse_args(argv)
+    with FakeStripe(host=args.host, port=args.port, verbose=True) as fake:
+        print(f"Fake Stripe on {fake.base_url} (any sk_test_/rk_test_ key); Ctrl-C stops it")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping")
+
+
+if __name__ == "__main__":
+    main()
