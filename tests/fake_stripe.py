@@ -34,6 +34,15 @@ from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
+
+from tests.stripe_events import (
+    checkout_session_completed,
+    signed,
+    subscription_event,
+    subscription_object,
+)
+
 API_VERSION = "2026-10-28.endive"
 """The API version stripe-python 16.1 pins (``stripe.api_version``)."""
 
@@ -212,8 +221,24 @@ class FakeStripe:
 
     secret_key: str = "sk_test_fake"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> None:
         self.verbose = verbose
+        self.webhook_url = webhook_url
+        """Where simulated payments deliver their signed events, as Stripe would."""
+        self.webhook_secret = webhook_secret
+        self._session_params: dict[str, Params] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        """Events produced by simulated payments, by id (``POST /_fake/events/<id>/resend``)."""
+        self.deliveries: list[tuple[str, int]] = []
+        """(event id, the webhook's HTTP status) for every delivery made."""
         self.requests: list[RecordedRequest] = []
         self.subscriptions: dict[str, dict[str, Any]] = {}
         """Objects served by ``GET /v1/subscriptions/<id>``; set them freely."""
@@ -305,6 +330,8 @@ class FakeStripe:
     # --- request handling (server threads) -------------------------------------------------
 
     def _handle(self, method: str, path: str, params: Params, headers: dict[str, str]) -> _Response:
+        if path.startswith("/_fake/"):
+            return self._simulate(method, path)
         if self._delay > 0:
             self._closing.wait(self._delay)
         key = headers.get("idempotency-key") if method == "POST" else None
@@ -391,6 +418,99 @@ class FakeStripe:
         if key is not None:
             self._idempotent[(api_key, key)] = _Stored(method, path, params, status, body)
         return _Response(status, body)
+
+    # --- simulation (not Stripe's API: what a customer or Stripe's scheduler would do) --------
+
+    def _simulate(self, method: str, path: str) -> _Response:
+        """``POST /_fake/checkout/sessions/<id>/pay``: the customer pays; ``POST
+        /_fake/events/<id>/resend``: Stripe redelivers an event. No auth, like a browser."""
+        parts = path.strip("/").split("/")
+        if method == "POST" and parts[1:3] == ["checkout", "sessions"] and parts[-1] == "pay":
+            with self._lock:
+                session = self.checkout_sessions.get(parts[3])
+                if session is None:
+                    return _Response(404, error_body("invalid_request_error", "No such session"))
+                events = self.pay(session, self._session_params[parts[3]])
+            for event in events:
+                self._deliver_later(event)
+            return _Response(200, {"events": [e["id"] for e in events]})
+        if method == "POST" and parts[1] == "events" and parts[-1] == "resend":
+            found = self.events.get(parts[2])
+            if found is None:
+                return _Response(404, error_body("invalid_request_error", "No such event"))
+            self._deliver_later(found)
+            return _Response(200, {"events": [found["id"]]})
+        return _Response(404, error_body("invalid_request_error", f"No fake route {path}"))
+
+    def pay(self, session: dict[str, Any], params: Params) -> list[dict[str, Any]]:
+        """Complete a subscription-mode session: a customer and an active subscription for its
+        price, for one month from now. Returns ``checkout.session.completed`` and
+        ``customer.subscription.created``, as Stripe would send them."""
+
+        now = self.now()
+        customer = session.get("customer") or _new_id("cus_")
+        subscription = _new_id("sub_")
+        price = params["line_items"][0]["price"]
+        meta = params.get("subscription_data", {}).get("metadata") or params.get("metadata") or {}
+        client_id, plan = meta.get("client_id"), meta.get("plan")
+        start, end = now, now + 30 * 86_400
+        self.subscriptions[subscription] = subscription_object(
+            subscription=subscription,
+            customer=customer,
+            price=price,
+            status="active",
+            period_start=start,
+            period_end=end,
+            created=now,
+            client_id=client_id,
+            plan=plan,
+        )
+        session.update(
+            customer=customer, subscription=subscription, status="complete", payment_status="paid"
+        )
+        events = [
+            checkout_session_completed(
+                client_id=session.get("client_reference_id") or client_id or "",
+                customer=customer,
+                subscription=subscription,
+                plan=plan or "",
+                created=now,
+            ),
+            subscription_event(
+                "customer.subscription.created",
+                subscription=subscription,
+                customer=customer,
+                price=price,
+                status="active",
+                period_start=start,
+                period_end=end,
+                created=now,
+                client_id=client_id,
+                plan=plan,
+            ),
+        ]
+        for event in events:
+            self.events[event["id"]] = event
+        return events
+
+    def _deliver_later(self, event: dict[str, Any]) -> None:
+        if not (self.webhook_url and self.webhook_secret):
+            return
+        threading.Thread(target=self._deliver, args=(event,), daemon=True).start()
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        assert self.webhook_url is not None
+        assert self.webhook_secret is not None
+        payload, headers = signed(event, self.webhook_secret)
+        try:
+            status = httpx.post(self.webhook_url, content=payload, headers=headers, timeout=30)
+            status_code = status.status_code
+        except httpx.TransportError:
+            status_code = 0
+        self.deliveries.append((event["id"], status_code))
+        if self.verbose:
+            line = f"webhook {event['type']} {event['id']} -> {status_code}"
+            print(line, file=sys.stderr, flush=True)
 
     def _route(self, method: str, path: str, params: Params) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path == "/v1/checkout/sessions":
@@ -518,6 +638,7 @@ class FakeStripe:
             "url": f"https://checkout.stripe.com/c/pay/{session_id}",
         }
         self.checkout_sessions[session_id] = session
+        self._session_params[session_id] = params
         return session
 
     def _create_portal_session(self, params: Params) -> dict[str, Any]:
@@ -551,8 +672,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a fake Stripe API until Ctrl-C.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=12111)
+    parser.add_argument("--webhook-url", help="deliver simulated events here, signed")
+    parser.add_argument("--webhook-secret", help="the whsec_ secret to sign them with")
     args = parser.parse_args(argv)
-    with FakeStripe(host=args.host, port=args.port, verbose=True) as fake:
+    with FakeStripe(
+        host=args.host,
+        port=args.port,
+        verbose=True,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
+    ) as fake:
         print(f"Fake Stripe on {fake.base_url} (any sk_test_/rk_test_ key); Ctrl-C stops it")
         try:
             while True:
