@@ -24,6 +24,7 @@ from openclaw_billing.errors import (
 )
 from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.service import BillingService
+from openclaw_billing.store import Store, open_store
 from openclaw_billing.store.json_file import JsonFileStore
 from tests.invariants import check_record
 
@@ -41,6 +42,8 @@ class ModelClient:
     total: float = 0.0
     current: dict[str, float] = field(default_factory=dict)
     previous: dict[str, float] = field(default_factory=dict)
+    #: Every charged (and not refunded) job id, for backends that recognise them forever.
+    ever: dict[str, float] = field(default_factory=dict)
     resets: int = 0
 
     def roll(self, now: datetime) -> None:
@@ -54,17 +57,25 @@ class ModelClient:
 
 
 class BillingMachine(RuleBasedStateMachine):
+    """Runs on the JSON store; subclasses below run the same rules on other backends."""
+
     clients = Bundle("clients")
+    #: The JSON store recognises a job id in the current and the previous cycle; SQL forever.
+    replay_forever = False
+
+    def open_store(self) -> Store:
+        return JsonFileStore(self.dir / "clients.json")
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="oc-model-"))
-        self.store = JsonFileStore(self.dir / "clients.json")
+        self.store = self.open_store()
         self.service = BillingService(self.store)
         self.now = datetime(2026, 2, 19, 10, 30, tzinfo=UTC)
         self.model: dict[str, ModelClient] = {}
 
     def teardown(self) -> None:
+        self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @initialize(target=clients, plan=st.sampled_from(list(PlanId)))
@@ -95,6 +106,8 @@ class BillingMachine(RuleBasedStateMachine):
         model.roll(self.now)
         expected: type[BillingError] | None = None
         first = model.current.get(job_id, model.previous.get(job_id))
+        if first is None and self.replay_forever:
+            first = model.ever.get(job_id)
         if first is None:
             if not model.active:
                 expected = ClientInactive
@@ -114,6 +127,7 @@ class BillingMachine(RuleBasedStateMachine):
             return
         assert not result.replayed
         model.current[job_id] = cost
+        model.ever[job_id] = cost
         model.total += cost
         if model.credits is not None:
             model.credits -= 1
@@ -148,6 +162,7 @@ class BillingMachine(RuleBasedStateMachine):
         assert self.service.refund(client_id, job_id, now=self.now) is expected
         if expected:
             model.total -= model.current.pop(job_id)
+            model.ever.pop(job_id, None)
             if model.credits is not None:
                 model.credits += 1
 
@@ -165,7 +180,7 @@ class BillingMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_matches_model(self) -> None:
-        reopened = JsonFileStore(self.dir / "clients.json")  # what a restart would see
+        reopened = self.open_store()  # what a restart would see
         for client_id, model in self.model.items():
             record = reopened.get_client(client_id)
             assert record is not None
@@ -179,9 +194,18 @@ class BillingMachine(RuleBasedStateMachine):
                 model.start,
                 model.end,
             )
+        reopened.close()
 
 
-BillingMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None, derandomize=True
-)
+class SqliteBillingMachine(BillingMachine):
+    replay_forever = True
+
+    def open_store(self) -> Store:
+        return open_store(f"sqlite:///{self.dir}/billing.db")
+
+
+_settings = settings(max_examples=60, stateful_step_count=40, deadline=None, derandomize=True)
+BillingMachine.TestCase.settings = _settings
+SqliteBillingMachine.TestCase.settings = settings(_settings, max_examples=30)
 TestBillingModel = BillingMachine.TestCase
+TestBillingModelSqlite = SqliteBillingMachine.TestCase

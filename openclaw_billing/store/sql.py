@@ -1,0 +1,673 @@
+"""SQL backend on SQLAlchemy 2 Core: SQLite (one machine) and PostgreSQL (several gateways).
+
+* Charge is the hot path: the client's row is locked (``SELECT ... FOR UPDATE`` on
+  PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front), then one conditional
+  ``UPDATE ... WHERE credits_remaining > 0`` and the ledger insert commit together. ``job_id``
+  is unique per client, for every cycle, not only the last two.
+* The rarer primitives lock the row, load the whole record, apply the very transitions of
+  :mod:`openclaw_billing.ledger` the JSON store applies, and write back what changed.
+* SQLite runs in WAL mode with a busy timeout and immediate transactions, so "database is
+  locked" never reaches a client; a lock still held after the timeout is a 503.
+* The schema is versioned in ``openclaw_schema_version`` and created at start, under a lock so
+  several workers starting together do not race.
+
+Tables: clients, ledger (one row per charged job, with the cycle number it belongs to), credit
+adjustments, cycle summaries, processed Stripe event ids, schema version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from .. import ledger
+from ..cycles import is_expired
+from ..errors import (
+    BillingError,
+    ClientInactive,
+    ClientNotFound,
+    ConfigurationError,
+    CreditLimitReached,
+    DuplicateClient,
+    PaymentPastDue,
+    StoreCorrupt,
+    StoreUnavailable,
+)
+from ..models import (
+    ChargeResult,
+    ClientMetadata,
+    ClientRecord,
+    CostEntry,
+    CreditAdjustment,
+    CycleSummary,
+)
+from ..plans import PlanId
+from .base import EVENT_ID_RETENTION, EventOutcome, Store, StripeRef, log_cycle_reset
+
+logger = logging.getLogger("openclaw_billing.store")
+
+SCHEMA_VERSION = 1
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata_obj = MetaData()
+
+schema_version = Table(
+    "openclaw_schema_version", metadata_obj, Column("version", Integer, nullable=False)
+)
+clients = Table(
+    "openclaw_clients",
+    metadata_obj,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("api_key_hash", String(64), nullable=False, unique=True),
+    Column("api_key_prefix", String(32), nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("credits_remaining", Integer, nullable=True),
+    Column("total_spent", Float, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("stripe_customer_id", String(255), nullable=True, index=True),
+    Column("stripe_subscription_id", String(255), nullable=True, index=True),
+    Column("billing_cycle_start", UtcDateTime, nullable=False),
+    Column("billing_cycle_end", UtcDateTime, nullable=False),
+    #: How many cycles have ended (= the number of summaries); ledger rows carry it.
+    Column("cycle_no", Integer, nullable=False),
+    Column("cycle_allowance", Integer, nullable=True),
+    Column("subscription_status", String(32), nullable=True),
+    Column("stripe_event_at", Integer, nullable=True),
+    Column("metadata_extra", JSON, nullable=False),
+)
+ledger_rows = Table(
+    "openclaw_ledger",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("job_id", String(200), nullable=False),
+    Column("cycle_no", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("charged_at", UtcDateTime, nullable=False),
+    UniqueConstraint("client_id", "job_id", name="uq_openclaw_ledger_job"),
+    Index("ix_openclaw_ledger_cycle", "client_id", "cycle_no"),
+)
+adjustment_rows = Table(
+    "openclaw_credit_adjustments",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("cycle_no", Integer, nullable=False),
+    Column("amount", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Index("ix_openclaw_adjustments_cycle", "client_id", "cycle_no"),
+)
+summary_rows = Table(
+    "openclaw_cycle_summaries",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("cycle_no", Integer, nullable=False),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("allowance", Integer, nullable=True),
+    Column("adjustments", JSON, nullable=False),
+    Column("jobs", Integer, nullable=False),
+    Column("spend", Float, nullable=False),
+    Column("credits_left", Integer, nullable=True),
+    UniqueConstraint("client_id", "cycle_no", name="uq_openclaw_summary_cycle"),
+)
+event_rows = Table(
+    "openclaw_stripe_events",
+    metadata_obj,
+    Column("event_id", String(255), primary_key=True),
+    Column("processed_at", UtcDateTime, nullable=False, index=True),
+)
+
+#: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
+_SCHEMA_LOCK = 0x0C1A_B111
+
+
+class SqlStore(Store):
+    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
+
+    def __init__(self, url: str, *, lock_timeout: float = 10.0) -> None:
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in {"sqlite", "postgresql"}:
+            raise ConfigurationError(f"Unsupported database {self.dialect!r}")
+        self.location = parsed.render_as_string(hide_password=True)
+        if self.dialect == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ConfigurationError("SQLite needs a file: sqlite:///path/to/billing.db")
+            busy = max(SQLITE_BUSY_TIMEOUT_MS, int(lock_timeout * 1000))
+            self._write = create_engine(parsed, connect_args={"check_same_thread": False})
+            self._read = create_engine(parsed, connect_args={"check_same_thread": False})
+            for engine, immediate in ((self._write, True), (self._read, False)):
+                _configure_sqlite(engine, busy_ms=busy, immediate=immediate)
+        else:
+            options = {"pool_size": 10, "max_overflow": 30, "pool_pre_ping": True}
+            self._write = create_engine(parsed, **options)
+            self._read = self._write
+        self._lock_timeout = lock_timeout
+        try:
+            self._create_schema()
+        except DBAPIError as exc:
+            raise StoreUnavailable(
+                f"Cannot open the billing database {self.location}: {type(exc.orig).__name__}"
+            ) from exc
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        with self._write.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            metadata_obj.create_all(conn, checkfirst=True)
+            found = conn.execute(select(schema_version.c.version)).scalars().all()
+            if not found:
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            elif max(found) > SCHEMA_VERSION:
+                raise StoreCorrupt(
+                    f"The billing database {self.location} has schema version {max(found)}; "
+                    f"this release reads version {SCHEMA_VERSION}"
+                )
+
+    @contextmanager
+    def _tx(self, *, write: bool = True) -> Iterator[Connection]:
+        """A transaction; database errors become ``StoreUnavailable`` (503), never a 500."""
+        try:
+            with (self._write if write else self._read).begin() as conn:
+                if write and self.dialect == "postgresql":
+                    timeout_ms = int(self._lock_timeout * 1000)
+                    conn.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+                yield conn
+        except (BillingError, IntegrityError):
+            raise
+        except DBAPIError as exc:
+            logger.warning("Billing database error: %s", type(exc.orig).__name__)
+            raise StoreUnavailable() from exc
+
+    @staticmethod
+    def _lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
+        query = select(clients).where(clients.c.client_id == client_id).with_for_update()
+        return conn.execute(query).first()
+
+    def _load(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[ClientRecord]:
+        """Whole records for client rows, in three queries however many rows."""
+        if not rows:
+            return []
+        ids = [r.client_id for r in rows]
+        entries: dict[tuple[str, int], list[CostEntry]] = {}
+        for e in conn.execute(
+            select(ledger_rows).where(ledger_rows.c.client_id.in_(ids)).order_by(ledger_rows.c.id)
+        ):
+            entries.setdefault((e.client_id, e.cycle_no), []).append(
+                CostEntry(timestamp=e.charged_at, cost=e.cost, job_id=e.job_id)
+            )
+        adjustments: dict[tuple[str, int], list[CreditAdjustment]] = {}
+        for a in conn.execute(
+            select(adjustment_rows)
+            .where(adjustment_rows.c.client_id.in_(ids))
+            .order_by(adjustment_rows.c.id)
+        ):
+            adjustments.setdefault((a.client_id, a.cycle_no), []).append(
+                CreditAdjustment(timestamp=a.timestamp, amount=a.amount, reason=a.reason)
+            )
+        summaries: dict[str, list[CycleSummary]] = {}
+        for s in conn.execute(
+            select(summary_rows)
+            .where(summary_rows.c.client_id.in_(ids))
+            .order_by(summary_rows.c.cycle_no)
+        ):
+            summaries.setdefault(s.client_id, []).append(
+                CycleSummary(
+                    start=s.start,
+                    end=s.end,
+                    plan=PlanId(s.plan),
+                    allowance=s.allowance,
+                    adjustments=[CreditAdjustment.model_validate(a) for a in s.adjustments],
+                    jobs=s.jobs,
+                    spend=s.spend,
+                    credits_left=s.credits_left,
+                )
+            )
+        records = []
+        for r in rows:
+            history = summaries.get(r.client_id, [])
+            if history:  # as in the JSON store: the newest summary keeps its ledger
+                history[-1].entries = entries.get((r.client_id, r.cycle_no - 1), [])
+            try:
+                records.append(
+                    ClientRecord(
+                        client_id=r.client_id,
+                        name=r.name,
+                        email=r.email,
+                        api_key_hash=r.api_key_hash,
+                        api_key_prefix=r.api_key_prefix,
+                        plan=PlanId(r.plan),
+                        credits_remaining=r.credits_remaining,
+                        total_spent=r.total_spent,
+                        created_at=r.created_at,
+                        updated_at=r.updated_at,
+                        active=r.active,
+                        stripe_customer_id=r.stripe_customer_id,
+                        stripe_subscription_id=r.stripe_subscription_id,
+                        billing_cycle_start=r.billing_cycle_start,
+                        billing_cycle_end=r.billing_cycle_end,
+                        metadata=ClientMetadata(
+                            credit_adjustments=adjustments.get((r.client_id, r.cycle_no), []),
+                            cost_log=entries.get((r.client_id, r.cycle_no), []),
+                            cycle_history=history,
+                            cycle_allowance=r.cycle_allowance,
+                            subscription_status=r.subscription_status,
+                            stripe_event_at=r.stripe_event_at,
+                            **(r.metadata_extra or {}),
+                        ),
+                    )
+                )
+            except (ValidationError, ValueError) as exc:
+                raise StoreCorrupt(
+                    f"The billing database {self.location} holds an invalid client "
+                    f"{r.client_id}: {exc}"
+                ) from None
+        return records
+
+    @staticmethod
+    def _columns(record: ClientRecord) -> dict[str, Any]:
+        meta = record.metadata
+        return {
+            "client_id": record.client_id,
+            "name": record.name,
+            "email": record.email,
+            "api_key_hash": record.api_key_hash,
+            "api_key_prefix": record.api_key_prefix,
+            "plan": record.plan.value,
+            "credits_remaining": record.credits_remaining,
+            "total_spent": record.total_spent,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "active": record.active,
+            "stripe_customer_id": record.stripe_customer_id,
+            "stripe_subscription_id": record.stripe_subscription_id,
+            "billing_cycle_start": record.billing_cycle_start,
+            "billing_cycle_end": record.billing_cycle_end,
+            "cycle_no": len(meta.cycle_history),
+            "cycle_allowance": meta.cycle_allowance,
+            "subscription_status": meta.subscription_status,
+            "stripe_event_at": meta.stripe_event_at,
+            "metadata_extra": dict(meta.model_extra or {}),
+        }
+
+    def _save(self, conn: Connection, before: ClientRecord, after: ClientRecord) -> None:
+        """Write back what a ledger transition changed in ``before`` to make ``after``."""
+        cid = after.client_id
+        conn.execute(update(clients).where(clients.c.client_id == cid).values(self._columns(after)))
+        old_no, new_no = len(before.metadata.cycle_history), len(after.metadata.cycle_history)
+        for no in range(old_no, new_no):
+            s = after.metadata.cycle_history[no]
+            conn.execute(
+                insert(summary_rows).values(
+                    client_id=cid,
+                    cycle_no=no,
+                    start=s.start,
+                    end=s.end,
+                    plan=s.plan.value,
+                    allowance=s.allowance,
+                    adjustments=[a.model_dump(mode="json") for a in s.adjustments],
+                    jobs=s.jobs,
+                    spend=s.spend,
+                    credits_left=s.credits_left,
+                )
+            )
+        same_cycle = old_no == new_no
+        kept = {e.job_id for e in before.metadata.cost_log} if same_cycle else set()
+        now_ids = {e.job_id for e in after.metadata.cost_log}
+        gone = kept - now_ids
+        if gone:  # a refund
+            conn.execute(
+                delete(ledger_rows).where(
+                    ledger_rows.c.client_id == cid, ledger_rows.c.job_id.in_(gone)
+                )
+            )
+        for e in after.metadata.cost_log:
+            if e.job_id not in kept:
+                conn.execute(
+                    insert(ledger_rows).values(
+                        client_id=cid,
+                        job_id=e.job_id,
+                        cycle_no=new_no,
+                        cost=e.cost,
+                        charged_at=e.timestamp,
+                    )
+                )
+        done = len(before.metadata.credit_adjustments) if same_cycle else 0
+        for a in after.metadata.credit_adjustments[done:]:
+            conn.execute(
+                insert(adjustment_rows).values(
+                    client_id=cid,
+                    cycle_no=new_no,
+                    amount=a.amount,
+                    reason=a.reason,
+                    timestamp=a.timestamp,
+                )
+            )
+
+    def _mutate(
+        self,
+        client_id: str,
+        now: datetime,
+        change: Callable[[ClientRecord], tuple[T, bool]],
+    ) -> T:
+        """As the JSON store's: roll if due, apply ``change``, write once; a due reset is
+        written even when ``change`` refuses."""
+        error: BillingError | None = None
+        with self._tx() as conn:
+            row = self._lock_row(conn, client_id)
+            if row is None:
+                raise ClientNotFound()
+            [before] = self._load(conn, [row])
+            record = before.model_copy(deep=True)
+            reset = ledger.roll_cycle(record, now)
+            dirty = reset is not None
+            try:
+                result, changed = change(record)
+                dirty = dirty or changed
+            except BillingError as exc:
+                error = exc
+            if dirty:
+                self._save(conn, before, record)
+        if reset is not None:
+            log_cycle_reset(record)
+        if error is not None:
+            raise error
+        return result
+
+    # -- Store API ------------------------------------------------------------------------
+
+    def create_client(self, record: ClientRecord) -> None:
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(clients).values(self._columns(record)))
+                empty = record.model_copy(deep=True)
+                empty.metadata.cost_log, empty.metadata.credit_adjustments = [], []
+                self._save(conn, empty, record)
+        except IntegrityError:
+            raise DuplicateClient() from None
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        with self._tx(write=False) as conn:
+            row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+            return self._load(conn, [row])[0] if row is not None else None
+
+    def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
+        with self._tx(write=False) as conn:
+            row = conn.execute(select(clients).where(clients.c.api_key_hash == digest)).first()
+            return self._load(conn, [row])[0] if row is not None else None
+
+    def list_clients(
+        self,
+        *,
+        active: bool | None = None,
+        plan: PlanId | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[ClientRecord], int]:
+        conditions = []
+        if active is not None:
+            conditions.append(clients.c.active == active)
+        if plan is not None:
+            conditions.append(clients.c.plan == plan.value)
+        with self._tx(write=False) as conn:
+            total = conn.execute(select(func.count()).select_from(clients).where(*conditions))
+            rows = conn.execute(
+                select(clients)
+                .where(*conditions)
+                .order_by(clients.c.seq)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            return self._load(conn, rows), int(total.scalar_one())
+
+    def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
+        current = self.get_client(client_id)
+        if current is not None and not is_expired(current.billing_cycle_end, now):
+            return current
+        return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
+
+    def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
+        with self._tx() as conn:
+            row = self._lock_row(conn, client_id)
+            if row is None:
+                raise ClientNotFound()
+            if not is_expired(row.billing_cycle_end, now):
+                return self._charge_locked(conn, row, job_id, cost, now)
+        # The cycle ended: roll it and charge with the shared rules, in one transaction.
+
+        def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
+            existing = self._find_job(record.client_id, job_id)
+            if existing is not None:
+                return existing._replace(credits_remaining=record.credits_remaining), False
+            result = ledger.charge(record, job_id, cost, now)
+            return result, not result.replayed
+
+        return self._mutate(client_id, now, change)
+
+    def _find_job(self, client_id: str, job_id: str) -> ChargeResult | None:
+        with self._tx(write=False) as conn:
+            found = conn.execute(
+                select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
+                    ledger_rows.c.client_id == client_id, ledger_rows.c.job_id == job_id
+                )
+            ).first()
+        if found is None:
+            return None
+        return ChargeResult(client_id, job_id, found.cost, found.charged_at, None, replayed=True)
+
+    @staticmethod
+    def _charge_locked(
+        conn: Connection, row: Row[Any], job_id: str, cost: float, now: datetime
+    ) -> ChargeResult:
+        """The hot path, under the row lock: replay, checks, conditional UPDATE, ledger row."""
+        cid = row.client_id
+        existing = conn.execute(
+            select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
+                ledger_rows.c.client_id == cid, ledger_rows.c.job_id == job_id
+            )
+        ).first()
+        if existing is not None:
+            return ChargeResult(
+                cid, job_id, existing.cost, existing.charged_at, row.credits_remaining, True
+            )
+        if not row.active:
+            raise ClientInactive()
+        if row.subscription_status in ledger.UNPAID_STATUSES:
+            raise PaymentPastDue()
+        spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
+        values: dict[str, Any] = {"total_spent": spent, "updated_at": now}
+        condition = [clients.c.client_id == cid]
+        remaining = row.credits_remaining
+        if remaining is not None:
+            values["credits_remaining"] = clients.c.credits_remaining - 1
+            condition.append(clients.c.credits_remaining > 0)
+            remaining -= 1
+        if conn.execute(update(clients).where(*condition).values(values)).rowcount != 1:
+            raise CreditLimitReached()
+        conn.execute(
+            insert(ledger_rows).values(
+                client_id=cid, job_id=job_id, cycle_no=row.cycle_no, cost=cost, charged_at=now
+            )
+        )
+        return ChargeResult(cid, job_id, cost, now, remaining, replayed=False)
+
+    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
+        def change(record: ClientRecord) -> tuple[bool, bool]:
+            refunded = ledger.refund(record, job_id, now)
+            return refunded, refunded
+
+        return self._mutate(client_id, now, change)
+
+    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            ledger.add_credits(record, amount, reason, now)
+            return record.model_copy(deep=True), True
+
+        return self._mutate(client_id, now, change)
+
+    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            changed = ledger.set_active(record, active, now)
+            return record.model_copy(deep=True), changed
+
+        return self._mutate(client_id, now, change)
+
+    def find_client_by_stripe(
+        self, *, customer_id: str | None = None, subscription_id: str | None = None
+    ) -> ClientRecord | None:
+        with self._tx(write=False) as conn:
+            client_id = self._locate(conn, StripeRef(None, subscription_id, customer_id))
+        return None if client_id is None else self.get_client(client_id)
+
+    @staticmethod
+    def _locate(conn: Connection, ref: StripeRef) -> str | None:
+        for column, wanted in (
+            (clients.c.client_id, ref.client_id),
+            (clients.c.stripe_subscription_id, ref.subscription_id),
+            (clients.c.stripe_customer_id, ref.customer_id),
+        ):
+            if wanted is None:
+                continue
+            found = conn.execute(
+                select(clients.c.client_id).where(column == wanted).order_by(clients.c.seq)
+            ).first()
+            if found is not None:
+                return str(found.client_id)
+        return None
+
+    def apply_stripe_event(
+        self,
+        event_id: str,
+        ref: StripeRef,
+        created: int,
+        change: Callable[[ClientRecord], None],
+        now: datetime,
+    ) -> tuple[EventOutcome, str | None]:
+        reset = None
+        try:
+            with self._tx() as conn:
+                client_id = self._locate(conn, ref)
+                if client_id is None:
+                    seen = conn.execute(
+                        select(event_rows.c.event_id).where(event_rows.c.event_id == event_id)
+                    ).first()
+                    return (EventOutcome.DUPLICATE if seen else EventOutcome.UNMATCHED), None
+                row = self._lock_row(conn, client_id)
+                assert row is not None
+                # Checked under the row lock: a concurrent delivery of the same event that got
+                # the lock first has committed its id by now.
+                seen = conn.execute(
+                    select(event_rows.c.event_id).where(event_rows.c.event_id == event_id)
+                ).first()
+                if seen is not None:
+                    return EventOutcome.DUPLICATE, None
+                [before] = self._load(conn, [row])
+                record = before.model_copy(deep=True)
+                reset = ledger.roll_cycle(record, now)
+                last = record.metadata.stripe_event_at
+                if last is not None and created < last:
+                    outcome = EventOutcome.STALE
+                else:
+                    change(record)
+                    record.metadata.stripe_event_at = created
+                    outcome = EventOutcome.APPLIED
+                self._save(conn, before, record)
+                conn.execute(
+                    delete(event_rows).where(event_rows.c.processed_at < now - EVENT_ID_RETENTION)
+                )
+                conn.execute(insert(event_rows).values(event_id=event_id, processed_at=now))
+        except IntegrityError:
+            return EventOutcome.DUPLICATE, None
+        if reset is not None:
+            log_cycle_reset(record)
+        return outcome, client_id
+
+    def check(self) -> None:
+        with self._tx(write=False) as conn:
+            conn.execute(select(1))
+
+    def close(self) -> None:
+        self._write.dispose()
+        if self._read is not self._write:
+            self._read.dispose()
+
+
+def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:
+    """WAL, a busy timeout, full sync, foreign keys; writers take the lock at BEGIN."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event (below) own the transaction, not pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
