@@ -126,6 +126,14 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def stripe_event_ids(self) -> dict[str, datetime]:
+        """Every remembered Stripe event id and when it was processed (for migration)."""
+
+    @abstractmethod
+    def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
+        """Remember these event ids as processed (for migration); ids already known stay."""
+
+    @abstractmethod
     def check(self) -> None:
         """Raise ``StoreUnavailable`` (or ``StoreCorrupt``) unless the store can be read now."""
 

@@ -421,5 +421,20 @@ class JsonFileStore(Store):
             log_cycle_reset(record)
         return outcome, client_id
 
+    def stripe_event_ids(self) -> dict[str, datetime]:
+        return {k: datetime.fromisoformat(v) for k, v in self._current().events.items()}
+
+    def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
+        with self._lock.hold():
+            state = self._current()
+            merged = {k: v.isoformat() for k, v in events.items()} | state.events
+            if merged == state.events:
+                return
+            clients = state.clients
+            if not clients:
+                raise ClientNotFound("Import clients before their Stripe event ids")
+            # _commit writes a record; re-put the first one unchanged to write the events.
+            self._commit(state, next(iter(clients.values())), merged)
+
     def check(self) -> None:
         self._current()

@@ -352,59 +352,70 @@ class SqlStore(Store):
             "metadata_extra": dict(meta.model_extra or {}),
         }
 
-    def _save(self, conn: Connection, before: ClientRecord, after: ClientRecord) -> None:
-        """Write back what a ledger transition changed in ``before`` to make ``after``."""
+    def _save(
+        self,
+        conn: Connection,
+        before: ClientRecord,
+        after: ClientRecord,
+        *,
+        new_record: bool = False,
+    ) -> None:
+        """Write back what a ledger transition changed in ``before`` to make ``after``. For a
+        new (or imported) record, the newest summary's ledger entries are written too; after a
+        reset they are already there, as the old cycle's rows."""
         cid = after.client_id
         conn.execute(update(clients).where(clients.c.client_id == cid).values(self._columns(after)))
         old_no, new_no = len(before.metadata.cycle_history), len(after.metadata.cycle_history)
+        summaries, entries, adjustments = [], [], []
         for no in range(old_no, new_no):
             s = after.metadata.cycle_history[no]
-            conn.execute(
-                insert(summary_rows).values(
-                    client_id=cid,
-                    cycle_no=no,
-                    start=s.start,
-                    end=s.end,
-                    plan=s.plan.value,
-                    allowance=s.allowance,
-                    adjustments=[a.model_dump(mode="json") for a in s.adjustments],
-                    jobs=s.jobs,
-                    spend=s.spend,
-                    credits_left=s.credits_left,
-                )
+            summaries.append(
+                {
+                    "client_id": cid,
+                    "cycle_no": no,
+                    "start": s.start,
+                    "end": s.end,
+                    "plan": s.plan.value,
+                    "allowance": s.allowance,
+                    "adjustments": [a.model_dump(mode="json") for a in s.adjustments],
+                    "jobs": s.jobs,
+                    "spend": s.spend,
+                    "credits_left": s.credits_left,
+                }
             )
+            if new_record:
+                entries += [_ledger_row(cid, no, e) for e in s.entries]
         same_cycle = old_no == new_no
         kept = {e.job_id for e in before.metadata.cost_log} if same_cycle else set()
-        now_ids = {e.job_id for e in after.metadata.cost_log}
-        gone = kept - now_ids
+        gone = kept - {e.job_id for e in after.metadata.cost_log}
         if gone:  # a refund
             conn.execute(
                 delete(ledger_rows).where(
                     ledger_rows.c.client_id == cid, ledger_rows.c.job_id.in_(gone)
                 )
             )
-        for e in after.metadata.cost_log:
-            if e.job_id not in kept:
-                conn.execute(
-                    insert(ledger_rows).values(
-                        client_id=cid,
-                        job_id=e.job_id,
-                        cycle_no=new_no,
-                        cost=e.cost,
-                        charged_at=e.timestamp,
-                    )
-                )
+        entries += [
+            _ledger_row(cid, new_no, e) for e in after.metadata.cost_log if e.job_id not in kept
+        ]
         done = len(before.metadata.credit_adjustments) if same_cycle else 0
-        for a in after.metadata.credit_adjustments[done:]:
-            conn.execute(
-                insert(adjustment_rows).values(
-                    client_id=cid,
-                    cycle_no=new_no,
-                    amount=a.amount,
-                    reason=a.reason,
-                    timestamp=a.timestamp,
-                )
-            )
+        adjustments = [
+            {
+                "client_id": cid,
+                "cycle_no": new_no,
+                "amount": a.amount,
+                "reason": a.reason,
+                "timestamp": a.timestamp,
+            }
+            for a in after.metadata.credit_adjustments[done:]
+        ]
+        # One batched statement per table: a 200-entry ledger is one round trip, not 200.
+        for table, rows in (
+            (summary_rows, summaries),
+            (ledger_rows, entries),
+            (adjustment_rows, adjustments),
+        ):
+            if rows:
+                conn.execute(insert(table), rows)
 
     def _mutate(
         self,
@@ -444,7 +455,8 @@ class SqlStore(Store):
                 conn.execute(insert(clients).values(self._columns(record)))
                 empty = record.model_copy(deep=True)
                 empty.metadata.cost_log, empty.metadata.credit_adjustments = [], []
-                self._save(conn, empty, record)
+                empty.metadata.cycle_history = []
+                self._save(conn, empty, record, new_record=True)
         except IntegrityError:
             raise DuplicateClient() from None
 
@@ -644,6 +656,19 @@ class SqlStore(Store):
             log_cycle_reset(record)
         return outcome, client_id
 
+    def stripe_event_ids(self) -> dict[str, datetime]:
+        with self._tx(write=False) as conn:
+            return {r.event_id: r.processed_at for r in conn.execute(select(event_rows))}
+
+    def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
+        with self._tx() as conn:
+            known = set(conn.execute(select(event_rows.c.event_id)).scalars())
+            fresh = [
+                {"event_id": k, "processed_at": v} for k, v in events.items() if k not in known
+            ]
+            if fresh:
+                conn.execute(insert(event_rows), fresh)
+
     def check(self) -> None:
         with self._tx(write=False) as conn:
             conn.execute(select(1))
@@ -652,6 +677,16 @@ class SqlStore(Store):
         self._write.dispose()
         if self._read is not self._write:
             self._read.dispose()
+
+
+def _ledger_row(client_id: str, cycle_no: int, entry: CostEntry) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "job_id": entry.job_id,
+        "cycle_no": cycle_no,
+        "cost": entry.cost,
+        "charged_at": entry.timestamp,
+    }
 
 
 def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:

@@ -1,0 +1,173 @@
+"""The operator CLI, ``openclaw-billing``: move a billing store between backends.
+
+    openclaw-billing migrate --from ~/.openclaw/billing/clients.json --to sqlite:///billing.db
+    openclaw-billing export --from postgresql+psycopg://... --to backup.json
+    openclaw-billing import --from backup.json --to postgresql+psycopg://...
+
+Every client is copied whole (key digest, plan, credits, current ledger, adjustments, cycle
+summaries and the newest summary's ledger), then the processed Stripe event ids; afterwards the
+counts and balances of both sides are compared. A non-empty target is refused unless
+``--into-non-empty`` is given (and even then an existing client id is never overwritten).
+Stop the gateway first: a store that changes during a copy would not verify.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import BillingError, ConfigurationError, DuplicateClient
+from .models import ClientRecord
+from .store import Store, open_store
+
+app = typer.Typer(
+    name="openclaw-billing",
+    help="Operate an openclaw-billing store.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+PAGE = 500
+
+Source = Annotated[str, typer.Option("--from", help="Store URL or JSON path to read.")]
+Target = Annotated[str, typer.Option("--to", help="Store URL or JSON path to write.")]
+IntoNonEmpty = Annotated[
+    bool,
+    typer.Option("--into-non-empty", help="Allow a target that already holds clients."),
+]
+
+
+class Fingerprint(NamedTuple):
+    """What must be identical on both sides after a copy, per client."""
+
+    api_key_hash: str
+    plan: str
+    active: bool
+    credits_remaining: int | None
+    total_spent: float
+    jobs: tuple[str, ...]
+    adjustments: int
+    cycles: int
+
+
+def fingerprint(record: ClientRecord) -> Fingerprint:
+    meta = record.metadata
+    return Fingerprint(
+        record.api_key_hash,
+        record.plan.value,
+        record.active,
+        record.credits_remaining,
+        record.total_spent,
+        tuple(e.job_id for e in meta.cost_log),
+        len(meta.credit_adjustments),
+        len(meta.cycle_history),
+    )
+
+
+def _records(store: Store) -> list[ClientRecord]:
+    first, total = store.list_clients(limit=PAGE)
+    records = list(first)
+    while len(records) < total:
+        page, _ = store.list_clients(offset=len(records), limit=PAGE)
+        if not page:
+            break
+        records.extend(page)
+    return records
+
+
+def copy_store(source: Store, target: Store, *, into_non_empty: bool = False) -> int:
+    """Copy every client and Stripe event id from ``source`` to ``target``, then verify.
+    Returns the number of clients copied; raises ``BillingError`` on refusal or mismatch."""
+    _, existing = target.list_clients(limit=1)
+    if existing and not into_non_empty:
+        raise ConfigurationError(
+            f"The target {target.location} already holds {existing} clients; "
+            "pass --into-non-empty to add to it"
+        )
+    records = _records(source)
+    with Progress(
+        TextColumn("[bold]copying clients"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("copy", total=len(records))
+        for record in records:
+            try:
+                target.create_client(record)
+            except DuplicateClient:
+                raise DuplicateClient(
+                    f"Client {record.client_id} (or its key) already exists in the target"
+                ) from None
+            progress.advance(task)
+    events = source.stripe_event_ids()
+    if events:
+        target.import_stripe_event_ids(events)
+    verify_copy(source, target, records)
+    return len(records)
+
+
+def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> None:
+    """Every source client is in the target with the same digest, plan, balance and ledger,
+    and every Stripe event id came along."""
+    copied = {r.client_id: r for r in _records(target)}
+    for record in records:
+        other = copied.get(record.client_id)
+        if other is None or fingerprint(other) != fingerprint(record):
+            raise ConfigurationError(
+                f"Verification failed for client {record.client_id}: the target differs"
+            )
+    missing = set(source.stripe_event_ids()) - set(target.stripe_event_ids())
+    if missing:
+        raise ConfigurationError(f"Verification failed: {len(missing)} Stripe event ids missing")
+
+
+def _run(source_url: str, target_url: str, into_non_empty: bool) -> None:
+    try:
+        source = open_store(source_url)
+        target = open_store(target_url)
+        try:
+            count = copy_store(source, target, into_non_empty=into_non_empty)
+            total = sum(r.credits_remaining or 0 for r in _records(target))
+        finally:
+            source.close()
+            target.close()
+    except (BillingError, ConfigurationError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"[green]copied {count} clients[/green] to {target.location}; verified digests, plans, "
+        f"balances ({total} credits in all) and ledgers"
+    )
+
+
+@app.command()
+def migrate(source: Source, target: Target, into_non_empty: IntoNonEmpty = False) -> None:
+    """Copy a store to another backend (JSON, SQLite, PostgreSQL), then verify it."""
+    _run(source, target, into_non_empty)
+
+
+@app.command("export")
+def export_json(source: Source, target: Target, force: bool = False) -> None:
+    """Write a store to a new JSON file (a portable backup)."""
+    path = Path(target).expanduser()
+    if path.exists() and not force:
+        console.print(f"[red]error:[/red] {path} exists; pass --force to add to it")
+        raise typer.Exit(1)
+    _run(source, str(path), into_non_empty=force)
+
+
+@app.command("import")
+def import_json(source: Source, target: Target, into_non_empty: IntoNonEmpty = False) -> None:
+    """Load a JSON store (an export, or the original module's file) into a backend."""
+    _run(source, target, into_non_empty)
+
+
+def main() -> None:
+    app()
