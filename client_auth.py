@@ -20,6 +20,7 @@ from openclaw_billing.errors import (
     ClientNotFound,
     CreditLimitReached,
     InvalidApiKey,
+    PaymentPastDue,
 )
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision
 from openclaw_billing.service import (
@@ -38,6 +39,7 @@ __all__ = [
     "CreditLimitReached",
     "CurrentClient",
     "InvalidApiKey",
+    "PaymentPastDue",
     "SubmitDecision",
     "can_submit_job",
     "deduct_job_credit",

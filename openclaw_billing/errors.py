@@ -8,6 +8,7 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── InvalidAdminToken        401 invalid_admin_token
      ├── CreditLimitReached       402 credit_limit_reached
      ├── PaymentPastDue           402 payment_past_due
+     ├── SubscriptionPaused       402 subscription_paused
      ├── WebhookRejected          400 invalid_webhook (and subclasses with their own code)
      ├── PayloadTooLarge          413 payload_too_large
      ├── PlanNotPurchasable       422 plan_not_purchasable
@@ -18,6 +19,7 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      │    ├── InsufficientCredits 409 insufficient_credits
      │    ├── UnlimitedPlan       409 unlimited_plan
      │    ├── AlreadyOnPlan       409 already_on_plan
+     │    ├── SubscriptionExists  409 subscription_exists
      │    └── NoStripeCustomer    409 no_stripe_customer
      ├── StripeRequestFailed      502 stripe_error
      ├── StripeNotConfigured      503 stripe_not_configured
@@ -72,6 +74,12 @@ class PaymentPastDue(BillingError):
     status_code = 402
     code = "payment_past_due"
     message = "Subscription payment is past due; update the payment method in the billing portal"
+
+
+class SubscriptionPaused(BillingError):
+    status_code = 402
+    code = "subscription_paused"
+    message = "The subscription is paused; resume it in the billing portal"
 
 
 class WebhookRejected(BillingError):
@@ -145,6 +153,14 @@ class UnlimitedPlan(Conflict):
 class AlreadyOnPlan(Conflict):
     code = "already_on_plan"
     message = "The client is already on this plan"
+
+
+class SubscriptionExists(Conflict):
+    code = "subscription_exists"
+    message = (
+        "The client already has a subscription; change its plan in the billing portal "
+        "(POST /api/billing/portal)"
+    )
 
 
 class NoStripeCustomer(Conflict):

@@ -16,6 +16,7 @@ from .errors import (
     CreditLimitReached,
     InsufficientCredits,
     PaymentPastDue,
+    SubscriptionPaused,
     UnlimitedPlan,
 )
 from .models import ChargeResult, ClientRecord, CostEntry, CreditAdjustment, CycleSummary
@@ -98,6 +99,8 @@ def submit_refusal(record: ClientRecord) -> str | None:
         return "Client is inactive"
     if record.metadata.subscription_status in UNPAID_STATUSES:
         return PaymentPastDue.message
+    if record.metadata.subscription_status == "paused":
+        return SubscriptionPaused.message
     if record.credits_remaining is not None and record.credits_remaining <= 0:
         return CreditLimitReached.message
     return None
@@ -123,6 +126,8 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
         raise ClientInactive()
     if record.metadata.subscription_status in UNPAID_STATUSES:
         raise PaymentPastDue()
+    if record.metadata.subscription_status == "paused":
+        raise SubscriptionPaused()
     if record.credits_remaining is not None:
         if record.credits_remaining <= 0:
             raise CreditLimitReached()
@@ -216,10 +221,12 @@ def change_plan(
     if plan == record.plan:
         return align_to_period(record, start, end, now)
     old_plan, new_allowance = record.plan, get_plan(plan).jobs_per_month
-    record.plan = plan
     same_period = record.billing_cycle_start == start
     if not same_period or record.credits_remaining is None or new_allowance is None:
-        return start_cycle(record, start, end, new_allowance, now)
+        summary = start_cycle(record, start, end, new_allowance, now)  # closed under old_plan
+        record.plan = plan
+        return summary
+    record.plan = plan
     old_allowance = get_plan(old_plan).jobs_per_month or 0
     delta = max(new_allowance - old_allowance, -record.credits_remaining)
     record.credits_remaining += delta
@@ -238,6 +245,7 @@ def return_to_free(record: ClientRecord, now: datetime) -> CycleSummary | None:
     record.stripe_subscription_id = None
     if record.plan == PlanId.FREE:
         return None
-    record.plan = PlanId.FREE
     start, end = cycles.first_cycle(now)
-    return start_cycle(record, start, end, get_plan(PlanId.FREE).jobs_per_month, now)
+    summary = start_cycle(record, start, end, get_plan(PlanId.FREE).jobs_per_month, now)
+    record.plan = PlanId.FREE  # after the old cycle was closed under the paid plan
+    return summary

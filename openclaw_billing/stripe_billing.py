@@ -34,6 +34,7 @@ from .errors import (
     PlanNotPurchasable,
     StripeNotConfigured,
     StripeRequestFailed,
+    SubscriptionExists,
 )
 from .models import ClientRecord
 from .plans import PlanId
@@ -235,6 +236,11 @@ class StripeBilling:
         price = price_for_plan(self.settings, plan)
         if plan == record.plan:
             raise AlreadyOnPlan(f"The client is already on the {plan.value} plan")
+        if record.stripe_subscription_id and record.metadata.subscription_status not in ENDED | {
+            None
+        }:
+            # A second Checkout would start a second subscription, billed twice.
+            raise SubscriptionExists()
         metadata = {"client_id": record.client_id, "plan": plan.value}
         params: dict[str, Any] = {
             "mode": "subscription",
@@ -266,10 +272,11 @@ class StripeBilling:
         return CheckoutSession(session.url, session.id)
 
     def create_portal(self, record: ClientRecord, *, return_url: str | None = None) -> str:
+        client = self.client  # 503 stripe_not_configured before anything else
         if not record.stripe_customer_id:
             raise NoStripeCustomer()
         try:
-            session = self.client.v1.billing_portal.sessions.create(
+            session = client.v1.billing_portal.sessions.create(
                 params={
                     "customer": record.stripe_customer_id,
                     "return_url": return_url or self.settings.return_url,
@@ -350,19 +357,19 @@ class StripeBilling:
         session = _CheckoutSession.model_validate(event.data.object)
         client_id = session.client_reference_id or session.metadata.get("client_id")
         ref = StripeRef(client_id, session.subscription, session.customer)
+        # Retrieve first: if Stripe cannot answer, nothing is recorded and the redelivery
+        # does the whole thing.
+        current = self._retrieve(session.subscription) if session.subscription else None
 
         def link(record: ClientRecord) -> None:
             if session.customer:
                 record.stripe_customer_id = session.customer
-            if session.subscription:
+            if current is not None:
+                self._converge(record, current, now)
+            elif session.subscription:
                 record.stripe_subscription_id = session.subscription
 
         outcome, _ = self.service.store.apply_stripe_event(event.id, ref, event.created, link, now)
-        if outcome == EventOutcome.APPLIED and session.subscription:
-            # The plan follows the subscription itself, even if its own events were missed.
-            self._sync_subscription(
-                event, session.subscription, session.metadata, None, now, record_id=False
-            )
         return outcome
 
     def _retrieve(self, subscription_id: str) -> Subscription | None:
@@ -377,6 +384,28 @@ class StripeBilling:
             raise _stripe_failure("subscription retrieve", exc) from exc
         return Subscription.model_validate(found.to_dict())
 
+    def _converge(self, record: ClientRecord, current: Subscription, now: datetime) -> None:
+        """Bring ``record`` to the subscription's state as Stripe has it now."""
+        linked = record.stripe_subscription_id
+        if current.status in ENDED:
+            if linked in (None, current.id):
+                record.metadata.subscription_status = current.status
+                ledger.return_to_free(record, now)
+            # else: an older subscription ended; the current one is untouched.
+            return
+        record.stripe_customer_id = current.customer
+        record.stripe_subscription_id = current.id
+        record.metadata.subscription_status = current.status
+        item = current.items.data[0]
+        plan = plan_for_price(self.settings, item.price.id)
+        if plan is None:
+            logger.warning(
+                "Subscription %s has price %s, which maps to no plan", current.id, item.price.id
+            )
+        elif current.status in PLAN_IN_FORCE:
+            start, end = _ts(item.current_period_start), _ts(item.current_period_end)
+            ledger.change_plan(record, plan, start, end, now)
+
     def _sync_subscription(
         self,
         event: StripeEvent,
@@ -384,43 +413,17 @@ class StripeBilling:
         metadata: dict[str, str],
         customer_id: str | None,
         now: datetime,
-        *,
-        record_id: bool = True,
     ) -> EventOutcome:
         """Bring the client to the subscription's current state as Stripe has it now."""
         current = self._retrieve(subscription_id)
         if current is None:
             return EventOutcome.UNMATCHED
-        plan = plan_for_price(self.settings, current.items.data[0].price.id)
-        item = current.items.data[0]
-        start, end = _ts(item.current_period_start), _ts(item.current_period_end)
-
-        def converge(record: ClientRecord) -> None:
-            record.stripe_customer_id = current.customer
-            record.metadata.subscription_status = current.status
-            if current.status in ENDED:
-                if record.stripe_subscription_id in (None, current.id):
-                    ledger.return_to_free(record, now)
-                return
-            record.stripe_subscription_id = current.id
-            if current.status in PLAN_IN_FORCE and plan is not None:
-                ledger.change_plan(record, plan, start, end, now)
-            elif plan is None:
-                logger.warning(
-                    "Subscription %s has price %s, which maps to no plan",
-                    current.id,
-                    item.price.id,
-                )
-
         ref = StripeRef(
             metadata.get("client_id") or current.metadata.get("client_id"),
             current.id,
             customer_id or current.customer,
         )
-        # A follow-up sync inside another event's handling gets its own id, so it is applied
-        # once too and never confused with the event that caused it.
-        event_id = event.id if record_id else f"{event.id}:sync"
         outcome, _ = self.service.store.apply_stripe_event(
-            event_id, ref, event.created, converge, now
+            event.id, ref, event.created, lambda record: self._converge(record, current, now), now
         )
         return outcome

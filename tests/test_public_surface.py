@@ -17,6 +17,7 @@ EXPECTED = [
     "CreditLimitReached",
     "CurrentClient",
     "InvalidApiKey",
+    "PaymentPastDue",
     "SubmitDecision",
     "can_submit_job",
     "deduct_job_credit",

@@ -250,6 +250,8 @@ def test_checkout_reuses_the_stripe_customer(
 ) -> None:
     client = create_client(http, "free")
     sub = upgrade(world, client, "starter")
+    sub["status"] = "canceled"  # a former subscriber comes back: same Stripe customer
+    world.deliver(world.sub_event("customer.subscription.deleted", sub))
     assert checkout(http, client["api_key"], "pro").status_code == 200
     sent = fake.requests_to("POST", "/v1/checkout/sessions")[-1]
     assert sent.params["customer"] == sub["customer"]
@@ -642,3 +644,94 @@ def test_the_fake_simulates_payment_and_delivers_signed_events(tmp_path: Path) -
             assert sorted(status for _, status in fake.deliveries) == [200, 200]
             usage = httpx.get(f"{base}/api/billing/usage", headers=key).json()
     assert (usage["plan"], usage["credits_remaining"]) == ("pro", 200)
+
+
+# -- regressions found while documenting ----------------------------------------------------
+
+
+def test_checkout_completion_retried_after_stripe_fails_still_syncs_the_plan(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    client = create_client(http, "free")
+    start = int(time.time())
+    sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
+    done = checkout_session_completed(
+        client_id=client["client_id"],
+        customer=sub["customer"],
+        subscription=sub["id"],
+        plan="pro",
+        created=world.tick(),
+    )
+    fake.fail_next(500, count=3)
+    assert world.deliver(done).status_code == 502  # Stripe will redeliver
+    assert world.usage(client["api_key"])["plan"] == "free"
+    redelivered = world.deliver(done)
+    assert redelivered.json()["outcome"] == "applied"
+    usage = world.usage(client["api_key"])
+    assert (usage["plan"], usage["credits_remaining"]) == ("pro", 200)
+
+
+def test_a_subscribed_client_changes_plan_in_the_portal_not_a_second_checkout(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    client = create_client(http, "free")
+    upgrade(world, client, "starter")
+    response = checkout(http, client["api_key"], "pro")
+    assert response.status_code == 409
+    assert response.json()["code"] == "subscription_exists"
+    assert len(fake.requests_to("POST", "/v1/checkout/sessions")) == 0
+
+
+def test_an_old_subscription_ending_leaves_the_current_one_alone(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    client = create_client(http, "free")
+    start = int(time.time())
+    old = world.subscribe(client["client_id"], "starter", start=start, end=start + 30 * DAY)
+    world.deliver(world.sub_event("customer.subscription.created", old))
+    new = world.subscribe(client["client_id"], "pro", start=start + 60, end=start + 30 * DAY + 60)
+    world.deliver(world.sub_event("customer.subscription.created", new))
+    old["status"] = "canceled"
+    world.deliver(world.sub_event("customer.subscription.deleted", old))
+    usage = world.usage(client["api_key"])
+    assert (usage["plan"], usage["subscription_status"]) == ("pro", "active")
+    assert world.detail(client["client_id"])["stripe_subscription_id"] == new["id"]
+
+
+def test_a_paused_subscription_accepts_no_jobs(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    client = create_client(http, "free")
+    sub = upgrade(world, client)
+    sub["status"] = "paused"
+    world.deliver(world.sub_event("customer.subscription.updated", sub))
+    usage = world.usage(client["api_key"])
+    assert (usage["status"], usage["can_submit"]) == ("paused", False)
+    refused = submit_job(http, client["api_key"])
+    assert refused.status_code == 402
+    assert refused.json()["code"] == "subscription_paused"
+
+
+def test_closed_cycles_keep_the_plan_they_ran_under(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    client = create_client(http, "free")
+    sub = upgrade(world, client, "starter")
+    sub["status"] = "canceled"
+    world.deliver(world.sub_event("customer.subscription.deleted", sub))
+    history = world.detail(client["client_id"])["metadata"]["cycle_history"]
+    assert [(c["plan"], c["allowance"]) for c in history] == [("free", 5), ("starter", 50)]
+
+
+def test_the_portal_says_not_configured_before_anything_else(
+    http: TestClient, monkeypatch: pytest.MonkeyPatch, env: Path
+) -> None:
+    client = create_client(http, "free")
+    response = http.post("/api/billing/portal", headers={"X-Client-Key": client["api_key"]})
+    assert response.status_code == 503
+    assert response.json()["code"] == "stripe_not_configured"
+
+
+def test_the_return_page_after_a_cancelled_checkout(http: TestClient) -> None:
+    response = http.get("/api/billing/return", params={"checkout": "cancel"})
+    assert "cancelled" in response.json()["message"]

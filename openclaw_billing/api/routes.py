@@ -91,12 +91,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 @public_router.get("/return")
-def checkout_return() -> ReturnPublic:
+def checkout_return(
+    checkout: Annotated[str | None, Query(max_length=20)] = None,
+) -> ReturnPublic:
     """Where Stripe sends the browser back after Checkout or the portal."""
-    return ReturnPublic(
-        message="Thank you. Your plan changes as soon as Stripe confirms the payment; "
-        "GET /api/billing/usage shows it."
-    )
+    return ReturnPublic.for_query(checkout)
 
 
 # -- client ---------------------------------------------------------------------------------

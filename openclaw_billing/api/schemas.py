@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
-from ..errors import CreditLimitReached, PaymentPastDue
+from ..errors import CreditLimitReached, PaymentPastDue, SubscriptionPaused
 from ..ledger import submit_refusal
 from ..models import ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
@@ -114,6 +114,15 @@ class WebhookAck(BaseModel):
 class ReturnPublic(BaseModel):
     message: str
 
+    @classmethod
+    def for_query(cls, checkout: str | None) -> ReturnPublic:
+        if checkout == "cancel":
+            return cls(message="Checkout was cancelled; nothing was charged. You can close this.")
+        return cls(
+            message="Thank you. Your plan changes as soon as Stripe confirms the payment; "
+            "GET /api/billing/usage shows it."
+        )
+
 
 class ClientPublic(BaseModel):
     """A client as admins see it: never the key, only its display prefix."""
@@ -178,6 +187,7 @@ _STATUS_OF_REFUSAL: dict[str | None, str] = {
     None: "active",
     CreditLimitReached.message: "limit_reached",
     PaymentPastDue.message: "past_due",
+    SubscriptionPaused.message: "paused",
 }
 
 
@@ -193,7 +203,8 @@ class UsagePublic(BaseModel):
     )
     status: str = Field(
         description='"active"; "limit_reached" when no credit is left; "past_due" when the '
-        "subscription's latest invoice is unpaid (no job is accepted until it is paid)."
+        'subscription\'s latest invoice is unpaid, "paused" while it is paused (no job is '
+        "accepted in either case)."
     )
     can_submit: bool
     subscription_status: str | None = Field(

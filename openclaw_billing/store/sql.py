@@ -66,6 +66,7 @@ from ..errors import (
     PaymentPastDue,
     StoreCorrupt,
     StoreUnavailable,
+    SubscriptionPaused,
 )
 from ..models import (
     ChargeResult,
@@ -548,6 +549,8 @@ class SqlStore(Store):
             raise ClientInactive()
         if row.subscription_status in ledger.UNPAID_STATUSES:
             raise PaymentPastDue()
+        if row.subscription_status == "paused":
+            raise SubscriptionPaused()
         spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
         values: dict[str, Any] = {"total_spent": spent, "updated_at": now}
         condition = [clients.c.client_id == cid]
