@@ -1,7 +1,9 @@
 """Reference OpenClaw gateway: sells agent jobs through openclaw-billing.
 
 * ``POST /api/intake``: a client submits a job with its ``X-Client-Key``; one credit is charged
-  atomically under the job's id before the job is queued (no job runs unpaid).
+  atomically under the job's id before the job is queued (no job runs unpaid). An optional
+  ``Idempotency-Key`` header makes retries safe: the same key and body get the first answer
+  again and are never charged twice (see :func:`intake`).
 * ``GET /api/jobs``, ``GET /api/jobs/{job_id}``: the client's own jobs, within its plan's
   history window.
 * ``GET /health``: liveness plus a read of the billing store.
@@ -14,8 +16,11 @@ Run it with ``make run``, ``python gateway.py [--port N] [--workers N]`` or
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -35,11 +40,12 @@ from client_auth import CurrentClient, install_error_handlers
 from client_auth import router as client_auth_router
 from openclaw_billing.api.deps import ServiceDep
 from openclaw_billing.api.errors import BillingRoute
+from openclaw_billing.api.schemas import ErrorPublic
 from openclaw_billing.cycles import utcnow
-from openclaw_billing.errors import NotFound, StoreUnavailable
-from openclaw_billing.models import UtcDatetime
+from openclaw_billing.errors import BillingError, Conflict, NotFound, StoreUnavailable
+from openclaw_billing.models import ChargeResult, UtcDatetime
 from openclaw_billing.plans import PLANS
-from openclaw_billing.service import get_service
+from openclaw_billing.service import BillingService, get_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store.filelock import FileLock
 
@@ -73,6 +79,24 @@ class Job(JobCreate):
     created_at: UtcDatetime
 
 
+class JobRecord(Job):
+    """A line of the job file: the job, plus what answers a retried ``Idempotency-Key``.
+
+    Both fields are None (and left out of the line) for a job submitted without a key, so the
+    lines of such jobs, and every line written before keys existed, are plain jobs. They are
+    never served: routes answer with :meth:`public`.
+    """
+
+    #: SHA-256 of the canonical JSON of the validated body of a keyed submission.
+    request_hash: str | None = None
+    #: The credits the first answer reported (the answer a retry gets again).
+    credits_remaining: int | None = None
+
+    def public(self) -> Job:
+        """The job as served (already validated: constructed without validating again)."""
+        return Job.model_construct(**{name: getattr(self, name) for name in Job.model_fields})
+
+
 class JobAccepted(BaseModel):
     job_id: str
     status: str
@@ -97,9 +121,10 @@ class JobStore:
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path).expanduser().absolute()
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock_timeout = lock_timeout
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
         self._read_lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, JobRecord] = {}
         self._offset = 0
         self._refresh()
 
@@ -121,32 +146,52 @@ class JobStore:
                 if not line.strip():
                     continue
                 try:
-                    job = Job.model_validate_json(line)
+                    job = JobRecord.model_validate_json(line)
                 except ValidationError:
                     logger.warning("Skipping a torn line in %s", self.path)
                     continue
                 self._jobs[job.job_id] = job
             self._offset += len(complete)
 
-    def add(self, job: Job) -> None:
-        line = job.model_dump_json().encode("utf-8") + b"\n"
+    def add(self, job: JobRecord) -> None:
         try:
-            with self._lock.hold(), self.path.open("ab+") as handle:
-                if handle.tell() > 0:
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":  # a torn line: end it so ours stands alone
-                        line = b"\n" + line
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            with self._lock.hold():
+                self._append(job)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the job file {self.path}: {exc}") from exc
 
-    def get(self, job_id: str) -> Job | None:
+    def add_if_absent(self, job: JobRecord) -> JobRecord | None:
+        """Append ``job`` unless a job with its id is already in the file (checked under the
+        lock, so of concurrent callers exactly one appends). Returns the job already there, or
+        None when ``job`` was appended."""
+        try:
+            with self._lock.hold():
+                self._refresh()
+                existing = self._jobs.get(job.job_id)
+                if existing is None:
+                    self._append(job)
+                return existing
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot write the job file {self.path}: {exc}") from exc
+
+    def _append(self, job: JobRecord) -> None:
+        """Append one line; the caller holds the lock."""
+        # exclude_none: an unkeyed job's line stays a plain job (no idempotency fields).
+        line = job.model_dump_json(exclude_none=True).encode("utf-8") + b"\n"
+        with self.path.open("ab+") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a torn line: end it so ours stands alone
+                    line = b"\n" + line
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def get(self, job_id: str) -> JobRecord | None:
         self._refresh()
         return self._jobs.get(job_id)
 
-    def for_client(self, client_id: str, since: datetime | None) -> list[Job]:
+    def for_client(self, client_id: str, since: datetime | None) -> list[JobRecord]:
         self._refresh()
         with self._read_lock:  # another thread's _refresh may be adding to the dict
             jobs = list(self._jobs.values())
@@ -169,18 +214,174 @@ def _history_start(plan_history_days: int | None, now: datetime) -> datetime | N
     return None if plan_history_days is None else now - timedelta(days=plan_history_days)
 
 
+# -- idempotency ----------------------------------------------------------------------------
+
+#: 1 to 255 printable ASCII characters, not starting or ending with a space (proxies may trim
+#: those, which would silently make it another key).
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
+#: Response header set on an answer that repeats the first one (Stripe's name for it).
+REPLAYED_HEADER = "Idempotent-Replayed"
+#: A keyed job charged this long ago (or 3 store lock timeouts, if longer) but still not in the
+#: job file is taken to be abandoned: its request died between the charge and the queue, since
+#: a live one has queued its job, or failed and refunded, by then. A retry queues the job under
+#: that charge instead of being told forever that it is in progress.
+MIN_ABANDONED_AFTER = timedelta(seconds=60)
+
+
+class InvalidIdempotencyKey(BillingError):
+    status_code = 400
+    code = "invalid_idempotency_key"
+    message = (
+        "Idempotency-Key must be 1 to 255 printable ASCII characters, "
+        "without leading or trailing spaces"
+    )
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    message = (
+        "This Idempotency-Key was already used with a different request body; "
+        "send a new key for a new job"
+    )
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+    message = (
+        "A request with this Idempotency-Key is still being processed; "
+        "retry the same request shortly"
+    )
+
+
+def idempotent_job_id(client_id: str, key: str) -> str:
+    """The job id a client's key stands for: the same key is the same job, and two clients'
+    keys never meet."""
+    return "idem-" + hashlib.sha256(f"{client_id}\0{key}".encode()).hexdigest()[:32]
+
+
+def request_hash(body: JobCreate) -> str:
+    """SHA-256 of the validated body as canonical JSON: key order, spacing, and sending a
+    default explicitly do not make two bodies different."""
+    canonical = json.dumps(
+        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _accepted(job: JobRecord) -> JobAccepted:
+    public = job.public()
+    return JobAccepted(
+        job_id=job.job_id,
+        status=job.status,
+        credits_remaining=job.credits_remaining,
+        created_at=job.created_at,
+        job=public,
+    )
+
+
+def _replay(job: JobRecord, body_hash: str, response: Response) -> JobAccepted:
+    """The first answer for this key again, if the body is the same."""
+    if job.request_hash != body_hash:
+        raise IdempotencyConflict()
+    response.headers[REPLAYED_HEADER] = "true"
+    return _accepted(job)
+
+
+def _intake_keyed(
+    body: JobCreate,
+    client_id: str,
+    key: str,
+    service: BillingService,
+    jobs: JobStore,
+    response: Response,
+) -> JobAccepted:
+    job_id = idempotent_job_id(client_id, key)
+    body_hash = request_hash(body)
+    # The job file is the record of answers: look there first, so a retry is never charged,
+    # however many cycles later it comes (the ledger forgets a job id after two cycles).
+    existing = jobs.get(job_id)
+    if existing is not None:
+        return _replay(existing, body_hash, response)
+    charge = service.charge(client_id, job_id=job_id)
+    if charge.replayed:
+        # Charged by another request with this key that has not queued the job yet (or
+        # has just queued it, or died in between).
+        existing = jobs.get(job_id)
+        if existing is not None:
+            return _replay(existing, body_hash, response)
+        if not _abandoned(charge, jobs):
+            raise IdempotencyInProgress()
+    job = JobRecord(
+        **body.model_dump(),
+        job_id=job_id,
+        client_id=client_id,
+        created_at=charge.charged_at,
+        request_hash=body_hash,
+        credits_remaining=charge.credits_remaining,
+    )
+    try:
+        existing = jobs.add_if_absent(job)
+    except StoreUnavailable:
+        if not charge.replayed:  # charged but not queued: give the credit back
+            service.refund(client_id, job_id)
+        raise
+    if existing is not None:  # another request queued it first
+        if not charge.replayed:
+            service.refund(client_id, job_id)
+        return _replay(existing, body_hash, response)
+    if charge.replayed:
+        logger.warning("Queued abandoned job %s for %s under its earlier charge", job_id, client_id)
+    return _accepted(job)
+
+
+def _abandoned(charge: ChargeResult, jobs: JobStore) -> bool:
+    after = max(MIN_ABANDONED_AFTER, timedelta(seconds=3 * jobs.lock_timeout))
+    return utcnow() - charge.charged_at >= after
+
+
 router = APIRouter(route_class=BillingRoute)
 
 
-@router.post("/api/intake", status_code=status.HTTP_201_CREATED, tags=["jobs"])
+@router.post(
+    "/api/intake",
+    status_code=status.HTTP_201_CREATED,
+    tags=["jobs"],
+    responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 503)},
+)
 def intake(
-    body: JobCreate, client: CurrentClient, service: ServiceDep, jobs: JobsDep
+    body: JobCreate,
+    client: CurrentClient,
+    service: ServiceDep,
+    jobs: JobsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Optional; makes retries safe. 1-255 printable ASCII characters, unique per "
+                "job (a UUID v4). The same key and body get the first answer again (and the "
+                "header Idempotent-Replayed: true), never a second charge; the same key with "
+                "another body is 409 idempotency_conflict; while the first request is still "
+                "running, 409 idempotency_in_progress (retry). Keys are scoped to the client "
+                "and do not expire."
+            ),
+        ),
+    ] = None,
 ) -> JobAccepted:
     """Submit a job. One credit is charged atomically before the job is queued; with none
-    left the answer is 402 ``credit_limit_reached`` and nothing is queued."""
+    left the answer is 402 ``credit_limit_reached`` and nothing is queued.
+
+    With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
+    charge (idempotent per job id) and the queued job (one per id) happen at most once; the job
+    file keeps a hash of the body and the first answer's credits to answer retries with."""
+    if idempotency_key is not None:
+        if not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
+            raise InvalidIdempotencyKey()
+        return _intake_keyed(body, client.client_id, idempotency_key, service, jobs, response)
     job_id = str(uuid.uuid4())
     charge = service.charge(client.client_id, job_id=job_id)
-    job = Job(
+    job = JobRecord(
         **body.model_dump(), job_id=job_id, client_id=client.client_id, created_at=charge.charged_at
     )
     try:
@@ -195,7 +396,7 @@ def intake(
         status=job.status,
         credits_remaining=charge.credits_remaining,
         created_at=job.created_at,
-        job=job,
+        job=job.public(),
     )
 
 
@@ -203,9 +404,8 @@ def intake(
 def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
     """The calling client's jobs within its plan's history window, oldest first."""
     days = PLANS[client.plan].history_days
-    return JobList(
-        jobs=jobs.for_client(client.client_id, _history_start(days, utcnow())), history_days=days
-    )
+    listed = jobs.for_client(client.client_id, _history_start(days, utcnow()))
+    return JobList(jobs=[job.public() for job in listed], history_days=days)
 
 
 @router.get("/api/jobs/{job_id}", tags=["jobs"])
@@ -217,7 +417,7 @@ def get_job(
     since = _history_start(PLANS[client.plan].history_days, utcnow())
     if job is None or job.client_id != client.client_id or (since and job.created_at < since):
         raise NotFound("Job not found")
-    return job
+    return job.public()
 
 
 @router.get("/health", tags=["health"])
