@@ -1,0 +1,185 @@
+"""Every storage backend behind one fixture, for the storage contract suite.
+
+``store_url`` is parametrized over :data:`BACKENDS` (ids ``json``, ``sqlite``, ``postgresql``):
+
+* json -> a fresh file path in ``tmp_path``;
+* sqlite -> ``sqlite:///<tmp_path>/billing.db``;
+* postgresql -> ``OPENCLAW_TEST_PG_URL`` (default :data:`DEFAULT_PG_URL`) pointed at a fresh
+  schema ``t_<hex>`` through ``options=-csearch_path=...``; the schema is dropped afterwards.
+  An unreachable server skips those tests, except under ``CI=true``, where it fails them.
+
+``store`` is ``open_store(store_url)`` (closed after); ``reopen(store_url)`` opens another
+instance on the same location: what a restart (or another worker) sees. A URL the product does
+not support yet raises ``ConfigurationError`` from ``open_store``: that is a failure, never a
+skip, so a backend cannot silently drop out of the suite.
+
+A test module uses them by importing the fixture functions (registered under the names
+``store_url`` and ``store``, so test parameters do not shadow an import)::
+
+    from tests.backends import store_fixture, store_url_fixture  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from openclaw_billing.models import ClientRecord
+from openclaw_billing.plans import PlanId
+from openclaw_billing.service import BillingService
+from openclaw_billing.store import Store, open_store
+from tests.invariants import check_record
+from tests.store_helpers import T0, make_record
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_PG_URL",
+    "add_client",
+    "all_clients",
+    "assert_invariants",
+    "make_record",
+    "reopen",
+    "store_fixture",
+    "store_url_fixture",
+]
+
+BACKENDS = ["json", "sqlite", "postgresql"]
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_HOWTO = (
+    "start PostgreSQL on 127.0.0.1:5432 (trust auth, database test) or set OPENCLAW_TEST_PG_URL"
+)
+#: Seconds to wait for the PostgreSQL server before calling it unreachable.
+PG_CONNECT_TIMEOUT = 3
+#: A DROP SCHEMA blocked by a connection left in a transaction fails instead of hanging.
+PG_DROP_LOCK_TIMEOUT = "10s"
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def pg_base_url() -> str:
+    """The SQLAlchemy URL of the test server (``OPENCLAW_TEST_PG_URL`` or the default)."""
+    return os.environ.get("OPENCLAW_TEST_PG_URL") or DEFAULT_PG_URL
+
+
+def _libpq_url(url: str) -> str:
+    """The same server as a libpq URL psycopg can connect to (no ``+driver``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@functools.cache
+def _pg_unreachable(url: str) -> str | None:
+    """Why the server at ``url`` cannot be used, or None. Probed once per session."""
+    try:
+        with psycopg.connect(_libpq_url(url), connect_timeout=PG_CONNECT_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def _require_pg(url: str) -> None:
+    problem = _pg_unreachable(url)
+    if problem is None:
+        return
+    shown = make_url(url).render_as_string(hide_password=True)
+    message = f"PostgreSQL at {shown} is unreachable ({problem}); {PG_HOWTO}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true requires the PostgreSQL backend: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def _pg_schema(base: str) -> Iterator[str]:
+    """A fresh, empty schema on the test server for one test; its URL; dropped after."""
+    _require_pg(base)
+    schema = f"t_{secrets.token_hex(8)}"
+    with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield _with_search_path(base, schema)
+    finally:
+        with psycopg.connect(_libpq_url(base), autocommit=True) as conn:
+            conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(PG_DROP_LOCK_TIMEOUT)))
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="store_url", params=BACKENDS, ids=BACKENDS)
+def store_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty store of each backend, private to the test."""
+    backend: str = request.param
+    if backend == "json":
+        yield str(tmp_path / "clients.json")
+    elif backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/billing.db"
+    elif backend == "postgresql":
+        with _pg_schema(pg_base_url()) as url:
+            yield url
+    else:  # pragma: no cover - BACKENDS and this function move together
+        raise AssertionError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(name="store")
+def store_fixture(store_url: str) -> Iterator[Store]:
+    """``open_store(store_url)``, closed after the test."""
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@contextmanager
+def reopen(url: str) -> Iterator[Store]:
+    """Another instance on the same location (what a restart, or another worker, sees);
+    closed on exit."""
+    again = open_store(url)
+    try:
+        yield again
+    finally:
+        again.close()
+
+
+# -- records and invariants ------------------------------------------------------------------
+
+
+def add_client(
+    store: Store, plan: PlanId = PlanId.PRO, *, now: datetime = T0, name: str = "Acme"
+) -> tuple[ClientRecord, str]:
+    """A client created exactly as the service creates one (random id, a fresh cycle from
+    ``now``, the plan's allowance); returns the record and its plaintext key."""
+    email = f"{name.lower().replace(' ', '-')}@acmecorp.com"
+    return BillingService(store).create_client(name=name, email=email, plan=plan, now=now)
+
+
+def all_clients(store: Store) -> list[ClientRecord]:
+    """Every stored client, in creation order."""
+    page, total = store.list_clients(limit=10**6)
+    assert len(page) == total
+    return page
+
+
+def assert_invariants(store: Store) -> list[ClientRecord]:
+    """RELIABILITY.md I1-I3 (``check_record``) on every stored client; returns them."""
+    records = all_clients(store)
+    for record in records:
+        check_record(record)
+    return records
