@@ -1,4 +1,5 @@
-"""RELIABILITY.md R1 and R8 on the JSON store: several uvicorn workers, many client processes.
+"""RELIABILITY.md R1/R2 and R8 on every backend, and R20: several uvicorn workers, many client
+processes.
 
 A client with 500 credits; 8 processes x 100 concurrent intakes with its key, released
 together by a barrier: exactly 500 accepted, the rest 402, no 5xx, credits 0, 500 ledger
@@ -12,7 +13,10 @@ import asyncio
 import itertools
 import json
 import multiprocessing as mp
+import threading
+import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -20,6 +24,10 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN
+from openclaw_billing.cycles import CYCLE_LENGTH
+from openclaw_billing.plans import PlanId
+from openclaw_billing.service import BillingService
+from tests.backends import assert_invariants, reopen, store_url_fixture  # noqa: F401
 from tests.factories import JOB_BODY
 from tests.invariants import check_store_file
 from tests.server import running_gateway
@@ -68,8 +76,11 @@ def _reader_process(
 
 
 @pytest.mark.slow
-def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: Path) -> None:
-    with running_gateway(tmp_path, workers=WORKERS) as base:
+def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
+    tmp_path: Path, store_url: str
+) -> None:
+    extra = {"OPENCLAW_BILLING_DB": store_url}
+    with running_gateway(tmp_path, workers=WORKERS, extra_env=extra) as base:
         admin = {"X-Auth-Token": ADMIN_TOKEN}
         created = httpx.post(
             f"{base}/api/admin/clients",
@@ -121,4 +132,57 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(tmp_path: 
     jobs = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
     assert len(jobs) == CREDITS
     assert {job["job_id"] for job in jobs} == {entry["job_id"] for entry in ledger}
-    check_store_file(tmp_path / "clients.json", keys=[key])
+    if store_url.endswith(".json"):
+        check_store_file(tmp_path / "clients.json", keys=[key])
+    with reopen(store_url) as store:
+        assert_invariants(store)
+
+
+@pytest.mark.slow
+def test_r20_a_cycle_ending_under_load_resets_once(tmp_path: Path, store_url: str) -> None:
+    """The client's cycle ends 3 s into a 6 s burst from 16 threads across 4 workers: exactly
+    one reset, and every accepted job is in exactly one of the two cycles' ledgers."""
+    with reopen(store_url) as store:
+        service = BillingService(store)
+        boundary = datetime.now(UTC) + timedelta(seconds=3)
+        record, key = service.create_client(
+            name="Edge", email="edge@acmecorp.com", plan=PlanId.PRO, now=boundary - CYCLE_LENGTH
+        )
+    extra = {"OPENCLAW_BILLING_DB": store_url}
+    with running_gateway(tmp_path, workers=WORKERS, extra_env=extra) as base:
+        wait = (boundary - datetime.now(UTC)).total_seconds() - 2.5
+        if wait > 0:
+            time.sleep(wait)
+        stop = time.monotonic() + 6
+        statuses: list[int] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(16)
+
+        def submit() -> None:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                barrier.wait(timeout=30)
+                while time.monotonic() < stop:
+                    code = http.post(
+                        "/api/intake", headers={"X-Client-Key": key}, json=JOB_BODY
+                    ).status_code
+                    with lock:
+                        statuses.append(code)
+
+        threads = [threading.Thread(target=submit) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    with reopen(store_url) as store:
+        after = store.get_client(record.client_id)
+        assert after is not None
+        assert_invariants(store)
+    accepted = statuses.count(201)
+    assert set(statuses) <= {201, 402}, Counter(statuses)
+    [old] = after.metadata.cycle_history  # exactly one reset
+    assert old.end == boundary
+    assert after.billing_cycle_start == boundary
+    assert old.jobs >= 1, "the burst must straddle the boundary"
+    assert len(after.metadata.cost_log) >= 1, "the burst must straddle the boundary"
+    assert old.jobs + len(after.metadata.cost_log) == accepted
+    assert after.credits_remaining == 200 - len(after.metadata.cost_log)

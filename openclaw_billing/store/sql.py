@@ -53,6 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import ledger
 from ..cycles import is_expired
@@ -83,6 +84,8 @@ logger = logging.getLogger("openclaw_billing.store")
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE = 5
+POOL_OVERFLOW = 5
 T = TypeVar("T")
 
 
@@ -200,8 +203,16 @@ class SqlStore(Store):
             for engine, immediate in ((self._write, True), (self._read, False)):
                 _configure_sqlite(engine, busy_ms=busy, immediate=immediate)
         else:
-            options = {"pool_size": 10, "max_overflow": 30, "pool_pre_ping": True}
-            self._write = create_engine(parsed, **options)
+            # Requests queue for one of these (bounded by the lock timeout) rather than each
+            # holding a server connection while it waits for a busy client row: workers x 10
+            # must stay below the server's max_connections (100 by default).
+            self._write = create_engine(
+                parsed,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                pool_timeout=lock_timeout,
+                pool_pre_ping=True,
+            )
             self._read = self._write
         self._lock_timeout = lock_timeout
         try:
@@ -239,7 +250,10 @@ class SqlStore(Store):
         except (BillingError, IntegrityError):
             raise
         except DBAPIError as exc:
-            logger.warning("Billing database error: %s", type(exc.orig).__name__)
+            logger.warning("Billing database error: %s: %s", type(exc.orig).__name__, exc.orig)
+            raise StoreUnavailable() from exc
+        except PoolTimeout as exc:  # every pooled connection busy past the lock timeout
+            logger.warning("Billing database pool exhausted: %s", exc)
             raise StoreUnavailable() from exc
 
     @staticmethod
