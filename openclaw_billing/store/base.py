@@ -12,10 +12,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
+from .. import ledger
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
+
+T = TypeVar("T")
 
 #: How long processed Stripe event ids are remembered (Stripe retries for up to 3 days).
 EVENT_ID_RETENTION = timedelta(days=35)
@@ -139,6 +142,45 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; the JSON store holds nothing open
         """Release resources held by the store."""
+
+
+class MutatingStore(Store):
+    """A store whose rarer primitives all follow one pattern: lock one client, roll its cycle
+    if due, apply a transition of :mod:`openclaw_billing.ledger`, write it once. A backend
+    supplies that step as :meth:`_mutate`; the primitives built on it live here, once."""
+
+    @abstractmethod
+    def _mutate(
+        self,
+        client_id: str,
+        now: datetime,
+        change: Callable[[ClientRecord], tuple[T, bool]],
+    ) -> T:
+        """Under the client's lock: roll the cycle if due, then apply ``change`` (which returns
+        its result and whether it changed the record) and write once. A ``BillingError`` from
+        ``change`` still lets a due reset be written (transitions validate before they mutate).
+        Raises ``ClientNotFound``."""
+
+    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
+        def change(record: ClientRecord) -> tuple[bool, bool]:
+            refunded = ledger.refund(record, job_id, now)
+            return refunded, refunded
+
+        return self._mutate(client_id, now, change)
+
+    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            ledger.add_credits(record, amount, reason, now)
+            return record.model_copy(deep=True), True
+
+        return self._mutate(client_id, now, change)
+
+    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            changed = ledger.set_active(record, active, now)
+            return record.model_copy(deep=True), changed
+
+        return self._mutate(client_id, now, change)
 
 
 def log_cycle_reset(record: ClientRecord) -> None:

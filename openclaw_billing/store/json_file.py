@@ -41,7 +41,7 @@ from ..errors import (
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
 from ..plans import PlanId, get_plan
-from .base import EVENT_ID_RETENTION, EventOutcome, Store, StripeRef, log_cycle_reset
+from .base import EVENT_ID_RETENTION, EventOutcome, MutatingStore, StripeRef, log_cycle_reset
 from .filelock import FileLock
 
 logger = logging.getLogger("openclaw_billing.store")
@@ -67,7 +67,7 @@ class _State:
 _EMPTY = _State(None, {}, {}, {}, legacy=False)
 
 
-class JsonFileStore(Store):
+class JsonFileStore(MutatingStore):
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path).expanduser().absolute()
         self.location = f"json://{self.path}"
@@ -344,27 +344,6 @@ class JsonFileStore(Store):
         def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
             result = ledger.charge(record, job_id, cost, now)
             return result, not result.replayed
-
-        return self._mutate(client_id, now, change)
-
-    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
-        def change(record: ClientRecord) -> tuple[bool, bool]:
-            refunded = ledger.refund(record, job_id, now)
-            return refunded, refunded
-
-        return self._mutate(client_id, now, change)
-
-    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            ledger.add_credits(record, amount, reason, now)
-            return record.model_copy(deep=True), True
-
-        return self._mutate(client_id, now, change)
-
-    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            changed = ledger.set_active(record, active, now)
-            return record.model_copy(deep=True), changed
 
         return self._mutate(client_id, now, change)
 

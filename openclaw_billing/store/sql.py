@@ -78,7 +78,7 @@ from ..models import (
     CycleSummary,
 )
 from ..plans import PlanId
-from .base import EVENT_ID_RETENTION, EventOutcome, Store, StripeRef, log_cycle_reset
+from .base import EVENT_ID_RETENTION, EventOutcome, MutatingStore, StripeRef, log_cycle_reset
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -185,7 +185,7 @@ event_rows = Table(
 _SCHEMA_LOCK = 0x0C1A_B111
 
 
-class SqlStore(Store):
+class SqlStore(MutatingStore):
     """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0) -> None:
@@ -581,27 +581,6 @@ class SqlStore(Store):
             )
         )
         return ChargeResult(cid, job_id, cost, now, remaining, replayed=False)
-
-    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
-        def change(record: ClientRecord) -> tuple[bool, bool]:
-            refunded = ledger.refund(record, job_id, now)
-            return refunded, refunded
-
-        return self._mutate(client_id, now, change)
-
-    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            ledger.add_credits(record, amount, reason, now)
-            return record.model_copy(deep=True), True
-
-        return self._mutate(client_id, now, change)
-
-    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            changed = ledger.set_active(record, active, now)
-            return record.model_copy(deep=True), changed
-
-        return self._mutate(client_id, now, change)
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
