@@ -48,7 +48,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Dialect, make_url
@@ -203,11 +202,20 @@ class SqlStore(MutatingStore):
             for engine, immediate in ((self._write, True), (self._read, False)):
                 _configure_sqlite(engine, busy_ms=busy, immediate=immediate)
         else:
+            lock_ms = max(1, int(lock_timeout * 1000))
             # Requests queue for one of these (bounded by the lock timeout) rather than each
             # holding a server connection while it waits for a busy client row: workers x 10
             # must stay below the server's max_connections (100 by default).
+            # lock_timeout once per connection (libpq options), kept with any options the URL
+            # already carries (a search_path, say), not one extra round trip per transaction.
+            given = parsed.query.get("options") or ()
+            options = " ".join(
+                [*([given] if isinstance(given, str) else given), f"-c lock_timeout={lock_ms}"]
+            )
+            parsed = parsed.difference_update_query(["options"])
             self._write = create_engine(
                 parsed,
+                connect_args={"options": options},
                 pool_size=POOL_SIZE,
                 max_overflow=POOL_OVERFLOW,
                 pool_timeout=lock_timeout,
@@ -243,9 +251,6 @@ class SqlStore(MutatingStore):
         """A transaction; database errors become ``StoreUnavailable`` (503), never a 500."""
         try:
             with (self._write if write else self._read).begin() as conn:
-                if write and self.dialect == "postgresql":
-                    timeout_ms = int(self._lock_timeout * 1000)
-                    conn.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
                 yield conn
         except (BillingError, IntegrityError):
             raise
