@@ -79,6 +79,8 @@ class JsonFileStore(MutatingStore):
             ) from exc
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
         self._state: _State = _EMPTY
+        #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
+        self._previous: _State = _EMPTY
         self._dumps: dict[str, tuple[ClientRecord, dict[str, Any]]] = {}
         with self._lock.hold():
             self._sweep_temp_files()
@@ -98,12 +100,18 @@ class JsonFileStore(MutatingStore):
         """The file's state now. Parsing is skipped when the bytes are the ones already parsed
         (compared in full, so the cache can never be stale)."""
         raw = self._read_raw()
-        state = self._state
-        if raw == state.raw:
-            return state
+        for known in (self._state, self._previous):
+            if raw == known.raw:
+                return known
         state = _EMPTY if raw is None else self._parse(raw)
-        self._state = state
+        self._remember(state)
         return state
+
+    def _remember(self, state: _State) -> None:
+        # Keep the two latest states: an unlocked reader that read the file just before a
+        # commit must not evict the committed state (the next read would parse it again).
+        if state.raw != self._state.raw:
+            self._previous, self._state = self._state, state
 
     def _corrupt(self, problem: str) -> StoreCorrupt:
         return StoreCorrupt(
@@ -238,7 +246,7 @@ class JsonFileStore(MutatingStore):
             self._write_atomic(self.path, raw)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
-        self._state = _State(raw, clients, by_digest, events, legacy=False)
+        self._remember(_State(raw, clients, by_digest, events, legacy=False))
 
     @staticmethod
     def _write_atomic(target: Path, data: bytes) -> None:

@@ -272,16 +272,29 @@ class SqlStore(MutatingStore):
             return []
         ids = [r.client_id for r in rows]
         entries: dict[tuple[str, int], list[CostEntry]] = {}
-        for e in conn.execute(
-            select(ledger_rows).where(ledger_rows.c.client_id.in_(ids)).order_by(ledger_rows.c.id)
-        ):
+        # Only the current and the previous cycle's rows belong in a record; a long history
+        # stays in the table (authenticating a client must not cost more as it ages).
+        recent = (
+            select(ledger_rows)
+            .join(clients, clients.c.client_id == ledger_rows.c.client_id)
+            .where(
+                ledger_rows.c.client_id.in_(ids),
+                ledger_rows.c.cycle_no >= clients.c.cycle_no - 1,
+            )
+            .order_by(ledger_rows.c.id)
+        )
+        for e in conn.execute(recent):
             entries.setdefault((e.client_id, e.cycle_no), []).append(
                 CostEntry(timestamp=e.charged_at, cost=e.cost, job_id=e.job_id)
             )
         adjustments: dict[tuple[str, int], list[CreditAdjustment]] = {}
         for a in conn.execute(
             select(adjustment_rows)
-            .where(adjustment_rows.c.client_id.in_(ids))
+            .join(clients, clients.c.client_id == adjustment_rows.c.client_id)
+            .where(
+                adjustment_rows.c.client_id.in_(ids),
+                adjustment_rows.c.cycle_no == clients.c.cycle_no,
+            )
             .order_by(adjustment_rows.c.id)
         ):
             adjustments.setdefault((a.client_id, a.cycle_no), []).append(

@@ -1,0 +1,331 @@
+"""Closed-loop HTTP/1.1 load generator for ``POST /api/intake``.
+
+``concurrency`` keep-alive connections each send one request at a time, for ``warmup`` seconds
+(not recorded) and then ``duration`` seconds (recorded); every request's latency is kept and
+the result is printed as one JSON object on stdout.
+
+The client is a minimal HTTP/1.1 speaker on asyncio streams (uvloop when installed): the
+requests are pre-built bytes and the answers are read by ``Content-Length``. It costs a
+fraction of the CPU of a general-purpose client such as httpx, which matters because the
+generator shares the machine's cores with the server it measures. ``--client httpx`` uses
+``httpx.AsyncClient`` instead (to cross-check).
+
+Bounded: it stops by itself at ``warmup + duration`` (requests in flight then finish, each
+bounded by ``--timeout``), and never sends more than ``--max-requests``. Loopback only.
+
+    python bench/load.py --url http://127.0.0.1:8000 --keys-file keys.txt --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+PATH = "/api/intake"
+#: The job every request submits (a few hundred bytes, like a real job description).
+JOB_BODY: dict[str, str] = {
+    "project_name": "Benchmark project",
+    "description": (
+        "Add a CSV export to the monthly report page, with the same filters as the on-screen "
+        "table, streamed so that large months do not time out; include a test."
+    ),
+    "task_type": "feature_build",
+    "priority": "P2",
+}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_MAX_REQUESTS = 2_000_000
+
+
+@dataclass
+class LoadResult:
+    """What one run measured. Latencies are in milliseconds."""
+
+    url: str
+    concurrency: int
+    warmup_s: float
+    duration_s: float
+    client: str
+    requests: int = 0
+    elapsed_s: float = 0.0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    mean_ms: float = 0.0
+    non_2xx: int = 0
+    errors: int = 0
+    #: 2xx answers over the whole run, warm-up included (every one of them was charged).
+    total_2xx: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+class _Recorder:
+    """Shared by every connection: the clock window, the counters and the latencies."""
+
+    def __init__(self, warmup: float, duration: float, max_requests: int) -> None:
+        self.start = time.perf_counter()
+        self.record_from = self.start + warmup
+        self.stop_at = self.record_from + duration
+        self.max_requests = max_requests
+        self.sent = 0
+        self.latencies: list[float] = []
+        self.last_done = self.record_from
+        self.statuses: dict[str, int] = {}
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.total_2xx = 0
+
+    def next_slot(self) -> bool:
+        """May another request be sent now?"""
+        if time.perf_counter() >= self.stop_at or self.sent >= self.max_requests:
+            return False
+        self.sent += 1
+        return True
+
+    def done(self, began: float, ended: float, status: int) -> None:
+        if 200 <= status < 300:
+            self.total_2xx += 1
+        if began < self.record_from:
+            return
+        self.latencies.append((ended - began) * 1000)
+        self.last_done = max(self.last_done, ended)
+        key = str(status)
+        self.statuses[key] = self.statuses.get(key, 0) + 1
+
+    def failed(self, began: float, problem: str) -> None:
+        if began < self.record_from:
+            return
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(problem)
+
+
+def _requests(host: str, port: int, keys: Sequence[str]) -> list[bytes]:
+    body = json.dumps(JOB_BODY, separators=(",", ":")).encode()
+    return [
+        (
+            f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"X-Client-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for key in keys
+    ]
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one response; returns its status. Raises on anything but a Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None:
+        raise ValueError("response without Content-Length")
+    await reader.readexactly(length)
+    return status
+
+
+async def _raw_connection(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    offset: int,
+    stride: int,
+    rec: _Recorder,
+    timeout: float,
+) -> None:
+    index = offset
+    writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+    try:
+        while rec.next_slot():
+            payload = requests[index % len(requests)]
+            index += stride
+            began = time.perf_counter()
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port), timeout
+                    )
+                writer.write(payload)
+                status = await asyncio.wait_for(_read_response(reader), timeout)
+            except (
+                OSError,
+                ValueError,
+                IndexError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+            ) as exc:
+                rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
+                if writer is not None:
+                    writer.close()
+                writer = reader = None
+                await asyncio.sleep(0.05)  # a refused connection must not spin
+                continue
+            rec.done(began, time.perf_counter(), status)
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def _httpx_connection(
+    client: httpx.AsyncClient,
+    url: str,
+    keys: Sequence[str],
+    offset: int,
+    stride: int,
+    rec: _Recorder,
+) -> None:
+    index = offset
+    while rec.next_slot():
+        key = keys[index % len(keys)]
+        index += stride
+        began = time.perf_counter()
+        try:
+            response = await client.post(url, json=JOB_BODY, headers={"X-Client-Key": key})
+        except httpx.HTTPError as exc:
+            rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(0.05)
+            continue
+        rec.done(began, time.perf_counter(), response.status_code)
+
+
+async def run_load(
+    url: str,
+    keys: Sequence[str],
+    *,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    timeout: float = 30.0,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    client: str = "raw",
+    latencies_out: Path | None = None,
+) -> LoadResult:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    if host not in LOOPBACK_HOSTS:
+        raise SystemExit(f"refusing to load {host!r}: the benchmark only targets loopback")
+    if not keys:
+        raise SystemExit("no client keys")
+    rec = _Recorder(warmup, duration, max_requests)
+    if client == "raw":
+        requests = _requests(host, port, keys)
+        await asyncio.gather(
+            *(
+                _raw_connection(host, port, requests, i, concurrency, rec, timeout)
+                for i in range(concurrency)
+            )
+        )
+    else:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            target = url.rstrip("/") + PATH
+            await asyncio.gather(
+                *(
+                    _httpx_connection(http, target, keys, i, concurrency, rec)
+                    for i in range(concurrency)
+                )
+            )
+    if latencies_out is not None:
+        with latencies_out.open("wb") as handle:
+            array("d", rec.latencies).tofile(handle)
+    lat = sorted(rec.latencies)
+    elapsed = max(rec.last_done - rec.record_from, 1e-9)
+    ok = sum(n for status, n in rec.statuses.items() if status.startswith("2"))
+    return LoadResult(
+        url=url,
+        concurrency=concurrency,
+        warmup_s=warmup,
+        duration_s=duration,
+        client=client,
+        requests=len(lat),
+        elapsed_s=round(elapsed, 3),
+        rps=round(ok / elapsed, 1),
+        p50_ms=round(percentile(lat, 50), 2),
+        p90_ms=round(percentile(lat, 90), 2),
+        p99_ms=round(percentile(lat, 99), 2),
+        max_ms=round(lat[-1], 2) if lat else 0.0,
+        mean_ms=round(sum(lat) / len(lat), 2) if lat else 0.0,
+        non_2xx=len(lat) - ok,
+        errors=rec.errors,
+        total_2xx=rec.total_2xx,
+        statuses=rec.statuses,
+        error_samples=rec.error_samples,
+    )
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--keys-file", type=Path, required=True, help="client keys, one a line")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds, not recorded")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds, recorded")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument(
+        "--latencies-out", type=Path, help="write every recorded latency (ms, float64) here"
+    )
+    args = parser.parse_args(argv)
+    if not 1 <= args.concurrency <= 1024:
+        parser.error("--concurrency must be 1 to 1024")
+    if not (0 <= args.warmup <= 300 and 0 < args.duration <= 600):
+        parser.error("--warmup must be 0-300 s and --duration 0-600 s")
+    keys = [k.strip() for k in args.keys_file.read_text().splitlines() if k.strip()]
+    _install_uvloop()
+    result = asyncio.run(
+        run_load(
+            args.url,
+            keys,
+            concurrency=args.concurrency,
+            warmup=args.warmup,
+            duration=args.duration,
+            timeout=args.timeout,
+            max_requests=args.max_requests,
+            client=args.client,
+            latencies_out=args.latencies_out,
+        )
+    )
+    json.dump(asdict(result), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

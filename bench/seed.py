@@ -1,0 +1,229 @@
+"""Seed billing stores fast, straight in their storage format, for the benchmark.
+
+* JSON: the file of :mod:`openclaw_billing.store.json_file` (``FORMAT``/``VERSION``, records
+  as ``ClientRecord.model_dump(mode="json")``), written in one go.
+* SQL (SQLite, PostgreSQL): the schema is created by opening :class:`SqlStore` once, then the
+  ``openclaw_clients`` rows (the shape of ``SqlStore._columns``) are inserted in bulk.
+
+Most clients are a mix of plans with a little history; ``BENCH_CLIENTS`` of them, spread
+evenly over the store, are pro clients with a very large ``credits_remaining`` (charged for
+real on every request, never running out) and an empty ledger. Their plaintext keys are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, insert, text, update
+from sqlalchemy.engine import make_url
+
+from openclaw_billing.cycles import utcnow
+from openclaw_billing.keys import digest_key, display_prefix, generate_key
+from openclaw_billing.models import ClientMetadata, ClientRecord
+from openclaw_billing.plans import PlanId, get_plan
+from openclaw_billing.store.json_file import FORMAT, VERSION
+from openclaw_billing.store.sql import SqlStore, clients, ledger_rows
+
+#: The clients the load is spread over (as many as the smallest store holds).
+BENCH_CLIENTS = 100
+#: Credits of a benchmarked client: a pro client that never runs out during a run.
+BENCH_CREDITS = 1_000_000_000
+BATCH = 5_000
+_OTHER_PLANS = (PlanId.FREE, PlanId.STARTER, PlanId.PRO, PlanId.ENTERPRISE)
+
+
+@dataclass
+class SeededStore:
+    """A store ready for the gateway: its ``OPENCLAW_BILLING_DB`` and the benchmark keys."""
+
+    backend: str
+    url: str
+    clients: int
+    keys: list[str]
+    bench_ids: list[str]
+    #: PostgreSQL only: the schema to drop afterwards, and the server's base URL.
+    schema: str | None = None
+    base_url: str | None = None
+    #: JSON only: the seeded file, to restore between runs.
+    json_raw: bytes | None = field(default=None, repr=False)
+
+
+def bench_indices(total: int) -> list[int]:
+    """Which clients (by creation order) are benchmarked: evenly spread over the store."""
+    count = min(BENCH_CLIENTS, total)
+    return [i * total // count for i in range(count)]
+
+
+def _records(total: int, now: datetime) -> Iterator[tuple[ClientRecord, str | None]]:
+    """Every client record in creation order, with the plaintext key of benchmarked ones."""
+    chosen = set(bench_indices(total))
+    start = now - timedelta(days=1)
+    end = start + timedelta(days=30)
+    for i in range(total):
+        key = generate_key()
+        bench = i in chosen
+        plan = PlanId.PRO if bench else _OTHER_PLANS[i % len(_OTHER_PLANS)]
+        allowance = get_plan(plan).jobs_per_month
+        credits: int | None
+        if bench:
+            credits = BENCH_CREDITS
+        else:
+            credits = None if allowance is None else max(0, allowance - i % 7)
+        created = now - timedelta(days=3, seconds=total - i)
+        record = ClientRecord(
+            client_id=str(uuid.uuid4()),
+            name=f"Client {i}",
+            email=f"client{i}@example.com",
+            api_key_hash=digest_key(key),
+            api_key_prefix=display_prefix(key),
+            plan=plan,
+            credits_remaining=credits,
+            total_spent=0.0,
+            created_at=created,
+            updated_at=created,
+            active=True,
+            billing_cycle_start=start,
+            billing_cycle_end=end,
+            metadata=ClientMetadata(cycle_allowance=allowance),
+        )
+        yield record, (key if bench else None)
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def seed_json(path: Path, total: int) -> SeededStore:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table: dict[str, Any] = {}
+    keys: list[str] = []
+    ids: list[str] = []
+    for record, key in _records(total, utcnow()):
+        table[record.client_id] = record.model_dump(mode="json")
+        if key is not None:
+            keys.append(key)
+            ids.append(record.client_id)
+    doc = {"format": FORMAT, "version": VERSION, "clients": table, "stripe_events": {}}
+    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    path.write_bytes(raw)
+    return SeededStore("json", str(path), total, keys, ids, json_raw=raw)
+
+
+# -- SQL -------------------------------------------------------------------------------------
+
+
+def _engine(url: str) -> Engine:
+    return create_engine(url)
+
+
+def _fill_sql(url: str, total: int) -> tuple[list[str], list[str]]:
+    SqlStore(url).close()  # creates the schema (and its version row)
+    keys: list[str] = []
+    ids: list[str] = []
+    engine = _engine(url)
+    try:
+        batch: list[dict[str, Any]] = []
+        with engine.begin() as conn:
+            for record, key in _records(total, utcnow()):
+                batch.append(SqlStore._columns(record))
+                if key is not None:
+                    keys.append(key)
+                    ids.append(record.client_id)
+                if len(batch) >= BATCH:
+                    conn.execute(insert(clients), batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(clients), batch)
+    finally:
+        engine.dispose()
+    return keys, ids
+
+
+def seed_sqlite(path: Path, total: int) -> SeededStore:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    keys, ids = _fill_sql(url, total)
+    return SeededStore("sqlite", url, total, keys, ids)
+
+
+def seed_postgres(base_url: str, total: int) -> SeededStore:
+    """A fresh schema on the server ``base_url`` names; drop it with :func:`drop`."""
+    schema = f"openclaw_bench_{secrets.token_hex(4)}"
+    engine = _engine(base_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        engine.dispose()
+    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    keys, ids = _fill_sql(rendered, total)
+    analyze(rendered)
+    return SeededStore("postgresql", rendered, total, keys, ids, schema=schema, base_url=base_url)
+
+
+def analyze(url: str) -> None:
+    """Refresh PostgreSQL's planner statistics and clean dead rows (what autovacuum does)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    finally:
+        engine.dispose()
+
+
+# -- between runs ----------------------------------------------------------------------------
+
+
+def reset(store: SeededStore) -> None:
+    """Back to the seeded state: empty ledgers, full credits (so every run starts alike)."""
+    if store.backend == "json":
+        assert store.json_raw is not None
+        Path(store.url).write_bytes(store.json_raw)
+        return
+    engine = _engine(store.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(ledger_rows))
+            conn.execute(
+                update(clients)
+                .where(clients.c.client_id.in_(store.bench_ids))
+                .values(credits_remaining=BENCH_CREDITS, total_spent=0.0, cycle_no=0)
+            )
+    finally:
+        engine.dispose()
+    if store.backend == "postgresql":
+        analyze(store.url)
+
+
+def count_ledger(store: SeededStore) -> int:
+    """How many charges the store holds (a run's charges must all be there)."""
+    if store.backend == "json":
+        doc = json.loads(Path(store.url).read_bytes())
+        return sum(len(c["metadata"]["cost_log"]) for c in doc["clients"].values())
+    engine = _engine(store.url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM openclaw_ledger")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def drop(store: SeededStore) -> None:
+    """Remove what seeding made (the PostgreSQL schema; files are the caller's directory)."""
+    if store.backend != "postgresql" or store.schema is None or store.base_url is None:
+        return
+    engine = _engine(store.base_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{store.schema}" CASCADE'))
+    finally:
+        engine.dispose()
