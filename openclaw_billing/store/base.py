@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple, TypeVar
 
 from .. import ledger
-from ..models import ChargeResult, ClientRecord
+from ..errors import BillingError
+from ..models import ChargeResult, ClientRecord, CycleSummary
 from ..plans import PlanId
 
 T = TypeVar("T")
@@ -147,9 +149,15 @@ class Store(ABC):
 class MutatingStore(Store):
     """A store whose rarer primitives all follow one pattern: lock one client, roll its cycle
     if due, apply a transition of :mod:`openclaw_billing.ledger`, write it once. A backend
-    supplies that step as :meth:`_mutate`; the primitives built on it live here, once."""
+    supplies only the locking, loading and writing (:meth:`_edit`); the rules live here."""
 
     @abstractmethod
+    def _edit(
+        self, client_id: str
+    ) -> AbstractContextManager[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
+        """Hold the client's lock; yield a copy of its record and a function that writes a
+        changed copy back (called at most once, inside the block). Raises ``ClientNotFound``."""
+
     def _mutate(
         self,
         client_id: str,
@@ -160,6 +168,22 @@ class MutatingStore(Store):
         its result and whether it changed the record) and write once. A ``BillingError`` from
         ``change`` still lets a due reset be written (transitions validate before they mutate).
         Raises ``ClientNotFound``."""
+        error: BillingError | None = None
+        with self._edit(client_id) as (record, write):
+            reset = ledger.roll_cycle(record, now)
+            dirty = reset is not None
+            try:
+                result, changed = change(record)
+                dirty = dirty or changed
+            except BillingError as exc:
+                error = exc
+            if dirty:
+                write(record)
+        if reset is not None:
+            log_cycle_reset(record)
+        if error is not None:
+            raise error
+        return result
 
     def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
         def change(record: ClientRecord) -> tuple[bool, bool]:
@@ -181,6 +205,21 @@ class MutatingStore(Store):
             return record.model_copy(deep=True), changed
 
         return self._mutate(client_id, now, change)
+
+
+def apply_event_change(
+    record: ClientRecord, created: int, change: Callable[[ClientRecord], None], now: datetime
+) -> tuple[EventOutcome, CycleSummary | None]:
+    """The rules of ``Store.apply_stripe_event`` once the client is locked and the event id is
+    known to be new: roll the cycle if due, then apply ``change`` unless the event is older
+    than the newest one applied (``STALE``). Returns the outcome and the reset, if any."""
+    reset = ledger.roll_cycle(record, now)
+    last = record.metadata.stripe_event_at
+    if last is not None and created < last:
+        return EventOutcome.STALE, reset
+    change(record)
+    record.metadata.stripe_event_at = created
+    return EventOutcome.APPLIED, reset
 
 
 def log_cycle_reset(record: ClientRecord) -> None:

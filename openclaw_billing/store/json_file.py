@@ -20,19 +20,18 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
 from .. import ledger
 from ..cycles import is_expired, utcnow
 from ..errors import (
-    BillingError,
     ClientNotFound,
     DuplicateClient,
     StoreCorrupt,
@@ -41,14 +40,20 @@ from ..errors import (
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
 from ..plans import PlanId, get_plan
-from .base import EVENT_ID_RETENTION, EventOutcome, MutatingStore, StripeRef, log_cycle_reset
+from .base import (
+    EVENT_ID_RETENTION,
+    EventOutcome,
+    MutatingStore,
+    StripeRef,
+    apply_event_change,
+    log_cycle_reset,
+)
 from .filelock import FileLock
 
 logger = logging.getLogger("openclaw_billing.store")
 
 FORMAT = "openclaw-billing"
 VERSION = 1
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,37 +278,16 @@ class JsonFileStore(MutatingStore):
             # in doubt, which is worth a warning.
             logger.warning("Could not fsync the directory of %s: %s", target, exc)
 
-    def _mutate(
-        self,
-        client_id: str,
-        now: datetime,
-        change: Callable[[ClientRecord], tuple[T, bool]],
-    ) -> T:
-        """Roll the cycle if due, then apply ``change`` (which returns its result and whether it
-        changed the record), all under the lock and written once. A ``BillingError`` from
-        ``change`` still lets a due reset be written, since ledger transitions validate before
-        they mutate."""
-        error: BillingError | None = None
+    @contextmanager
+    def _edit(
+        self, client_id: str
+    ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
         with self._lock.hold():
             state = self._current()
             stored = state.clients.get(client_id)
             if stored is None:
                 raise ClientNotFound()
-            record = stored.model_copy(deep=True)
-            reset = ledger.roll_cycle(record, now)
-            dirty = reset is not None
-            try:
-                result, changed = change(record)
-                dirty = dirty or changed
-            except BillingError as exc:
-                error = exc
-            if dirty:
-                self._commit(state, record)
-        if reset is not None:
-            log_cycle_reset(record)
-        if error is not None:
-            raise error
-        return result
+            yield stored.model_copy(deep=True), lambda record: self._commit(state, record)
 
     # -- Store API ---------------------------------------------------------------------------
 
@@ -392,14 +376,7 @@ class JsonFileStore(MutatingStore):
             if client_id is None:
                 return EventOutcome.UNMATCHED, None
             record = state.clients[client_id].model_copy(deep=True)
-            reset = ledger.roll_cycle(record, now)
-            last = record.metadata.stripe_event_at
-            if last is not None and created < last:
-                outcome = EventOutcome.STALE
-            else:
-                change(record)
-                record.metadata.stripe_event_at = created
-                outcome = EventOutcome.APPLIED
+            outcome, reset = apply_event_change(record, created, change, now)
             horizon = (now - EVENT_ID_RETENTION).isoformat()
             events = {k: v for k, v in state.events.items() if v >= horizon}
             events[event_id] = now.isoformat()

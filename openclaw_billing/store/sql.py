@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import (
@@ -77,7 +77,14 @@ from ..models import (
     CycleSummary,
 )
 from ..plans import PlanId
-from .base import EVENT_ID_RETENTION, EventOutcome, MutatingStore, StripeRef, log_cycle_reset
+from .base import (
+    EVENT_ID_RETENTION,
+    EventOutcome,
+    MutatingStore,
+    StripeRef,
+    apply_event_change,
+    log_cycle_reset,
+)
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -85,7 +92,6 @@ SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_SIZE = 5
 POOL_OVERFLOW = 5
-T = TypeVar("T")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -450,35 +456,16 @@ class SqlStore(MutatingStore):
             if rows:
                 conn.execute(insert(table), rows)
 
-    def _mutate(
-        self,
-        client_id: str,
-        now: datetime,
-        change: Callable[[ClientRecord], tuple[T, bool]],
-    ) -> T:
-        """As the JSON store's: roll if due, apply ``change``, write once; a due reset is
-        written even when ``change`` refuses."""
-        error: BillingError | None = None
+    @contextmanager
+    def _edit(
+        self, client_id: str
+    ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
         with self._tx() as conn:
             row = self._lock_row(conn, client_id)
             if row is None:
                 raise ClientNotFound()
             [before] = self._load(conn, [row])
-            record = before.model_copy(deep=True)
-            reset = ledger.roll_cycle(record, now)
-            dirty = reset is not None
-            try:
-                result, changed = change(record)
-                dirty = dirty or changed
-            except BillingError as exc:
-                error = exc
-            if dirty:
-                self._save(conn, before, record)
-        if reset is not None:
-            log_cycle_reset(record)
-        if error is not None:
-            raise error
-        return result
+            yield before.model_copy(deep=True), lambda record: self._save(conn, before, record)
 
     # -- Store API ------------------------------------------------------------------------
 
@@ -651,14 +638,7 @@ class SqlStore(MutatingStore):
                     return EventOutcome.DUPLICATE, None
                 [before] = self._load(conn, [row])
                 record = before.model_copy(deep=True)
-                reset = ledger.roll_cycle(record, now)
-                last = record.metadata.stripe_event_at
-                if last is not None and created < last:
-                    outcome = EventOutcome.STALE
-                else:
-                    change(record)
-                    record.metadata.stripe_event_at = created
-                    outcome = EventOutcome.APPLIED
+                outcome, reset = apply_event_change(record, created, change, now)
                 self._save(conn, before, record)
                 conn.execute(
                     delete(event_rows).where(event_rows.c.processed_at < now - EVENT_ID_RETENTION)
