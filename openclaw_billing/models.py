@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from .plans import PlanId
 
@@ -83,6 +83,31 @@ class ClientMetadata(BaseModel):
     stripe_event_at: int | None = None
 
 
+class ApiKeyRecord(_Model):
+    """One of a client's API keys. Only the digest is stored; the key is shown once.
+
+    A key works while it is not revoked and not past ``expires_at``. A rotation sets the old
+    key's ``expires_at`` to the end of its grace period."""
+
+    key_id: str = Field(pattern=r"^key_[0-9a-f]{12}$")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    prefix: str
+    label: str | None = None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
+    revoked_at: UtcDatetime | None = None
+    #: Updated at most once a minute per key (``KEY_TOUCH_INTERVAL``), not on every request.
+    last_used_at: UtcDatetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def legacy_key_id(digest: str) -> str:
+    """The id of a client's original key (records written before several keys per client)."""
+    return f"key_{digest[:12]}"
+
+
 class ClientRecord(_Model):
     client_id: str = Field(min_length=1)
     name: str
@@ -101,6 +126,29 @@ class ClientRecord(_Model):
     billing_cycle_start: UtcDatetime
     billing_cycle_end: UtcDatetime
     metadata: ClientMetadata = Field(default_factory=ClientMetadata)
+    #: Every key of the client, newest last; ``api_key_hash``/``api_key_prefix`` above are the
+    #: newest key's (the summary's single-key record). Filled from them for older records.
+    api_keys: list[ApiKeyRecord] = Field(default_factory=list)
+    #: Requests per minute on intake and the billing routes; None: the plan's limit.
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    #: IPs/CIDRs the client's requests may come from; empty allows every address.
+    ip_allowlist: list[str] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _fill_keys(self) -> ClientRecord:
+        if not self.api_keys:
+            self.api_keys.append(
+                ApiKeyRecord(
+                    key_id=legacy_key_id(self.api_key_hash),
+                    digest=self.api_key_hash,
+                    prefix=self.api_key_prefix,
+                    created_at=self.created_at,
+                )
+            )
+        return self
+
+    def key_by_digest(self, digest: str) -> ApiKeyRecord | None:
+        return next((k for k in self.api_keys if k.digest == digest), None)
 
 
 class ChargeResult(NamedTuple):

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .net import IPNetwork, parse_networks
+
 #: Values copied from examples; a gateway that sells access must not run with any of them.
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -73,6 +75,9 @@ class Settings(BaseSettings):
     rate_limit_storage: Annotated[str, Field(validation_alias="OPENCLAW_RATE_LIMIT_STORAGE")] = (
         "memory://"
     )
+    #: Proxies whose ``X-Forwarded-For`` is believed (comma-separated IPs or CIDRs). Empty: the
+    #: TCP peer is the client address and ``X-Forwarded-For`` is ignored.
+    trusted_proxies: Annotated[str, Field(validation_alias="OPENCLAW_TRUSTED_PROXIES")] = ""
     #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
     public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
         "http://localhost:18789"
@@ -132,6 +137,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        parse_networks(value, "OPENCLAW_TRUSTED_PROXIES")
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies, "OPENCLAW_TRUSTED_PROXIES")
 
     @field_validator("admin_token")
     @classmethod
