@@ -11,6 +11,7 @@ Imports only; the implementation lives in the ``openclaw_billing`` package.
     app.include_router(client_auth_router)
 """
 
+from openclaw_billing.api.bodylimit import install_body_limit
 from openclaw_billing.api.deps import CurrentClient, require_client
 from openclaw_billing.api.errors import install_error_handlers
 from openclaw_billing.api.routes import router
@@ -44,6 +45,7 @@ __all__ = [
     "can_submit_job",
     "deduct_job_credit",
     "get_client_by_api_key",
+    "install_body_limit",
     "install_error_handlers",
     "refund_job_credit",
     "require_client",

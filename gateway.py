@@ -29,22 +29,29 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from client_auth import CurrentClient, install_error_handlers
+from client_auth import CurrentClient, install_body_limit, install_error_handlers
 from client_auth import router as client_auth_router
+from openclaw_billing.api.bodylimit import BodyLimitedRoute
 from openclaw_billing.api.deps import ServiceDep
-from openclaw_billing.api.errors import BillingRoute
 from openclaw_billing.api.schemas import ErrorPublic
 from openclaw_billing.cycles import utcnow
-from openclaw_billing.errors import BillingError, Conflict, NotFound, StoreUnavailable
+from openclaw_billing.errors import (
+    BillingError,
+    ConfigurationError,
+    Conflict,
+    NotFound,
+    StoreUnavailable,
+)
 from openclaw_billing.models import ChargeResult, UtcDatetime
 from openclaw_billing.plans import PLANS
+from openclaw_billing.ratelimit import get_rate_limiter
 from openclaw_billing.service import BillingService, get_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store.filelock import FileLock
@@ -339,14 +346,18 @@ def _abandoned(charge: ChargeResult, jobs: JobStore) -> bool:
     return utcnow() - charge.charged_at >= after
 
 
-router = APIRouter(route_class=BillingRoute)
+router = APIRouter(route_class=BodyLimitedRoute)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorPublic} for code in codes}
 
 
 @router.post(
     "/api/intake",
     status_code=status.HTTP_201_CREATED,
     tags=["jobs"],
-    responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 503)},
+    responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 429, 503)},
 )
 def intake(
     body: JobCreate,
@@ -358,6 +369,11 @@ def intake(
         str | None,
         Header(
             alias="Idempotency-Key",
+            # Documented here, checked in intake (a bad key is 400 invalid_idempotency_key).
+            json_schema_extra={
+                "maxLength": 255,
+                "pattern": f"^{IDEMPOTENCY_KEY_PATTERN.pattern}$",
+            },
             description=(
                 "Optional; makes retries safe. 1-255 printable ASCII characters, unique per "
                 "job (a UUID v4). The same key and body get the first answer again (and the "
@@ -400,7 +416,7 @@ def intake(
     )
 
 
-@router.get("/api/jobs", tags=["jobs"])
+@router.get("/api/jobs", tags=["jobs"], responses=_errors(401, 429, 503))
 def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
     """The calling client's jobs within its plan's history window, oldest first."""
     days = PLANS[client.plan].history_days
@@ -408,7 +424,7 @@ def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
     return JobList(jobs=[job.public() for job in listed], history_days=days)
 
 
-@router.get("/api/jobs/{job_id}", tags=["jobs"])
+@router.get("/api/jobs/{job_id}", tags=["jobs"], responses=_errors(401, 404, 429, 503))
 def get_job(
     job_id: Annotated[str, PathParam(max_length=100)], client: CurrentClient, jobs: JobsDep
 ) -> Job:
@@ -420,7 +436,7 @@ def get_job(
     return job.public()
 
 
-@router.get("/health", tags=["health"])
+@router.get("/health", tags=["health"], responses=_errors(503))
 def health(service: ServiceDep) -> dict[str, str]:
     """Liveness, and a read of the billing store (503 if it cannot be read)."""
     service.store.check()
@@ -449,6 +465,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StoreUnavailable as exc:
         logger.critical("Refusing to start: %s", exc.message)
         raise
+    try:
+        get_rate_limiter()  # an unusable OPENCLAW_RATE_LIMIT_STORAGE stops the start here
+    except ConfigurationError as exc:
+        logger.critical("Refusing to start: %s", exc)
+        raise
     app.state.jobs = JobStore(settings.jobs_file, lock_timeout=settings.store_lock_timeout)
     if settings.admin_token is None:
         logger.warning("OPENCLAW_ADMIN_TOKEN is not set: admin routes answer 503")
@@ -458,6 +479,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     app = FastAPI(title="OpenClaw gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_body_limit(app)  # 413 before a large body is read (OPENCLAW_MAX_BODY_BYTES)
     app.include_router(client_auth_router)
     app.include_router(router)
     return app

@@ -627,6 +627,9 @@ def test_usage_reporting_admin_detail_shows_ledger(http: TestClient) -> None:
         "billing_cycle_start",
         "billing_cycle_end",
         "metadata",
+        "api_keys",
+        "rate_limit_per_minute",
+        "ip_allowlist",
     }
     assert set(record) == expected_fields
     assert record["name"] == "Acme Corp"

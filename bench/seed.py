@@ -35,6 +35,8 @@ from openclaw_billing.store.sql import SqlStore, clients, ledger_rows
 BENCH_CLIENTS = 100
 #: Credits of a benchmarked client: a pro client that never runs out during a run.
 BENCH_CREDITS = 1_000_000_000
+#: Their rate-limit override, the highest allowed: the load measures charging, never 429s.
+BENCH_RATE_LIMIT = 1_000_000
 BATCH = 5_000
 _OTHER_PLANS = (PlanId.FREE, PlanId.STARTER, PlanId.PRO, PlanId.ENTERPRISE)
 
@@ -92,6 +94,7 @@ def _records(total: int, now: datetime) -> Iterator[tuple[ClientRecord, str | No
             billing_cycle_start=start,
             billing_cycle_end=end,
             metadata=ClientMetadata(cycle_allowance=allowance),
+            rate_limit_per_minute=BENCH_RATE_LIMIT if bench else None,
         )
         yield record, (key if bench else None)
 

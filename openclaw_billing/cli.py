@@ -5,14 +5,16 @@
     openclaw-billing import --from backup.json --to postgresql+psycopg://...
 
 Every client is copied whole (key digest, plan, credits, current ledger, adjustments, cycle
-summaries and the newest summary's ledger), then the processed Stripe event ids; afterwards the
-counts and balances of both sides are compared. A non-empty target is refused unless
+summaries and the newest summary's ledger), then the processed Stripe event ids, then the audit
+log (appended after any events the target has, in order, with new ids); afterwards the counts,
+balances and audit events of both sides are compared. A non-empty target is refused unless
 ``--into-non-empty`` is given (and even then an existing client id is never overwritten).
 Stop the gateway first: a store that changes during a copy would not verify.
 """
 
 from __future__ import annotations
 
+from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
@@ -20,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .audit import AuditLog
 from .errors import BillingError, ConfigurationError, DuplicateClient
 from .models import ClientRecord
 from .store import Store, open_store
@@ -52,6 +55,10 @@ class Fingerprint(NamedTuple):
     jobs: tuple[str, ...]
     adjustments: int
     cycles: int
+    #: Every key with its state (digest, expiry, revocation): the same keys work the same way.
+    keys: tuple[tuple[str, str, str | None, str | None], ...]
+    rate_limit_per_minute: int | None
+    ip_allowlist: tuple[str, ...]
 
 
 def fingerprint(record: ClientRecord) -> Fingerprint:
@@ -65,6 +72,17 @@ def fingerprint(record: ClientRecord) -> Fingerprint:
         tuple(e.job_id for e in meta.cost_log),
         len(meta.credit_adjustments),
         len(meta.cycle_history),
+        tuple(
+            (
+                k.key_id,
+                k.digest,
+                k.expires_at.isoformat() if k.expires_at else None,
+                k.revoked_at.isoformat() if k.revoked_at else None,
+            )
+            for k in record.api_keys
+        ),
+        record.rate_limit_per_minute,
+        tuple(record.ip_allowlist),
     )
 
 
@@ -88,6 +106,8 @@ def copy_store(source: Store, target: Store, *, into_non_empty: bool = False) ->
             f"The target {target.location} already holds {existing} clients; "
             "pass --into-non-empty to add to it"
         )
+    for _ in source.audit.export():  # a damaged audit log stops the copy before it starts
+        pass
     records = _records(source)
     with Progress(
         TextColumn("[bold]copying clients"),
@@ -110,7 +130,31 @@ def copy_store(source: Store, target: Store, *, into_non_empty: bool = False) ->
     if events:
         target.import_stripe_event_ids(events)
     verify_copy(source, target, records)
+    audited = copy_audit(source.audit, target.audit)
+    console.print(f"copied and verified {audited} audit events")
     return len(records)
+
+
+def copy_audit(source: AuditLog, target: AuditLog) -> int:
+    """Append every audit event of ``source`` to ``target``, oldest first, then verify.
+
+    The target numbers them after its own events (ids are re-sequenced; the order and every
+    other field are kept). Verified: the target gained exactly the source's count, and its
+    newest events equal the source's, one by one. Returns the number copied."""
+    _, before = target.query(limit=0)
+    copied = target.import_events(event.fact() for event in source.export())
+    _, after = target.query(limit=0)
+    _, expected = source.query(limit=0)
+    if copied != expected or after - before != expected:
+        raise ConfigurationError(
+            f"Verification failed: {expected} audit events in the source, {after - before} "
+            "added to the target"
+        )
+    added = islice(target.export(), before, None)
+    for mine, theirs in zip_longest(source.export(), added):
+        if mine is None or theirs is None or mine.fact() != theirs.fact():
+            raise ConfigurationError("Verification failed: the target's audit log differs")
+    return copied
 
 
 def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> None:

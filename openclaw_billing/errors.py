@@ -9,18 +9,24 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── CreditLimitReached       402 credit_limit_reached
      ├── PaymentPastDue           402 payment_past_due
      ├── SubscriptionPaused       402 subscription_paused
+     ├── IpNotAllowed             403 ip_not_allowed
      ├── WebhookRejected          400 invalid_webhook (and subclasses with their own code)
      ├── PayloadTooLarge          413 payload_too_large
      ├── PlanNotPurchasable       422 plan_not_purchasable
+     ├── InvalidRequest           422 invalid_request
      ├── ClientNotFound           404 client_not_found
+     ├── KeyNotFound              404 key_not_found
      ├── NotFound                 404 not_found
+     ├── RateLimited              429 rate_limited (with Retry-After and headers)
      ├── Conflict                 409 conflict (and subclasses with their own code)
      │    ├── DuplicateClient     409 duplicate_client
      │    ├── InsufficientCredits 409 insufficient_credits
      │    ├── UnlimitedPlan       409 unlimited_plan
      │    ├── AlreadyOnPlan       409 already_on_plan
      │    ├── SubscriptionExists  409 subscription_exists
-     │    └── NoStripeCustomer    409 no_stripe_customer
+     │    ├── NoStripeCustomer    409 no_stripe_customer
+     │    ├── KeyRevoked          409 key_revoked
+     │    └── TooManyKeys         409 too_many_keys
      ├── StripeRequestFailed      502 stripe_error
      ├── StripeNotConfigured      503 stripe_not_configured
      ├── AdminTokenNotConfigured  503 admin_token_not_configured
@@ -39,10 +45,16 @@ class BillingError(Exception):
     status_code: int = 500
     code: str = "billing_error"
     message: str = "Billing error"
+    #: Response headers the HTTP layer sends with the error (e.g. ``Retry-After``).
+    headers: dict[str, str] | None = None
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         if message is not None:
             self.message = message
+        if headers is not None:
+            self.headers = headers
         super().__init__(self.message)
 
 
@@ -105,6 +117,14 @@ class LivemodeMismatch(WebhookRejected):
     message = "Event livemode does not match the Stripe key's mode"
 
 
+class InvalidRequest(BillingError):
+    """A well-formed request whose values do not make sense together (e.g. a past expiry)."""
+
+    status_code = 422
+    code = "invalid_request"
+    message = "Invalid request"
+
+
 class PayloadTooLarge(BillingError):
     status_code = 413
     code = "payload_too_large"
@@ -127,6 +147,15 @@ class NotFound(BillingError):
     status_code = 404
     code = "not_found"
     message = "Not found"
+
+
+class RateLimited(BillingError):
+    """Too many requests: a client over its per-minute limit, or an address past the limit of
+    failed key or token checks. Carries ``Retry-After`` (whole seconds, at least 1)."""
+
+    status_code = 429
+    code = "rate_limited"
+    message = "Rate limit exceeded; retry after the number of seconds in Retry-After"
 
 
 class Conflict(BillingError):
@@ -198,3 +227,27 @@ class StoreCorrupt(StoreUnavailable):
 
 class ConfigurationError(Exception):
     """A setting is missing or wrong; raised at start, before any request is served."""
+
+
+class KeyNotFound(BillingError):
+    status_code = 404
+    code = "key_not_found"
+    message = "The client has no API key with this id"
+
+
+class KeyRevoked(Conflict):
+    code = "key_revoked"
+    message = "The key is revoked or expired; issue a new key instead"
+
+
+class TooManyKeys(Conflict):
+    code = "too_many_keys"
+    message = "The client has the most usable keys allowed; revoke one first"
+
+
+class IpNotAllowed(BillingError):
+    """The client's IP allowlist does not hold the request's address (after a valid key)."""
+
+    status_code = 403
+    code = "ip_not_allowed"
+    message = "Requests from this address are not allowed for this client"

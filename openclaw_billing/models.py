@@ -136,7 +136,12 @@ class ClientRecord(_Model):
 
     @model_validator(mode="after")
     def _fill_keys(self) -> ClientRecord:
-        if not self.api_keys:
+        if self.api_keys:
+            if self.key_by_digest(self.api_key_hash) is None:
+                raise ValueError("api_key_hash is not the digest of any of the client's api_keys")
+            if len({k.key_id for k in self.api_keys}) != len(self.api_keys):
+                raise ValueError("api_keys holds a key_id twice")
+        else:
             self.api_keys.append(
                 ApiKeyRecord(
                     key_id=legacy_key_id(self.api_key_hash),

@@ -1,4 +1,5 @@
-"""The plan catalogue: free 5, starter 50, pro 200, enterprise unlimited jobs per month."""
+"""The plan catalogue: free 5, starter 50, pro 200, enterprise unlimited jobs per month, and
+each plan's default request rate (10, 60, 300, 1200 requests per minute)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class Plan:
     #: How long a client can see its past jobs; None means forever.
     history_days: int | None
     features: tuple[str, ...]
+    #: Requests per minute a client may make on the routes that take its key (one moving
+    #: window per client); a client's ``rate_limit_per_minute`` overrides it.
+    requests_per_minute: int
 
     @property
     def price_label(self) -> str:
@@ -35,11 +39,13 @@ class Plan:
 
 
 PLANS: dict[PlanId, Plan] = {
-    PlanId.FREE: Plan(PlanId.FREE, "Free", 0, 5, 1, ("Basic submission", "24h history")),
+    PlanId.FREE: Plan(PlanId.FREE, "Free", 0, 5, 1, ("Basic submission", "24h history"), 10),
     PlanId.STARTER: Plan(
-        PlanId.STARTER, "Starter", 49, 50, 30, ("Priority support", "30-day history")
+        PlanId.STARTER, "Starter", 49, 50, 30, ("Priority support", "30-day history"), 60
     ),
-    PlanId.PRO: Plan(PlanId.PRO, "Pro", 199, 200, 90, ("24/7 support", "analytics", "webhooks")),
+    PlanId.PRO: Plan(
+        PlanId.PRO, "Pro", 199, 200, 90, ("24/7 support", "analytics", "webhooks"), 300
+    ),
     PlanId.ENTERPRISE: Plan(
         PlanId.ENTERPRISE,
         "Enterprise",
@@ -47,6 +53,7 @@ PLANS: dict[PlanId, Plan] = {
         None,
         None,
         ("Dedicated support", "forever history"),
+        1200,
     ),
 }
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
+from pydantic import ValidationError
+
+from .access import KEY_TOUCH_INTERVAL, new_key_record
+from .audit import MAX_SOURCE_LENGTH, AuditAction, AuditEvent, DetailValue, NewAuditEvent
 from .cycles import first_cycle, utcnow
-from .errors import ClientNotFound
+from .errors import BillingError, ClientNotFound
 from .keys import digest_key, digests_match, display_prefix, generate_key, is_well_formed
 from .ledger import roll_cycle, submit_refusal
-from .models import ChargeResult, ClientMetadata, ClientRecord, SubmitDecision
+from .models import ApiKeyRecord, ChargeResult, ClientMetadata, ClientRecord, SubmitDecision
+from .net import UNKNOWN_ADDRESS, address_allowed, parse_networks
 from .plans import PlanId, get_plan
 from .settings import get_settings
 from .store import Store, open_store
@@ -43,6 +49,7 @@ class BillingService:
         stored)."""
         now = now or utcnow()
         key = generate_key()
+        key_record = new_key_record(key, now)
         start, end = first_cycle(now)
         allowance = get_plan(plan).jobs_per_month
         record = ClientRecord(
@@ -60,6 +67,7 @@ class BillingService:
             billing_cycle_start=start,
             billing_cycle_end=end,
             metadata=ClientMetadata(cycle_allowance=allowance),
+            api_keys=[key_record],
         )
         self.store.create_client(record)
         logger.info("Created client %s (%s) on %s plan", record.client_id, name, plan.value)
@@ -100,20 +108,126 @@ class BillingService:
         logger.info("%s client %s", "Reactivated" if active else "Deactivated", client_id)
         return record
 
+    # -- keys and access policy ------------------------------------------------------------
+
+    def issue_key(
+        self,
+        client_id: str,
+        *,
+        label: str | None = None,
+        expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> tuple[ClientRecord, ApiKeyRecord, str]:
+        """Another key for the client; returns the record, the new key's record and the
+        plaintext key (shown once, never stored)."""
+        now = now or utcnow()
+        if expires_at is not None and expires_at <= now:
+            raise ValueError("expires_at must be in the future")
+        key = generate_key()
+        key_record = new_key_record(key, now, label=label)
+        key_record.expires_at = expires_at
+        record = self.store.issue_key(client_id, key_record, now)
+        logger.info("Issued key %s for %s", key_record.key_id, client_id)
+        return record, key_record, key
+
+    def rotate_key(
+        self,
+        client_id: str,
+        key_id: str,
+        *,
+        grace: timedelta,
+        label: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[ClientRecord, ApiKeyRecord, str]:
+        """A new key that works at once; the old one keeps working for ``grace``, then stops."""
+        now = now or utcnow()
+        key = generate_key()
+        key_record = new_key_record(key, now, label=label)
+        record = self.store.rotate_key(client_id, key_id, key_record, grace, now)
+        logger.info(
+            "Rotated key %s of %s to %s (grace %ds)",
+            key_id,
+            client_id,
+            key_record.key_id,
+            grace.total_seconds(),
+        )
+        return record, key_record, key
+
+    def revoke_key(
+        self, client_id: str, key_id: str, *, now: datetime | None = None
+    ) -> ClientRecord:
+        record = self.store.revoke_key(client_id, key_id, now or utcnow())
+        logger.info("Revoked key %s of %s", key_id, client_id)
+        return record
+
+    def set_key_expiry(
+        self,
+        client_id: str,
+        key_id: str,
+        expires_at: datetime | None,
+        *,
+        now: datetime | None = None,
+    ) -> ClientRecord:
+        return self.store.set_key_expiry(client_id, key_id, expires_at, now or utcnow())
+
+    def set_policy(
+        self,
+        client_id: str,
+        *,
+        rate_limit_per_minute: int | None,
+        ip_allowlist: list[str],
+        now: datetime | None = None,
+    ) -> ClientRecord:
+        """Set the client's rate-limit override and IP allowlist (validated: ``ValueError``)."""
+        parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
+        return self.store.set_policy(
+            client_id,
+            now or utcnow(),
+            rate_limit_per_minute=rate_limit_per_minute,
+            ip_allowlist=ip_allowlist,
+        )
+
+    def change_plan(
+        self, client_id: str, plan: PlanId, *, now: datetime | None = None
+    ) -> ClientRecord:
+        record = self.store.change_plan(client_id, plan, now or utcnow())
+        logger.info("Changed plan of %s to %s", client_id, plan.value)
+        return record
+
     # -- the contract ----------------------------------------------------------------------
 
-    def authenticate(self, api_key: str | None) -> ClientRecord | None:
-        """The active client owning ``api_key``, or None for a missing, malformed, unknown or
-        inactive key (all the same None)."""
+    def authenticate(
+        self, api_key: str | None, *, now: datetime | None = None
+    ) -> ClientRecord | None:
+        """The active client owning ``api_key``, or None for a missing, malformed, unknown,
+        revoked or expired key or an inactive client (all the same None)."""
         if not api_key or not is_well_formed(api_key):
             return None
+        now = now or utcnow()
         digest = digest_key(api_key)
         record = self.store.get_client_by_key_digest(digest)
-        if record is None or not digests_match(record.api_key_hash, digest):
+        key = None if record is None else record.key_by_digest(digest)
+        if record is None or key is None or not digests_match(key.digest, digest):
             return None
-        if not record.active:
+        if not record.active or not key.usable(now):
             return None
+        if key.last_used_at is None or now - key.last_used_at >= KEY_TOUCH_INTERVAL:
+            self._touch(record.client_id, key.key_id, now)
         return record
+
+    def _touch(self, client_id: str, key_id: str, now: datetime) -> None:
+        # Best effort: a busy store must not turn a valid key into a refused request.
+        try:
+            self.store.touch_key(client_id, key_id, now)
+        except BillingError as exc:
+            logger.warning("Could not record the last use of key %s: %s", key_id, exc.code)
+
+    @staticmethod
+    def address_allowed(record: ClientRecord, address: str) -> bool:
+        """True when the client's IP allowlist is empty or holds ``address``."""
+        if not record.ip_allowlist:
+            return True
+        return address_allowed(address, parse_networks(record.ip_allowlist))
 
     def can_submit(self, client: ClientRecord, *, now: datetime | None = None) -> SubmitDecision:
         """Advisory: would a job be accepted now, and if not why. ``charge`` re-checks
@@ -155,10 +269,108 @@ class BillingService:
             logger.warning("Refunded credit for %s: job %s was not queued", client_id, job_id)
         return refunded
 
+    # -- audit log -------------------------------------------------------------------------
+
+    def record_audit(
+        self,
+        action: AuditAction,
+        *,
+        client_id: str | None = None,
+        actor: str,
+        source: str,
+        detail: Mapping[str, DetailValue] | None = None,
+        now: datetime | None = None,
+    ) -> AuditEvent | None:
+        """Append an event to the audit log, durably, and return it with its id.
+
+        ``actor`` is ``ADMIN_ACTOR``, ``client_actor(client_id)`` or ``ANONYMOUS_ACTOR``;
+        ``source`` the resolved client address; ``detail`` a few non-secret facts. What it is
+        given never makes it raise: a detail the secret guard refuses (see
+        :mod:`openclaw_billing.audit`), or one holding a secret this process is configured with
+        (the admin token, the Stripe keys), is replaced by ``{"detail_refused": true}``, and an
+        event it cannot record at all (a client id shaped like a key) is dropped; both are
+        logged as warnings, without the values. It raises only when the log cannot be written
+        (``StoreUnavailable``, ``StoreCorrupt``)."""
+        at = now or utcnow()
+        if detail and _holds_configured_secret(detail):
+            logger.warning("Audit %s: detail refused (holds a configured secret)", action.value)
+            detail = {"detail_refused": True}
+        address = (source or UNKNOWN_ADDRESS)[:MAX_SOURCE_LENGTH]
+
+        def build(facts: dict[str, DetailValue]) -> NewAuditEvent:
+            return NewAuditEvent(
+                at=at, action=action, client_id=client_id, actor=actor, source=address, detail=facts
+            )
+
+        try:
+            event = build(dict(detail or {}))
+        except ValidationError as exc:
+            logger.warning("Audit %s: detail refused (%s)", action.value, _problems(exc))
+            try:
+                event = build({"detail_refused": True})
+            except ValidationError as again:
+                logger.warning("Audit %s: not recorded (%s)", action.value, _problems(again))
+                return None
+        return self.store.audit.append(event)
+
+    def audit_events(
+        self,
+        *,
+        client_id: str | None = None,
+        action: AuditAction | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditEvent], int]:
+        """A page of audit events, newest first, and how many match (``since <= at < until``;
+        a time without a zone is taken as UTC)."""
+        return self.store.audit.query(
+            client_id=client_id,
+            action=action,
+            since=_utc(since),
+            until=_utc(until),
+            offset=offset,
+            limit=limit,
+        )
+
 
 def _roll_view(record: ClientRecord, now: datetime) -> None:
     """Apply a due reset to a copy, for display only (nothing is written or logged)."""
     roll_cycle(record, now)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _holds_configured_secret(detail: Mapping[str, DetailValue]) -> bool:
+    """Whether a detail string contains the admin token or a Stripe secret of the settings
+    (these have no recognisable shape, unlike client keys)."""
+    settings = get_settings()
+    configured = [
+        secret.get_secret_value()
+        for secret in (
+            settings.admin_token,
+            settings.stripe_secret_key,
+            settings.stripe_webhook_secret,
+        )
+        if secret is not None and secret.get_secret_value()
+    ]
+    strings = [
+        item
+        for value in detail.values()
+        for item in (value if isinstance(value, list) else [value])
+        if isinstance(item, str)
+    ]
+    return any(secret in item for secret in configured for item in strings)
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and what, never the input (which may be the very secret refused)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 # -- the default service --------------------------------------------------------------------

@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +30,12 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_ADMIN_TOKEN_LENGTH = 16
+#: Request body cap (``OPENCLAW_MAX_BODY_BYTES``): default 128 KiB, allowed 1 KiB to 64 MiB. The
+#: default fits the largest valid job (a 20,000-character description) even when every
+#: character is sent as a 6-byte ``\uXXXX`` escape, as ``json.dumps`` writes non-ASCII text.
+DEFAULT_MAX_BODY_BYTES = 128 * 1024
+MIN_MAX_BODY_BYTES = 1024
+MAX_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 DEFAULT_STATE_DIR = Path("~/.openclaw")
 DEFAULT_BILLING_DB = str(DEFAULT_STATE_DIR / "billing" / "clients.json")
@@ -61,6 +68,16 @@ class Settings(BaseSettings):
     store_lock_timeout: Annotated[
         float, Field(validation_alias="OPENCLAW_STORE_LOCK_TIMEOUT", gt=0, le=300)
     ] = 10.0
+    #: The largest request body in bytes (413 ``payload_too_large`` above it); the Stripe
+    #: webhook keeps its own 1 MB cap (``openclaw_billing.api.bodylimit``).
+    max_body_bytes: Annotated[
+        int,
+        Field(
+            validation_alias="OPENCLAW_MAX_BODY_BYTES",
+            ge=MIN_MAX_BODY_BYTES,
+            le=MAX_MAX_BODY_BYTES,
+        ),
+    ] = DEFAULT_MAX_BODY_BYTES
     stripe_secret_key: Annotated[SecretStr | None, Field(validation_alias="STRIPE_SECRET_KEY")] = (
         None
     )
@@ -72,8 +89,22 @@ class Settings(BaseSettings):
     )
     stripe_price_pro: Annotated[str | None, Field(validation_alias="STRIPE_PRICE_PRO")] = None
     stripe_api_base: Annotated[str | None, Field(validation_alias="STRIPE_API_BASE")] = None
+    #: Where rate-limit counters live: ``memory://`` (per worker process) or
+    #: ``redis://host:port/db`` (shared by every worker and instance). Checked at start.
     rate_limit_storage: Annotated[str, Field(validation_alias="OPENCLAW_RATE_LIMIT_STORAGE")] = (
         "memory://"
+    )
+    #: Prefix of every rate-limit counter's key, so several gateways can share one Redis.
+    rate_limit_key_prefix: Annotated[
+        str,
+        Field(
+            validation_alias="OPENCLAW_RATE_LIMIT_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,64}$"
+        ),
+    ] = "openclaw"
+    #: Failed key or token checks allowed per client address in a moving window (``limits``
+    #: notation, e.g. ``20/minute``); past it every auth attempt from the address gets 429.
+    auth_failure_limit: Annotated[str, Field(validation_alias="OPENCLAW_AUTH_FAILURE_LIMIT")] = (
+        "20/minute"
     )
     #: Proxies whose ``X-Forwarded-For`` is believed (comma-separated IPs or CIDRs). Empty: the
     #: TCP peer is the client address and ``X-Forwarded-For`` is ignored.
@@ -142,6 +173,20 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_proxies(cls, value: str) -> str:
         parse_networks(value, "OPENCLAW_TRUSTED_PROXIES")
+        return value
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _valid_auth_failure_limit(cls, value: str) -> str:
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(
+                "OPENCLAW_AUTH_FAILURE_LIMIT must be one limit such as 20/minute or "
+                "10 per 5 minutes"
+            )
         return value
 
     @property

@@ -8,29 +8,51 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import gateway
 from conftest import ADMIN_TOKEN
 from openclaw_billing.settings import get_settings
-from tests.factories import JOB_BODY, create_client, submit_job
+from tests.factories import create_client, submit_job
+from tests.openapi_routes import operations
 
 INVALID_KEY_BODY = {
     "code": "invalid_api_key",
     "message": "Invalid or inactive API key",
     "detail": "Invalid or inactive API key",
 }
-CLIENT_ROUTES = [
-    ("GET", "/api/billing/usage", None),
-    ("POST", "/api/billing/checkout", {"plan": "pro"}),
-    ("POST", "/api/intake", JOB_BODY),
-    ("GET", "/api/jobs", None),
-]
-ADMIN_ROUTES = [
-    ("POST", "/api/admin/clients", {"name": "X", "email": "x@acmecorp.com", "plan": "free"}),
-    ("GET", "/api/admin/clients", None),
-    ("GET", "/api/admin/clients/{id}", None),
-    ("PUT", "/api/admin/clients/{id}/credits", {"credits": 5, "reason": "r"}),
-    ("DELETE", "/api/admin/clients/{id}", None),
-    ("POST", "/api/admin/clients/{id}/reactivate", None),
-]
+#: Every route that takes a client key, and every admin route, from the app's OpenAPI document
+#: (tests/openapi_routes.py): a route added later is in the matrix without editing this file.
+_OPERATIONS = operations(gateway.create_app())
+CLIENT_ROUTES = [(op.method, op.path, op.sample_body()) for op in _OPERATIONS if op.is_client]
+ADMIN_ROUTES = [(op.method, op.path, op.sample_body()) for op in _OPERATIONS if op.is_admin]
+
+
+def _url(path: str, client_id: str) -> str:
+    """A route's path for ``client_id`` (well-formed ids for the other parameters: the
+    credentials are refused before any id is looked at)."""
+    return path.format(client_id=client_id, key_id="key_" + "0" * 12, job_id="job-1")
+
+
+def test_the_matrix_covers_every_known_route() -> None:
+    """The enumeration is not empty or partial (a check of the check)."""
+    client = {(m, p) for m, p, _ in CLIENT_ROUTES}
+    admin = {(m, p) for m, p, _ in ADMIN_ROUTES}
+    assert {
+        ("GET", "/api/billing/usage"),
+        ("POST", "/api/billing/checkout"),
+        ("POST", "/api/billing/portal"),
+        ("POST", "/api/intake"),
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/{job_id}"),
+    } <= client
+    assert {
+        ("POST", "/api/admin/clients"),
+        ("GET", "/api/admin/clients"),
+        ("GET", "/api/admin/clients/{client_id}"),
+        ("PUT", "/api/admin/clients/{client_id}/credits"),
+        ("DELETE", "/api/admin/clients/{client_id}"),
+        ("POST", "/api/admin/clients/{client_id}/reactivate"),
+    } <= admin
+    assert not client & admin
 
 
 def _bad_client_keys(http: TestClient) -> dict[str, dict[str, Any]]:
@@ -58,7 +80,7 @@ def test_r11_every_bad_client_key_gets_one_identical_401(
     http: TestClient, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     for label, headers in _bad_client_keys(http).items():
-        response = http.request(method, path, headers=headers, json=body)
+        response = http.request(method, _url(path, "x"), headers=headers, json=body)
         assert response.status_code == 401, label
         assert response.json() == INVALID_KEY_BODY, label
 
@@ -76,7 +98,7 @@ def test_r12_every_bad_admin_token_gets_401(
     http: TestClient, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     client = create_client(http, "pro")
-    url = path.format(id=client["client_id"])
+    url = _url(path, client["client_id"])
     bad: dict[str, dict[str, Any]] = {
         "none": {},
         "empty": {"X-Auth-Token": ""},
@@ -84,6 +106,8 @@ def test_r12_every_bad_admin_token_gets_401(
         "client key in its own header": {"X-Client-Key": client["api_key"]},
         "wrong": {"X-Auth-Token": "wrong-token-wrong-token-wrong"},
         "one char off": {"X-Auth-Token": ADMIN_TOKEN[:-1] + "X"},
+        "first char off": {"X-Auth-Token": "X" + ADMIN_TOKEN[1:]},
+        "case changed": {"X-Auth-Token": ADMIN_TOKEN.upper()},
         "prefix": {"X-Auth-Token": ADMIN_TOKEN[:-1]},
         "longer": {"X-Auth-Token": ADMIN_TOKEN + "0"},
         "non-ascii": {"X-Auth-Token": "t\u00f6ken-\u00e9\u00e9\u00e9".encode()},
@@ -108,7 +132,7 @@ def test_admin_routes_are_closed_without_a_configured_token(
     get_settings.cache_clear()
     with TestClient(gateway.create_app()) as http:
         for headers in ({}, {"X-Auth-Token": ADMIN_TOKEN}, {"X-Auth-Token": ""}):
-            response = http.request(method, path.format(id="x"), headers=headers, json=body)
+            response = http.request(method, _url(path, "x"), headers=headers, json=body)
             assert response.status_code == 503
             assert response.json()["code"] == "admin_token_not_configured"
 

@@ -59,8 +59,11 @@ def seed_json(path: Path, count: int) -> dict[str, str]:
         clone.client_id = str(uuid.uuid4())
         clone.name = f"Client {n}"
         clone.api_key_hash, clone.api_key_prefix = digest_key(key), display_prefix(key)
+        clone.api_keys = []  # the one key, filled in from the fields above by validation
         clone.active = n % 17 != 0
-        table[clone.client_id] = clone.model_dump(mode="json")
+        table[clone.client_id] = ClientRecord.model_validate(clone.model_dump()).model_dump(
+            mode="json"
+        )
         if n % 100 == 0:
             keys[clone.client_id] = key
     path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "clients": table}))

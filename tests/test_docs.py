@@ -58,6 +58,8 @@ ERROR_STATUS = {
 }
 #: Successful calls answer 200, except these creations.
 CREATED = {("POST", "/api/admin/clients"), ("POST", "/api/intake")}
+#: ... and these, whose paths carry ids: issuing and rotating a key.
+CREATED_PATHS = re.compile(r"^/api/admin/clients/[^/]+/keys(/key_[0-9a-f]{12}/rotate)?$")
 
 _MARK = "@@docs-block"
 _CURL_MARK = "@@curl"
@@ -72,6 +74,7 @@ _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 _PLACEHOLDERS = (
     (_KEY_RE, "<api_key>"),
     (re.compile(r"oc_live_[0-9a-f]{4}"), "<api_key_prefix>"),
+    (re.compile(r"key_[0-9a-f]{12}"), "<key_id>"),
     (_UUID_RE, "<uuid>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00"), "<timestamp>"),
     (re.compile(r"[0-9a-f]{64}"), "<sha256>"),
@@ -206,7 +209,9 @@ def _parse_call(line: str) -> CurlCall:
 
 
 def success_status(call: CurlCall) -> int:
-    return 201 if (call.method, call.path) in CREATED else 200
+    if (call.method, call.path) in CREATED:
+        return 201
+    return 201 if call.method == "POST" and CREATED_PATHS.match(call.path) else 200
 
 
 def parse_output(stdout: str, where: str) -> Any:

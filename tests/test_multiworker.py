@@ -75,6 +75,15 @@ def _reader_process(
     seen.put(credits)
 
 
+def _unthrottled(store_url: str, client_id: str) -> None:
+    """These scenarios are about credits, not request rates: the load client gets the highest
+    rate-limit override (rate limits have their own tests, tests/test_ratelimit.py)."""
+    with reopen(store_url) as store:
+        store.set_policy(
+            client_id, datetime.now(UTC), rate_limit_per_minute=1_000_000, ip_allowlist=[]
+        )
+
+
 @pytest.mark.slow
 def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
     tmp_path: Path, store_url: str
@@ -94,6 +103,7 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
             json={"credits": CREDITS - 200, "reason": "load test allowance"},
         )
         assert topped.json()["credits_remaining"] == CREDITS
+        _unthrottled(store_url, client_id)
 
         ctx = mp.get_context("spawn")
         barrier = ctx.Barrier(PROCESSES + READERS)
@@ -142,14 +152,19 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
 def test_r20_a_cycle_ending_under_load_resets_once(tmp_path: Path, store_url: str) -> None:
     """The client's cycle ends 3 s into a 6 s burst from 16 threads across 4 workers: exactly
     one reset, and every accepted job is in exactly one of the two cycles' ledgers."""
-    with reopen(store_url) as store:
-        service = BillingService(store)
-        boundary = datetime.now(UTC) + timedelta(seconds=3)
-        record, key = service.create_client(
-            name="Edge", email="edge@acmecorp.com", plan=PlanId.PRO, now=boundary - CYCLE_LENGTH
-        )
     extra = {"OPENCLAW_BILLING_DB": store_url}
     with running_gateway(tmp_path, workers=WORKERS, extra_env=extra) as base:
+        # Created once the workers are up, so a slow start cannot use up the 3 s.
+        with reopen(store_url) as store:
+            service = BillingService(store)
+            boundary = datetime.now(UTC) + timedelta(seconds=3)
+            record, key = service.create_client(
+                name="Edge",
+                email="edge@acmecorp.com",
+                plan=PlanId.PRO,
+                now=boundary - CYCLE_LENGTH,
+            )
+        _unthrottled(store_url, record.client_id)
         wait = (boundary - datetime.now(UTC)).total_seconds() - 2.5
         if wait > 0:
             time.sleep(wait)

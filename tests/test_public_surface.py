@@ -22,6 +22,7 @@ EXPECTED = [
     "can_submit_job",
     "deduct_job_credit",
     "get_client_by_api_key",
+    "install_body_limit",
     "install_error_handlers",
     "refund_job_credit",
     "require_client",

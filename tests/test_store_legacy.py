@@ -120,7 +120,8 @@ def test_legacy_file_loads_and_reads_do_not_rewrite_it(legacy: Legacy) -> None:
     store = JsonFileStore(legacy.path)
     service = BillingService(store)
     for client_id, key in legacy.keys.items():
-        client = service.authenticate(key)
+        # The read half of authenticate (it then records the key's last use: a write).
+        client = store.get_client_by_key_digest(digest_key(key))
         assert client is not None
         assert client.client_id == client_id
         assert service.can_submit(client, now=NOW).allowed
@@ -147,6 +148,14 @@ def test_legacy_file_loads_and_reads_do_not_rewrite_it(legacy: Legacy) -> None:
     # A job charged by the original module is recognised: no second charge, no write.
     assert store.charge("acme", "job-legacy-1", 5.5, NOW).replayed
     assert legacy.untouched()
+    # Authenticating records the key's last use: the first write, which migrates the file
+    # (after a backup) and changes nothing else.
+    assert service.authenticate(legacy.keys["acme"], now=NOW) is not None
+    assert not legacy.untouched()
+    migrated = store.get_client("acme")
+    assert migrated is not None
+    assert migrated.api_keys[0].last_used_at == NOW
+    assert migrated.model_dump(exclude={"api_keys"}) == acme.model_dump(exclude={"api_keys"})
 
 
 def test_first_write_keeps_a_byte_identical_backup_then_migrates(legacy: Legacy) -> None:
@@ -280,7 +289,10 @@ def test_legacy_keys_work_through_the_contract_and_over_http(
         assert usage.status_code == 200, usage.text
         assert usage.json()["credits_remaining"] == 198
         assert http.get("/health").status_code == 200
-        assert legacy.untouched(), "reads do not rewrite the legacy file"
+        # Authentication recorded the key's last use: the first write, which migrated the
+        # file after a backup copy.
+        assert not legacy.untouched()
+        assert list(store_path.parent.glob("clients.json.legacy-backup-*"))
 
         response = submit_job(http, legacy.keys["beta"])
         assert response.status_code == 201, response.text

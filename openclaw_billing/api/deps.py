@@ -2,21 +2,39 @@
 
 ``APIKeyHeader(auto_error=False)`` puts the security schemes in ``/docs`` while our own error
 (one identical 401 body) is raised.
+
+Both checks are rate limited (:mod:`openclaw_billing.ratelimit`): an address past its limit of
+failed key or token checks gets 429 before any secret is looked at, and every request of an
+authenticated client counts against its per-minute limit (``RateLimit-*`` headers on the
+answer, 429 with ``Retry-After`` over it).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
-from ..errors import AdminTokenNotConfigured, InvalidAdminToken, InvalidApiKey
-from ..keys import secret_matches
+from ..audit import ANONYMOUS_ACTOR, AuditAction, DetailValue, client_actor
+from ..errors import (
+    AdminTokenNotConfigured,
+    BillingError,
+    InvalidAdminToken,
+    InvalidApiKey,
+    IpNotAllowed,
+)
+from ..keys import display_prefix, is_well_formed, secret_matches
 from ..models import ClientRecord
+from ..net import resolve_client_address
+from ..ratelimit import RateLimiter, client_limit, get_rate_limiter
 from ..service import BillingService, get_service
 from ..settings import Settings, get_settings
 from ..stripe_billing import StripeBilling, get_stripe_client
+from .errors import RATE_LIMIT_HEADERS_STATE
+
+logger = logging.getLogger("openclaw_billing.api")
 
 CLIENT_KEY_HEADER = "X-Client-Key"
 ADMIN_TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name, not a secret
@@ -38,6 +56,18 @@ admin_token_scheme = APIKeyHeader(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[BillingService, Depends(get_service)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+def client_address(request: Request, settings: SettingsDep) -> str:
+    """The address the request comes from: the TCP peer, or ``X-Forwarded-For`` when the peer
+    is one of ``OPENCLAW_TRUSTED_PROXIES`` (never believed from anyone else)."""
+    peer = request.client.host if request.client else None
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    return resolve_client_address(peer, forwarded, settings.trusted_proxy_networks)
+
+
+ClientAddress = Annotated[str, Depends(client_address)]
 
 
 def get_stripe_billing(service: ServiceDep, settings: SettingsDep) -> StripeBilling:
@@ -52,28 +82,89 @@ StripeDep = Annotated[StripeBilling, Depends(get_stripe_billing)]
 
 def require_client(
     service: ServiceDep,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
+    request: Request,
+    response: Response,
     api_key: Annotated[str | None, Security(client_key_scheme)],
 ) -> ClientRecord:
-    """The active client whose key is in ``X-Client-Key``; else 401 ``invalid_api_key``."""
-    if api_key is None or len(api_key) > MAX_SECRET_HEADER_LENGTH:
+    """The active client whose key is in ``X-Client-Key``, within its rate limit; else 401
+    ``invalid_api_key`` (one body for every bad key), 403 ``ip_not_allowed`` (a valid key from
+    outside the client's IP allowlist) or 429 ``rate_limited``. Failures are counted against
+    the address and recorded in the audit log."""
+    limiter.check_auth(address)  # before the key is looked at: a right guess is not confirmed
+    if api_key is None:
         raise InvalidApiKey()
-    client = service.authenticate(api_key)
+    client = None if len(api_key) > MAX_SECRET_HEADER_LENGTH else service.authenticate(api_key)
     if client is None:
+        prefix = display_prefix(api_key) if is_well_formed(api_key) else None
+        detail: dict[str, DetailValue] = {} if prefix is None else {"key_prefix": prefix}
+        _auth_failed(service, limiter, address, AuditAction.AUTH_KEY_FAILED, detail=detail)
         raise InvalidApiKey()
+    if not service.address_allowed(client, address):  # a valid key from outside its allowlist
+        _auth_failed(
+            service,
+            limiter,
+            address,
+            AuditAction.AUTH_IP_DENIED,
+            client_id=client.client_id,
+            actor=client_actor(client.client_id),
+        )
+        raise IpNotAllowed()
+    state = limiter.hit_client(client.client_id, client_limit(client))
+    if state is not None:
+        response.headers.update(state.headers())
+        setattr(request.state, RATE_LIMIT_HEADERS_STATE, state.headers())  # for error answers
     return client
+
+
+def _auth_failed(
+    service: BillingService,
+    limiter: RateLimiter,
+    address: str,
+    action: AuditAction,
+    *,
+    client_id: str | None = None,
+    actor: str = ANONYMOUS_ACTOR,
+    detail: dict[str, DetailValue] | None = None,
+) -> None:
+    """Count a failed check against ``address`` and record it in the audit log, with
+    ``auth.throttled`` when it blocks the address. A failure past the limit raises 429 here
+    and is not recorded again, so the log grows by at most the limit per address and window.
+    An audit write that fails is logged; the answer stays the one 401 (or 403)."""
+    blocks = limiter.record_auth_failure(address)
+    try:
+        service.record_audit(
+            action, client_id=client_id, actor=actor, source=address, detail=detail
+        )
+        if blocks:
+            limit = {"limit": str(limiter.auth_failure_item)}
+            service.record_audit(
+                AuditAction.AUTH_THROTTLED, actor=ANONYMOUS_ACTOR, source=address, detail=limit
+            )
+    except BillingError as exc:
+        logger.warning("Could not record a failed authentication in the audit log: %s", exc.code)
 
 
 def require_admin(
     settings: SettingsDep,
+    service: ServiceDep,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
     token: Annotated[str | None, Security(admin_token_scheme)],
 ) -> None:
     """Admin routes: ``X-Auth-Token`` must equal ``OPENCLAW_ADMIN_TOKEN`` (constant-time).
-    With no token configured the routes answer 503, never open."""
+    With no token configured the routes answer 503, never open. Failed checks count against
+    the address like failed client keys (429 ``rate_limited`` past the limit)."""
     if settings.admin_token is None:
         raise AdminTokenNotConfigured()
-    if token is None or len(token) > MAX_SECRET_HEADER_LENGTH:
+    limiter.check_auth(address)  # before the token is compared: a right guess is not confirmed
+    if token is None:
         raise InvalidAdminToken()
-    if not secret_matches(token, settings.admin_token.get_secret_value()):
+    if len(token) > MAX_SECRET_HEADER_LENGTH or not secret_matches(
+        token, settings.admin_token.get_secret_value()
+    ):
+        _auth_failed(service, limiter, address, AuditAction.AUTH_ADMIN_FAILED)
         raise InvalidAdminToken()
 
 

@@ -39,6 +39,11 @@ _HTTP_CODES = {
 }
 
 
+#: ``request.state`` attribute where the client dependency leaves the ``RateLimit-*`` headers,
+#: so that an error answered after it (402, 409, 503, ...) carries them too.
+RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"code": code, "message": message, "detail": message, **extra}
 
@@ -46,7 +51,9 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def billing_error_response(exc: BillingError) -> JSONResponse:
     if exc.status_code >= 500:
         logger.warning("%s: %s", exc.code, exc.message)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+    return JSONResponse(
+        error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 def validation_error_response(exc: RequestValidationError) -> JSONResponse:
@@ -78,11 +85,18 @@ class BillingRoute(APIRoute):
             try:
                 return await handler(request)
             except BillingError as exc:
-                return billing_error_response(exc)
+                return _with_rate_limit_headers(request, billing_error_response(exc))
             except RequestValidationError as exc:
-                return validation_error_response(exc)
+                return _with_rate_limit_headers(request, validation_error_response(exc))
 
         return route_handler
+
+
+def _with_rate_limit_headers(request: Request, response: Response) -> Response:
+    headers: dict[str, str] | None = getattr(request.state, RATE_LIMIT_HEADERS_STATE, None)
+    for name, value in (headers or {}).items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

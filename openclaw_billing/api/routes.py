@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import PayloadTooLarge
+from ..access import find_key
+from ..audit import ADMIN_ACTOR, MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, DetailValue
+from ..errors import InvalidRequest, PayloadTooLarge
 from ..plans import PlanId
+from ..service import BillingService
 from ..stripe_billing import MAX_WEBHOOK_BYTES
-from .deps import AdminAuth, CurrentClient, ServiceDep, StripeDep
-from .errors import BillingRoute
+from .bodylimit import BodyLimitedRoute
+from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
 from .schemas import (
     ApiKeyCreated,
+    ApiKeyPublic,
+    AuditPage,
     CheckoutPublic,
     CheckoutRequest,
     ClientCreate,
@@ -22,7 +29,16 @@ from .schemas import (
     ClientPublic,
     CreditsAdd,
     ErrorPublic,
+    IsoDatetime,
+    KeyCreate,
+    KeyExpiry,
+    KeyIssued,
+    KeyList,
+    KeyRotate,
+    PlanChange,
     PlansPublic,
+    PolicyPublic,
+    PolicyUpdate,
     PortalPublic,
     PortalRequest,
     ReturnPublic,
@@ -33,23 +49,40 @@ from .schemas import (
 ClientId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
+def _audit(
+    service: BillingService,
+    action: AuditAction,
+    client_id: str,
+    source: str,
+    detail: Mapping[str, DetailValue] | None = None,
+) -> None:
+    """Record an admin action that succeeded, durably, before it is answered."""
+    service.record_audit(
+        action, client_id=client_id, actor=ADMIN_ACTOR, source=source, detail=detail
+    )
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorPublic} for code in codes}
 
 
-public_router = APIRouter(prefix="/api/billing", tags=["billing"], route_class=BillingRoute)
+public_router = APIRouter(prefix="/api/billing", tags=["billing"], route_class=BodyLimitedRoute)
 client_router = APIRouter(
     prefix="/api/billing",
     tags=["billing"],
-    route_class=BillingRoute,
-    responses=_errors(401),
+    route_class=BodyLimitedRoute,
+    responses=_errors(401, 429),
 )
 admin_router = APIRouter(
     prefix="/api/admin",
     tags=["admin"],
-    route_class=BillingRoute,
+    route_class=BodyLimitedRoute,
     dependencies=[AdminAuth],
-    responses=_errors(401, 503),
+    responses=_errors(401, 429, 503),
 )
 
 
@@ -131,9 +164,11 @@ def create_portal(
 
 
 @admin_router.post("/clients", status_code=status.HTTP_201_CREATED, responses=_errors(422))
-def create_client(body: ClientCreate, service: ServiceDep) -> ApiKeyCreated:
+def create_client(body: ClientCreate, service: ServiceDep, source: ClientAddress) -> ApiKeyCreated:
     """Create a client account; the response carries its API key, shown this once."""
     record, api_key = service.create_client(name=body.name, email=body.email, plan=body.plan)
+    detail: dict[str, DetailValue] = {"plan": record.plan, "key_id": record.api_keys[-1].key_id}
+    _audit(service, AuditAction.CLIENT_CREATE, record.client_id, source, detail)
     return ApiKeyCreated.with_key(record, api_key)
 
 
@@ -144,7 +179,8 @@ def list_clients(
         bool | None, Query(description="Only active (true) or inactive (false).")
     ] = None,
     plan: PlanId | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded: a larger offset overflowed SQL's 64-bit OFFSET (a 500 on SQLite).
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ClientList:
     """List clients, optionally filtered by active status and plan. Keys are never listed."""
@@ -161,21 +197,191 @@ def get_client(client_id: ClientId, service: ServiceDep) -> ClientDetail:
 
 
 @admin_router.put("/clients/{client_id}/credits", responses=_errors(404, 409, 422))
-def add_credits(client_id: ClientId, body: CreditsAdd, service: ServiceDep) -> ClientPublic:
+def add_credits(
+    client_id: ClientId, body: CreditsAdd, service: ServiceDep, source: ClientAddress
+) -> ClientPublic:
     """Add credits to a client (negative to correct, never below zero), with a reason."""
-    return ClientPublic.of(service.add_credits(client_id, body.credits, body.reason))
+    record = service.add_credits(client_id, body.credits, body.reason)
+    detail: dict[str, DetailValue] = {"amount": body.credits, "reason": body.reason}
+    _audit(service, AuditAction.CLIENT_CREDITS, client_id, source, detail)
+    return ClientPublic.of(record)
 
 
 @admin_router.delete("/clients/{client_id}", responses=_errors(404))
-def deactivate_client(client_id: ClientId, service: ServiceDep) -> ClientPublic:
+def deactivate_client(
+    client_id: ClientId, service: ServiceDep, source: ClientAddress
+) -> ClientPublic:
     """Deactivate a client (soft delete: data kept, key blocked from the next request)."""
-    return ClientPublic.of(service.set_active(client_id, False))
+    record = service.set_active(client_id, False)
+    _audit(service, AuditAction.CLIENT_DEACTIVATE, client_id, source)
+    return ClientPublic.of(record)
 
 
 @admin_router.post("/clients/{client_id}/reactivate", responses=_errors(404))
-def reactivate_client(client_id: ClientId, service: ServiceDep) -> ClientPublic:
+def reactivate_client(
+    client_id: ClientId, service: ServiceDep, source: ClientAddress
+) -> ClientPublic:
     """Reactivate a deactivated client; its key works again."""
-    return ClientPublic.of(service.set_active(client_id, True))
+    record = service.set_active(client_id, True)
+    _audit(service, AuditAction.CLIENT_REACTIVATE, client_id, source)
+    return ClientPublic.of(record)
+
+
+@admin_router.get("/audit", responses=_errors(422))
+def list_audit_events(
+    service: ServiceDep,
+    client_id: Annotated[
+        str | None, Query(min_length=1, max_length=100, description="Only this client's events.")
+    ] = None,
+    action: Annotated[AuditAction | None, Query(description="Only this action.")] = None,
+    since: Annotated[
+        IsoDatetime | None,
+        Query(description="ISO 8601; events at or after it (UTC if no zone)."),
+    ] = None,
+    until: Annotated[
+        IsoDatetime | None, Query(description="ISO 8601; events before it (UTC if no zone).")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
+) -> AuditPage:
+    """The audit log, newest first: admin actions and authentication failures (never a
+    secret). Filter by client, action and time range; page with offset and limit."""
+    if since is not None and until is not None and _as_utc(since) > _as_utc(until):
+        raise InvalidRequest("since must not be after until")
+    events, total = service.audit_events(
+        client_id=client_id, action=action, since=since, until=until, offset=offset, limit=limit
+    )
+    return AuditPage(events=events, total=total, offset=offset, limit=limit)
+
+
+# -- admin: keys, plan and access policy -----------------------------------------------------
+
+KeyId = Annotated[str, Path(pattern=r"^key_[0-9a-f]{12}$")]
+
+
+@admin_router.get("/clients/{client_id}/keys", responses=_errors(404))
+def list_keys(client_id: ClientId, service: ServiceDep) -> KeyList:
+    """The client's keys, newest last: prefix, status, expiry, last use. Never a key."""
+    record = service.get_client(client_id)
+    return KeyList(client_id=client_id, keys=[ApiKeyPublic.of(k) for k in record.api_keys])
+
+
+@admin_router.post(
+    "/clients/{client_id}/keys",
+    status_code=status.HTTP_201_CREATED,
+    responses=_errors(404, 409, 422),
+)
+def issue_key(
+    client_id: ClientId, body: KeyCreate, service: ServiceDep, source: ClientAddress
+) -> KeyIssued:
+    """Issue another key for the client (shown once). Every key draws on the one balance."""
+    try:
+        _, key, plaintext = service.issue_key(
+            client_id, label=body.label, expires_at=body.expires_at
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    detail: dict[str, DetailValue] = {"key_id": key.key_id, "expires_at": _iso(key.expires_at)}
+    _audit(service, AuditAction.KEY_ISSUE, client_id, source, detail)
+    return KeyIssued(**ApiKeyPublic.of(key).model_dump(), client_id=client_id, api_key=plaintext)
+
+
+@admin_router.post(
+    "/clients/{client_id}/keys/{key_id}/rotate",
+    status_code=status.HTTP_201_CREATED,
+    responses=_errors(404, 409, 422),
+)
+def rotate_key(
+    client_id: ClientId,
+    key_id: KeyId,
+    body: KeyRotate,
+    service: ServiceDep,
+    source: ClientAddress,
+) -> KeyIssued:
+    """Replace a key: the new key (shown once) works at once, the old one for
+    ``grace_seconds`` more, then stops."""
+    _, key, plaintext = service.rotate_key(
+        client_id, key_id, grace=timedelta(seconds=body.grace_seconds), label=body.label
+    )
+    detail: dict[str, DetailValue] = {
+        "key_id": key_id,
+        "new_key_id": key.key_id,
+        "grace_seconds": body.grace_seconds,
+    }
+    _audit(service, AuditAction.KEY_ROTATE, client_id, source, detail)
+    return KeyIssued(**ApiKeyPublic.of(key).model_dump(), client_id=client_id, api_key=plaintext)
+
+
+@admin_router.delete("/clients/{client_id}/keys/{key_id}", responses=_errors(404))
+def revoke_key(
+    client_id: ClientId, key_id: KeyId, service: ServiceDep, source: ClientAddress
+) -> ApiKeyPublic:
+    """Revoke a key: it stops working at once (revoking twice changes nothing)."""
+    record = service.revoke_key(client_id, key_id)
+    _audit(service, AuditAction.KEY_REVOKE, client_id, source, {"key_id": key_id})
+    return ApiKeyPublic.of(find_key(record, key_id))
+
+
+@admin_router.put("/clients/{client_id}/keys/{key_id}/expiry", responses=_errors(404, 409, 422))
+def set_key_expiry(
+    client_id: ClientId,
+    key_id: KeyId,
+    body: KeyExpiry,
+    service: ServiceDep,
+    source: ClientAddress,
+) -> ApiKeyPublic:
+    """Set when a key stops working (in the future), or clear it with null."""
+    try:
+        record = service.set_key_expiry(client_id, key_id, body.expires_at)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    detail: dict[str, DetailValue] = {"key_id": key_id, "expires_at": _iso(body.expires_at)}
+    _audit(service, AuditAction.KEY_EXPIRY, client_id, source, detail)
+    return ApiKeyPublic.of(find_key(record, key_id))
+
+
+@admin_router.put("/clients/{client_id}/plan", responses=_errors(404, 409, 422))
+def change_plan(
+    client_id: ClientId, body: PlanChange, service: ServiceDep, source: ClientAddress
+) -> ClientPublic:
+    """Move a client to another plan now (e.g. an enterprise deal). Within the cycle, the
+    difference of the allowances is a logged credit adjustment, never below zero. A client
+    with a live Stripe subscription changes plan in Stripe instead (409)."""
+    before = service.get_client(client_id).plan
+    record = service.change_plan(client_id, body.plan)
+    detail: dict[str, DetailValue] = {"from": before.value, "to": record.plan.value}
+    _audit(service, AuditAction.CLIENT_PLAN_CHANGE, client_id, source, detail)
+    return ClientPublic.of(record)
+
+
+@admin_router.put("/clients/{client_id}/policy", responses=_errors(404, 422))
+def set_policy(
+    client_id: ClientId, body: PolicyUpdate, service: ServiceDep, source: ClientAddress
+) -> PolicyPublic:
+    """Set the client's rate-limit override (null: the plan's) and IP allowlist (CIDRs, IPv4
+    and IPv6; empty allows every address)."""
+    try:
+        record = service.set_policy(
+            client_id,
+            rate_limit_per_minute=body.rate_limit_per_minute,
+            ip_allowlist=body.ip_allowlist,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    detail: dict[str, DetailValue] = {
+        "rate_limit_per_minute": record.rate_limit_per_minute,
+        "ip_allowlist": list(record.ip_allowlist),
+    }
+    _audit(service, AuditAction.CLIENT_POLICY, client_id, source, detail)
+    return PolicyPublic(
+        client_id=client_id,
+        rate_limit_per_minute=record.rate_limit_per_minute,
+        ip_allowlist=record.ip_allowlist,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 router = APIRouter()

@@ -3,17 +3,55 @@ never set its own credits, plan or id."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
+from ..audit import AuditEvent
+from ..cycles import utcnow
 from ..errors import CreditLimitReached, PaymentPastDue, SubscriptionPaused
 from ..ledger import submit_refusal
-from ..models import ClientMetadata, ClientRecord, UtcDatetime
+from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+#: One line of text: no control characters (they would forge lines in logs, the audit trail and
+#: the CLI's tables).
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
+]
+
+
+def _iso_text(value: object) -> object:
+    # pydantic reads a number (or a numeric string) as Unix time; the schema says ISO 8601.
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value)
+    ):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T00:00:00Z")
+    return value
+
+
+#: A date-time given as ISO 8601 text (a query parameter), never as Unix seconds.
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=ONE_LINE),
+]
+#: RFC 5321's limit on a whole address.
+Email = Annotated[EmailStr, Field(max_length=254)]
 
 #: The largest single credit adjustment; a negative amount may not take credits below zero.
 MAX_CREDIT_ADJUSTMENT = 1_000_000
@@ -29,6 +67,20 @@ class ErrorPublic(BaseModel):
     detail: str = Field(description="The message again, for clients of the original module.")
 
 
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, query, path or header, then names.")
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(ErrorPublic):
+    """422 ``validation_error``: the one error shape plus where and what."""
+
+    code: str = Field(examples=["validation_error"])
+    message: str = Field(examples=["Request validation failed"])
+    errors: list[ValidationIssue]
+
+
 class PlanPublic(BaseModel):
     id: PlanId
     name: str
@@ -37,6 +89,9 @@ class PlanPublic(BaseModel):
     jobs_per_month: int | None = Field(description="Null means unlimited.")
     history_days: int | None = Field(description="Job history window; null means forever.")
     features: list[str]
+    requests_per_minute: int = Field(
+        description="Default rate limit of a client on this plan (an admin may override it)."
+    )
 
     @classmethod
     def of(cls, plan: Plan) -> PlanPublic:
@@ -48,6 +103,7 @@ class PlanPublic(BaseModel):
             jobs_per_month=plan.jobs_per_month,
             history_days=plan.history_days,
             features=list(plan.features),
+            requests_per_minute=plan.requests_per_minute,
         )
 
 
@@ -61,7 +117,7 @@ class PlansPublic(BaseModel):
 
 class ClientCreate(_Input):
     name: Name
-    email: EmailStr
+    email: Email
     plan: PlanId = PlanId.FREE
 
 
@@ -69,7 +125,11 @@ class CreditsAdd(_Input):
     credits: int = Field(
         ge=-MAX_CREDIT_ADJUSTMENT,
         le=MAX_CREDIT_ADJUSTMENT,
-        description="Credits to add; negative to correct, never below zero. Not zero.",
+        # A JSON integer only: not true (1), "5" or 5.0.
+        strict=True,
+        json_schema_extra={"not": {"const": 0}},
+        description="Credits to add, -1,000,000 to 1,000,000 and not zero; a negative amount "
+        "corrects and may not take the balance below zero (409 insufficient_credits).",
     )
     reason: Reason
 
@@ -146,7 +206,15 @@ class ClientPublic(BaseModel):
 
     @classmethod
     def fields_of(cls, record: ClientRecord) -> dict[str, Any]:
-        data = record.model_dump(exclude={"api_key_hash", "metadata"})
+        data = record.model_dump(
+            exclude={
+                "api_key_hash",
+                "metadata",
+                "api_keys",
+                "rate_limit_per_minute",
+                "ip_allowlist",
+            }
+        )
         data["credits_limit"] = PLANS[record.plan].jobs_per_month
         data["subscription_status"] = record.metadata.subscription_status
         return data
@@ -156,14 +224,110 @@ class ClientPublic(BaseModel):
         return cls(**cls.fields_of(record))
 
 
+class ApiKeyPublic(BaseModel):
+    """One of a client's keys as admins see it: never the key or its digest."""
+
+    key_id: str
+    prefix: str = Field(description="The key's first characters, for telling keys apart.")
+    label: str | None
+    status: Literal["active", "expired", "revoked"]
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None = Field(
+        description="When the key stops working (set by an expiry or a rotation's grace)."
+    )
+    revoked_at: UtcDatetime | None
+    last_used_at: UtcDatetime | None = Field(description="Updated at most once a minute.")
+
+    @classmethod
+    def of(cls, key: ApiKeyRecord, now: datetime | None = None) -> ApiKeyPublic:
+        now = now or utcnow()
+        status: Literal["active", "expired", "revoked"] = (
+            "revoked" if key.revoked_at is not None else "active" if key.usable(now) else "expired"
+        )
+        return cls(**key.model_dump(exclude={"digest"}), status=status)
+
+
 class ClientDetail(ClientPublic):
-    """One client with its current-cycle ledger, adjustments and past-cycle summaries."""
+    """One client with its current-cycle ledger, adjustments and past-cycle summaries, its keys
+    and its access policy."""
 
     metadata: ClientMetadata
+    api_keys: list[ApiKeyPublic]
+    rate_limit_per_minute: int | None = Field(description="Override; null: the plan's limit.")
+    ip_allowlist: list[str] = Field(description="Allowed networks; empty allows any address.")
 
     @classmethod
     def of(cls, record: ClientRecord) -> ClientDetail:
-        return cls(**cls.fields_of(record), metadata=record.metadata)
+        return cls(
+            **cls.fields_of(record),
+            metadata=record.metadata,
+            api_keys=[ApiKeyPublic.of(k) for k in record.api_keys],
+            rate_limit_per_minute=record.rate_limit_per_minute,
+            ip_allowlist=record.ip_allowlist,
+        )
+
+
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=ONE_LINE),
+]
+#: An IP address or CIDR, IPv4 or IPv6 (validated again when applied).
+Network = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=49)]
+
+
+class KeyCreate(_Input):
+    label: Label | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the key stops working (ISO 8601 with a zone); in future."
+    )
+
+
+class KeyRotate(_Input):
+    grace_seconds: int = Field(
+        ge=0,
+        le=int(MAX_ROTATION_GRACE.total_seconds()),
+        strict=True,
+        description="How long the old key keeps working (0: it stops at once; at most 30 days).",
+    )
+    label: Label | None = None
+
+
+class KeyExpiry(_Input):
+    expires_at: AwareDatetime | None = Field(
+        description="When the key stops working (in the future), or null for never."
+    )
+
+
+class KeyIssued(ApiKeyPublic):
+    """A new key: the only time the plaintext is ever shown."""
+
+    client_id: str
+    api_key: str = Field(description="Shown once. Store it now: it cannot be recovered.")
+
+
+class KeyList(BaseModel):
+    client_id: str
+    keys: list[ApiKeyPublic]
+
+
+class PlanChange(_Input):
+    plan: PlanId
+
+
+class PolicyUpdate(_Input):
+    rate_limit_per_minute: int | None = Field(
+        ge=1, le=1_000_000, strict=True, description="Requests per minute; null: the plan's limit."
+    )
+    ip_allowlist: list[Network] = Field(
+        max_length=MAX_ALLOWLIST_ENTRIES,
+        description="IPs or CIDRs (IPv4 and IPv6) the client may call from; empty allows all.",
+    )
+
+
+class PolicyPublic(BaseModel):
+    client_id: str
+    rate_limit_per_minute: int | None
+    ip_allowlist: list[str]
 
 
 class ApiKeyCreated(ClientPublic):
@@ -239,8 +403,19 @@ class UsagePublic(BaseModel):
         )
 
 
+class AuditPage(BaseModel):
+    """A page of the audit log, newest first; ``total`` counts every event that matches."""
+
+    events: list[AuditEvent]
+    total: int
+    offset: int
+    limit: int
+
+
 __all__ = [
     "ApiKeyCreated",
+    "ApiKeyPublic",
+    "AuditPage",
     "CheckoutPublic",
     "CheckoutRequest",
     "ClientCreate",
@@ -249,11 +424,22 @@ __all__ = [
     "ClientPublic",
     "CreditsAdd",
     "ErrorPublic",
+    "IsoDatetime",
+    "KeyCreate",
+    "KeyExpiry",
+    "KeyIssued",
+    "KeyList",
+    "KeyRotate",
+    "PlanChange",
     "PlanPublic",
     "PlansPublic",
+    "PolicyPublic",
+    "PolicyUpdate",
     "PortalPublic",
     "PortalRequest",
     "ReturnPublic",
     "UsagePublic",
+    "ValidationErrorPublic",
+    "ValidationIssue",
     "WebhookAck",
 ]

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple, TypeVar
 
-from .. import ledger
+from .. import access, ledger
+from ..audit import AuditLog
 from ..errors import BillingError
-from ..models import ChargeResult, ClientRecord, CycleSummary
+from ..models import ApiKeyRecord, ChargeResult, ClientRecord, CycleSummary
 from ..plans import PlanId
 
 T = TypeVar("T")
@@ -50,6 +51,8 @@ class Store(ABC):
 
     #: A short, secret-free description of where the data lives (for logs and health).
     location: str
+    #: The append-only audit log, kept by the same backend (set by each implementation).
+    audit: AuditLog
 
     @abstractmethod
     def create_client(self, record: ClientRecord) -> None:
@@ -104,6 +107,50 @@ class Store(ABC):
     @abstractmethod
     def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
         """Atomically activate or deactivate (soft delete) a client. Raises ``ClientNotFound``."""
+
+    # -- access: keys, policy, plan (pure transitions in openclaw_billing.access) -------------
+
+    @abstractmethod
+    def issue_key(self, client_id: str, key: ApiKeyRecord, now: datetime) -> ClientRecord:
+        """Atomically add a key (digest only). Raises ``TooManyKeys``, ``ClientNotFound``."""
+
+    @abstractmethod
+    def rotate_key(
+        self, client_id: str, key_id: str, new: ApiKeyRecord, grace: timedelta, now: datetime
+    ) -> ClientRecord:
+        """Atomically add ``new`` and let ``key_id`` work only until ``now + grace``. Raises
+        ``KeyNotFound``, ``KeyRevoked``, ``TooManyKeys``, ``ClientNotFound``."""
+
+    @abstractmethod
+    def revoke_key(self, client_id: str, key_id: str, now: datetime) -> ClientRecord:
+        """Atomically stop a key at once (idempotent). Raises ``KeyNotFound``."""
+
+    @abstractmethod
+    def set_key_expiry(
+        self, client_id: str, key_id: str, expires_at: datetime | None, now: datetime
+    ) -> ClientRecord:
+        """Atomically set or clear a usable key's expiry. Raises ``KeyNotFound``,
+        ``KeyRevoked``."""
+
+    @abstractmethod
+    def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
+        """Record a use of the key, written at most once per ``KEY_TOUCH_INTERVAL``."""
+
+    @abstractmethod
+    def set_policy(
+        self,
+        client_id: str,
+        now: datetime,
+        *,
+        rate_limit_per_minute: int | None,
+        ip_allowlist: list[str],
+    ) -> ClientRecord:
+        """Atomically set the client's rate-limit override and IP allowlist."""
+
+    @abstractmethod
+    def change_plan(self, client_id: str, plan: PlanId, now: datetime) -> ClientRecord:
+        """Atomically move the client to ``plan`` within its cycle (an operator's change).
+        Raises ``AlreadyOnPlan``, ``SubscriptionExists``, ``ClientNotFound``."""
 
     @abstractmethod
     def find_client_by_stripe(
@@ -205,6 +252,61 @@ class MutatingStore(Store):
             return record.model_copy(deep=True), changed
 
         return self._mutate(client_id, now, change)
+
+    def _access(
+        self, client_id: str, now: datetime, apply: Callable[[ClientRecord], bool | None]
+    ) -> ClientRecord:
+        """``_mutate`` for an access transition that returns whether it changed anything
+        (None: it always does)."""
+
+        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
+            changed = apply(record)
+            return record.model_copy(deep=True), changed is not False
+
+        return self._mutate(client_id, now, change)
+
+    def issue_key(self, client_id: str, key: ApiKeyRecord, now: datetime) -> ClientRecord:
+        return self._access(client_id, now, lambda r: access.issue_key(r, key, now))
+
+    def rotate_key(
+        self, client_id: str, key_id: str, new: ApiKeyRecord, grace: timedelta, now: datetime
+    ) -> ClientRecord:
+        return self._access(client_id, now, lambda r: access.rotate_key(r, key_id, new, grace, now))
+
+    def revoke_key(self, client_id: str, key_id: str, now: datetime) -> ClientRecord:
+        return self._access(client_id, now, lambda r: access.revoke_key(r, key_id, now))
+
+    def set_key_expiry(
+        self, client_id: str, key_id: str, expires_at: datetime | None, now: datetime
+    ) -> ClientRecord:
+        return self._access(
+            client_id, now, lambda r: access.set_key_expiry(r, key_id, expires_at, now)
+        )
+
+    def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
+        # A note of use, not an access to the account: no cycle roll, no updated_at.
+        with self._edit(client_id) as (record, write):
+            if access.touch_key(record, key_id, now):
+                write(record)
+
+    def set_policy(
+        self,
+        client_id: str,
+        now: datetime,
+        *,
+        rate_limit_per_minute: int | None,
+        ip_allowlist: list[str],
+    ) -> ClientRecord:
+        return self._access(
+            client_id,
+            now,
+            lambda r: access.set_policy(
+                r, now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
+            ),
+        )
+
+    def change_plan(self, client_id: str, plan: PlanId, now: datetime) -> ClientRecord:
+        return self._access(client_id, now, lambda r: access.admin_change_plan(r, plan, now))
 
 
 def apply_event_change(

@@ -40,6 +40,7 @@ from ..errors import (
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
 from ..plans import PlanId, get_plan
+from .audit_json import JsonAuditLog, audit_path
 from .base import (
     EVENT_ID_RETENTION,
     EventOutcome,
@@ -83,6 +84,7 @@ class JsonFileStore(MutatingStore):
                 f"Cannot create the store directory {self.path.parent}: {exc}"
             ) from exc
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+        self.audit = JsonAuditLog(audit_path(self.path), lock_timeout=lock_timeout)
         self._state: _State = _EMPTY
         #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
         self._previous: _State = _EMPTY
@@ -171,10 +173,11 @@ class JsonFileStore(MutatingStore):
                     f"holds client {record.client_id} on the {record.plan.value} plan with "
                     f"credits_remaining {record.credits_remaining}"
                 )
-            if record.client_id in clients or record.api_key_hash in by_digest:
-                raise self._corrupt(f"holds client {record.client_id} twice")
+            digests = _digests(record)
+            if record.client_id in clients or any(d in by_digest for d in digests):
+                raise self._corrupt(f"holds client {record.client_id} (or one of its keys) twice")
             clients[record.client_id] = record
-            by_digest[record.api_key_hash] = record.client_id
+            by_digest.update(dict.fromkeys(digests, record.client_id))
         return _State(raw, clients, by_digest, events, legacy)
 
     def _legacy_items(self, doc: object) -> list[object]:
@@ -228,9 +231,9 @@ class JsonFileStore(MutatingStore):
         clients = dict(state.clients)
         clients[record.client_id] = record
         by_digest = state.by_digest
-        if by_digest.get(record.api_key_hash) != record.client_id:
+        if any(by_digest.get(d) != record.client_id for d in _digests(record)):
             by_digest = dict(by_digest)
-            by_digest[record.api_key_hash] = record.client_id
+            by_digest.update(dict.fromkeys(_digests(record), record.client_id))
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -278,6 +281,13 @@ class JsonFileStore(MutatingStore):
             # in doubt, which is worth a warning.
             logger.warning("Could not fsync the directory of %s: %s", target, exc)
 
+    def _check_new_keys(self, state: _State, record: ClientRecord) -> None:
+        """A key added to ``record`` must not be another client's (digests are unique)."""
+        for digest in _digests(record):
+            owner = state.by_digest.get(digest)
+            if owner is not None and owner != record.client_id:
+                raise DuplicateClient("This key already belongs to another client")
+
     @contextmanager
     def _edit(
         self, client_id: str
@@ -287,14 +297,21 @@ class JsonFileStore(MutatingStore):
             stored = state.clients.get(client_id)
             if stored is None:
                 raise ClientNotFound()
-            yield stored.model_copy(deep=True), lambda record: self._commit(state, record)
+
+            def write(record: ClientRecord) -> None:
+                self._check_new_keys(state, record)
+                self._commit(state, record)
+
+            yield stored.model_copy(deep=True), write
 
     # -- Store API ---------------------------------------------------------------------------
 
     def create_client(self, record: ClientRecord) -> None:
         with self._lock.hold():
             state = self._current()
-            if record.client_id in state.clients or record.api_key_hash in state.by_digest:
+            if record.client_id in state.clients or any(
+                d in state.by_digest for d in _digests(record)
+            ):
                 raise DuplicateClient()
             self._commit(state, record.model_copy(deep=True))
 
@@ -402,3 +419,8 @@ class JsonFileStore(MutatingStore):
 
     def check(self) -> None:
         self._current()
+
+
+def _digests(record: ClientRecord) -> list[str]:
+    """Every digest that authenticates as this client: each key's, and the summary field."""
+    return list(dict.fromkeys([record.api_key_hash, *(k.digest for k in record.api_keys)]))

@@ -18,6 +18,7 @@ adjustments, cycle summaries, processed Stripe event ids, schema version.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,6 +48,8 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
+    or_,
     select,
     update,
 )
@@ -54,7 +57,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .. import ledger
+from .. import access, ledger
 from ..cycles import is_expired
 from ..errors import (
     BillingError,
@@ -63,12 +66,14 @@ from ..errors import (
     ConfigurationError,
     CreditLimitReached,
     DuplicateClient,
+    KeyNotFound,
     PaymentPastDue,
     StoreCorrupt,
     StoreUnavailable,
     SubscriptionPaused,
 )
 from ..models import (
+    ApiKeyRecord,
     ChargeResult,
     ClientMetadata,
     ClientRecord,
@@ -88,7 +93,9 @@ from .base import (
 
 logger = logging.getLogger("openclaw_billing.store")
 
-SCHEMA_VERSION = 1
+#: 1: the first release. 2: several API keys per client (``openclaw_api_keys``), and each
+#: client's rate-limit override and IP allowlist.
+SCHEMA_VERSION = 2
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_SIZE = 5
 POOL_OVERFLOW = 5
@@ -139,6 +146,23 @@ clients = Table(
     Column("subscription_status", String(32), nullable=True),
     Column("stripe_event_at", Integer, nullable=True),
     Column("metadata_extra", JSON, nullable=False),
+    Column("rate_limit_per_minute", Integer, nullable=True),
+    Column("ip_allowlist", JSON, nullable=True),
+)
+api_key_rows = Table(
+    "openclaw_api_keys",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False),
+    Column("label", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+    UniqueConstraint("client_id", "key_id", name="uq_openclaw_api_key_id"),
 )
 ledger_rows = Table(
     "openclaw_ledger",
@@ -225,16 +249,25 @@ class SqlStore(MutatingStore):
                 pool_size=POOL_SIZE,
                 max_overflow=POOL_OVERFLOW,
                 pool_timeout=lock_timeout,
-                pool_pre_ping=True,
+                # Not pool_pre_ping: that is one more round trip on every checkout. A
+                # connection the server dropped fails its transaction with a 503 and is
+                # discarded; connections are also renewed every half hour.
+                pool_recycle=1800,
             )
             self._read = self._write
         self._lock_timeout = lock_timeout
+        self._writers: threading.Lock | None = (
+            threading.Lock() if self.dialect == "sqlite" else None
+        )
         try:
             self._create_schema()
         except DBAPIError as exc:
             raise StoreUnavailable(
                 f"Cannot open the billing database {self.location}: {type(exc.orig).__name__}"
             ) from exc
+        from .audit_sql import SqlAuditLog  # imports this module's types, so not at the top
+
+        self.audit = SqlAuditLog(self._tx, dialect=self.dialect, location=self.location)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -251,10 +284,50 @@ class SqlStore(MutatingStore):
                     f"The billing database {self.location} has schema version {max(found)}; "
                     f"this release reads version {SCHEMA_VERSION}"
                 )
+            elif max(found) < SCHEMA_VERSION:
+                self._upgrade(conn, max(found))
+
+    def _upgrade(self, conn: Connection, version: int) -> None:
+        """Bring an older schema up to ``SCHEMA_VERSION``, one step at a time, in the schema
+        transaction (all or nothing; other workers wait on the lock)."""
+        if version < 2:
+            # create_all has made openclaw_api_keys; the clients table gains two columns and
+            # each client's one key becomes its first row in the keys table.
+            table = clients.name
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN rate_limit_per_minute INTEGER")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN ip_allowlist JSON")
+            legacy_id = literal("key_") + func.substr(clients.c.api_key_hash, 1, 12)
+            conn.execute(
+                insert(api_key_rows).from_select(
+                    ["client_id", "key_id", "digest", "prefix", "created_at"],
+                    select(
+                        clients.c.client_id,
+                        legacy_id,
+                        clients.c.api_key_hash,
+                        clients.c.api_key_prefix,
+                        clients.c.created_at,
+                    ).order_by(clients.c.seq),
+                )
+            )
+        conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
+        logger.warning(
+            "Upgraded the billing database %s from schema version %d to %d",
+            self.location,
+            version,
+            SCHEMA_VERSION,
+        )
 
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[Connection]:
-        """A transaction; database errors become ``StoreUnavailable`` (503), never a 500."""
+        """A transaction; database errors become ``StoreUnavailable`` (503), never a 500.
+
+        SQLite writers of this process queue on a lock before ``BEGIN IMMEDIATE``: the
+        database admits one writer, and threads that wait in the kernel are served roughly in
+        order, where SQLite's busy handler would have them sleep and retry (which starves
+        some of them: the long tail of latency)."""
+        queue = self._writers if write else None
+        if queue is not None and not queue.acquire(timeout=self._lock_timeout):
+            raise StoreUnavailable()
         try:
             with (self._write if write else self._read).begin() as conn:
                 yield conn
@@ -266,6 +339,9 @@ class SqlStore(MutatingStore):
         except PoolTimeout as exc:  # every pooled connection busy past the lock timeout
             logger.warning("Billing database pool exhausted: %s", exc)
             raise StoreUnavailable() from exc
+        finally:
+            if queue is not None:
+                queue.release()
 
     @staticmethod
     def _lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
@@ -306,6 +382,14 @@ class SqlStore(MutatingStore):
             adjustments.setdefault((a.client_id, a.cycle_no), []).append(
                 CreditAdjustment(timestamp=a.timestamp, amount=a.amount, reason=a.reason)
             )
+        keys: dict[str, list[ApiKeyRecord]] = {}
+        for k in conn.execute(
+            select(api_key_rows)
+            .where(api_key_rows.c.client_id.in_(ids))
+            .order_by(api_key_rows.c.id)
+        ):
+            fields = {name: getattr(k, name) for name in ApiKeyRecord.model_fields}
+            keys.setdefault(k.client_id, []).append(ApiKeyRecord(**fields))
         summaries: dict[str, list[CycleSummary]] = {}
         for s in conn.execute(
             select(summary_rows)
@@ -356,6 +440,9 @@ class SqlStore(MutatingStore):
                             stripe_event_at=r.stripe_event_at,
                             **(r.metadata_extra or {}),
                         ),
+                        api_keys=keys.get(r.client_id, []),
+                        rate_limit_per_minute=r.rate_limit_per_minute,
+                        ip_allowlist=r.ip_allowlist or [],
                     )
                 )
             except (ValidationError, ValueError) as exc:
@@ -389,6 +476,8 @@ class SqlStore(MutatingStore):
             "subscription_status": meta.subscription_status,
             "stripe_event_at": meta.stripe_event_at,
             "metadata_extra": dict(meta.model_extra or {}),
+            "rate_limit_per_minute": record.rate_limit_per_minute,
+            "ip_allowlist": list(record.ip_allowlist),
         }
 
     def _save(
@@ -447,11 +536,26 @@ class SqlStore(MutatingStore):
             }
             for a in after.metadata.credit_adjustments[done:]
         ]
+        known = {k.key_id: k for k in before.api_keys}
+        new_keys = [_key_row(cid, k) for k in after.api_keys if k.key_id not in known]
+        for k in after.api_keys:
+            if k.key_id in known and k != known[k.key_id]:
+                conn.execute(
+                    update(api_key_rows)
+                    .where(api_key_rows.c.client_id == cid, api_key_rows.c.key_id == k.key_id)
+                    .values(
+                        label=k.label,
+                        expires_at=k.expires_at,
+                        revoked_at=k.revoked_at,
+                        last_used_at=k.last_used_at,
+                    )
+                )
         # One batched statement per table: a 200-entry ledger is one round trip, not 200.
         for table, rows in (
             (summary_rows, summaries),
             (ledger_rows, entries),
             (adjustment_rows, adjustments),
+            (api_key_rows, new_keys),
         ):
             if rows:
                 conn.execute(insert(table), rows)
@@ -460,12 +564,15 @@ class SqlStore(MutatingStore):
     def _edit(
         self, client_id: str
     ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
-        with self._tx() as conn:
-            row = self._lock_row(conn, client_id)
-            if row is None:
-                raise ClientNotFound()
-            [before] = self._load(conn, [row])
-            yield before.model_copy(deep=True), lambda record: self._save(conn, before, record)
+        try:
+            with self._tx() as conn:
+                row = self._lock_row(conn, client_id)
+                if row is None:
+                    raise ClientNotFound()
+                [before] = self._load(conn, [row])
+                yield before.model_copy(deep=True), lambda r: self._save(conn, before, r)
+        except IntegrityError:  # a new key's digest is another client's (digests are unique)
+            raise DuplicateClient("This key already belongs to another client") from None
 
     # -- Store API ------------------------------------------------------------------------
 
@@ -476,6 +583,7 @@ class SqlStore(MutatingStore):
                 empty = record.model_copy(deep=True)
                 empty.metadata.cost_log, empty.metadata.credit_adjustments = [], []
                 empty.metadata.cycle_history = []
+                empty.api_keys = []
                 self._save(conn, empty, record, new_record=True)
         except IntegrityError:
             raise DuplicateClient() from None
@@ -487,8 +595,33 @@ class SqlStore(MutatingStore):
 
     def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
         with self._tx(write=False) as conn:
-            row = conn.execute(select(clients).where(clients.c.api_key_hash == digest)).first()
+            by_key = api_key_rows.c.client_id == clients.c.client_id
+            row = conn.execute(
+                select(clients).join(api_key_rows, by_key).where(api_key_rows.c.digest == digest)
+            ).first()
             return self._load(conn, [row])[0] if row is not None else None
+
+    def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
+        # One conditional UPDATE: a write at most once a minute per key, no record load.
+        due = or_(
+            api_key_rows.c.last_used_at.is_(None),
+            api_key_rows.c.last_used_at <= now - access.KEY_TOUCH_INTERVAL,
+        )
+        with self._tx() as conn:
+            found = conn.execute(
+                update(api_key_rows)
+                .where(api_key_rows.c.client_id == client_id, api_key_rows.c.key_id == key_id, due)
+                .values(last_used_at=now)
+            )
+            if found.rowcount == 0 and self._key_missing(conn, client_id, key_id):
+                raise KeyNotFound()
+
+    @staticmethod
+    def _key_missing(conn: Connection, client_id: str, key_id: str) -> bool:
+        query = select(api_key_rows.c.id).where(
+            api_key_rows.c.client_id == client_id, api_key_rows.c.key_id == key_id
+        )
+        return conn.execute(query).first() is None
 
     def list_clients(
         self,
@@ -700,3 +833,7 @@ def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _key_row(client_id: str, key: ApiKeyRecord) -> dict[str, Any]:
+    return {"client_id": client_id, **key.model_dump()}

@@ -1,0 +1,247 @@
+"""The JSON store's audit log: an append-only JSON Lines file beside the store file.
+
+``<store file>.audit.jsonl`` holds one event per line, oldest first, ids 1, 2, 3, ... The file
+is only ever appended to: never rewritten, never truncated.
+
+* An append runs under :class:`FileLock` on ``<audit file>.lock`` (threads and processes),
+  reads the last complete event line to number the new one, writes the line with one
+  ``write`` and fsyncs before returning (the directory too, when the append created the file).
+* A crash during an append can leave a final line with no newline: readers ignore it (it was
+  never acknowledged), so it never stops the service. The next append ends that line with
+  :data:`TORN_SUFFIX` and a newline before writing its own, and readers skip every line that
+  ends so. No valid line can: a valid line is a JSON object and ends with ``}``.
+* Any other line that is not a valid event, or an id that does not increase, stops reads with
+  ``StoreCorrupt`` naming the file, the line and its byte offset. The file is left as it is:
+  the operator repairs it out of band. Appends only look at the end of the file, so recording
+  goes on meanwhile.
+
+Readers take no lock: a line being appended has no newline yet, so it is ignored like a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
+from ..errors import StoreCorrupt, StoreUnavailable
+from .filelock import FileLock
+
+logger = logging.getLogger("openclaw_billing.store")
+
+#: What an append writes after a torn final line (before the newline) so it is skipped.
+TORN_SUFFIX = b" #torn"
+#: How much of the file's end is read first to find the last event (lines are < 10 kB).
+_TAIL_CHUNK = 64 * 1024
+#: Events written per ``write`` + ``fsync`` when importing.
+_IMPORT_BATCH = 1000
+_FIELDS = frozenset(AuditEvent.model_fields)
+
+
+def audit_path(store_path: Path) -> Path:
+    """Where the audit log of the JSON store at ``store_path`` lives."""
+    return store_path.with_name(store_path.name + ".audit.jsonl")
+
+
+def _line(event: AuditEvent) -> bytes:
+    doc = {"id": event.id, **event.model_dump(mode="json", exclude={"id"})}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class JsonAuditLog(AuditLog):
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.location = f"jsonl://{self.path}"
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _corrupt(self, line: int, offset: int, problem: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"The audit log {self.path} line {line} (byte {offset}) {problem}. The file was "
+            "left untouched: repair or remove that line (keep a copy), or move the file aside."
+        )
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, event: NewAuditEvent) -> AuditEvent:
+        return self._append([event])[0]
+
+    def import_events(self, events: Iterable[NewAuditEvent]) -> int:
+        count = 0
+        iterator = iter(events)
+        while batch := list(islice(iterator, _IMPORT_BATCH)):
+            count += len(self._append(batch))
+        return count
+
+    def _append(self, events: list[NewAuditEvent]) -> list[AuditEvent]:
+        try:
+            with self._lock.hold():
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    size = os.fstat(fd).st_size
+                    last_id, torn = self._tail(fd, size)
+                    stored = [
+                        AuditEvent(id=last_id + n, **e.model_dump())
+                        for n, e in enumerate(events, 1)
+                    ]
+                    data = b"".join(_line(e) for e in stored)
+                    if torn:
+                        logger.warning(
+                            "Ended a torn line in %s left by an interrupted append (ignored)",
+                            self.path,
+                        )
+                        data = TORN_SUFFIX + b"\n" + data
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if size == 0:
+                    self._fsync_directory()
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot write the audit log {self.path}: {exc}") from exc
+        return stored
+
+    def _tail(self, fd: int, size: int) -> tuple[int, bool]:
+        """The id of the last complete event line (0 if none) and whether the file ends in a
+        torn line. Reads only the end of the file, more only if it holds no event line."""
+        if size == 0:
+            return 0, False
+        torn = os.pread(fd, 1, size - 1) != b"\n"
+        window = _TAIL_CHUNK
+        while True:
+            start = max(0, size - window)
+            chunk = os.pread(fd, size - start, start)
+            end = chunk.rfind(b"\n")
+            # Complete lines in the window (the first may be cut unless the window starts at 0).
+            lines = chunk[: end + 1].split(b"\n")[:-1] if end >= 0 else []
+            whole = lines if start == 0 else lines[1:]
+            for line in reversed(whole):
+                if line.endswith(TORN_SUFFIX):
+                    continue
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    doc = None
+                if not isinstance(doc, dict) or type(doc.get("id")) is not int:
+                    # Numbering after it would hide the damage: stop until it is repaired.
+                    raise StoreCorrupt(
+                        f"The audit log {self.path} ends with a damaged line; nothing was "
+                        "appended. The file was left untouched: repair or remove that line "
+                        "(keep a copy), or move the file aside."
+                    )
+                return int(doc["id"]), torn
+            if start == 0:
+                return 0, torn
+            window *= 4
+
+    def _fsync_directory(self) -> None:
+        try:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:  # the event is written; only its durability is in doubt
+            logger.warning("Could not fsync the directory of %s: %s", self.path, exc)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _documents(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """(line number, byte offset, parsed line) of every event, oldest first. Raises
+        ``StoreCorrupt`` at the first line that is neither an event nor a skipped torn line."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot read the audit log {self.path}: {exc}") from exc
+        with handle:
+            offset, last_id = 0, 0
+            for number, line in enumerate(handle, 1):
+                start = offset
+                offset += len(line)
+                if not line.endswith(b"\n"):
+                    return  # the final line of an append cut short (or still being written)
+                body = line[:-1]
+                if body.endswith(TORN_SUFFIX):
+                    continue
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    raise self._corrupt(number, start, "is not valid JSON") from None
+                if not isinstance(doc, dict) or type(doc.get("id")) is not int:
+                    raise self._corrupt(number, start, "is not an audit event")
+                if doc["id"] <= last_id:
+                    raise self._corrupt(
+                        number, start, f"has id {doc['id']}, not after the previous {last_id}"
+                    )
+                last_id = doc["id"]
+                yield number, start, doc
+
+    def _validate(self, number: int, offset: int, doc: dict[str, Any]) -> AuditEvent:
+        try:
+            return AuditEvent.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "event"
+            problem = f"is not a valid event ({where}: {first['msg']})"
+            raise self._corrupt(number, offset, problem) from None
+
+    def export(self) -> Iterator[AuditEvent]:
+        for number, offset, doc in self._documents():
+            yield self._validate(number, offset, doc)
+
+    def query(
+        self,
+        *,
+        client_id: str | None = None,
+        action: AuditAction | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditEvent], int]:
+        check_query(offset, limit, since, until)
+        # One pass keeps the newest offset + limit matches. Every line is parsed and checked
+        # for shape (a damaged line anywhere stops the read, it is never silently left out);
+        # only the page is fully validated, which keeps a long log quick to page through.
+        newest: deque[tuple[int, int, dict[str, Any]]] = deque(maxlen=offset + limit)
+        total = 0
+        wanted = None if action is None else action.value
+        for number, start, doc in self._documents():
+            if set(doc) != _FIELDS:
+                raise self._corrupt(number, start, "is not an audit event (unexpected fields)")
+            if (client_id is not None and doc["client_id"] != client_id) or (
+                wanted is not None and doc["action"] != wanted
+            ):
+                continue
+            if since is not None or until is not None:
+                at = self._at(number, start, doc)
+                if (since is not None and at < since) or (until is not None and at >= until):
+                    continue
+            total += 1
+            if newest.maxlen:
+                newest.append((number, start, doc))
+        page = [self._validate(*found) for found in list(reversed(newest))[offset:]]
+        return page, total
+
+    def _at(self, number: int, offset: int, doc: dict[str, Any]) -> datetime:
+        try:
+            at = datetime.fromisoformat(doc["at"])
+        except (TypeError, ValueError):
+            at = None
+        if at is None or at.tzinfo is None:
+            raise self._corrupt(number, offset, "has no valid timezone-aware time (at)")
+        return at

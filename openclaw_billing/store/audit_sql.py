@@ -1,0 +1,175 @@
+"""The SQL store's audit log: one append-only table, ``openclaw_audit_log``, in the same database.
+
+* ``id`` is the table's autoincrement key (``AUTOINCREMENT`` on SQLite, so an id is never
+  reused; a sequence on PostgreSQL): strictly increasing in the order rows are inserted.
+* An append is one ``INSERT`` in its own transaction on the store's write engine; it is
+  committed (durable: SQLite ``synchronous=FULL``, PostgreSQL commit) before it returns.
+* Indexes on (client_id, id), (action, id) and (at) serve the filters, newest first.
+* The table is created if missing when the store opens (``checkfirst``, under the schema's
+  advisory lock on PostgreSQL), independently of the store's schema version: adding it needs no
+  migration step, and a database without it gains it on the next start.
+
+Nothing here updates or deletes a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime
+from itertools import islice
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+)
+
+from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
+from ..errors import StoreCorrupt
+from .sql import _SCHEMA_LOCK, UtcDateTime
+
+#: Rows per read when streaming an export, and per batch when importing.
+_BATCH = 1000
+
+audit_metadata = MetaData()
+audit_rows = Table(
+    "openclaw_audit_log",
+    audit_metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UtcDateTime, nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("client_id", String(100), nullable=True),
+    Column("actor", String(120), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index("ix_openclaw_audit_client", "client_id", "id"),
+    Index("ix_openclaw_audit_action", "action", "id"),
+    Index("ix_openclaw_audit_at", "at"),
+    sqlite_autoincrement=True,
+)
+
+
+class Transactions(Protocol):
+    """The store's transaction factory: database errors become ``StoreUnavailable``."""
+
+    def __call__(self, *, write: bool = True) -> AbstractContextManager[Connection]: ...
+
+
+def _values(event: NewAuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "action": event.action.value,
+        "client_id": event.client_id,
+        "actor": event.actor,
+        "source": event.source,
+        "detail": event.detail,
+    }
+
+
+class SqlAuditLog(AuditLog):
+    def __init__(self, tx: Transactions, *, dialect: str, location: str) -> None:
+        self._tx = tx
+        self.location = location
+        with tx() as conn:
+            if dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            audit_metadata.create_all(conn, checkfirst=True)
+
+    def _event(self, row: Row[Any]) -> AuditEvent:
+        try:
+            return AuditEvent(
+                id=row.id,
+                at=row.at,
+                action=row.action,
+                client_id=row.client_id,
+                actor=row.actor,
+                source=row.source,
+                detail=row.detail,
+            )
+        except ValidationError as exc:
+            raise StoreCorrupt(
+                f"The audit log in {self.location} holds an invalid event {row.id}: "
+                f"{exc.errors()[0]['msg']}"
+            ) from None
+
+    def append(self, event: NewAuditEvent) -> AuditEvent:
+        with self._tx() as conn:
+            result = conn.execute(insert(audit_rows).values(_values(event)))
+            inserted = result.inserted_primary_key
+            assert inserted is not None  # a single-row INSERT always has one
+            new_id = int(inserted[0])
+        return AuditEvent(id=new_id, **event.model_dump())
+
+    def import_events(self, events: Iterable[NewAuditEvent]) -> int:
+        count = 0
+        iterator = iter(events)
+        # One transaction: an import lands whole or not at all. Rows are inserted one
+        # statement after another, so their ids follow the order given.
+        with self._tx() as conn:
+            while batch := list(islice(iterator, _BATCH)):
+                conn.execute(insert(audit_rows), [_values(e) for e in batch])
+                count += len(batch)
+        return count
+
+    def export(self) -> Iterator[AuditEvent]:
+        last = 0
+        while True:
+            with self._tx(write=False) as conn:
+                rows = conn.execute(
+                    select(audit_rows)
+                    .where(audit_rows.c.id > last)
+                    .order_by(audit_rows.c.id)
+                    .limit(_BATCH)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._event(row)
+            last = rows[-1].id
+
+    def query(
+        self,
+        *,
+        client_id: str | None = None,
+        action: AuditAction | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditEvent], int]:
+        check_query(offset, limit, since, until)
+        conditions = []
+        if client_id is not None:
+            conditions.append(audit_rows.c.client_id == client_id)
+        if action is not None:
+            conditions.append(audit_rows.c.action == action.value)
+        if since is not None:
+            conditions.append(audit_rows.c.at >= since)
+        if until is not None:
+            conditions.append(audit_rows.c.at < until)
+        with self._tx(write=False) as conn:
+            total = conn.execute(select(func.count()).select_from(audit_rows).where(*conditions))
+            rows = conn.execute(
+                select(audit_rows)
+                .where(*conditions)
+                .order_by(audit_rows.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            count = int(total.scalar_one())
+        return [self._event(r) for r in rows], count
