@@ -29,7 +29,7 @@ from openclaw_billing.keys import digest_key, display_prefix, generate_key
 from openclaw_billing.models import ClientMetadata, ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
 from openclaw_billing.store.json_file import FORMAT, VERSION
-from openclaw_billing.store.sql import SqlStore, clients, ledger_rows
+from openclaw_billing.store.sql import SqlStore, api_key_rows, clients, key_row, ledger_rows
 
 #: The clients the load is spread over (as many as the smallest store holds).
 BENCH_CLIENTS = 100
@@ -132,17 +132,21 @@ def _fill_sql(url: str, total: int) -> tuple[list[str], list[str]]:
     engine = _engine(url)
     try:
         batch: list[dict[str, Any]] = []
+        key_batch: list[dict[str, Any]] = []
         with engine.begin() as conn:
             for record, key in _records(total, utcnow()):
                 batch.append(SqlStore._columns(record))
+                key_batch += [key_row(record.client_id, k) for k in record.api_keys]
                 if key is not None:
                     keys.append(key)
                     ids.append(record.client_id)
                 if len(batch) >= BATCH:
                     conn.execute(insert(clients), batch)
-                    batch = []
+                    conn.execute(insert(api_key_rows), key_batch)
+                    batch, key_batch = [], []
             if batch:
                 conn.execute(insert(clients), batch)
+                conn.execute(insert(api_key_rows), key_batch)
     finally:
         engine.dispose()
     return keys, ids

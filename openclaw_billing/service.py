@@ -197,15 +197,19 @@ class BillingService:
     # -- the contract ----------------------------------------------------------------------
 
     def authenticate(
-        self, api_key: str | None, *, now: datetime | None = None
+        self, api_key: str | None, *, now: datetime | None = None, ledger: bool = True
     ) -> ClientRecord | None:
         """The active client owning ``api_key``, or None for a missing, malformed, unknown,
-        revoked or expired key or an inactive client (all the same None)."""
+        revoked or expired key or an inactive client (all the same None).
+
+        ``ledger=False`` is authentication only (the HTTP dependency): the record's ledger
+        parts may be empty (see ``Store.get_client_by_key_digest``), so the cost of a request
+        does not grow with the jobs the client has run this cycle."""
         if not api_key or not is_well_formed(api_key):
             return None
         now = now or utcnow()
         digest = digest_key(api_key)
-        record = self.store.get_client_by_key_digest(digest)
+        record = self.store.get_client_by_key_digest(digest, ledger=ledger)
         key = None if record is None else record.key_by_digest(digest)
         if record is None or key is None or not digests_match(key.digest, digest):
             return None

@@ -623,3 +623,53 @@ def test_auth_failures_are_audited_and_bounded_by_the_throttle(
     raw = (env / "clients.json.audit.jsonl").read_text()
     for secret in (wrong, wrong[8:], "x" * 40, client["api_key"]):
         assert secret not in raw
+
+
+# -- authentication without the ledger ------------------------------------------------------
+
+
+def test_authentication_reads_the_account_not_the_ledger(store: Store) -> None:
+    record, key = add_client(store)
+    store.issue_key(record.client_id, new_key_record(generate_key(), T0), T0)
+    for n in range(30):
+        store.charge(record.client_id, f"job-{n}", 0.25, T0)
+    store.add_credits(record.client_id, 5, "courtesy", T0)
+    full = store.get_client_by_key_digest(digest_key(key))
+    light = store.get_client_by_key_digest(digest_key(key), ledger=False)
+    assert full is not None
+    assert light is not None
+    assert len(full.metadata.cost_log) == 30
+    expected = full.model_copy(deep=True)
+    if light.metadata.cost_log == []:  # SQL leaves the ledger parts out; JSON has them anyway
+        expected.metadata.cost_log = []
+        expected.metadata.credit_adjustments = []
+        expected.metadata.cycle_history = []
+    assert light == expected
+    assert store.get_client_by_key_digest(digest_key(generate_key()), ledger=False) is None
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_authentication_is_one_query_whatever_the_usage(store: Store) -> None:
+    from sqlalchemy import event
+
+    from openclaw_billing.store.sql import SqlStore
+
+    assert isinstance(store, SqlStore)
+    record, key = add_client(store, PlanId.ENTERPRISE)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    for jobs in (0, 500):
+        for n in range(jobs):
+            store.charge(record.client_id, f"job-{jobs}-{n}", 0.0, T0)
+        statements.clear()
+        event.listen(store._read, "before_cursor_execute", count)
+        try:
+            found = store.get_client_by_key_digest(digest_key(key), ledger=False)
+        finally:
+            event.remove(store._read, "before_cursor_execute", count)
+        assert found is not None
+        selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(selects) == 1, statements

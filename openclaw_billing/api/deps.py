@@ -91,11 +91,17 @@ def require_client(
     """The active client whose key is in ``X-Client-Key``, within its rate limit; else 401
     ``invalid_api_key`` (one body for every bad key), 403 ``ip_not_allowed`` (a valid key from
     outside the client's IP allowlist) or 429 ``rate_limited``. Failures are counted against
-    the address and recorded in the audit log."""
+    the address and recorded in the audit log.
+
+    The record is the client's account (plan, credits, status, Stripe ids, keys, policy);
+    its ledger parts (``metadata.cost_log``, ``credit_adjustments``, ``cycle_history``) may
+    be empty, so authentication costs the same whatever the client's usage. Read the ledger
+    with ``service.get_client(client.client_id)``."""
     limiter.check_auth(address)  # before the key is looked at: a right guess is not confirmed
     if api_key is None:
         raise InvalidApiKey()
-    client = None if len(api_key) > MAX_SECRET_HEADER_LENGTH else service.authenticate(api_key)
+    too_long = len(api_key) > MAX_SECRET_HEADER_LENGTH
+    client = None if too_long else service.authenticate(api_key, ledger=False)
     if client is None:
         prefix = display_prefix(api_key) if is_well_formed(api_key) else None
         detail: dict[str, DetailValue] = {} if prefix is None else {"key_prefix": prefix}

@@ -63,8 +63,13 @@ class Store(ABC):
         """The stored client, or None. Does not roll the cycle."""
 
     @abstractmethod
-    def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
-        """The client whose key has this SHA-256 hex digest, or None (active or not)."""
+    def get_client_by_key_digest(self, digest: str, *, ledger: bool = True) -> ClientRecord | None:
+        """The client whose key has this SHA-256 hex digest, or None (active or not).
+
+        With ``ledger=False`` the record's ledger parts (``metadata.cost_log``,
+        ``credit_adjustments`` and ``cycle_history``) may be left empty: what authentication
+        needs, at a cost that does not grow with the client's usage. Everything else is
+        complete."""
 
     @abstractmethod
     def list_clients(

@@ -38,11 +38,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Row,
+    Select,
     String,
     Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -210,6 +212,47 @@ event_rows = Table(
     Column("processed_at", UtcDateTime, nullable=False, index=True),
 )
 
+_KEY_FIELDS = tuple(ApiKeyRecord.model_fields)
+
+
+def _account_by_digest() -> Select[Any]:
+    """Authentication's one query: the client's row with each of its keys (a result row per
+    key), found by one key's digest; its cost does not depend on the client's ledger."""
+    found, every = api_key_rows.alias("found"), api_key_rows.alias("every")
+    return (
+        select(clients, *(every.c[name].label(f"key_{name}") for name in _KEY_FIELDS))
+        .join_from(found, clients, found.c.client_id == clients.c.client_id)
+        .join(every, every.c.client_id == clients.c.client_id)
+        .where(found.c.digest == bindparam("digest"))
+        .order_by(every.c.id)
+    )
+
+
+# The hot path's statements, built once: constructing a statement costs more in Python than
+# SQLite takes to run it.
+_ACCOUNT_BY_DIGEST = _account_by_digest()
+_LOCK_ROW = select(clients).where(clients.c.client_id == bindparam("b_client")).with_for_update()
+_FIND_JOB = select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
+    ledger_rows.c.client_id == bindparam("b_client"), ledger_rows.c.job_id == bindparam("b_job")
+)
+#: Charge a limited plan: one conditional UPDATE (no credit left: no row).
+_TAKE_CREDIT = (
+    update(clients)
+    .where(clients.c.client_id == bindparam("b_client"), clients.c.credits_remaining > 0)
+    .values(
+        credits_remaining=clients.c.credits_remaining - 1,
+        total_spent=bindparam("b_spent"),
+        updated_at=bindparam("b_now"),
+    )
+)
+#: An unlimited plan: log the spend only.
+_LOG_ONLY = (
+    update(clients)
+    .where(clients.c.client_id == bindparam("b_client"))
+    .values(total_spent=bindparam("b_spent"), updated_at=bindparam("b_now"))
+)
+_INSERT_LEDGER = insert(ledger_rows)
+
 #: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
 _SCHEMA_LOCK = 0x0C1A_B111
 
@@ -345,8 +388,7 @@ class SqlStore(MutatingStore):
 
     @staticmethod
     def _lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
-        query = select(clients).where(clients.c.client_id == client_id).with_for_update()
-        return conn.execute(query).first()
+        return conn.execute(_LOCK_ROW, {"b_client": client_id}).first()
 
     def _load(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[ClientRecord]:
         """Whole records for client rows, in three queries however many rows."""
@@ -413,44 +455,61 @@ class SqlStore(MutatingStore):
             history = summaries.get(r.client_id, [])
             if history:  # as in the JSON store: the newest summary keeps its ledger
                 history[-1].entries = entries.get((r.client_id, r.cycle_no - 1), [])
-            try:
-                records.append(
-                    ClientRecord(
-                        client_id=r.client_id,
-                        name=r.name,
-                        email=r.email,
-                        api_key_hash=r.api_key_hash,
-                        api_key_prefix=r.api_key_prefix,
-                        plan=PlanId(r.plan),
-                        credits_remaining=r.credits_remaining,
-                        total_spent=r.total_spent,
-                        created_at=r.created_at,
-                        updated_at=r.updated_at,
-                        active=r.active,
-                        stripe_customer_id=r.stripe_customer_id,
-                        stripe_subscription_id=r.stripe_subscription_id,
-                        billing_cycle_start=r.billing_cycle_start,
-                        billing_cycle_end=r.billing_cycle_end,
-                        metadata=ClientMetadata(
-                            credit_adjustments=adjustments.get((r.client_id, r.cycle_no), []),
-                            cost_log=entries.get((r.client_id, r.cycle_no), []),
-                            cycle_history=history,
-                            cycle_allowance=r.cycle_allowance,
-                            subscription_status=r.subscription_status,
-                            stripe_event_at=r.stripe_event_at,
-                            **(r.metadata_extra or {}),
-                        ),
-                        api_keys=keys.get(r.client_id, []),
-                        rate_limit_per_minute=r.rate_limit_per_minute,
-                        ip_allowlist=r.ip_allowlist or [],
-                    )
+            records.append(
+                self._record(
+                    r,
+                    keys.get(r.client_id, []),
+                    cost_log=entries.get((r.client_id, r.cycle_no), []),
+                    adjustments=adjustments.get((r.client_id, r.cycle_no), []),
+                    history=history,
                 )
-            except (ValidationError, ValueError) as exc:
-                raise StoreCorrupt(
-                    f"The billing database {self.location} holds an invalid client "
-                    f"{r.client_id}: {exc}"
-                ) from None
+            )
         return records
+
+    def _record(
+        self,
+        r: Row[Any],
+        keys: list[ApiKeyRecord],
+        *,
+        cost_log: list[CostEntry],
+        adjustments: list[CreditAdjustment],
+        history: list[CycleSummary],
+    ) -> ClientRecord:
+        """A record from its ``clients`` row, its keys and the ledger parts given."""
+        try:
+            return ClientRecord(
+                client_id=r.client_id,
+                name=r.name,
+                email=r.email,
+                api_key_hash=r.api_key_hash,
+                api_key_prefix=r.api_key_prefix,
+                plan=PlanId(r.plan),
+                credits_remaining=r.credits_remaining,
+                total_spent=r.total_spent,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                active=r.active,
+                stripe_customer_id=r.stripe_customer_id,
+                stripe_subscription_id=r.stripe_subscription_id,
+                billing_cycle_start=r.billing_cycle_start,
+                billing_cycle_end=r.billing_cycle_end,
+                metadata=ClientMetadata(
+                    credit_adjustments=adjustments,
+                    cost_log=cost_log,
+                    cycle_history=history,
+                    cycle_allowance=r.cycle_allowance,
+                    subscription_status=r.subscription_status,
+                    stripe_event_at=r.stripe_event_at,
+                    **(r.metadata_extra or {}),
+                ),
+                api_keys=keys,
+                rate_limit_per_minute=r.rate_limit_per_minute,
+                ip_allowlist=r.ip_allowlist or [],
+            )
+        except (ValidationError, ValueError) as exc:
+            raise StoreCorrupt(
+                f"The billing database {self.location} holds an invalid client {r.client_id}: {exc}"
+            ) from None
 
     @staticmethod
     def _columns(record: ClientRecord) -> dict[str, Any]:
@@ -537,7 +596,7 @@ class SqlStore(MutatingStore):
             for a in after.metadata.credit_adjustments[done:]
         ]
         known = {k.key_id: k for k in before.api_keys}
-        new_keys = [_key_row(cid, k) for k in after.api_keys if k.key_id not in known]
+        new_keys = [key_row(cid, k) for k in after.api_keys if k.key_id not in known]
         for k in after.api_keys:
             if k.key_id in known and k != known[k.key_id]:
                 conn.execute(
@@ -593,13 +652,22 @@ class SqlStore(MutatingStore):
             row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
             return self._load(conn, [row])[0] if row is not None else None
 
-    def get_client_by_key_digest(self, digest: str) -> ClientRecord | None:
+    def get_client_by_key_digest(self, digest: str, *, ledger: bool = True) -> ClientRecord | None:
+        if ledger:
+            with self._tx(write=False) as conn:
+                by_key = api_key_rows.c.client_id == clients.c.client_id
+                row = conn.execute(
+                    select(clients)
+                    .join(api_key_rows, by_key)
+                    .where(api_key_rows.c.digest == digest)
+                ).first()
+                return self._load(conn, [row])[0] if row is not None else None
         with self._tx(write=False) as conn:
-            by_key = api_key_rows.c.client_id == clients.c.client_id
-            row = conn.execute(
-                select(clients).join(api_key_rows, by_key).where(api_key_rows.c.digest == digest)
-            ).first()
-            return self._load(conn, [row])[0] if row is not None else None
+            rows = conn.execute(_ACCOUNT_BY_DIGEST, {"digest": digest}).all()
+        if not rows:
+            return None
+        keys = [ApiKeyRecord(**{n: getattr(r, f"key_{n}") for n in _KEY_FIELDS}) for r in rows]
+        return self._record(rows[0], keys, cost_log=[], adjustments=[], history=[])
 
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         # One conditional UPDATE: a write at most once a minute per key, no record load.
@@ -688,11 +756,7 @@ class SqlStore(MutatingStore):
     ) -> ChargeResult:
         """The hot path, under the row lock: replay, checks, conditional UPDATE, ledger row."""
         cid = row.client_id
-        existing = conn.execute(
-            select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
-                ledger_rows.c.client_id == cid, ledger_rows.c.job_id == job_id
-            )
-        ).first()
+        existing = conn.execute(_FIND_JOB, {"b_client": cid, "b_job": job_id}).first()
         if existing is not None:
             return ChargeResult(
                 cid, job_id, existing.cost, existing.charged_at, row.credits_remaining, True
@@ -704,21 +768,22 @@ class SqlStore(MutatingStore):
         if row.subscription_status == "paused":
             raise SubscriptionPaused()
         spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
-        values: dict[str, Any] = {"total_spent": spent, "updated_at": now}
-        condition = [clients.c.client_id == cid]
         remaining = row.credits_remaining
-        if remaining is not None:
-            values["credits_remaining"] = clients.c.credits_remaining - 1
-            condition.append(clients.c.credits_remaining > 0)
-            remaining -= 1
-        if conn.execute(update(clients).where(*condition).values(values)).rowcount != 1:
+        statement = _LOG_ONLY if remaining is None else _TAKE_CREDIT
+        params = {"b_client": cid, "b_spent": spent, "b_now": now}
+        if conn.execute(statement, params).rowcount != 1:
             raise CreditLimitReached()
-        conn.execute(
-            insert(ledger_rows).values(
-                client_id=cid, job_id=job_id, cycle_no=row.cycle_no, cost=cost, charged_at=now
-            )
+        ledger_row = {
+            "client_id": cid,
+            "job_id": job_id,
+            "cycle_no": row.cycle_no,
+            "cost": cost,
+            "charged_at": now,
+        }
+        conn.execute(_INSERT_LEDGER, ledger_row)
+        return ChargeResult(
+            cid, job_id, cost, now, None if remaining is None else remaining - 1, replayed=False
         )
-        return ChargeResult(cid, job_id, cost, now, remaining, replayed=False)
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
@@ -835,5 +900,5 @@ def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _key_row(client_id: str, key: ApiKeyRecord) -> dict[str, Any]:
+def key_row(client_id: str, key: ApiKeyRecord) -> dict[str, Any]:
     return {"client_id": client_id, **key.model_dump()}
