@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from client_auth import CurrentClient, install_body_limit, install_error_handlers
 from client_auth import router as client_auth_router
 from openclaw_billing.api.bodylimit import BodyLimitedRoute
-from openclaw_billing.api.deps import ServiceDep
+from openclaw_billing.api.deps import ServiceDep, run_billing
 from openclaw_billing.api.schemas import ErrorPublic
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.errors import (
@@ -49,7 +49,7 @@ from openclaw_billing.errors import (
     NotFound,
     StoreUnavailable,
 )
-from openclaw_billing.models import ChargeResult, UtcDatetime
+from openclaw_billing.models import ChargeResult, ClientRecord, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter
 from openclaw_billing.service import BillingService, get_service
@@ -209,7 +209,7 @@ class JobStore:
         ]
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     jobs: JobStore = request.app.state.jobs
     return jobs
 
@@ -359,7 +359,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     tags=["jobs"],
     responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 429, 503)},
 )
-def intake(
+async def intake(
     body: JobCreate,
     client: CurrentClient,
     service: ServiceDep,
@@ -391,6 +391,18 @@ def intake(
     With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
     charge (idempotent per job id) and the queued job (one per id) happen at most once; the job
     file keeps a hash of the body and the first answer's credits to answer retries with."""
+    # On the worker's billing threads (OPENCLAW_BILLING_THREADS), like the key check.
+    return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
+
+
+def _intake(
+    body: JobCreate,
+    client: ClientRecord,
+    service: BillingService,
+    jobs: JobStore,
+    response: Response,
+    idempotency_key: str | None,
+) -> JobAccepted:
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
             raise InvalidIdempotencyKey()

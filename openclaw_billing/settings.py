@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     #: Proxies whose ``X-Forwarded-For`` is believed (comma-separated IPs or CIDRs). Empty: the
     #: TCP peer is the client address and ``X-Forwarded-For`` is ignored.
     trusted_proxies: Annotated[str, Field(validation_alias="OPENCLAW_TRUSTED_PROXIES")] = ""
+    #: Threads per worker process that run authentication and charging (the store and the
+    #: job file). Few threads serve more requests: CPython threads contend for the GIL.
+    billing_threads: Annotated[
+        int, Field(validation_alias="OPENCLAW_BILLING_THREADS", ge=1, le=64)
+    ] = 2
     #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
     public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
         "http://localhost:18789"
