@@ -21,21 +21,30 @@ from openclaw_billing.settings import Settings, get_settings
 JOB = {"project_name": "p", "description": "d"}
 
 
-def _peak_concurrency(monkeypatch: pytest.MonkeyPatch, threads: int, requests: int) -> int:
+def _peak_concurrency(
+    monkeypatch: pytest.MonkeyPatch, threads: int, requests: int, barrier: int = 0
+) -> int:
+    """The most charges that ran at once during a burst of ``requests`` intakes. With
+    ``barrier``, charges meet in groups of that size (a charge that waits 10 s in vain fails
+    the burst); otherwise each holds its thread for a while, giving others time to pile up."""
     monkeypatch.setenv("OPENCLAW_BILLING_THREADS", str(threads))
     get_settings.cache_clear()
     service = get_service()
     _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
     running, peak, lock = 0, 0, threading.Lock()
     charge = service.store.charge
+    together = threading.Barrier(barrier, timeout=10) if barrier else None
 
     def slow_charge(*args: Any) -> Any:
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.05)  # long enough for every request to be waiting by now
         try:
+            if together is not None:
+                together.wait()
+            else:
+                time.sleep(0.2)
             return charge(*args)
         finally:
             with lock:
@@ -67,8 +76,9 @@ def test_billing_work_never_exceeds_its_threads(env: Path, monkeypatch: pytest.M
 
 
 def test_billing_threads_do_run_in_parallel(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The same burst with 3 threads overlaps: the limit above is the setting, not an accident.
-    assert _peak_concurrency(monkeypatch, threads=3, requests=6) == 3
+    # With 3 threads, 3 charges run together (a barrier proves it): the limit above is the
+    # setting, not an accident of scheduling.
+    assert _peak_concurrency(monkeypatch, threads=3, requests=6, barrier=3) == 3
 
 
 @pytest.mark.parametrize("value", ["0", "65", "two"])
