@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -49,6 +50,7 @@ __all__ = [
     "assert_invariants",
     "make_record",
     "reopen",
+    "service_unavailable",
     "store_fixture",
     "store_url_fixture",
 ]
@@ -88,15 +90,21 @@ def _pg_unreachable(url: str) -> str | None:
     return None
 
 
+def service_unavailable(needed_for: str, message: str) -> NoReturn:
+    """A local service a test needs is down: fail under ``CI=true`` (CI must run every test),
+    skip with ``message`` (which says how to enable it) elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true requires {needed_for}: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def _require_pg(url: str) -> None:
     problem = _pg_unreachable(url)
     if problem is None:
         return
     shown = make_url(url).render_as_string(hide_password=True)
     message = f"PostgreSQL at {shown} is unreachable ({problem}); {PG_HOWTO}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true requires the PostgreSQL backend: {message}", pytrace=False)
-    pytest.skip(message)
+    service_unavailable("the PostgreSQL backend", message)
 
 
 def _with_search_path(url: str, schema: str) -> str:
