@@ -9,6 +9,7 @@ the process's default service (:func:`get_service`), built lazily from the setti
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -24,7 +25,7 @@ from .errors import BillingError, ClientNotFound
 from .keys import digest_key, digests_match, display_prefix, generate_key, is_well_formed
 from .ledger import roll_cycle, submit_refusal
 from .models import ApiKeyRecord, ChargeResult, ClientMetadata, ClientRecord, SubmitDecision
-from .net import UNKNOWN_ADDRESS, address_allowed, parse_networks
+from .net import UNKNOWN_ADDRESS, IPNetwork, address_allowed, parse_networks
 from .plans import PlanId, get_plan
 from .settings import get_settings
 from .store import Store, open_store
@@ -231,7 +232,7 @@ class BillingService:
         """True when the client's IP allowlist is empty or holds ``address``."""
         if not record.ip_allowlist:
             return True
-        return address_allowed(address, parse_networks(record.ip_allowlist))
+        return address_allowed(address, _allowlist(tuple(record.ip_allowlist)))
 
     def can_submit(self, client: ClientRecord, *, now: datetime | None = None) -> SubmitDecision:
         """Advisory: would a job be accepted now, and if not why. ``charge`` re-checks
@@ -337,6 +338,12 @@ class BillingService:
             offset=offset,
             limit=limit,
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _allowlist(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """A stored allowlist, parsed once rather than on each of the client's requests."""
+    return parse_networks(entries, "ip_allowlist")
 
 
 def _roll_view(record: ClientRecord, now: datetime) -> None:

@@ -6,7 +6,7 @@ Nothing here runs at import: call :func:`get_settings`. Tests and host apps call
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -194,8 +194,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @property
+    @cached_property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        # Parsed once per settings object, not on every request that resolves an address.
         return parse_networks(self.trusted_proxies, "OPENCLAW_TRUSTED_PROXIES")
 
     @field_validator("admin_token")
