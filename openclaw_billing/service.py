@@ -190,10 +190,11 @@ class BillingService:
 
     def change_plan(
         self, client_id: str, plan: PlanId, *, now: datetime | None = None
-    ) -> ClientRecord:
-        record = self.store.change_plan(client_id, plan, now or utcnow())
-        logger.info("Changed plan of %s to %s", client_id, plan.value)
-        return record
+    ) -> tuple[PlanId, ClientRecord]:
+        """Move the client to ``plan``; returns the plan it left and the record."""
+        left, record = self.store.change_plan(client_id, plan, now or utcnow())
+        logger.info("Changed plan of %s from %s to %s", client_id, left.value, plan.value)
+        return left, record
 
     # -- the contract ----------------------------------------------------------------------
 

@@ -179,20 +179,23 @@ def test_an_operators_plan_change_prorates_within_the_cycle(store: Store) -> Non
     record, _ = add_client(store, PlanId.STARTER)
     store.charge(record.client_id, "job-1", 0.0, T0)
     now = T0 + timedelta(days=3)
-    pro = store.change_plan(record.client_id, PlanId.PRO, now)
-    assert pro.plan == PlanId.PRO
+    left_pro, pro = store.change_plan(record.client_id, PlanId.PRO, now)
+    assert (left_pro, pro.plan) == (PlanId.STARTER, PlanId.PRO)
     assert pro.credits_remaining == 49 + (200 - 50)
     assert pro.metadata.credit_adjustments[-1].reason == "plan change starter -> pro"
     assert pro.billing_cycle_start == record.billing_cycle_start  # same cycle
     with pytest.raises(AlreadyOnPlan):
         store.change_plan(record.client_id, PlanId.PRO, now)
-    back = store.change_plan(record.client_id, PlanId.FREE, now)
+    left_back, back = store.change_plan(record.client_id, PlanId.FREE, now)
+    assert left_back == PlanId.PRO
     assert back.credits_remaining == 4  # free's 5, less the one job already run
     store.charge(record.client_id, "job-2", 0.0, now)
     store.charge(record.client_id, "job-3", 0.0, now)
-    starter = store.change_plan(record.client_id, PlanId.STARTER, now)
+    left_starter, starter = store.change_plan(record.client_id, PlanId.STARTER, now)
+    assert left_starter == PlanId.FREE
     assert starter.credits_remaining == 2 + 45
-    unlimited = store.change_plan(record.client_id, PlanId.ENTERPRISE, now)
+    left_unlimited, unlimited = store.change_plan(record.client_id, PlanId.ENTERPRISE, now)
+    assert left_unlimited == PlanId.STARTER
     assert unlimited.credits_remaining is None
     assert_invariants(store)
 

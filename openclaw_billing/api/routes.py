@@ -347,9 +347,8 @@ def change_plan(
     """Move a client to another plan now (e.g. an enterprise deal). Within the cycle, the
     difference of the allowances is a logged credit adjustment, never below zero. A client
     with a live Stripe subscription changes plan in Stripe instead (409)."""
-    before = service.get_client(client_id).plan
-    record = service.change_plan(client_id, body.plan)
-    detail: dict[str, DetailValue] = {"from": before.value, "to": record.plan.value}
+    left, record = service.change_plan(client_id, body.plan)
+    detail: dict[str, DetailValue] = {"from": left.value, "to": record.plan.value}
     _audit(service, AuditAction.CLIENT_PLAN_CHANGE, client_id, source, detail)
     return ClientPublic.of(record)
 

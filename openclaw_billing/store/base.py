@@ -153,9 +153,12 @@ class Store(ABC):
         """Atomically set the client's rate-limit override and IP allowlist."""
 
     @abstractmethod
-    def change_plan(self, client_id: str, plan: PlanId, now: datetime) -> ClientRecord:
-        """Atomically move the client to ``plan`` within its cycle (an operator's change).
-        Raises ``AlreadyOnPlan``, ``SubscriptionExists``, ``ClientNotFound``."""
+    def change_plan(
+        self, client_id: str, plan: PlanId, now: datetime
+    ) -> tuple[PlanId, ClientRecord]:
+        """Atomically move the client to ``plan`` within its cycle (an operator's change);
+        returns the plan it left, as it was under the lock, and the record. Raises
+        ``AlreadyOnPlan``, ``SubscriptionExists``, ``ClientNotFound``."""
 
     @abstractmethod
     def find_client_by_stripe(
@@ -310,8 +313,15 @@ class MutatingStore(Store):
             ),
         )
 
-    def change_plan(self, client_id: str, plan: PlanId, now: datetime) -> ClientRecord:
-        return self._access(client_id, now, lambda r: access.admin_change_plan(r, plan, now))
+    def change_plan(
+        self, client_id: str, plan: PlanId, now: datetime
+    ) -> tuple[PlanId, ClientRecord]:
+        def change(record: ClientRecord) -> tuple[tuple[PlanId, ClientRecord], bool]:
+            left = record.plan
+            access.admin_change_plan(record, plan, now)
+            return (left, record.model_copy(deep=True)), True
+
+        return self._mutate(client_id, now, change)
 
 
 def apply_event_change(
