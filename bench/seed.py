@@ -1,7 +1,7 @@
 """Seed billing stores fast, straight in their storage format, for the benchmark.
 
-* JSON: the file of :mod:`openclaw_billing.store.json_file` (``FORMAT``/``VERSION``, records
-  as ``ClientRecord.model_dump(mode="json")``), written in one go.
+* JSON: the file of :mod:`openclaw_billing.store.json_file`, rendered by its ``render_store``
+  (the layout the store writes) and written in one go.
 * SQL (SQLite, PostgreSQL): the schema is created by opening :class:`SqlStore` once, then the
   ``openclaw_clients`` rows (the shape of ``SqlStore._columns``) are inserted in bulk.
 
@@ -28,7 +28,7 @@ from openclaw_billing.cycles import utcnow
 from openclaw_billing.keys import digest_key, display_prefix, generate_key
 from openclaw_billing.models import ClientMetadata, ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
-from openclaw_billing.store.json_file import FORMAT, VERSION
+from openclaw_billing.store.json_file import render_store
 from openclaw_billing.store.sql import SqlStore, api_key_rows, clients, key_row, ledger_rows
 
 #: The clients the load is spread over (as many as the smallest store holds).
@@ -104,16 +104,15 @@ def _records(total: int, now: datetime) -> Iterator[tuple[ClientRecord, str | No
 
 def seed_json(path: Path, total: int) -> SeededStore:
     path.parent.mkdir(parents=True, exist_ok=True)
-    table: dict[str, Any] = {}
+    records: list[ClientRecord] = []
     keys: list[str] = []
     ids: list[str] = []
     for record, key in _records(total, utcnow()):
-        table[record.client_id] = record.model_dump(mode="json")
+        records.append(record)
         if key is not None:
             keys.append(key)
             ids.append(record.client_id)
-    doc = {"format": FORMAT, "version": VERSION, "clients": table, "stripe_events": {}}
-    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw = render_store(records)  # the layout the store writes, so no first write re-lays it
     path.write_bytes(raw)
     return SeededStore("json", str(path), total, keys, ids, json_raw=raw)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import stat
-from datetime import timedelta
+from contextlib import suppress
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from openclaw_billing.errors import (
     UnlimitedPlan,
 )
 from openclaw_billing.keys import digest_key
+from openclaw_billing.models import ClientRecord, dump_record
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import open_store
@@ -397,6 +400,135 @@ def test_two_instances_on_one_path_see_each_others_writes(path: Path) -> None:
     assert ledger_ids(record) == ["job-b", "job-a"]
     assert record.credits_remaining == 198
     check_store_file(path)
+
+
+# -- the layout: one client per line, and readers that parse only what changed ---------------
+
+
+def snapshot(store: JsonFileStore) -> tuple[list[ClientRecord], dict[str, datetime]]:
+    return store.list_clients(limit=10_000)[0], store.stripe_event_ids()
+
+
+def client_lines(path: Path) -> list[str]:
+    """The client id of each client line of the file, in order (one line per client)."""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")[1:-2]
+    ids = [next(iter(json.loads(b"{" + line.rstrip(b",") + b"}"))) for line in lines]
+    assert ids == list(json.loads(raw)["clients"])  # no client twice, nothing else
+    return ids
+
+
+def test_the_file_is_one_json_document_with_one_client_per_line(
+    store: JsonFileStore, path: Path
+) -> None:
+    for cid in ("c1", "c2", "c3"):
+        store.create_client(make_record(cid)[0])
+    store.charge("c2", "job-1", 1.0, T0)
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    assert lines[0].startswith(b'{"format":"openclaw-billing","version":1,')
+    assert [json.loads(b"{" + line.rstrip(b",") + b"}") for line in lines[1:4]] == [
+        {cid: client} for cid, client in json.loads(raw)["clients"].items()
+    ]
+    assert [line.endswith(b",") for line in lines[1:4]] == [True, True, False]
+    assert lines[4:] == [b"}}", b""]
+
+
+def test_a_reader_parses_only_the_lines_another_worker_changed(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, reader = JsonFileStore(path), JsonFileStore(path)
+    for i in range(40):
+        writer.create_client(make_record(f"c{i}")[0])
+    reader.check()
+    parsed: list[bytes] = []
+    whole: list[bytes] = []
+    line_record = JsonFileStore._line_record
+    parse_whole = JsonFileStore._parse_whole
+
+    def spy_line(self: JsonFileStore, line: bytes, *, last: bool) -> ClientRecord | None:
+        parsed.append(line)
+        return line_record(self, line, last=last)
+
+    def spy_whole(self: JsonFileStore, raw: bytes) -> object:
+        whole.append(raw)
+        return parse_whole(self, raw)
+
+    monkeypatch.setattr(JsonFileStore, "_line_record", spy_line)
+    monkeypatch.setattr(JsonFileStore, "_parse_whole", spy_whole)
+    writer.charge("c7", "job-1", 1.0, T0)
+    record = reader.get_client("c7")
+    assert record is not None
+    assert ledger_ids(record) == ["job-1"]
+    assert len(parsed) == 1
+    assert b'"c7"' in parsed[0]
+    writer.create_client(make_record("new")[0])  # the last line gains a comma, one is added
+    assert reader.get_client("new") is not None
+    assert len(parsed) == 3
+    assert whole == []
+    monkeypatch.undo()
+    assert snapshot(reader) == snapshot(JsonFileStore(path))
+
+
+def test_readers_that_parse_changes_agree_with_a_whole_parse(path: Path) -> None:
+    """Two workers take turns at every kind of write; after each, the other one's state (built
+    from the lines that changed) equals a fresh parse of the whole file."""
+    stores = [JsonFileStore(path), JsonFileStore(path)]
+    rng = random.Random(20261125)
+    ids: list[str] = []
+    for step in range(120):
+        me, other = stores[step % 2], stores[1 - step % 2]
+        action = rng.choice(["create", "charge", "charge", "credits", "active", "events"])
+        if action == "create" or not ids:
+            ids.append(f"c{step}")
+            me.create_client(make_record(ids[-1], rng.choice(list(PlanId)))[0])
+        elif action == "charge":
+            with suppress(CreditLimitReached, ClientInactive):
+                me.charge(rng.choice(ids), f"job-{step}", 0.5, T0)
+        elif action == "credits":
+            with suppress(UnlimitedPlan):
+                me.add_credits(rng.choice(ids), rng.randint(1, 5), "goodwill", T0)
+        elif action == "active":
+            me.set_active(rng.choice(ids), rng.random() < 0.5, T0)
+        else:
+            me.import_stripe_event_ids({f"evt_{step}": T0})
+        assert snapshot(other) == snapshot(JsonFileStore(path)), (step, action)
+        assert client_lines(path) == ids
+    check_store_file(path)
+
+
+def test_a_line_edited_into_nonsense_is_reported_like_any_corrupt_file(path: Path) -> None:
+    writer, reader = JsonFileStore(path), JsonFileStore(path)
+    for cid in ("c1", "c2", "c3"):
+        writer.create_client(make_record(cid)[0])
+    reader.check()
+    raw = path.read_bytes()
+    bad = raw.replace(b'"credits_remaining":200', b'"credits_remaining":-5', 1)
+    assert bad != raw
+    path.write_bytes(bad)
+    with pytest.raises(StoreCorrupt, match="negative credits_remaining"):
+        reader.check()
+    with pytest.raises(StoreCorrupt):
+        writer.charge("c1", "job-1", 1.0, T0)
+    assert path.read_bytes() == bad
+
+
+def test_a_file_in_another_layout_loads_and_is_laid_out_on_the_next_write(path: Path) -> None:
+    records = [make_record(cid)[0] for cid in ("c1", "c2")]
+    doc = {
+        "format": "openclaw-billing",
+        "version": 1,
+        "clients": {r.client_id: dump_record(r) for r in records},
+        "stripe_events": {"evt_1": T0.isoformat()},
+    }
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc, indent=2))
+    store = JsonFileStore(path)
+    assert [r.client_id for r in store.list_clients()[0]] == ["c1", "c2"]
+    store.charge("c2", "job-1", 1.0, T0)
+    assert len(path.read_bytes().split(b"\n")) == 5  # header, 2 clients, closing, end
+    assert snapshot(store) == snapshot(JsonFileStore(path))
+    assert store.stripe_event_ids() == {"evt_1": T0}
 
 
 def test_files_are_private(store: JsonFileStore, path: Path) -> None:

@@ -7,6 +7,10 @@ Protocol (see DESIGN.md, "Storage"):
 * a write goes to a temp file in the same directory, is flushed and fsynced, replaces the
   file with ``os.replace`` and then the directory is fsynced: a crash at any step leaves
   exactly the old or the new file;
+* the file is one JSON document laid out with one client per line (see :func:`_render`), so a
+  write serialises only the client it changed, and a reader that finds the file changed (by
+  another worker) parses and validates only the lines that differ from the state it holds;
+  a file in any other layout is parsed whole, and the next write lays it out again;
 * temp files left by a crash are swept when the store is opened;
 * a file that does not parse or validate raises :class:`StoreCorrupt` naming the file, and is
   never overwritten;
@@ -16,16 +20,17 @@ Protocol (see DESIGN.md, "Storage"):
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from operator import ne
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -68,9 +73,58 @@ class _State:
     events: dict[str, str]
     #: Parsed from the original module's format; the next write migrates it.
     legacy: bool
+    #: One line per client, in ``clients`` order, as in the file: ``"<id>":{record}`` followed
+    #: by a comma on every line but the last.
+    lines: tuple[bytes, ...] = ()
+    #: client id -> its index in ``lines`` (shared between states with the same clients).
+    positions: dict[str, int] = field(default_factory=dict)
+    #: ``events`` as rendered into the file.
+    events_raw: bytes = b"{}"
 
 
 _EMPTY = _State(None, {}, {}, {}, legacy=False)
+
+#: The layout every write uses: the header line, one ``"<client id>":{record}`` line per client
+#: (each but the last followed by a comma), and the closing line. Still one JSON document.
+_HEAD = f'{{"format":"{FORMAT}","version":{VERSION},"stripe_events":'.encode()
+_CLIENTS = b',"clients":{\n'
+_TAIL = b"\n}}\n"
+#: Above this share of changed lines, a reader parses the file whole (simpler, no slower).
+_INCREMENTAL_MAX_SHARE = 0.25
+
+
+def _compact(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _line(record: ClientRecord, *, last: bool) -> bytes:
+    """A client's line in the file (json.dumps escapes every newline inside strings)."""
+    line = _compact(record.client_id) + b":" + _compact(dump_record(record))
+    return line if last else line + b","
+
+
+def _render(events_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
+    return b"".join((_HEAD, events_raw, _CLIENTS, b"\n".join(lines), _TAIL))
+
+
+def render_store(records: Sequence[ClientRecord], events: dict[str, str] | None = None) -> bytes:
+    """A whole store file holding ``records`` (and processed Stripe event ids), as the store
+    writes it: for tools that build a file directly, such as the benchmarks' seeding."""
+    last = len(records) - 1
+    lines = tuple(_line(record, last=i == last) for i, record in enumerate(records))
+    return _render(_compact(events or {}), lines)
+
+
+def _split(raw: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The rendered events and the client lines of a file in :func:`_render`'s layout, or None
+    for any other layout. Only the frame is checked: the lines are parsed by the caller."""
+    head_end = raw.find(b"\n")
+    if not (raw.startswith(_HEAD) and raw.endswith(_TAIL)):
+        return None
+    if head_end < 0 or raw[head_end + 1 - len(_CLIENTS) : head_end + 1] != _CLIENTS:
+        return None
+    body = raw[head_end + 1 : -len(_TAIL)]
+    return raw[len(_HEAD) : head_end + 1 - len(_CLIENTS)], body.split(b"\n") if body else []
 
 
 class JsonFileStore(MutatingStore):
@@ -88,7 +142,6 @@ class JsonFileStore(MutatingStore):
         self._state: _State = _EMPTY
         #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
         self._previous: _State = _EMPTY
-        self._dumps: dict[str, tuple[ClientRecord, dict[str, Any]]] = {}
         with self._lock.hold():
             self._sweep_temp_files()
             self._current()
@@ -110,7 +163,7 @@ class JsonFileStore(MutatingStore):
         for known in (self._state, self._previous):
             if raw == known.raw:
                 return known
-        state = _EMPTY if raw is None else self._parse(raw)
+        state = _EMPTY if raw is None else self._parse(raw, self._state)
         self._remember(state)
         return state
 
@@ -126,7 +179,118 @@ class JsonFileStore(MutatingStore):
             "from a backup, or move it aside to start empty."
         )
 
-    def _parse(self, raw: bytes) -> _State:
+    def _parse(self, raw: bytes, base: _State) -> _State:
+        """The state in ``raw``. When ``raw`` is in the written layout, only the lines that
+        differ from ``base`` are parsed; anything unexpected there (a new or a changed line
+        that does not parse, validate or fit) is left to the whole-file parse, which names the
+        problem."""
+        split = _split(raw)
+        if split is not None:
+            state = self._parse_changes(raw, *split, base)
+            if state is not None:
+                return state
+        state = self._parse_whole(raw)
+        if split is not None and len(split[1]) == len(state.clients):
+            lines = tuple(split[1])  # the file's own lines, in the clients' order
+        else:
+            records = list(state.clients.values())
+            lines = tuple(
+                _line(record, last=i == len(records) - 1) for i, record in enumerate(records)
+            )
+        events_raw = split[0] if split is not None else _compact(state.events)
+        positions = {client_id: i for i, client_id in enumerate(state.clients)}
+        return _State(
+            raw, state.clients, state.by_digest, state.events, state.legacy,
+            lines, positions, events_raw,
+        )  # fmt: skip
+
+    def _parse_changes(
+        self, raw: bytes, events_raw: bytes, lines: list[bytes], base: _State
+    ) -> _State | None:
+        """``base`` with the lines of ``raw`` that differ from it parsed and put in; None when
+        that is not simply possible (see :meth:`_parse`)."""
+        if base.raw is None or base.legacy or len(lines) < len(base.lines):
+            return None
+        changed = list(itertools.compress(range(len(base.lines)), map(ne, lines, base.lines)))
+        added = range(len(base.lines), len(lines))
+        if len(changed) + len(added) > max(8, len(lines) * _INCREMENTAL_MAX_SHARE):
+            return None
+        events: dict[str, str] | None = base.events
+        if events_raw != base.events_raw:
+            events = self._events(_loads(events_raw))
+        if events is None:
+            return None
+        clients = dict(base.clients)
+        by_digest = dict(base.by_digest)
+        positions = base.positions
+        if added:
+            positions = dict(positions)
+        ids = list(base.clients) if changed else []
+        for i in [*changed, *added]:
+            record = self._line_record(lines[i], last=i == len(lines) - 1)
+            if record is None:
+                return None
+            if i < len(base.lines):
+                if record.client_id != ids[i]:
+                    return None
+                for digest in _digests(clients[record.client_id]):
+                    del by_digest[digest]
+            elif record.client_id in clients:
+                return None
+            else:
+                positions[record.client_id] = i
+            digests = _digests(record)
+            if any(by_digest.get(d, record.client_id) != record.client_id for d in digests):
+                return None
+            clients[record.client_id] = record
+            by_digest.update(dict.fromkeys(digests, record.client_id))
+        return _State(raw, clients, by_digest, events, False, tuple(lines), positions, events_raw)
+
+    def _line_record(self, line: bytes, *, last: bool) -> ClientRecord | None:
+        """The valid client record of one ``"<id>":{record}`` line (with its comma unless it
+        is the last), or None."""
+        if not last:
+            if not line.endswith(b","):
+                return None
+            line = line[:-1]
+        doc = _loads(b"{" + line + b"}")
+        if not isinstance(doc, dict) or len(doc) != 1:
+            return None
+        [(client_id, item)] = doc.items()
+        try:
+            record = ClientRecord.model_validate(item)
+        except ValidationError:
+            return None
+        if record.client_id != client_id or self._record_problem(record) is not None:
+            return None
+        return record
+
+    @staticmethod
+    def _events(value: object) -> dict[str, str] | None:
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return value
+        return None
+
+    @staticmethod
+    def _record_problem(record: ClientRecord) -> str | None:
+        """What makes a valid record unfit to load, or None."""
+        if record.credits_remaining is not None and record.credits_remaining < 0:
+            # I1: never negative. Loading it would serve (or "repair") a broken ledger.
+            return (
+                f"holds client {record.client_id} with negative credits_remaining "
+                f"({record.credits_remaining})"
+            )
+        if (record.credits_remaining is None) != get_plan(record.plan).unlimited:
+            # null credits on a limited plan would run every job unpaid.
+            return (
+                f"holds client {record.client_id} on the {record.plan.value} plan with "
+                f"credits_remaining {record.credits_remaining}"
+            )
+        return None
+
+    def _parse_whole(self, raw: bytes) -> _State:
         try:
             doc = json.loads(raw)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
@@ -145,11 +309,10 @@ class JsonFileStore(MutatingStore):
             if not isinstance(table, dict):
                 raise self._corrupt('has no "clients" object')
             items = list(table.values())
-            events = doc.get("stripe_events", {})
-            if not isinstance(events, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in events.items()
-            ):
+            checked = self._events(doc.get("stripe_events", {}))
+            if checked is None:
                 raise self._corrupt('has a "stripe_events" that is not an object of strings')
+            events = checked
         clients: dict[str, ClientRecord] = {}
         by_digest: dict[str, str] = {}
         for index, item in enumerate(items):
@@ -161,18 +324,9 @@ class JsonFileStore(MutatingStore):
                 raise self._corrupt(
                     f"holds an invalid client record (#{index}, {where}: {first['msg']})"
                 ) from None
-            if record.credits_remaining is not None and record.credits_remaining < 0:
-                # I1: never negative. Loading it would serve (or "repair") a broken ledger.
-                raise self._corrupt(
-                    f"holds client {record.client_id} with negative credits_remaining "
-                    f"({record.credits_remaining})"
-                )
-            if (record.credits_remaining is None) != get_plan(record.plan).unlimited:
-                # null credits on a limited plan would run every job unpaid.
-                raise self._corrupt(
-                    f"holds client {record.client_id} on the {record.plan.value} plan with "
-                    f"credits_remaining {record.credits_remaining}"
-                )
+            problem = self._record_problem(record)
+            if problem is not None:
+                raise self._corrupt(problem)
             digests = _digests(record)
             if record.client_id in clients or any(d in by_digest for d in digests):
                 raise self._corrupt(f"holds client {record.client_id} (or one of its keys) twice")
@@ -213,34 +367,34 @@ class JsonFileStore(MutatingStore):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _dumped(self, record: ClientRecord) -> dict[str, Any]:
-        cached = self._dumps.get(record.client_id)
-        if cached is not None and cached[0] is record:
-            return cached[1]
-        dumped = dump_record(record)
-        self._dumps[record.client_id] = (record, dumped)
-        return dumped
-
     def _commit(
         self, state: _State, record: ClientRecord, events: dict[str, str] | None = None
     ) -> None:
         """Write ``state`` with ``record`` (and ``events``) put in, atomically; the cache follows
         only on success."""
+        events_raw = state.events_raw
         if events is None:
             events = state.events
+        elif events != state.events:
+            events_raw = _compact(events)
         clients = dict(state.clients)
         clients[record.client_id] = record
         by_digest = state.by_digest
         if any(by_digest.get(d) != record.client_id for d in _digests(record)):
             by_digest = dict(by_digest)
             by_digest.update(dict.fromkeys(_digests(record), record.client_id))
-        doc = {
-            "format": FORMAT,
-            "version": VERSION,
-            "clients": {cid: self._dumped(rec) for cid, rec in clients.items()},
-            "stripe_events": events,
-        }
-        raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # Only this client's line is serialised; the others are the bytes already in the file.
+        lines = list(state.lines)
+        positions = state.positions
+        position = positions.get(record.client_id)
+        if position is None:
+            positions = {**positions, record.client_id: len(lines)}
+            if lines:  # the last line so far gets its comma
+                lines[-1] += b","
+            lines.append(_line(record, last=True))
+        else:
+            lines[position] = _line(record, last=position == len(lines) - 1)
+        raw = _render(events_raw, tuple(lines))
         try:
             if state.legacy and state.raw is not None:
                 stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
@@ -254,7 +408,9 @@ class JsonFileStore(MutatingStore):
             self._write_atomic(self.path, raw)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
-        self._remember(_State(raw, clients, by_digest, events, legacy=False))
+        self._remember(
+            _State(raw, clients, by_digest, events, False, tuple(lines), positions, events_raw)
+        )
 
     @staticmethod
     def _write_atomic(target: Path, data: bytes) -> None:
@@ -420,6 +576,14 @@ class JsonFileStore(MutatingStore):
 
     def check(self) -> None:
         self._current()
+
+
+def _loads(raw: bytes) -> object:
+    """Parsed JSON, or None when it does not parse."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _digests(record: ClientRecord) -> list[str]:
