@@ -27,7 +27,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import ne
 from pathlib import Path
@@ -103,6 +103,12 @@ def _line(record: ClientRecord, *, last: bool) -> bytes:
     return line if last else line + b","
 
 
+def _lines(records: Sequence[ClientRecord]) -> tuple[bytes, ...]:
+    """Every client's line, in order (the last without a comma)."""
+    last = len(records) - 1
+    return tuple(_line(record, last=i == last) for i, record in enumerate(records))
+
+
 def _render(events_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
     return b"".join((_HEAD, events_raw, _CLIENTS, b"\n".join(lines), _TAIL))
 
@@ -110,9 +116,7 @@ def _render(events_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
 def render_store(records: Sequence[ClientRecord], events: dict[str, str] | None = None) -> bytes:
     """A whole store file holding ``records`` (and processed Stripe event ids), as the store
     writes it: for tools that build a file directly, such as the benchmarks' seeding."""
-    last = len(records) - 1
-    lines = tuple(_line(record, last=i == last) for i, record in enumerate(records))
-    return _render(_compact(events or {}), lines)
+    return _render(_compact(events or {}), _lines(records))
 
 
 def _split(raw: bytes) -> tuple[bytes, list[bytes]] | None:
@@ -193,16 +197,13 @@ class JsonFileStore(MutatingStore):
         if split is not None and len(split[1]) == len(state.clients):
             lines = tuple(split[1])  # the file's own lines, in the clients' order
         else:
-            records = list(state.clients.values())
-            lines = tuple(
-                _line(record, last=i == len(records) - 1) for i, record in enumerate(records)
-            )
-        events_raw = split[0] if split is not None else _compact(state.events)
-        positions = {client_id: i for i, client_id in enumerate(state.clients)}
-        return _State(
-            raw, state.clients, state.by_digest, state.events, state.legacy,
-            lines, positions, events_raw,
-        )  # fmt: skip
+            lines = _lines(list(state.clients.values()))
+        return replace(
+            state,
+            lines=lines,
+            positions={client_id: i for i, client_id in enumerate(state.clients)},
+            events_raw=split[0] if split is not None else _compact(state.events),
+        )
 
     def _parse_changes(
         self, raw: bytes, events_raw: bytes, lines: list[bytes], base: _State
@@ -225,13 +226,12 @@ class JsonFileStore(MutatingStore):
         positions = base.positions
         if added:
             positions = dict(positions)
-        ids = list(base.clients) if changed else []
         for i in [*changed, *added]:
             record = self._line_record(lines[i], last=i == len(lines) - 1)
             if record is None:
                 return None
             if i < len(base.lines):
-                if record.client_id != ids[i]:
+                if base.positions.get(record.client_id) != i:  # another client's line
                     return None
                 for digest in _digests(clients[record.client_id]):
                     del by_digest[digest]
