@@ -12,7 +12,7 @@ Imports only; the implementation lives in the ``openclaw_billing`` package.
 """
 
 from openclaw_billing.api.bodylimit import install_body_limit
-from openclaw_billing.api.deps import CurrentClient, require_client
+from openclaw_billing.api.deps import CurrentClient, DeferredClient, require_client
 from openclaw_billing.api.errors import install_error_handlers
 from openclaw_billing.api.routes import router
 from openclaw_billing.errors import (
@@ -39,6 +39,7 @@ __all__ = [
     "ClientRecord",
     "CreditLimitReached",
     "CurrentClient",
+    "DeferredClient",
     "InvalidApiKey",
     "PaymentPastDue",
     "SubmitDecision",

@@ -36,10 +36,10 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, stat
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from client_auth import CurrentClient, install_body_limit, install_error_handlers
+from client_auth import CurrentClient, DeferredClient, install_body_limit, install_error_handlers
 from client_auth import router as client_auth_router
 from openclaw_billing.api.bodylimit import BodyLimitedRoute
-from openclaw_billing.api.deps import ServiceDep, run_billing
+from openclaw_billing.api.deps import ClientCheck, ServiceDep, run_billing
 from openclaw_billing.api.schemas import ErrorPublic
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.errors import (
@@ -49,7 +49,7 @@ from openclaw_billing.errors import (
     NotFound,
     StoreUnavailable,
 )
-from openclaw_billing.models import ChargeResult, ClientRecord, UtcDatetime
+from openclaw_billing.models import ChargeResult, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter
 from openclaw_billing.service import BillingService, get_service
@@ -361,7 +361,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 )
 async def intake(
     body: JobCreate,
-    client: CurrentClient,
+    client: DeferredClient,
     service: ServiceDep,
     jobs: JobsDep,
     response: Response,
@@ -391,18 +391,20 @@ async def intake(
     With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
     charge (idempotent per job id) and the queued job (one per id) happen at most once; the job
     file keeps a hash of the body and the first answer's credits to answer retries with."""
-    # On the worker's billing threads (OPENCLAW_BILLING_THREADS), like the key check.
+    # The key check, the charge and the job file run as one job on the worker's billing
+    # threads (OPENCLAW_BILLING_THREADS): one hand-off per request instead of two.
     return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
 
 
 def _intake(
     body: JobCreate,
-    client: ClientRecord,
+    check: ClientCheck,
     service: BillingService,
     jobs: JobStore,
     response: Response,
     idempotency_key: str | None,
 ) -> JobAccepted:
+    client = check.client()  # 401/403/429 as with CurrentClient, before anything else
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
             raise InvalidIdempotencyKey()

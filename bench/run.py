@@ -80,6 +80,8 @@ QUICK = Timing(rounds=1, warmup=0.3, duration=1.0, quiet_wait=0.0, breakdown_cal
 BUSY = 0.15
 #: Ledger rows of the client whose history is timed: a year of a pro client (12 x 200 jobs).
 HISTORY_ROWS = 2_400
+#: Requests per commit in the group-commit line of ``bench/floor.py``.
+FLOOR_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -582,6 +584,26 @@ def run_breakdown(
     return result
 
 
+def run_floor(work: Path, timing: Timing) -> dict[str, Any]:
+    """``bench/floor.py`` (the least a durable billed request costs), in its own process."""
+    cmd = [
+        PYTHON,
+        str(BENCH / "floor.py"),
+        "--dir",
+        str(work / "floor"),
+        "--count",
+        str(timing.breakdown_calls * 4),
+        "--batch",
+        "1",
+        str(FLOOR_BATCH),
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"floor failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 # -- machine ---------------------------------------------------------------------------------
 
 PACKAGES = (
@@ -824,7 +846,10 @@ def _breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _limits(
-    rows: Sequence[Row], breakdowns: Sequence[dict[str, Any]], fsync_ms: float
+    rows: Sequence[Row],
+    breakdowns: Sequence[dict[str, Any]],
+    fsync_ms: float,
+    floor: dict[str, Any] | None,
 ) -> list[str]:
     """What the numbers of this run say limits billing throughput."""
     main = {
@@ -833,6 +858,7 @@ def _limits(
         if r.config.section == "main"
     }
     lines: list[str] = []
+    budgets: dict[str, float] = {}
     for backend, clients in (
         ("sqlite", 10_000),
         ("json", JSON_GOAL_CLIENTS),
@@ -847,6 +873,7 @@ def _limits(
         goal = THROUGHPUT_GOALS[backend]
         bare_cpu = row.bare.cpu_us(row.bare.cpu_s)
         budget = bare_cpu * (1 / goal - 1)
+        budgets[backend] = budget
         steps = sum(b[s]["cpu_us"] for s in ("authenticate", "charge", "job_append"))
         lines.append(
             f"- {BACKEND_NAMES[backend]}, {clients:,} clients, 1 worker: the bare request costs "
@@ -862,6 +889,24 @@ def _limits(
                 else ""
             )
             + "."
+        )
+    if floor is not None:
+        one, grouped = floor["batch_1"]["cpu_us"], floor[f"batch_{FLOOR_BATCH}"]["cpu_us"]
+        sqlite_budget = budgets.get("sqlite")
+        versus = (
+            f" The SQLite budget above is {sqlite_budget:,.0f} µs."
+            if sqlite_budget is not None
+            else ""
+        )
+        lines.append(
+            "- The floor under any implementation (`bench/floor.py`: one thread, no HTTP, "
+            "straight through the `sqlite3` module with no SQLAlchemy or pydantic; the key's "
+            "digest and lookup, the conditional UPDATE, the ledger INSERT, the commit with its "
+            "fsync, and the job line with its fsync): "
+            f"{one:,.0f} µs of CPU per request when each request is durable on its own before "
+            "it is answered, as the gateway's are, and "
+            f"{grouped:,.0f} µs when {FLOOR_BATCH} requests share one commit and one job-file "
+            f"fsync (group commit, which the gateway does not do).{versus}"
         )
     lines.append(
         f"- One fsync on this disk took {fsync_ms:.2f} ms (median) when measured at the start; "
@@ -892,6 +937,7 @@ def write_report(
     quick: bool,
     absent: Sequence[str],
     fsync_ms: float,
+    floor: dict[str, Any] | None,
     elapsed_s: float,
 ) -> list[str]:
     main = [r for r in rows if r.config.section == "main"]
@@ -995,7 +1041,7 @@ def write_report(
         "",
         "From this run's numbers:",
         "",
-        *_limits(rows, breakdowns, fsync_ms),
+        *_limits(rows, breakdowns, fsync_ms, floor),
         "",
     ]
     if diag:
@@ -1091,6 +1137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fsync_ms = fsync_latency_ms(work)
     shm_fsync_ms = fsync_latency_ms(shm)
     info = machine(pg_info, fsync_ms, shm_fsync_ms)
+    floor = run_floor(work, timing)
+    print(f"floor: {floor}", flush=True)
     print(f"{len(configs)} configurations; writing {output}", flush=True)
 
     rows: list[Row] = []
@@ -1171,6 +1219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.quick,
         absent,
         fsync_ms,
+        floor,
         time.monotonic() - began,
     )
     raw = {
@@ -1178,6 +1227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timing": asdict(timing),
         "rows": [r.summary() for r in rows],
         "in_process": breakdowns,
+        "floor": floor,
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = "quick" if args.quick else "latest"

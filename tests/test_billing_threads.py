@@ -9,10 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
-from pydantic import ValidationError
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, ValidationError
 
+import client_auth
 import gateway
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import get_service
@@ -79,6 +84,61 @@ def test_billing_threads_do_run_in_parallel(env: Path, monkeypatch: pytest.Monke
     # With 3 threads, 3 charges run together (a barrier proves it): the limit above is the
     # setting, not an accident of scheduling.
     assert _peak_concurrency(monkeypatch, threads=3, requests=6, barrier=3) == 3
+
+
+def test_an_intake_is_one_hand_off(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The key check, the charge and the job file run as one job on the billing threads:
+    # every thread hand-off in the app (FastAPI's pool included) goes through anyio's
+    # run_sync, and one intake makes exactly one, off the event loop's thread.
+    service = get_service()
+    _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
+    handed: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(getattr(func, "func", func).__name__)
+        return await run_sync(func, *args, **kwargs)
+
+    app = gateway.create_app()
+    with TestClient(app) as http, monkeypatch.context() as patch:
+        patch.setattr(anyio.to_thread, "run_sync", counting)
+        response = http.post("/api/intake", json=JOB, headers={"X-Client-Key": key})
+    assert response.status_code == 201
+    assert handed == ["_intake"]
+    charged = service.authenticate(key)
+    assert charged is not None
+    assert charged.credits_remaining == 199
+
+
+class _Job(BaseModel):
+    project_name: str
+
+
+def test_deferred_client_on_a_host_apps_own_route(env: Path) -> None:
+    # INTEGRATION.md's example: an app route (not the router's) with install_error_handlers.
+    app = FastAPI()
+    client_auth.install_error_handlers(app)
+
+    @app.post("/api/intake", status_code=201)
+    async def intake(body: _Job, check: client_auth.DeferredClient) -> dict[str, object]:
+        def work() -> dict[str, object]:
+            client = check.client()
+            charge = client_auth.deduct_job_credit(client.client_id)
+            return {"job_id": charge.job_id, "credits_remaining": charge.credits_remaining}
+
+        return await run_in_threadpool(work)
+
+    _, key = get_service().create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.FREE)
+    with TestClient(app) as http:
+        ok = http.post("/api/intake", json={"project_name": "p"}, headers={"X-Client-Key": key})
+        assert ok.status_code == 201
+        assert ok.json()["credits_remaining"] == 4
+        for headers in ({}, {"X-Client-Key": "oc_live_" + "0" * 32}):
+            bad = http.post("/api/intake", json={}, headers=headers)
+            assert (bad.status_code, bad.json()["code"]) == (401, "invalid_api_key")
+        invalid = http.post("/api/intake", json={}, headers={"X-Client-Key": key})
+        assert (invalid.status_code, invalid.json()["code"]) == (422, "validation_error")
+        assert invalid.headers["RateLimit-Remaining"] == "8"  # free: 10 a minute, 2 used
 
 
 @pytest.mark.parametrize("value", ["0", "65", "two"])

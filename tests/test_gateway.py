@@ -61,6 +61,28 @@ def test_intake_without_a_valid_key_is_401_and_queues_nothing(http: TestClient, 
     assert not (env / "jobs.jsonl").exists()
 
 
+def test_a_bad_key_is_401_even_when_the_body_is_invalid_too(http: TestClient, env: Path) -> None:
+    # The intake runs its key check together with the charge (one hand-off); a body that
+    # fails validation must not let an unauthenticated caller learn anything beyond 401.
+    for headers in ({}, {"X-Client-Key": "oc_live_" + "0" * 32}):
+        response = http.post("/api/intake", headers=headers, json={"priority": "P9"})
+        assert response.status_code == 401
+        assert response.json()["code"] == "invalid_api_key"
+    assert not (env / "jobs.jsonl").exists()
+
+
+def test_invalid_bodies_of_a_client_count_against_its_rate_limit(http: TestClient) -> None:
+    client = create_client(http, "free")  # 10 requests a minute
+    for sent in range(1, 11):
+        response = submit_job(http, client["api_key"], priority="P9")
+        assert response.status_code == 422
+        assert response.headers["RateLimit-Limit"] == "10"
+        assert response.headers["RateLimit-Remaining"] == str(10 - sent)
+    response = submit_job(http, client["api_key"])
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+
+
 def test_a_client_sees_only_its_own_jobs(http: TestClient) -> None:
     a = create_client(http, "pro")
     b = create_client(http, "pro")

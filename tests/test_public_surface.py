@@ -16,6 +16,7 @@ EXPECTED = [
     "ClientRecord",
     "CreditLimitReached",
     "CurrentClient",
+    "DeferredClient",
     "InvalidApiKey",
     "PaymentPastDue",
     "SubmitDecision",

@@ -38,7 +38,7 @@ from ..ratelimit import RateLimiter, client_limit, get_rate_limiter
 from ..service import BillingService, get_service
 from ..settings import Settings, get_settings
 from ..stripe_billing import StripeBilling, get_stripe_client
-from .errors import RATE_LIMIT_HEADERS_STATE
+from .errors import PENDING_CLIENT_CHECK_STATE, RATE_LIMIT_HEADERS_STATE
 
 logger = logging.getLogger("openclaw_billing.api")
 T = TypeVar("T")
@@ -126,14 +126,64 @@ def get_stripe_billing(service: ServiceDep, settings: SettingsDep) -> StripeBill
 StripeDep = Annotated[StripeBilling, Depends(get_stripe_billing)]
 
 
-async def require_client(
+class ClientCheck:
+    """The key check of ``X-Client-Key``, not run yet (see :func:`require_client` for what it
+    checks and answers). ``CurrentClient`` runs it on the billing threads before the route.
+    ``DeferredClient`` hands it to the route, which runs it on the billing threads in the same
+    job as its own blocking work (the gateway's intake: the key check, the charge and the job
+    file in one hand-off instead of two).
+
+    :meth:`client` runs the check once and returns the client, or raises the check's error
+    (again on every later call). If the route is never reached because its body fails
+    validation, the validation handler (:func:`~openclaw_billing.api.errors.validation_answer`)
+    settles the check first, so a bad key still gets 401 rather than 422 and a client's
+    invalid request still counts against its rate limit, exactly as with ``CurrentClient``."""
+
+    __slots__ = ("_check", "_client", "_error")
+
+    def __init__(self, check: Callable[[], ClientRecord]) -> None:
+        self._check = check
+        self._client: ClientRecord | None = None
+        self._error: BillingError | None = None
+
+    def client(self) -> ClientRecord:
+        """The authenticated client (blocking: call it on a billing thread, first thing)."""
+        if self._error is not None:
+            raise self._error
+        if self._client is None:
+            try:
+                self._client = self._check()
+            except BillingError as exc:
+                self._error = exc
+                raise
+        return self._client
+
+    async def settle(self) -> None:
+        """Run the check if it has not run (on the billing threads); raise its error."""
+        if self._client is None:
+            await run_billing(self.client)
+
+
+async def client_check(
     service: ServiceDep,
     limiter: RateLimiterDep,
     address: ClientAddress,
     request: Request,
     response: Response,
     api_key: Annotated[str | None, Security(client_key_scheme)],
-) -> ClientRecord:
+) -> ClientCheck:
+    """This request's :class:`ClientCheck` (and the ``ClientKey`` scheme in OpenAPI)."""
+    check = ClientCheck(
+        partial(_authenticate, service, limiter, address, request, response, api_key)
+    )
+    setattr(request.state, PENDING_CLIENT_CHECK_STATE, check)
+    return check
+
+
+DeferredClient = Annotated[ClientCheck, Depends(client_check)]
+
+
+async def require_client(check: DeferredClient) -> ClientRecord:
     """The active client whose key is in ``X-Client-Key``, within its rate limit; else 401
     ``invalid_api_key`` (one body for every bad key), 403 ``ip_not_allowed`` (a valid key from
     outside the client's IP allowlist) or 429 ``rate_limited``. Failures are counted against
@@ -143,7 +193,7 @@ async def require_client(
     its ledger parts (``metadata.cost_log``, ``credit_adjustments``, ``cycle_history``) may
     be empty, so authentication costs the same whatever the client's usage. Read the ledger
     with ``service.get_client(client.client_id)``."""
-    return await run_billing(_authenticate, service, limiter, address, request, response, api_key)
+    return await run_billing(check.client)
 
 
 def _authenticate(
@@ -232,4 +282,5 @@ def require_admin(
 
 
 CurrentClient = Annotated[ClientRecord, Depends(require_client)]
+
 AdminAuth = Depends(require_admin)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -42,6 +42,13 @@ _HTTP_CODES = {
 #: ``request.state`` attribute where the client dependency leaves the ``RateLimit-*`` headers,
 #: so that an error answered after it (402, 409, 503, ...) carries them too.
 RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
+#: ``request.state`` attribute where a deferred client check (``deps.ClientCheck``) waits; on
+#: a validation error it is settled before the 422, so that a bad key still gets its 401.
+PENDING_CLIENT_CHECK_STATE = "pending_client_check"
+
+
+class PendingCheck(Protocol):
+    async def settle(self) -> None: ...
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -87,9 +94,22 @@ class BillingRoute(APIRoute):
             except BillingError as exc:
                 return _with_rate_limit_headers(request, billing_error_response(exc))
             except RequestValidationError as exc:
-                return _with_rate_limit_headers(request, validation_error_response(exc))
+                return await validation_answer(request, exc)
 
         return route_handler
+
+
+async def validation_answer(request: Request, exc: RequestValidationError) -> Response:
+    """422 ``validation_error``; but a deferred client check (``DeferredClient``) of the
+    request is settled first, so that a bad key gets 401 and a client's invalid request
+    counts against its rate limit, as with ``CurrentClient``."""
+    check: PendingCheck | None = getattr(request.state, PENDING_CLIENT_CHECK_STATE, None)
+    if check is not None:
+        try:
+            await check.settle()
+        except BillingError as auth_error:
+            return _with_rate_limit_headers(request, billing_error_response(auth_error))
+    return _with_rate_limit_headers(request, validation_error_response(exc))
 
 
 def _with_rate_limit_headers(request: Request, response: Response) -> Response:
@@ -106,9 +126,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, BillingError)
         return billing_error_response(exc)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return validation_error_response(exc)
+        return await validation_answer(request, exc)
 
     async def on_http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
