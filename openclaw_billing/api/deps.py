@@ -282,5 +282,4 @@ def require_admin(
 
 
 CurrentClient = Annotated[ClientRecord, Depends(require_client)]
-
 AdminAuth = Depends(require_admin)
