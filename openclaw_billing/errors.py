@@ -9,8 +9,10 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── CreditLimitReached       402 credit_limit_reached
      ├── PaymentPastDue           402 payment_past_due
      ├── SubscriptionPaused       402 subscription_paused
+     ├── PaymentDisputed          402 payment_disputed
      ├── IpNotAllowed             403 ip_not_allowed
      ├── WebhookRejected          400 invalid_webhook (and subclasses with their own code)
+     │    └── EventFromTheFuture  400 event_from_the_future
      ├── PayloadTooLarge          413 payload_too_large
      ├── PlanNotPurchasable       422 plan_not_purchasable
      ├── InvalidRequest           422 invalid_request
@@ -94,6 +96,12 @@ class SubscriptionPaused(BillingError):
     message = "The subscription is paused; resume it in the billing portal"
 
 
+class PaymentDisputed(BillingError):
+    status_code = 402
+    code = "payment_disputed"
+    message = "A payment of the subscription is disputed; no job is accepted until it closes"
+
+
 class WebhookRejected(BillingError):
     """A Stripe webhook delivery that is not verified or not usable: nothing changes."""
 
@@ -110,6 +118,14 @@ class InvalidSignature(WebhookRejected):
 class InvalidPayload(WebhookRejected):
     code = "invalid_payload"
     message = "Webhook payload is not a valid Stripe event"
+
+
+class EventFromTheFuture(WebhookRejected):
+    """An event ``created`` later than the signature tolerance allows: applied, it would make
+    every later real event of the client "stale"."""
+
+    code = "event_from_the_future"
+    message = "The event's created time is in the future"
 
 
 class LivemodeMismatch(WebhookRejected):

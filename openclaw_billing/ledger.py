@@ -15,6 +15,7 @@ from .errors import (
     ClientInactive,
     CreditLimitReached,
     InsufficientCredits,
+    PaymentDisputed,
     PaymentPastDue,
     SubscriptionPaused,
     UnlimitedPlan,
@@ -93,12 +94,24 @@ def find_charge(record: ClientRecord, job_id: str) -> CostEntry | None:
 UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
 
 
+#: ``metadata`` key (stored as-is by every backend): ids of the open disputes of the client's
+#: payments. While one is open no job runs, as while past due (see ``stripe_billing.reversals``).
+OPEN_DISPUTES = "open_disputes"
+
+
+def open_disputes(record: ClientRecord) -> list[str]:
+    found = (record.metadata.model_extra or {}).get(OPEN_DISPUTES)
+    return [d for d in found if isinstance(d, str)] if isinstance(found, list) else []
+
+
 def submit_refusal(record: ClientRecord) -> str | None:
     """Why a job would be refused now (after any due reset), or None if it would be accepted."""
     if not record.active:
         return "Client is inactive"
     if record.metadata.subscription_status in UNPAID_STATUSES:
         return PaymentPastDue.message
+    if open_disputes(record):
+        return PaymentDisputed.message
     if record.metadata.subscription_status == "paused":
         return SubscriptionPaused.message
     if record.credits_remaining is not None and record.credits_remaining <= 0:
@@ -126,6 +139,8 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
         raise ClientInactive()
     if record.metadata.subscription_status in UNPAID_STATUSES:
         raise PaymentPastDue()
+    if open_disputes(record):
+        raise PaymentDisputed()
     if record.metadata.subscription_status == "paused":
         raise SubscriptionPaused()
     if record.credits_remaining is not None:

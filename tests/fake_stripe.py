@@ -8,8 +8,18 @@ It speaks what the SDK speaks: form-encoded POST bodies in bracket notation
 the HTTP status that picks the SDK's exception class.
 
 Routes: ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/<id>``,
-``POST /v1/billing_portal/sessions``, ``GET /v1/subscriptions/<id>`` (from the settable
-``subscriptions`` dict). Anything else answers 404 like Stripe's "Unrecognized request URL".
+``POST /v1/billing_portal/sessions``, and ``GET`` of ``/v1/subscriptions/<id>``,
+``/v1/invoices/<id>``, ``/v1/customers/<id>``, ``/v1/charges/<id>``, ``/v1/disputes/<id>`` and
+``/v1/invoice_payments?payment[payment_intent]=...`` (from settable dicts of the same names).
+Anything else answers 404 like Stripe's "Unrecognized request URL".
+
+Where the code depends on it, it behaves as Stripe does: a deleted customer
+(``deleted_customers``) is "No such customer" (400 ``resource_missing``) to Checkout and the
+portal and ``{"deleted": true}`` to a retrieve; a reused idempotency key with other parameters
+is a 400 ``idempotency_error``; a 5xx answered to a request with a key is kept and replayed for
+that key; with ``portal_configured = False`` the portal refuses as for an account that never
+saved its portal settings. Every object it serves is checked against the SDK's own definitions
+by ``tests/test_stripe_contract.py``.
 
 The server speaks HTTP/1.0, so every connection closes after its response: no keep-alive
 socket outlives a test (pytest turns ResourceWarnings into errors).
@@ -38,6 +48,7 @@ import httpx
 
 from tests.stripe_events import (
     checkout_session_completed,
+    customer_object,
     signed,
     subscription_event,
     subscription_object,
@@ -73,6 +84,7 @@ class _Fault:
     body: dict[str, Any]
     should_retry: bool | None
     remaining: int
+    stored: bool
 
 
 @dataclass
@@ -242,6 +254,15 @@ class FakeStripe:
         self.requests: list[RecordedRequest] = []
         self.subscriptions: dict[str, dict[str, Any]] = {}
         """Objects served by ``GET /v1/subscriptions/<id>``; set them freely."""
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.deleted_customers: set[str] = set()
+        """Customer ids Stripe no longer has: "No such customer" to Checkout and the portal."""
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
+        self.invoice_payments: list[dict[str, Any]] = []
+        self.portal_configured = True
+        """False: the account never saved its customer-portal settings."""
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         """Checkout Sessions created so far, by id (``GET /v1/checkout/sessions/<id>``)."""
         self.portal_sessions: dict[str, dict[str, Any]] = {}
@@ -298,11 +319,14 @@ class FakeStripe:
         code: str | None = None,
         count: int = 1,
         should_retry: bool | None = None,
+        stored: bool | None = None,
     ) -> None:
         """Answer the next ``count`` requests (any route, before auth) with ``status`` and a
-        Stripe error body. Nothing is executed or stored for them, so a retry with the same
-        Idempotency-Key runs for real. ``should_retry`` sends ``Stripe-Should-Retry``, which
-        the SDK obeys over its own status rules."""
+        Stripe error body. ``stored`` (default: for a 5xx): as Stripe does once execution
+        began, the answer is kept for the request's Idempotency-Key and replayed to every retry
+        with that key; otherwise nothing is stored and a retry with the same key runs for real
+        (a failure before Stripe executed anything). ``should_retry`` sends
+        ``Stripe-Should-Retry``, which the SDK obeys over its own status rules."""
         with self._lock:
             self._faults.append(
                 _Fault(
@@ -310,6 +334,7 @@ class FakeStripe:
                     body=error_body(error_type, message, code=code),
                     should_retry=should_retry,
                     remaining=count,
+                    stored=status >= 500 if stored is None else stored,
                 )
             )
 
@@ -363,7 +388,10 @@ class FakeStripe:
         headers: dict[str, str],
         key: str | None,
     ) -> _Response:
-        """Runs under the lock: faults, auth, idempotency, then the route."""
+        """Runs under the lock: idempotent replays, faults, auth, then the route."""
+        api_key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if key is not None and (api_key, key) in self._idempotent:
+            return self._replay(self._idempotent[(api_key, key)], method, path, params, key)
         if self._faults:
             fault = self._faults[0]
             fault.remaining -= 1
@@ -372,6 +400,10 @@ class FakeStripe:
             extra: dict[str, str] = {}
             if fault.should_retry is not None:
                 extra["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
+            if fault.stored and key is not None:
+                self._idempotent[(api_key, key)] = _Stored(
+                    method, path, params, fault.status, fault.body
+                )
             return _Response(fault.status, fault.body, extra)
 
         auth = headers.get("authorization", "")
@@ -390,26 +422,6 @@ class FakeStripe:
                 ),
             )
 
-        if key is not None:
-            stored = self._idempotent.get((api_key, key))
-            if stored is not None:
-                if (stored.method, stored.path, stored.params) != (method, path, params):
-                    return _Response(
-                        400,
-                        error_body(
-                            "idempotency_error",
-                            "Keys for idempotent requests can only be used with the same "
-                            "parameters they were first used with. Try using a key other than "
-                            f"'{key}' if you meant to execute a different request.",
-                        ),
-                    )
-                return _Response(
-                    stored.status,
-                    stored.body,
-                    {"Idempotent-Replayed": "true"},
-                    replayed=True,
-                )
-
         try:
             status, body = self._route(method, path, params)
         except StripeRequestError as err:
@@ -418,6 +430,20 @@ class FakeStripe:
         if key is not None:
             self._idempotent[(api_key, key)] = _Stored(method, path, params, status, body)
         return _Response(status, body)
+
+    @staticmethod
+    def _replay(stored: _Stored, method: str, path: str, params: Params, key: str) -> _Response:
+        if (stored.method, stored.path, stored.params) != (method, path, params):
+            return _Response(
+                400,
+                error_body(
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same "
+                    "parameters they were first used with. Try using a key other than "
+                    f"'{key}' if you meant to execute a different request.",
+                ),
+            )
+        return _Response(stored.status, stored.body, {"Idempotent-Replayed": "true"}, replayed=True)
 
     # --- simulation (not Stripe's API: what a customer or Stripe's scheduler would do) --------
 
@@ -454,6 +480,10 @@ class FakeStripe:
         meta = params.get("subscription_data", {}).get("metadata") or params.get("metadata") or {}
         client_id, plan = meta.get("client_id"), meta.get("plan")
         start, end = now, now + 30 * 86_400
+        if customer not in self.customers:
+            self.customers[customer] = customer_object(
+                customer, created=now, email=session.get("customer_email") or "x@example.test"
+            )
         self.subscriptions[subscription] = subscription_object(
             subscription=subscription,
             customer=customer,
@@ -523,10 +553,21 @@ class FakeStripe:
             )
         if method == "POST" and path == "/v1/billing_portal/sessions":
             return 200, self._create_portal_session(params)
-        if method == "GET" and path.startswith("/v1/subscriptions/"):
-            return 200, self._lookup(
-                self.subscriptions, path.removeprefix("/v1/subscriptions/"), "subscription"
-            )
+        for prefix, objects, name in (
+            ("/v1/subscriptions/", self.subscriptions, "subscription"),
+            ("/v1/invoices/", self.invoices, "invoice"),
+            ("/v1/charges/", self.charges, "charge"),
+            ("/v1/disputes/", self.disputes, "dispute"),
+        ):
+            if method == "GET" and path.startswith(prefix):
+                return 200, self._lookup(objects, path.removeprefix(prefix), name)
+        if method == "GET" and path.startswith("/v1/customers/"):
+            customer = path.removeprefix("/v1/customers/")
+            if customer in self.deleted_customers:
+                return 200, {"id": customer, "object": "customer", "deleted": True}
+            return 200, self._lookup(self.customers, customer, "customer")
+        if method == "GET" and path == "/v1/invoice_payments":
+            return 200, self._list_invoice_payments(params)
         raise StripeRequestError(
             404,
             f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
@@ -541,6 +582,22 @@ class FakeStripe:
                 404, f"No such {name}: '{object_id}'", code="resource_missing", param="id"
             )
         return found
+
+    def _list_invoice_payments(self, params: Params) -> dict[str, Any]:
+        payment = params.get("payment") or {}
+        intent = payment.get("payment_intent") if isinstance(payment, dict) else None
+        found = [
+            p
+            for p in self.invoice_payments
+            if intent is None or p["payment"].get("payment_intent") == intent
+        ]
+        return {"object": "list", "data": found, "has_more": False, "url": "/v1/invoice_payments"}
+
+    def _check_customer(self, customer: Any) -> None:
+        if customer in self.deleted_customers:
+            raise StripeRequestError(
+                400, f"No such customer: '{customer}'", code="resource_missing", param="customer"
+            )
 
     def _create_checkout_session(self, params: Params) -> dict[str, Any]:
         if "payment_method_types" in params:
@@ -562,6 +619,7 @@ class FakeStripe:
                 code="parameter_invalid_string",
                 param="mode",
             )
+        self._check_customer(params.get("customer"))
         if params.get("customer") and params.get("customer_email"):
             raise StripeRequestError(
                 400,
@@ -616,10 +674,23 @@ class FakeStripe:
             "object": "checkout.session",
             "amount_subtotal": None,
             "amount_total": None,
+            "automatic_tax": {
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
             "created": created,
             "currency": None,
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
             "customer": params.get("customer"),
             "customer_details": None,
             "customer_email": params.get("customer_email"),
@@ -629,12 +700,14 @@ class FakeStripe:
             "metadata": metadata,
             "mode": mode,
             "payment_intent": None,
+            "payment_method_types": ["card"],
             "payment_status": "unpaid",
             "setup_intent": None,
+            "shipping_options": [],
             "status": "open",
             "subscription": None,
             "success_url": params.get("success_url"),
-            "ui_mode": params.get("ui_mode", "hosted"),
+            "ui_mode": params.get("ui_mode", "hosted_page"),
             "url": f"https://checkout.stripe.com/c/pay/{session_id}",
         }
         self.checkout_sessions[session_id] = session
@@ -649,6 +722,15 @@ class FakeStripe:
                 "Missing required param: customer.",
                 code="parameter_missing",
                 param="customer",
+            )
+        self._check_customer(customer)
+        if not self.portal_configured and "configuration" not in params:
+            raise StripeRequestError(
+                400,
+                "No configuration provided and your test mode default configuration has not "
+                "been created. Provide a configuration or create your default by saving your "
+                "customer portal settings in test mode at "
+                "https://dashboard.stripe.com/test/settings/billing/portal.",
             )
         session_id = _new_id("bps_")
         session: dict[str, Any] = {

@@ -190,6 +190,7 @@ def subscription_object(
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": period_start,
         "billing_cycle_anchor_config": None,
+        "billing_schedules": [],
         "billing_mode": {
             "flexible": {"proration_discounts": "included"},
             "type": "flexible",
@@ -261,10 +262,12 @@ def checkout_session_completed(
     customer_email: str | None = None,
     payment_status: Literal["paid", "unpaid", "no_payment_required"] = "paid",
     amount_total: int = 2000,
+    null_metadata: bool = False,
 ) -> dict[str, Any]:
     """``checkout.session.completed`` for a subscription-mode session opened for ``client_id``
     (``client_reference_id`` and ``metadata.client_id``) that created ``customer`` and
-    ``subscription``."""
+    ``subscription``. ``null_metadata``: the session's metadata is null, as this API version
+    allows. The session is ``event["data"]["object"]`` (what a retrieve returns)."""
     sid = session_id or new_id("cs_test_" if not livemode else "cs_live_")
     session: dict[str, Any] = {
         "id": sid,
@@ -310,7 +313,7 @@ def checkout_session_completed(
         "invoice_creation": None,
         "livemode": livemode,
         "locale": None,
-        "metadata": {"client_id": client_id, "plan": plan},
+        "metadata": None if null_metadata else {"client_id": client_id, "plan": plan},
         "mode": "subscription",
         "origin_context": None,
         "payment_intent": None,
@@ -333,7 +336,7 @@ def checkout_session_completed(
         "subscription": subscription,
         "success_url": "https://example.test/billing/success",
         "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
-        "ui_mode": "hosted",
+        "ui_mode": "hosted_page",
         "url": None,
         "wallet_options": None,
     }
@@ -406,13 +409,51 @@ def invoice_event(
     livemode: bool = False,
     price: str | None = None,
     amount: int = 2000,
+    null_metadata: bool = False,
 ) -> dict[str, Any]:
     """``invoice.paid`` (status ``paid``) or ``invoice.payment_failed`` (status ``open``) for
     one subscription line whose service period is ``period_start..period_end``."""
     if type_ not in get_args(InvoiceEventType):
         raise ValueError(f"not an invoice event type: {type_!r}")
-    paid = type_ == "invoice.paid"
-    invoice_id = new_id("in_")
+    invoice = invoice_object(
+        subscription=subscription,
+        customer=customer,
+        period_start=period_start,
+        period_end=period_end,
+        created=created,
+        paid=type_ == "invoice.paid",
+        billing_reason=billing_reason,
+        client_id=client_id,
+        plan=plan,
+        livemode=livemode,
+        price=price,
+        amount=amount,
+        null_metadata=null_metadata,
+    )
+    return _envelope(type_, invoice, created=created, event_id=event_id, livemode=livemode)
+
+
+def invoice_object(
+    *,
+    subscription: str,
+    customer: str,
+    period_start: int,
+    period_end: int,
+    created: int,
+    paid: bool = True,
+    billing_reason: str = "subscription_cycle",
+    client_id: str | None = None,
+    plan: str | None = None,
+    livemode: bool = False,
+    price: str | None = None,
+    amount: int = 2000,
+    null_metadata: bool = False,
+    invoice_id: str | None = None,
+) -> dict[str, Any]:
+    """An ``invoice`` (paid, or open after a failed attempt) for one subscription line whose
+    service period is ``period_start..period_end``. ``null_metadata``: the subscription
+    details' metadata snapshot is null, as this API version allows."""
+    invoice_id = invoice_id or new_id("in_")
     price_id = price or new_id("price_")
     metadata = _metadata(client_id, plan)
     # Stripe's invoice-level period is the usage period just ended (for a first invoice, a
@@ -452,6 +493,7 @@ def invoice_event(
             "unit_amount_decimal": str(amount),
         },
         "quantity": 1,
+        "subtotal": amount,
         "taxes": [],
     }
     invoice: dict[str, Any] = {
@@ -519,7 +561,10 @@ def invoice_event(
         "on_behalf_of": None,
         "parent": {
             "quote_details": None,
-            "subscription_details": {"metadata": dict(metadata), "subscription": subscription},
+            "subscription_details": {
+                "metadata": None if null_metadata else dict(metadata),
+                "subscription": subscription,
+            },
             "type": "subscription_details",
         },
         "payment_settings": {
@@ -554,15 +599,15 @@ def invoice_event(
         "total_taxes": [],
         "webhooks_delivered_at": created,
     }
-    return _envelope(type_, invoice, created=created, event_id=event_id, livemode=livemode)
+    return invoice
 
 
-def unknown_event(
-    type_: str = "customer.created", *, created: int, event_id: str | None = None
+def customer_object(
+    customer: str | None = None, *, created: int, email: str = "someone@example.test"
 ) -> dict[str, Any]:
-    """An event of a type the billing code does not handle (a ``customer`` object inside)."""
-    customer: dict[str, Any] = {
-        "id": new_id("cus_"),
+    """A ``customer`` object."""
+    return {
+        "id": customer or new_id("cus_"),
         "object": "customer",
         "address": None,
         "balance": 0,
@@ -571,7 +616,7 @@ def unknown_event(
         "default_source": None,
         "delinquent": False,
         "description": None,
-        "email": "someone@example.test",
+        "email": email,
         "invoice_prefix": secrets.token_hex(4).upper(),
         "invoice_settings": {
             "custom_fields": None,
@@ -588,7 +633,200 @@ def unknown_event(
         "tax_exempt": "none",
         "test_clock": None,
     }
-    return _envelope(type_, customer, created=created, event_id=event_id, livemode=False)
+
+
+def unknown_event(
+    type_: str = "customer.created", *, created: int, event_id: str | None = None
+) -> dict[str, Any]:
+    """An event of a type the billing code does not handle (a ``customer`` object inside)."""
+    return _envelope(
+        type_, customer_object(created=created), created=created, event_id=event_id, livemode=False
+    )
+
+
+def customer_deleted_event(
+    customer: str, *, created: int, event_id: str | None = None
+) -> dict[str, Any]:
+    """``customer.deleted``: the customer as it was (a retrieve now answers ``deleted``)."""
+    obj = customer_object(customer, created=created - _DAY)
+    return _envelope("customer.deleted", obj, created=created, event_id=event_id, livemode=False)
+
+
+def charge_object(
+    charge: str,
+    *,
+    customer: str | None,
+    payment_intent: str | None,
+    created: int,
+    amount: int = 2000,
+    amount_refunded: int = 0,
+    disputed: bool = False,
+) -> dict[str, Any]:
+    """A succeeded card ``charge`` (``refunded`` once ``amount_refunded`` reaches ``amount``)."""
+    return {
+        "id": charge,
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "application": None,
+        "application_fee": None,
+        "application_fee_amount": None,
+        "balance_transaction": new_id("txn_"),
+        "billing_details": {
+            "address": None,
+            "email": None,
+            "name": None,
+            "phone": None,
+            "tax_id": None,
+        },
+        "calculated_statement_descriptor": "OPENCLAW",
+        "captured": True,
+        "created": created,
+        "currency": "usd",
+        "customer": customer,
+        "description": "Subscription update",
+        "disputed": disputed,
+        "failure_balance_transaction": None,
+        "failure_code": None,
+        "failure_message": None,
+        "fraud_details": {},
+        "livemode": False,
+        "metadata": {},
+        "on_behalf_of": None,
+        "outcome": None,
+        "paid": True,
+        "payment_intent": payment_intent,
+        "payment_method": "pm_" + secrets.token_hex(12),
+        "payment_method_details": None,
+        "receipt_email": None,
+        "receipt_number": None,
+        "receipt_url": None,
+        "refunded": amount_refunded >= amount,
+        "review": None,
+        "shipping": None,
+        "source_transfer": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": "succeeded",
+        "transfer_data": None,
+        "transfer_group": None,
+    }
+
+
+def charge_refunded_event(
+    charge: dict[str, Any], *, created: int, event_id: str | None = None
+) -> dict[str, Any]:
+    """``charge.refunded`` carrying ``charge`` (a ``charge_object``)."""
+    return _envelope("charge.refunded", charge, created=created, event_id=event_id, livemode=False)
+
+
+DisputeEventType = Literal[
+    "charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"
+]
+
+
+def dispute_object(
+    dispute: str,
+    *,
+    charge: str,
+    payment_intent: str | None,
+    status: str,
+    created: int,
+    amount: int = 2000,
+) -> dict[str, Any]:
+    """A card ``dispute`` of ``charge`` (``status``: needs_response, under_review, won, lost,
+    ...)."""
+    return {
+        "id": dispute,
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": charge,
+        "created": created,
+        "currency": "usd",
+        "enhanced_eligibility_types": [],
+        "evidence": {
+            "access_activity_log": None,
+            "billing_address": None,
+            "cancellation_policy": None,
+            "cancellation_policy_disclosure": None,
+            "cancellation_rebuttal": None,
+            "customer_communication": None,
+            "customer_email_address": None,
+            "customer_name": None,
+            "customer_purchase_ip": None,
+            "customer_signature": None,
+            "duplicate_charge_documentation": None,
+            "duplicate_charge_explanation": None,
+            "duplicate_charge_id": None,
+            "enhanced_evidence": {},
+            "product_description": None,
+            "receipt": None,
+            "refund_policy": None,
+            "refund_policy_disclosure": None,
+            "refund_refusal_explanation": None,
+            "service_date": None,
+            "service_documentation": None,
+            "shipping_address": None,
+            "shipping_carrier": None,
+            "shipping_date": None,
+            "shipping_documentation": None,
+            "shipping_tracking_number": None,
+            "uncategorized_file": None,
+            "uncategorized_text": None,
+        },
+        "evidence_details": {
+            "due_by": created + 7 * _DAY,
+            "enhanced_eligibility": {},
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+            "submission_method": "not_submitted",
+        },
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "network_reason_code": None,
+        "payment_intent": payment_intent,
+        "payment_method_details": None,
+        "reason": "fraudulent",
+        "status": status,
+    }
+
+
+def dispute_event(
+    type_: DisputeEventType,
+    dispute: dict[str, Any],
+    *,
+    created: int,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """``charge.dispute.created/updated/closed`` carrying ``dispute`` (a ``dispute_object``)."""
+    if type_ not in get_args(DisputeEventType):
+        raise ValueError(f"not a dispute event type: {type_!r}")
+    return _envelope(type_, dispute, created=created, event_id=event_id, livemode=False)
+
+
+def invoice_payment_object(
+    *, invoice: str, payment_intent: str, created: int, amount: int = 2000
+) -> dict[str, Any]:
+    """An ``invoice_payment``: ``payment_intent`` paid ``invoice`` (how a charge leads to the
+    invoice, and so to the subscription, in this API version)."""
+    return {
+        "id": new_id("inpay_"),
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": created,
+        "currency": "usd",
+        "invoice": invoice,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"payment_intent": payment_intent, "type": "payment_intent"},
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": created},
+    }
 
 
 def signed_payload(

@@ -165,7 +165,7 @@ def test_sdk_sends_its_own_idempotency_key_on_every_post(
 def test_one_500_is_retried_with_the_same_idempotency_key(
     fake: FakeStripe, client: stripe.StripeClient
 ) -> None:
-    fake.fail_next(500)
+    fake.fail_next(500, stored=False)  # failed before Stripe executed anything
     session = client.v1.checkout.sessions.create(params=checkout_params())
 
     first, second = fake.requests
@@ -216,7 +216,7 @@ def test_stripe_should_retry_header_overrides_the_status(
 def test_retry_backoff_is_at_least_half_a_second(
     fake: FakeStripe, client: stripe.StripeClient
 ) -> None:
-    fake.fail_next(500)
+    fake.fail_next(500, stored=False)
     started = time.monotonic()
     client.v1.checkout.sessions.create(params=checkout_params())
     assert time.monotonic() - started >= 0.5
@@ -345,7 +345,7 @@ def test_get_params_come_from_the_query_string(
 
 def test_unknown_route_is_404(fake: FakeStripe, client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError, match="Unrecognized request URL") as caught:
-        client.v1.customers.retrieve("cus_123")
+        client.v1.customers.delete("cus_123")
     assert caught.value.http_status == 404
     assert fake.requests[0].path == "/v1/customers/cus_123"
 
@@ -379,7 +379,7 @@ def test_async_calls_work_with_the_httpx_warning_filtered(fake: FakeStripe) -> N
 
     async def scenario() -> str:
         try:
-            fake.fail_next(500)
+            fake.fail_next(500, stored=False)
             portal = await async_client.v1.billing_portal.sessions.create_async(
                 params={"customer": "cus_1"}
             )

@@ -54,18 +54,23 @@ def stripe_env(monkeypatch: pytest.MonkeyPatch, fake: FakeStripe) -> None:
     set_stripe_client(None)
 
 
-@pytest.fixture
-def fake(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
+@pytest.fixture(name="fake")
+def fake_fixture(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
     with FakeStripe() as server:
         stripe_env(monkeypatch, server)
         yield server
 
 
-@pytest.fixture
-def now(monkeypatch: pytest.MonkeyPatch) -> Clock:
+@pytest.fixture(name="now")
+def now_fixture(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The billing clock, starting at the real time (webhook signatures use real time)."""
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
-    for target in ("openclaw_billing.service", "openclaw_billing.stripe_billing", "gateway"):
+    for target in (
+        "openclaw_billing.service",
+        "openclaw_billing.stripe_billing.webhook",
+        "openclaw_billing.stripe_billing.checkout",
+        "gateway",
+    ):
         monkeypatch.setattr(f"{target}.utcnow", clock)
     return clock
 
@@ -124,10 +129,11 @@ class World:
         )
 
     def invoice(
-        self, type_: Any, obj: dict[str, Any], *, reason: str = "subscription_cycle"
+        self, type_: Any, obj: dict[str, Any], *, reason: str = "subscription_cycle", **extra: Any
     ) -> Any:
+        """An invoice event of ``obj``'s current period; Stripe (the fake) has the invoice."""
         item = obj["items"]["data"][0]
-        return invoice_event(
+        event = invoice_event(
             type_,
             subscription=obj["id"],
             customer=obj["customer"],
@@ -137,7 +143,24 @@ class World:
             billing_reason=reason,
             client_id=obj["metadata"].get("client_id"),
             plan=obj["metadata"].get("plan"),
+            price=item["price"]["id"],
+            **extra,
         )
+        self.fake.invoices[event["data"]["object"]["id"]] = event["data"]["object"]
+        return event
+
+    def completed(self, client_id: str, sub: dict[str, Any], plan: str, **extra: Any) -> Any:
+        """checkout.session.completed for ``sub``; Stripe (the fake) has the session."""
+        event = checkout_session_completed(
+            client_id=client_id,
+            customer=sub["customer"],
+            subscription=sub["id"],
+            plan=plan,
+            created=self.tick(),
+            **extra,
+        )
+        self.fake.checkout_sessions[event["data"]["object"]["id"]] = event["data"]["object"]
+        return event
 
     def deliver(self, event: dict[str, Any], **sign: Any) -> Response:
         payload, headers = signed(event, WEBHOOK_SECRET, **sign)
@@ -159,8 +182,8 @@ class World:
         return body
 
 
-@pytest.fixture
-def world(fake: FakeStripe, http: TestClient) -> World:
+@pytest.fixture(name="world")
+def world_fixture(fake: FakeStripe, http: TestClient) -> World:
     return World(http, fake)
 
 
@@ -175,13 +198,7 @@ def upgrade(world: World, client: dict[str, Any], plan: str = "pro") -> dict[str
     """Checkout completed and the subscription created, as Stripe delivers them."""
     start = int(time.time())
     sub = world.subscribe(client["client_id"], plan, start=start, end=start + 30 * DAY)
-    done = checkout_session_completed(
-        client_id=client["client_id"],
-        customer=sub["customer"],
-        subscription=sub["id"],
-        plan=plan,
-        created=world.tick(),
-    )
+    done = world.completed(client["client_id"], sub, plan)
     assert world.deliver(done).status_code == 200
     assert world.deliver(world.sub_event("customer.subscription.created", sub)).status_code == 200
     return sub
@@ -291,16 +308,37 @@ def test_checkout_rejects_non_http_redirects(world: World, http: TestClient) -> 
 
 def test_a_stripe_hiccup_is_retried(world: World, http: TestClient, fake: FakeStripe) -> None:
     client = create_client(http, "free")
-    fake.fail_next(500)
+    fake.fail_next(500, stored=False)  # failed before Stripe executed anything
     assert checkout(http, client["api_key"], "pro").status_code == 200
     sent = fake.requests_to("POST", "/v1/checkout/sessions")
     assert [r.status for r in sent] == [500, 200]
     assert sent[0].idempotency_key == sent[1].idempotency_key
 
 
+def test_an_error_stripe_replays_is_not_pinned_by_its_idempotency_key(
+    world: World, http: TestClient, fake: FakeStripe
+) -> None:
+    """Stripe keeps a 5xx for its idempotency key and replays it: the SDK's own retries get
+    the replay, so a new attempt needs a new key, also when the client retries after a 502."""
+    client = create_client(http, "free")
+    fake.fail_next(500)
+    assert checkout(http, client["api_key"], "pro").status_code == 502
+    first = fake.requests_to("POST", "/v1/checkout/sessions")
+    assert [r.replayed for r in first] == [False, True, True, True]
+    retried = checkout(http, client["api_key"], "pro")  # within the 10-minute window
+    assert retried.status_code == 200, retried.text
+    sent = fake.requests_to("POST", "/v1/checkout/sessions")[len(first) :]
+    # the key that failed replays its error; the next key makes a new attempt
+    assert [(r.status, r.replayed) for r in sent] == [(500, True), (200, False)]
+    keys = {r.idempotency_key for r in fake.requests_to("POST", "/v1/checkout/sessions")}
+    assert len(keys) == 2
+    # and a double click after that success is still the same session
+    assert checkout(http, client["api_key"], "pro").json() == retried.json()
+
+
 def test_a_stripe_outage_is_a_502(world: World, http: TestClient, fake: FakeStripe) -> None:
     client = create_client(http, "free")
-    fake.fail_next(500, count=3, message="boom sk_test_fake")
+    fake.fail_next(500, count=4, message="boom sk_test_fake", stored=False)
     response = checkout(http, client["api_key"], "pro")
     assert response.status_code == 502
     assert response.json() == {
@@ -308,7 +346,7 @@ def test_a_stripe_outage_is_a_502(world: World, http: TestClient, fake: FakeStri
         "message": "The request to Stripe failed; try again shortly",
         "detail": "The request to Stripe failed; try again shortly",
     }
-    assert len(fake.requests_to("POST", "/v1/checkout/sessions")) == 3
+    assert len(fake.requests_to("POST", "/v1/checkout/sessions")) == 4
 
 
 def test_a_missing_price_is_not_configured(
@@ -496,13 +534,7 @@ def test_events_arriving_in_reverse_converge_to_stripes_state(
     sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
     created = world.sub_event("customer.subscription.created", sub)
     paid = world.invoice("invoice.paid", sub, reason="subscription_create")
-    done = checkout_session_completed(
-        client_id=client["client_id"],
-        customer=sub["customer"],
-        subscription=sub["id"],
-        plan="pro",
-        created=world.tick(),
-    )
+    done = world.completed(client["client_id"], sub, "pro")
     for event in (paid, created, done):
         assert world.deliver(event).status_code == 200
     usage = world.usage(client["api_key"])
@@ -556,7 +588,7 @@ def test_r19_unknown_event_types_are_acknowledged_and_change_nothing(
 ) -> None:
     create_client(http, "free")
     before = store_path.read_bytes()
-    for type_ in ("customer.created", "charge.refunded", "payment_intent.succeeded"):
+    for type_ in ("customer.created", "customer.updated", "payment_intent.succeeded"):
         response = world.deliver(unknown_event(type_, created=world.tick()))
         assert response.status_code == 200
         assert response.json()["outcome"] == "ignored"
@@ -655,13 +687,7 @@ def test_checkout_completion_retried_after_stripe_fails_still_syncs_the_plan(
     client = create_client(http, "free")
     start = int(time.time())
     sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
-    done = checkout_session_completed(
-        client_id=client["client_id"],
-        customer=sub["customer"],
-        subscription=sub["id"],
-        plan="pro",
-        created=world.tick(),
-    )
+    done = world.completed(client["client_id"], sub, "pro")
     fake.fail_next(500, count=3)
     assert world.deliver(done).status_code == 502  # Stripe will redeliver
     assert world.usage(client["api_key"])["plan"] == "free"

@@ -21,7 +21,7 @@ from pydantic import (
 from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
 from ..audit import AuditEvent
 from ..cycles import utcnow
-from ..errors import CreditLimitReached, PaymentPastDue, SubscriptionPaused
+from ..errors import CreditLimitReached, PaymentDisputed, PaymentPastDue, SubscriptionPaused
 from ..ledger import submit_refusal
 from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
@@ -351,6 +351,7 @@ _STATUS_OF_REFUSAL: dict[str | None, str] = {
     None: "active",
     CreditLimitReached.message: "limit_reached",
     PaymentPastDue.message: "past_due",
+    PaymentDisputed.message: "disputed",
     SubscriptionPaused.message: "paused",
 }
 
@@ -367,8 +368,8 @@ class UsagePublic(BaseModel):
     )
     status: str = Field(
         description='"active"; "limit_reached" when no credit is left; "past_due" when the '
-        'subscription\'s latest invoice is unpaid, "paused" while it is paused (no job is '
-        "accepted in either case)."
+        'subscription\'s latest invoice is unpaid, "disputed" while a payment of it is '
+        'disputed, "paused" while it is paused (no job is accepted in these cases).'
     )
     can_submit: bool
     subscription_status: str | None = Field(

@@ -69,6 +69,7 @@ from ..errors import (
     CreditLimitReached,
     DuplicateClient,
     KeyNotFound,
+    PaymentDisputed,
     PaymentPastDue,
     StoreCorrupt,
     StoreUnavailable,
@@ -765,6 +766,8 @@ class SqlStore(MutatingStore):
             raise ClientInactive()
         if row.subscription_status in ledger.UNPAID_STATUSES:
             raise PaymentPastDue()
+        if (row.metadata_extra or {}).get(ledger.OPEN_DISPUTES):
+            raise PaymentDisputed()
         if row.subscription_status == "paused":
             raise SubscriptionPaused()
         spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)

@@ -1,0 +1,63 @@
+"""Stripe: the ``StripeClient`` factory, Checkout, the customer portal, and webhook events.
+
+Stripe is the source of truth, not the event: a webhook event only says which object changed;
+the handler retrieves that object (subscription, invoice, checkout session, customer, charge,
+dispute) and brings the client to it. Exactly once, in any order: each event id is recorded in
+the same atomic store step as its change, so duplicates and late, older deliveries change
+nothing.
+
+* :mod:`.client`: the client factory, plan <-> price, reading Stripe's errors;
+* :mod:`.objects`: the fields read, validated and bounded at the edge;
+* :mod:`.checkout`: Checkout and portal sessions;
+* :mod:`.webhook`: verification and the handled event types (:data:`HANDLED_EVENTS`);
+* :mod:`.sync`: subscriptions, invoices, checkout completion, deleted customers;
+* :mod:`.reversals`: refunds and disputes.
+"""
+
+from __future__ import annotations
+
+from .checkout import CHECKOUT_IDEMPOTENCY_WINDOW, CheckoutMixin, CheckoutSession
+from .client import (
+    build_stripe_client,
+    get_stripe_client,
+    plan_for_price,
+    price_for_plan,
+    set_stripe_client,
+)
+from .objects import StripeEvent, Subscription
+from .sync import ENDED, PLAN_IN_FORCE
+from .webhook import (
+    DISPUTE_EVENTS,
+    HANDLED_EVENTS,
+    INVOICE_EVENTS,
+    MAX_WEBHOOK_BYTES,
+    SUBSCRIPTION_EVENTS,
+    WEBHOOK_TOLERANCE,
+    WebhookMixin,
+)
+
+
+class StripeBilling(CheckoutMixin, WebhookMixin):
+    """Checkout, portal and webhook handling over a billing service and a Stripe client."""
+
+
+__all__ = [
+    "CHECKOUT_IDEMPOTENCY_WINDOW",
+    "DISPUTE_EVENTS",
+    "ENDED",
+    "HANDLED_EVENTS",
+    "INVOICE_EVENTS",
+    "MAX_WEBHOOK_BYTES",
+    "PLAN_IN_FORCE",
+    "SUBSCRIPTION_EVENTS",
+    "WEBHOOK_TOLERANCE",
+    "CheckoutSession",
+    "StripeBilling",
+    "StripeEvent",
+    "Subscription",
+    "build_stripe_client",
+    "get_stripe_client",
+    "plan_for_price",
+    "price_for_plan",
+    "set_stripe_client",
+]

@@ -1,0 +1,125 @@
+"""Webhook deliveries: verification at the edge, then one handler per event type.
+
+The raw body is verified (``STRIPE_WEBHOOK_SECRET``, 300 s tolerance, future timestamps
+refused too) before anything is parsed, and the parse is bounded: a body nested too deeply to
+parse, an event ``created`` outside what a datetime holds or later than the signature allows,
+is a 400, never a 500. An event is only a pointer: every handler re-retrieves the objects it
+names from Stripe and acts on those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import stripe
+from pydantic import ValidationError
+
+from ..cycles import utcnow
+from ..errors import (
+    EventFromTheFuture,
+    InvalidPayload,
+    InvalidSignature,
+    LivemodeMismatch,
+    StripeNotConfigured,
+)
+from ..store.base import EventOutcome
+from .objects import StripeEvent
+from .reversals import Reversals
+from .sync import SubscriptionSync
+
+logger = logging.getLogger("openclaw_billing.stripe")
+
+WEBHOOK_TOLERANCE = 300
+MAX_WEBHOOK_BYTES = 1_000_000
+
+SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+    }
+)
+INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_failed"})
+DISPUTE_EVENTS = frozenset(
+    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+HANDLED_EVENTS = (
+    frozenset({"checkout.session.completed", "customer.deleted", "charge.refunded"})
+    | SUBSCRIPTION_EVENTS
+    | INVOICE_EVENTS
+    | DISPUTE_EVENTS
+)
+
+Handler = Callable[[StripeEvent, datetime], EventOutcome | None]
+
+
+class WebhookMixin(SubscriptionSync, Reversals):
+    def verify(
+        self, payload: bytes, signature: str | None, *, now: float | None = None
+    ) -> StripeEvent:
+        """Verify the raw body, then parse it. Raises ``StripeNotConfigured`` without a webhook
+        secret and a ``WebhookRejected`` (400) for anything not verified or not usable."""
+        secret = self.settings.stripe_webhook_secret
+        if secret is None:
+            raise StripeNotConfigured(
+                "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET"
+            )
+        if not signature:
+            raise InvalidSignature()
+        try:
+            text = payload.decode("utf-8")
+            stripe.WebhookSignature.verify_header(
+                text, signature, secret.get_secret_value(), WEBHOOK_TOLERANCE
+            )
+        except (UnicodeDecodeError, stripe.SignatureVerificationError):
+            raise InvalidSignature() from None
+        # The SDK refuses old timestamps only; a timestamp from the future is refused here.
+        stamps = [
+            int(p[2:]) for p in signature.split(",") if p.startswith("t=") and p[2:].isdigit()
+        ]
+        current = time.time() if now is None else now
+        if not stamps or max(stamps) > current + WEBHOOK_TOLERANCE:
+            raise InvalidSignature("Stripe-Signature timestamp is in the future")
+        try:
+            event = StripeEvent.model_validate(json.loads(text))
+        except (ValueError, ValidationError, RecursionError):
+            # RecursionError: a signed body nested deeper than the parser goes.
+            raise InvalidPayload() from None
+        if event.created > current + WEBHOOK_TOLERANCE:
+            # Applied, it would make every later real event of the client "stale".
+            raise EventFromTheFuture()
+        key = self.settings.stripe_secret_key
+        if key is not None:
+            live_key = key.get_secret_value().startswith(("sk_live_", "rk_live_"))
+            if event.livemode != live_key:
+                raise LivemodeMismatch()
+        return event
+
+    def _handlers(self) -> dict[str, Handler]:
+        handlers: dict[str, Handler] = {
+            "checkout.session.completed": self.checkout_completed,
+            "customer.deleted": self.customer_deleted,
+            "charge.refunded": self.charge_refunded,
+        }
+        handlers |= dict.fromkeys(SUBSCRIPTION_EVENTS, self.subscription_event)
+        handlers |= dict.fromkeys(INVOICE_EVENTS, self.invoice_event)
+        handlers |= dict.fromkeys(DISPUTE_EVENTS, self.dispute_event)
+        return handlers
+
+    def handle(self, event: StripeEvent, *, now: datetime | None = None) -> EventOutcome | None:
+        """Apply a verified event exactly once. Returns the outcome, or None for an event that
+        changes nothing (a type not handled, or an object of no client's plans: acknowledged
+        as ``ignored``)."""
+        now = now or utcnow()
+        handler = self._handlers().get(event.type)
+        if handler is None:
+            logger.info("Ignored Stripe event %s of type %s", event.id, event.type)
+            return None
+        outcome = handler(event, now)
+        shown = outcome.value if outcome else "ignored"
+        logger.info("Stripe event %s (%s): %s", event.id, event.type, shown)
+        return outcome
