@@ -3,6 +3,10 @@
 Plain Python: usable from the HTTP layer, the CLI and tests alike. Every rule that must hold
 under concurrency is delegated to one atomic :class:`~openclaw_billing.store.Store` primitive.
 
+Every admin action (create a client, credits, (de)activate, keys, plan, policy) hands its audit
+event to the store with its change (``Store.mutate(..., audit=...)``): the event is stored in
+the same atomic step, so an action is either done and recorded, or neither (503).
+
 The module-level functions at the bottom are the contract ``client_auth.py`` exports; they use
 the process's default service (:func:`get_service`), built lazily from the settings.
 """
@@ -13,13 +17,20 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
 from .access import KEY_TOUCH_INTERVAL, new_key_record
-from .audit import MAX_SOURCE_LENGTH, AuditAction, AuditEvent, DetailValue, NewAuditEvent
+from .audit import (
+    ADMIN_ACTOR,
+    MAX_SOURCE_LENGTH,
+    AuditAction,
+    AuditEvent,
+    DetailValue,
+    NewAuditEvent,
+)
 from .cycles import first_cycle, utcnow
 from .errors import BillingError, ClientNotFound
 from .keys import digest_key, digests_match, display_prefix, generate_key, is_well_formed
@@ -28,13 +39,15 @@ from .models import ApiKeyRecord, ChargeResult, ClientMetadata, ClientRecord, Su
 from .net import UNKNOWN_ADDRESS, IPNetwork, address_allowed, parse_networks
 from .plans import PlanId, get_plan
 from .settings import get_settings
-from .store import Store, open_store
+from .store import Store, changes, open_store
 
 logger = logging.getLogger("openclaw_billing")
 
 #: Bounds on what a caller may pass for a job (the ledger is the record of money).
 MAX_JOB_ID_LENGTH = 200
 MAX_JOB_COST = 1_000_000.0
+
+Detail = Mapping[str, DetailValue]
 
 
 class BillingService:
@@ -44,10 +57,17 @@ class BillingService:
     # -- clients ---------------------------------------------------------------------------
 
     def create_client(
-        self, *, name: str, email: str, plan: PlanId, now: datetime | None = None
+        self,
+        *,
+        name: str,
+        email: str,
+        plan: PlanId,
+        now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> tuple[ClientRecord, str]:
         """Create a client; returns the record and its plaintext key (shown once, never
-        stored)."""
+        stored). ``source`` (the admin's address) goes into the audit event, as in every admin
+        action below."""
         now = now or utcnow()
         key = generate_key()
         key_record = new_key_record(key, now)
@@ -70,7 +90,9 @@ class BillingService:
             metadata=ClientMetadata(cycle_allowance=allowance),
             api_keys=[key_record],
         )
-        self.store.create_client(record)
+        detail = {"plan": plan.value, "key_id": key_record.key_id}
+        event = self._event(AuditAction.CLIENT_CREATE, record.client_id, source, now, detail)
+        self.store.create_client(record, audit=event)
         logger.info("Created client %s (%s) on %s plan", record.client_id, name, plan.value)
         return record, key
 
@@ -96,16 +118,36 @@ class BillingService:
         return page, total
 
     def add_credits(
-        self, client_id: str, amount: int, reason: str, *, now: datetime | None = None
+        self,
+        client_id: str,
+        amount: int,
+        reason: str,
+        *,
+        now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        record = self.store.add_credits(client_id, amount, reason, now or utcnow())
+        now = now or utcnow()
+        detail: Detail = {"amount": amount, "reason": reason}
+        audit = self._admin(AuditAction.CLIENT_CREDITS, client_id, source, now, detail)
+        record = self.store.mutate(
+            client_id, now, changes.add_credits(amount, reason, now), audit=audit
+        )
         logger.info("Added %+d credits for %s: %r", amount, client_id, reason)
         return record
 
     def set_active(
-        self, client_id: str, active: bool, *, now: datetime | None = None
+        self,
+        client_id: str,
+        active: bool,
+        *,
+        now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        record = self.store.set_active(client_id, active, now or utcnow())
+        """(De)activate; done again, it changes nothing but is recorded like the first."""
+        now = now or utcnow()
+        action = AuditAction.CLIENT_REACTIVATE if active else AuditAction.CLIENT_DEACTIVATE
+        audit = self._admin(action, client_id, source, now, {})
+        record = self.store.mutate(client_id, now, changes.set_active(active, now), audit=audit)
         logger.info("%s client %s", "Reactivated" if active else "Deactivated", client_id)
         return record
 
@@ -118,6 +160,7 @@ class BillingService:
         label: str | None = None,
         expires_at: datetime | None = None,
         now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> tuple[ClientRecord, ApiKeyRecord, str]:
         """Another key for the client; returns the record, the new key's record and the
         plaintext key (shown once, never stored)."""
@@ -127,7 +170,9 @@ class BillingService:
         key = generate_key()
         key_record = new_key_record(key, now, label=label)
         key_record.expires_at = expires_at
-        record = self.store.issue_key(client_id, key_record, now)
+        detail = {"key_id": key_record.key_id, "expires_at": _iso(expires_at)}
+        audit = self._admin(AuditAction.KEY_ISSUE, client_id, source, now, detail)
+        record = self.store.mutate(client_id, now, changes.issue_key(key_record, now), audit=audit)
         logger.info("Issued key %s for %s", key_record.key_id, client_id)
         return record, key_record, key
 
@@ -139,12 +184,22 @@ class BillingService:
         grace: timedelta,
         label: str | None = None,
         now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> tuple[ClientRecord, ApiKeyRecord, str]:
-        """A new key that works at once; the old one keeps working for ``grace``, then stops."""
+        """A new key that works at once; the old one keeps working for ``grace``, then stops.
+        If the rotation cannot be recorded, nothing changes: the old key never stops with the
+        new one unseen."""
         now = now or utcnow()
         key = generate_key()
         key_record = new_key_record(key, now, label=label)
-        record = self.store.rotate_key(client_id, key_id, key_record, grace, now)
+        detail: Detail = {
+            "key_id": key_id,
+            "new_key_id": key_record.key_id,
+            "grace_seconds": int(grace.total_seconds()),
+        }
+        audit = self._admin(AuditAction.KEY_ROTATE, client_id, source, now, detail)
+        change = changes.rotate_key(key_id, key_record, grace, now)
+        record = self.store.mutate(client_id, now, change, audit=audit)
         logger.info(
             "Rotated key %s of %s to %s (grace %ds)",
             key_id,
@@ -155,9 +210,17 @@ class BillingService:
         return record, key_record, key
 
     def revoke_key(
-        self, client_id: str, key_id: str, *, now: datetime | None = None
+        self,
+        client_id: str,
+        key_id: str,
+        *,
+        now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        record = self.store.revoke_key(client_id, key_id, now or utcnow())
+        """Revoke a key; revoking it again changes nothing but is recorded like the first."""
+        now = now or utcnow()
+        audit = self._admin(AuditAction.KEY_REVOKE, client_id, source, now, {"key_id": key_id})
+        record = self.store.mutate(client_id, now, changes.revoke_key(key_id, now), audit=audit)
         logger.info("Revoked key %s of %s", key_id, client_id)
         return record
 
@@ -168,8 +231,13 @@ class BillingService:
         expires_at: datetime | None,
         *,
         now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        return self.store.set_key_expiry(client_id, key_id, expires_at, now or utcnow())
+        now = now or utcnow()
+        detail = {"key_id": key_id, "expires_at": _iso(expires_at)}
+        audit = self._admin(AuditAction.KEY_EXPIRY, client_id, source, now, detail)
+        change = changes.set_key_expiry(key_id, expires_at, now)
+        return self.store.mutate(client_id, now, change, audit=audit)
 
     def set_policy(
         self,
@@ -178,21 +246,41 @@ class BillingService:
         rate_limit_per_minute: int | None,
         ip_allowlist: list[str],
         now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
         """Set the client's rate-limit override and IP allowlist (validated: ``ValueError``)."""
         parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
-        return self.store.set_policy(
-            client_id,
-            now or utcnow(),
-            rate_limit_per_minute=rate_limit_per_minute,
-            ip_allowlist=ip_allowlist,
+        now = now or utcnow()
+        change = changes.set_policy(
+            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
         )
 
+        def audit(record: ClientRecord) -> NewAuditEvent | None:
+            detail: Detail = {
+                "rate_limit_per_minute": record.rate_limit_per_minute,
+                "ip_allowlist": list(record.ip_allowlist),  # as normalised and stored
+            }
+            return self._event(AuditAction.CLIENT_POLICY, client_id, source, now, detail)
+
+        return self.store.mutate(client_id, now, change, audit=audit)
+
     def change_plan(
-        self, client_id: str, plan: PlanId, *, now: datetime | None = None
+        self,
+        client_id: str,
+        plan: PlanId,
+        *,
+        now: datetime | None = None,
+        source: str = UNKNOWN_ADDRESS,
     ) -> tuple[PlanId, ClientRecord]:
         """Move the client to ``plan``; returns the plan it left and the record."""
-        left, record = self.store.change_plan(client_id, plan, now or utcnow())
+        now = now or utcnow()
+
+        def audit(result: tuple[PlanId, ClientRecord]) -> NewAuditEvent | None:
+            detail = {"from": result[0].value, "to": plan.value}  # as it was under the lock
+            return self._event(AuditAction.CLIENT_PLAN_CHANGE, client_id, source, now, detail)
+
+        change = changes.change_plan(plan, now)
+        left, record = self.store.mutate(client_id, now, change, audit=audit)
         logger.info("Changed plan of %s from %s to %s", client_id, left.value, plan.value)
         return left, record
 
@@ -284,20 +372,35 @@ class BillingService:
         client_id: str | None = None,
         actor: str,
         source: str,
-        detail: Mapping[str, DetailValue] | None = None,
+        detail: Detail | None = None,
         now: datetime | None = None,
     ) -> AuditEvent | None:
-        """Append an event to the audit log, durably, and return it with its id.
+        """Append an event that is not a change of the store (an authentication failure) to
+        the audit log, durably, and return it with its id. (An admin action's event is stored
+        with its change instead: see the module docstring.)
 
         ``actor`` is ``ADMIN_ACTOR``, ``client_actor(client_id)`` or ``ANONYMOUS_ACTOR``;
         ``source`` the resolved client address; ``detail`` a few non-secret facts. What it is
-        given never makes it raise: a detail the secret guard refuses (see
+        given never makes it raise (see :meth:`_event`). It raises only when the log cannot
+        be written (``StoreUnavailable``, ``StoreCorrupt``)."""
+        event = self._event(action, client_id, source, now or utcnow(), detail, actor=actor)
+        return None if event is None else self.store.audit.append(event)
+
+    @staticmethod
+    def _event(
+        action: AuditAction,
+        client_id: str | None,
+        source: str,
+        at: datetime,
+        detail: Detail | None,
+        *,
+        actor: str = ADMIN_ACTOR,
+    ) -> NewAuditEvent | None:
+        """The event to record. A detail the secret guard refuses (see
         :mod:`openclaw_billing.audit`), or one holding a secret this process is configured with
-        (the admin token, the Stripe keys), is replaced by ``{"detail_refused": true}``, and an
-        event it cannot record at all (a client id shaped like a key) is dropped; both are
-        logged as warnings, without the values. It raises only when the log cannot be written
-        (``StoreUnavailable``, ``StoreCorrupt``)."""
-        at = now or utcnow()
+        (the admin token, the Stripe keys), is replaced by ``{"detail_refused": true}``; an
+        event that cannot be recorded at all (a client id shaped like a key) is None. Both are
+        logged as warnings, without the values."""
         if detail and _holds_configured_secret(detail):
             logger.warning("Audit %s: detail refused (holds a configured secret)", action.value)
             detail = {"detail_refused": True}
@@ -309,15 +412,22 @@ class BillingService:
             )
 
         try:
-            event = build(dict(detail or {}))
+            return build(dict(detail or {}))
         except ValidationError as exc:
             logger.warning("Audit %s: detail refused (%s)", action.value, _problems(exc))
             try:
-                event = build({"detail_refused": True})
+                return build({"detail_refused": True})
             except ValidationError as again:
                 logger.warning("Audit %s: not recorded (%s)", action.value, _problems(again))
                 return None
-        return self.store.audit.append(event)
+
+    def _admin(
+        self, action: AuditAction, client_id: str, source: str, at: datetime, detail: Detail
+    ) -> Callable[[object], NewAuditEvent | None]:
+        """The audit of an admin action whose event does not depend on the change's result:
+        built (and checked) before the store's lock is taken."""
+        event = self._event(action, client_id, source, at, detail)
+        return lambda _result: event
 
     def audit_events(
         self,
@@ -350,6 +460,10 @@ def _allowlist(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 def _roll_view(record: ClientRecord, now: datetime) -> None:
     """Apply a due reset to a copy, for display only (nothing is written or logged)."""
     roll_cycle(record, now)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _utc(value: datetime | None) -> datetime | None:

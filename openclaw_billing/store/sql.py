@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import (
@@ -60,6 +60,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import access, ledger
+from ..audit import NewAuditEvent
 from ..cycles import is_expired
 from ..errors import (
     BillingError,
@@ -84,14 +85,19 @@ from ..models import (
     CycleSummary,
 )
 from ..plans import PlanId
+from . import changes
 from .base import (
     EVENT_ID_RETENTION,
     EventOutcome,
     MutatingStore,
     StripeRef,
+    Write,
     apply_event_change,
     log_cycle_reset,
 )
+
+if TYPE_CHECKING:
+    from .audit_sql import SqlAuditLog
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -258,7 +264,14 @@ _SCHEMA_LOCK = 0x0C1A_B111
 
 
 class SqlStore(MutatingStore):
-    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
+    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``).
+
+    A read that takes several statements (a record: its row, keys, ledger, adjustments and
+    summaries; a page and its total) sees one snapshot: on SQLite a read transaction does, on
+    PostgreSQL reads run REPEATABLE READ, READ ONLY (set on the connection by the driver, no
+    extra round trip), where READ COMMITTED would let a charge commit between two of them."""
+
+    audit: SqlAuditLog
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0) -> None:
         parsed = make_url(url)
@@ -297,7 +310,9 @@ class SqlStore(MutatingStore):
                 # discarded; connections are also renewed every half hour.
                 pool_recycle=1800,
             )
-            self._read = self._write
+            self._read = self._write.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
         self._lock_timeout = lock_timeout
         self._writers: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None
@@ -620,22 +635,28 @@ class SqlStore(MutatingStore):
                 conn.execute(insert(table), rows)
 
     @contextmanager
-    def _edit(
-        self, client_id: str
-    ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
+    def _edit(self, client_id: str) -> Iterator[tuple[ClientRecord, Write]]:
         try:
             with self._tx() as conn:
                 row = self._lock_row(conn, client_id)
                 if row is None:
                     raise ClientNotFound()
                 [before] = self._load(conn, [row])
-                yield before.model_copy(deep=True), lambda r: self._save(conn, before, r)
-        except IntegrityError:  # a new key's digest is another client's (digests are unique)
-            raise DuplicateClient("This key already belongs to another client") from None
+
+                def write(record: ClientRecord | None, event: NewAuditEvent | None) -> None:
+                    # One transaction: the change and its audit event commit together.
+                    if record is not None:
+                        self._save(conn, before, record)
+                    if event is not None:
+                        self.audit.insert(conn, event)
+
+                yield before.model_copy(deep=True), write
+        except IntegrityError as exc:
+            raise _integrity_error(exc, "This key already belongs to another client") from None
 
     # -- Store API ------------------------------------------------------------------------
 
-    def create_client(self, record: ClientRecord) -> None:
+    def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:
         try:
             with self._tx() as conn:
                 conn.execute(insert(clients).values(self._columns(record)))
@@ -644,8 +665,10 @@ class SqlStore(MutatingStore):
                 empty.metadata.cycle_history = []
                 empty.api_keys = []
                 self._save(conn, empty, record, new_record=True)
-        except IntegrityError:
-            raise DuplicateClient() from None
+                if audit is not None:
+                    self.audit.insert(conn, audit)
+        except IntegrityError as exc:
+            raise _integrity_error(exc, DuplicateClient.message) from None
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         with self._tx(write=False) as conn:
@@ -719,7 +742,7 @@ class SqlStore(MutatingStore):
         current = self.get_client(client_id)
         if current is not None and not is_expired(current.billing_cycle_end, now):
             return current
-        return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
+        return self.mutate(client_id, now, changes.read)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         with self._tx() as conn:
@@ -737,7 +760,7 @@ class SqlStore(MutatingStore):
             result = ledger.charge(record, job_id, cost, now)
             return result, not result.replayed
 
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, change)
 
     def _find_job(self, client_id: str, job_id: str) -> ChargeResult | None:
         with self._tx(write=False) as conn:
@@ -867,8 +890,21 @@ class SqlStore(MutatingStore):
 
     def close(self) -> None:
         self._write.dispose()
-        if self._read is not self._write:
+        if self.dialect == "sqlite":  # on PostgreSQL both share the one pool
             self._read.dispose()
+
+
+def _integrity_error(exc: IntegrityError, duplicate: str) -> BillingError:
+    """A unique key taken (an id or a key digest that exists) is ``DuplicateClient``; any
+    other refused write (a check or a trigger of the operator's) is ``StoreUnavailable``."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505" or (
+        getattr(orig, "sqlite_errorname", None)
+        in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
+    ):
+        return DuplicateClient(duplicate)
+    logger.warning("Billing database refused a write: %s: %s", type(orig).__name__, orig)
+    return StoreUnavailable()
 
 
 def _ledger_row(client_id: str, cycle_no: int, entry: CostEntry) -> dict[str, Any]:
