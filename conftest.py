@@ -102,5 +102,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     ``clock.advance(days=31)``."""
     fake = Clock(datetime(2026, 2, 19, 10, 30, tzinfo=UTC))
     monkeypatch.setattr("openclaw_billing.service.utcnow", fake)
+    monkeypatch.setattr("openclaw_billing.admin.utcnow", fake)
     monkeypatch.setattr("gateway.utcnow", fake)
     return fake

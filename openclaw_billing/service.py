@@ -3,6 +3,9 @@
 Plain Python: usable from the HTTP layer, the CLI and tests alike. Every rule that must hold
 under concurrency is delegated to one atomic :class:`~openclaw_billing.store.Store` primitive.
 
+The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
+:mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step.
+
 The module-level functions at the bottom are the contract ``client_auth.py`` exports; they use
 the process's default service (:func:`get_service`), built lazily from the settings.
 """
@@ -14,19 +17,18 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
-from .access import KEY_TOUCH_INTERVAL, new_key_record
-from .audit import MAX_SOURCE_LENGTH, AuditAction, AuditEvent, DetailValue, NewAuditEvent
-from .cycles import first_cycle, utcnow
+from .access import KEY_TOUCH_INTERVAL
+from .admin import AdminActions
+from .audit import AuditAction, AuditEvent, DetailValue
+from .cycles import utcnow
 from .errors import BillingError, ClientNotFound
-from .keys import digest_key, digests_match, display_prefix, generate_key, is_well_formed
+from .keys import digest_key, digests_match, is_well_formed
 from .ledger import roll_cycle, submit_refusal
-from .models import ApiKeyRecord, ChargeResult, ClientMetadata, ClientRecord, SubmitDecision
-from .net import UNKNOWN_ADDRESS, IPNetwork, address_allowed, parse_networks
-from .plans import PlanId, get_plan
+from .models import ChargeResult, ClientRecord, SubmitDecision
+from .net import IPNetwork, address_allowed, parse_networks
+from .plans import PlanId
 from .settings import get_settings
 from .store import Store, open_store
 
@@ -36,43 +38,14 @@ logger = logging.getLogger("openclaw_billing")
 MAX_JOB_ID_LENGTH = 200
 MAX_JOB_COST = 1_000_000.0
 
+Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
-class BillingService:
+
+class BillingService(AdminActions):
     def __init__(self, store: Store) -> None:
         self.store = store
 
     # -- clients ---------------------------------------------------------------------------
-
-    def create_client(
-        self, *, name: str, email: str, plan: PlanId, now: datetime | None = None
-    ) -> tuple[ClientRecord, str]:
-        """Create a client; returns the record and its plaintext key (shown once, never
-        stored)."""
-        now = now or utcnow()
-        key = generate_key()
-        key_record = new_key_record(key, now)
-        start, end = first_cycle(now)
-        allowance = get_plan(plan).jobs_per_month
-        record = ClientRecord(
-            client_id=str(uuid.uuid4()),
-            name=name,
-            email=email,
-            api_key_hash=digest_key(key),
-            api_key_prefix=display_prefix(key),
-            plan=plan,
-            credits_remaining=allowance,
-            total_spent=0.0,
-            created_at=now,
-            updated_at=now,
-            active=True,
-            billing_cycle_start=start,
-            billing_cycle_end=end,
-            metadata=ClientMetadata(cycle_allowance=allowance),
-            api_keys=[key_record],
-        )
-        self.store.create_client(record)
-        logger.info("Created client %s (%s) on %s plan", record.client_id, name, plan.value)
-        return record, key
 
     def get_client(self, client_id: str, *, now: datetime | None = None) -> ClientRecord:
         """The client with its cycle brought up to date. Raises ``ClientNotFound``."""
@@ -94,107 +67,6 @@ class BillingService:
         for record in page:
             _roll_view(record, now)
         return page, total
-
-    def add_credits(
-        self, client_id: str, amount: int, reason: str, *, now: datetime | None = None
-    ) -> ClientRecord:
-        record = self.store.add_credits(client_id, amount, reason, now or utcnow())
-        logger.info("Added %+d credits for %s: %r", amount, client_id, reason)
-        return record
-
-    def set_active(
-        self, client_id: str, active: bool, *, now: datetime | None = None
-    ) -> ClientRecord:
-        record = self.store.set_active(client_id, active, now or utcnow())
-        logger.info("%s client %s", "Reactivated" if active else "Deactivated", client_id)
-        return record
-
-    # -- keys and access policy ------------------------------------------------------------
-
-    def issue_key(
-        self,
-        client_id: str,
-        *,
-        label: str | None = None,
-        expires_at: datetime | None = None,
-        now: datetime | None = None,
-    ) -> tuple[ClientRecord, ApiKeyRecord, str]:
-        """Another key for the client; returns the record, the new key's record and the
-        plaintext key (shown once, never stored)."""
-        now = now or utcnow()
-        if expires_at is not None and expires_at <= now:
-            raise ValueError("expires_at must be in the future")
-        key = generate_key()
-        key_record = new_key_record(key, now, label=label)
-        key_record.expires_at = expires_at
-        record = self.store.issue_key(client_id, key_record, now)
-        logger.info("Issued key %s for %s", key_record.key_id, client_id)
-        return record, key_record, key
-
-    def rotate_key(
-        self,
-        client_id: str,
-        key_id: str,
-        *,
-        grace: timedelta,
-        label: str | None = None,
-        now: datetime | None = None,
-    ) -> tuple[ClientRecord, ApiKeyRecord, str]:
-        """A new key that works at once; the old one keeps working for ``grace``, then stops."""
-        now = now or utcnow()
-        key = generate_key()
-        key_record = new_key_record(key, now, label=label)
-        record = self.store.rotate_key(client_id, key_id, key_record, grace, now)
-        logger.info(
-            "Rotated key %s of %s to %s (grace %ds)",
-            key_id,
-            client_id,
-            key_record.key_id,
-            grace.total_seconds(),
-        )
-        return record, key_record, key
-
-    def revoke_key(
-        self, client_id: str, key_id: str, *, now: datetime | None = None
-    ) -> ClientRecord:
-        record = self.store.revoke_key(client_id, key_id, now or utcnow())
-        logger.info("Revoked key %s of %s", key_id, client_id)
-        return record
-
-    def set_key_expiry(
-        self,
-        client_id: str,
-        key_id: str,
-        expires_at: datetime | None,
-        *,
-        now: datetime | None = None,
-    ) -> ClientRecord:
-        return self.store.set_key_expiry(client_id, key_id, expires_at, now or utcnow())
-
-    def set_policy(
-        self,
-        client_id: str,
-        *,
-        rate_limit_per_minute: int | None,
-        ip_allowlist: list[str],
-        now: datetime | None = None,
-    ) -> ClientRecord:
-        """Set the client's rate-limit override and IP allowlist (validated: ``ValueError``)."""
-        parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
-        return self.store.set_policy(
-            client_id,
-            now or utcnow(),
-            rate_limit_per_minute=rate_limit_per_minute,
-            ip_allowlist=ip_allowlist,
-        )
-
-    def change_plan(
-        self, client_id: str, plan: PlanId, *, now: datetime | None = None
-    ) -> tuple[PlanId, ClientRecord]:
-        """Move the client to ``plan``; returns the plan it left and the record."""
-        left, record = self.store.change_plan(client_id, plan, now or utcnow())
-        logger.info("Changed plan of %s from %s to %s", client_id, left.value, plan.value)
-        return left, record
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -284,40 +156,19 @@ class BillingService:
         client_id: str | None = None,
         actor: str,
         source: str,
-        detail: Mapping[str, DetailValue] | None = None,
+        detail: Detail | None = None,
         now: datetime | None = None,
     ) -> AuditEvent | None:
-        """Append an event to the audit log, durably, and return it with its id.
+        """Append an event that is not a change of the store (an authentication failure) to
+        the audit log, durably, and return it with its id. (An admin action's event is stored
+        with its change instead: see :mod:`openclaw_billing.admin`.)
 
         ``actor`` is ``ADMIN_ACTOR``, ``client_actor(client_id)`` or ``ANONYMOUS_ACTOR``;
         ``source`` the resolved client address; ``detail`` a few non-secret facts. What it is
-        given never makes it raise: a detail the secret guard refuses (see
-        :mod:`openclaw_billing.audit`), or one holding a secret this process is configured with
-        (the admin token, the Stripe keys), is replaced by ``{"detail_refused": true}``, and an
-        event it cannot record at all (a client id shaped like a key) is dropped; both are
-        logged as warnings, without the values. It raises only when the log cannot be written
-        (``StoreUnavailable``, ``StoreCorrupt``)."""
-        at = now or utcnow()
-        if detail and _holds_configured_secret(detail):
-            logger.warning("Audit %s: detail refused (holds a configured secret)", action.value)
-            detail = {"detail_refused": True}
-        address = (source or UNKNOWN_ADDRESS)[:MAX_SOURCE_LENGTH]
-
-        def build(facts: dict[str, DetailValue]) -> NewAuditEvent:
-            return NewAuditEvent(
-                at=at, action=action, client_id=client_id, actor=actor, source=address, detail=facts
-            )
-
-        try:
-            event = build(dict(detail or {}))
-        except ValidationError as exc:
-            logger.warning("Audit %s: detail refused (%s)", action.value, _problems(exc))
-            try:
-                event = build({"detail_refused": True})
-            except ValidationError as again:
-                logger.warning("Audit %s: not recorded (%s)", action.value, _problems(again))
-                return None
-        return self.store.audit.append(event)
+        given never makes it raise (see :meth:`_event`). It raises only when the log cannot
+        be written (``StoreUnavailable``, ``StoreCorrupt``)."""
+        event = self._event(action, client_id, source, now or utcnow(), detail, actor=actor)
+        return None if event is None else self.store.audit.append(event)
 
     def audit_events(
         self,
@@ -356,33 +207,6 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
-
-
-def _holds_configured_secret(detail: Mapping[str, DetailValue]) -> bool:
-    """Whether a detail string contains the admin token or a Stripe secret of the settings
-    (these have no recognisable shape, unlike client keys)."""
-    settings = get_settings()
-    configured = [
-        secret.get_secret_value()
-        for secret in (
-            settings.admin_token,
-            settings.stripe_secret_key,
-            settings.stripe_webhook_secret,
-        )
-        if secret is not None and secret.get_secret_value()
-    ]
-    strings = [
-        item
-        for value in detail.values()
-        for item in (value if isinstance(value, list) else [value])
-        if isinstance(item, str)
-    ]
-    return any(secret in item for secret in configured for item in strings)
-
-
-def _problems(exc: ValidationError) -> str:
-    """Where and what, never the input (which may be the very secret refused)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 # -- the default service --------------------------------------------------------------------

@@ -27,7 +27,8 @@ from openclaw_billing.errors import BillingError
 from openclaw_billing.keys import digest_key, display_prefix, generate_key
 from openclaw_billing.models import ChargeResult, ClientMetadata, ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
-from openclaw_billing.store import json_file
+from openclaw_billing.service import BillingService
+from openclaw_billing.store import audit_json, json_file
 from openclaw_billing.store.base import Store
 from openclaw_billing.store.json_file import JsonFileStore
 
@@ -263,6 +264,13 @@ class _CrashingOs:
         self._maybe_die("close")
         os.close(fd)
 
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        """The audit log's append: dies half way through, that half on disk."""
+        if self._crash.step("os.write"):
+            os.write(fd, bytes(data[: len(data) // 2]))
+            os._exit(CRASH_EXIT)
+        return os.write(fd, data)
+
 
 class _CrashingTempfile:
     def __init__(self, crash: _Crash) -> None:
@@ -290,6 +298,21 @@ def crash_during_charge(
     out.put((crash.steps, result))
 
 
+def crash_during_admin_action(
+    path: str, client_id: str, now: datetime, crash_at: int, out: Queue[Any]
+) -> None:
+    """Child: open the store, then add 5 credits as an admin would (the change and its audit
+    event), dying at I/O step ``crash_at`` of the store's write or of the audit log's append
+    (0: never). A run that does not die reports the steps it went through."""
+    store = JsonFileStore(path)
+    crash = _Crash(crash_at)
+    json_file.__dict__["os"] = _CrashingOs(crash)
+    json_file.__dict__["tempfile"] = _CrashingTempfile(crash)
+    audit_json.__dict__["os"] = _CrashingOs(crash)
+    BillingService(store).add_credits(client_id, 5, "crash test", now=now, source="203.0.113.9")
+    out.put(crash.steps)
+
+
 # -- kill -9 under load ----------------------------------------------------------------------
 
 
@@ -304,6 +327,17 @@ def write_forever(path: str, client_id: str, prefix: str, acked: Any, now: datet
         acked.value = i
         if i % 7 == 0:
             store.add_credits(client_id, 1, "top-up", now)
+
+
+def admin_forever(path: str, client_id: str, prefix: str, acked: Any, now: datetime) -> None:
+    """Child: add a credit with the reason ``prefix-0``, ``prefix-1``, ... (each an admin action
+    with its audit event) until killed; ``acked.value`` counts those that returned."""
+    service = BillingService(JsonFileStore(path))
+    i = 0
+    while True:
+        service.add_credits(client_id, 1, f"{prefix}-{i}", now=now, source="203.0.113.9")
+        i += 1
+        acked.value = i
 
 
 # -- the original module's file format -------------------------------------------------------

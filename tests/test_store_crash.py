@@ -1,6 +1,8 @@
 """Crashes: a child dies at each I/O step of the write protocol (R6), and a writer under load
 is killed with SIGKILL again and again (R5). After each, the file parses and holds exactly the
-old or exactly the new state, and reopening sweeps what the crash left behind."""
+old or exactly the new state, and reopening sweeps what the crash left behind. The same for an
+admin action, whose audit event goes through the store file's outbox into the audit log: after
+any crash, the change and its event are both there (the event exactly once) or neither is."""
 
 from __future__ import annotations
 
@@ -14,16 +16,20 @@ from typing import Any
 
 import pytest
 
+from openclaw_billing.audit import ANONYMOUS_ACTOR, AuditAction, AuditEvent
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ChargeResult
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
+from openclaw_billing.store.audit_json import audit_path
 from openclaw_billing.store.json_file import JsonFileStore
 from tests.invariants import check_store_file
 from tests.store_helpers import (
     CRASH_EXIT,
     T0,
     WAIT,
+    admin_forever,
+    crash_during_admin_action,
     crash_during_charge,
     ledger_ids,
     legacy_bytes,
@@ -192,3 +198,134 @@ def test_writer_killed_at_random_moments_never_breaks_the_file(tmp_path: Path) -
     assert record.credits_remaining == 200 + 100_000 + sum(
         a.amount for a in record.metadata.credit_adjustments[1:]
     ) - len(committed)
+
+
+# -- an admin action and its audit event -------------------------------------------------------
+
+#: The store file's write (the change and its event in the outbox), between the audit log's
+#: open under its lock and the append of the event, its fsync and the close.
+ADMIN_STEPS = ["open", *WRITE_STEPS, "os.write", "fsync", "close"]
+
+
+def run_crashing_admin_action(path: Path, client_id: str, crash_at: int) -> tuple[int | None, Any]:
+    ctx = mp_context()
+    out = ctx.Queue()
+    child = ctx.Process(
+        target=crash_during_admin_action, args=(str(path), client_id, NOW, crash_at, out)
+    )
+    child.start()
+    child.join(WAIT)
+    if child.exitcode != 0:
+        return child.exitcode, None
+    return 0, out.get(timeout=WAIT)
+
+
+def credits_and_events(path: Path, client_id: str) -> tuple[int | None, list[AuditEvent]]:
+    """Reopened as the next start would: the client's credits and the whole audit log."""
+    store = JsonFileStore(path)
+    record = store.get_client(client_id)
+    assert record is not None
+    return record.credits_remaining, list(store.audit.export())
+
+
+def test_crash_at_each_step_of_an_admin_action_loses_no_event_and_writes_none_twice(
+    tmp_path: Path,
+) -> None:
+    setup = tmp_path / "setup" / "clients.json"
+    setup.parent.mkdir()
+    created, _ = BillingService(JsonFileStore(setup)).create_client(
+        name="Acme", email="acme@acmecorp.com", plan=PlanId.PRO, now=T0
+    )
+    cid = created.client_id
+    old = setup.read_bytes(), audit_path(setup).read_bytes()
+    _, (create,) = credits_and_events(setup, cid)
+
+    def fresh(name: str) -> Path:
+        path = fresh_copy(tmp_path, name, old[0])
+        audit_path(path).write_bytes(old[1])
+        return path
+
+    code, steps = run_crashing_admin_action(fresh("reference"), cid, 0)
+    assert (code, steps) == (0, ADMIN_STEPS)
+    credits, events = credits_and_events(tmp_path / "reference" / "clients.json", cid)
+    assert credits == 205
+    (_, done) = events
+    assert (done.id, done.action, done.detail) == (
+        2,
+        AuditAction.CLIENT_CREDITS,
+        {"amount": 5, "reason": "crash test"},
+    )
+    committed_at = ADMIN_STEPS.index("replace") + 1
+
+    for k in range(1, len(ADMIN_STEPS) + 1):
+        path = fresh(f"crash-{k}")
+        code, _ = run_crashing_admin_action(path, cid, k)
+        assert code == CRASH_EXIT, (k, ADMIN_STEPS[k - 1], code)
+        committed = k > committed_at
+        credits, events = credits_and_events(path, cid)  # the start catches the log up
+        assert credits == (205 if committed else 200), (k, ADMIN_STEPS[k - 1])
+        assert events == ([create, done] if committed else [create]), (k, ADMIN_STEPS[k - 1])
+        if not committed:  # never answered: the admin retries, and it is done once
+            BillingService(JsonFileStore(path)).add_credits(
+                cid, 5, "crash test", now=NOW, source="203.0.113.9"
+            )
+        # Later appends (another start, a failed login) never reuse or repeat an id.
+        failed = BillingService(JsonFileStore(path)).record_audit(
+            AuditAction.AUTH_KEY_FAILED, actor=ANONYMOUS_ACTOR, source="x", now=NOW
+        )
+        assert failed is not None
+        assert failed.id == 3
+        credits, events = credits_and_events(path, cid)
+        assert credits == 205
+        assert [(e.id, e.action) for e in events] == [
+            (1, AuditAction.CLIENT_CREATE),
+            (2, AuditAction.CLIENT_CREDITS),
+            (3, AuditAction.AUTH_KEY_FAILED),
+        ], k
+
+
+def test_admin_actions_killed_at_random_moments_keep_change_and_event_together(
+    tmp_path: Path,
+) -> None:
+    """R5 for admin actions: kill -9 a process adding credits (each with its audit event) at
+    random moments, 15 times, restarting it. After each kill and restart, every credit the
+    store holds has exactly one event in the log, in the same order, and nothing else."""
+    rounds = 15
+    path = tmp_path / "clients.json"
+    created, _ = BillingService(JsonFileStore(path)).create_client(
+        name="Acme", email="acme@acmecorp.com", plan=PlanId.PRO, now=T0
+    )
+    cid = created.client_id
+    ctx = mp_context()
+    rng = random.Random(20260220)
+    committed: list[str] = []
+    for n in range(rounds):
+        acked = ctx.Value("i", 0)
+        writer = ctx.Process(target=admin_forever, args=(str(path), cid, f"r{n}", acked, T0))
+        writer.start()
+        target = rng.randint(1, 10)
+        deadline = time.monotonic() + WAIT
+        while acked.value < target:  # bounded polling for progress
+            assert writer.is_alive(), writer.exitcode
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.005))  # land anywhere in a later action
+        writer.kill()
+        writer.join(WAIT)
+        assert writer.exitcode == -signal.SIGKILL
+        returned = acked.value
+
+        store = JsonFileStore(path)  # the restart catches the log up
+        record = store.get_client(cid)
+        assert record is not None
+        reasons = [a.reason for a in record.metadata.credit_adjustments]
+        events = list(store.audit.export())
+        assert [e.action for e in events[:1]] == [AuditAction.CLIENT_CREATE]
+        assert [e.detail["reason"] for e in events[1:]] == reasons, "a change without its event"
+        assert [e.id for e in events] == list(range(1, len(events) + 1))
+        assert reasons[: len(committed)] == committed, "a committed action was lost"
+        this_round = reasons[len(committed) :]
+        assert this_round == [f"r{n}-{i}" for i in range(len(this_round))]
+        assert returned <= len(this_round) <= returned + 1, (returned, this_round)
+        assert record.credits_remaining == 200 + len(reasons)
+        committed = reasons

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,10 +9,9 @@ from fastapi import APIRouter, Header, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from ..access import find_key
-from ..audit import ADMIN_ACTOR, MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, DetailValue
+from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction
 from ..errors import InvalidRequest, PayloadTooLarge
 from ..plans import PlanId
-from ..service import BillingService
 from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
@@ -47,19 +45,6 @@ from .schemas import (
 )
 
 ClientId = Annotated[str, Path(min_length=1, max_length=100)]
-
-
-def _audit(
-    service: BillingService,
-    action: AuditAction,
-    client_id: str,
-    source: str,
-    detail: Mapping[str, DetailValue] | None = None,
-) -> None:
-    """Record an admin action that succeeded, durably, before it is answered."""
-    service.record_audit(
-        action, client_id=client_id, actor=ADMIN_ACTOR, source=source, detail=detail
-    )
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -166,9 +151,9 @@ def create_portal(
 @admin_router.post("/clients", status_code=status.HTTP_201_CREATED, responses=_errors(422))
 def create_client(body: ClientCreate, service: ServiceDep, source: ClientAddress) -> ApiKeyCreated:
     """Create a client account; the response carries its API key, shown this once."""
-    record, api_key = service.create_client(name=body.name, email=body.email, plan=body.plan)
-    detail: dict[str, DetailValue] = {"plan": record.plan, "key_id": record.api_keys[-1].key_id}
-    _audit(service, AuditAction.CLIENT_CREATE, record.client_id, source, detail)
+    record, api_key = service.create_client(
+        name=body.name, email=body.email, plan=body.plan, source=source
+    )
     return ApiKeyCreated.with_key(record, api_key)
 
 
@@ -201,9 +186,7 @@ def add_credits(
     client_id: ClientId, body: CreditsAdd, service: ServiceDep, source: ClientAddress
 ) -> ClientPublic:
     """Add credits to a client (negative to correct, never below zero), with a reason."""
-    record = service.add_credits(client_id, body.credits, body.reason)
-    detail: dict[str, DetailValue] = {"amount": body.credits, "reason": body.reason}
-    _audit(service, AuditAction.CLIENT_CREDITS, client_id, source, detail)
+    record = service.add_credits(client_id, body.credits, body.reason, source=source)
     return ClientPublic.of(record)
 
 
@@ -212,8 +195,7 @@ def deactivate_client(
     client_id: ClientId, service: ServiceDep, source: ClientAddress
 ) -> ClientPublic:
     """Deactivate a client (soft delete: data kept, key blocked from the next request)."""
-    record = service.set_active(client_id, False)
-    _audit(service, AuditAction.CLIENT_DEACTIVATE, client_id, source)
+    record = service.set_active(client_id, False, source=source)
     return ClientPublic.of(record)
 
 
@@ -222,8 +204,7 @@ def reactivate_client(
     client_id: ClientId, service: ServiceDep, source: ClientAddress
 ) -> ClientPublic:
     """Reactivate a deactivated client; its key works again."""
-    record = service.set_active(client_id, True)
-    _audit(service, AuditAction.CLIENT_REACTIVATE, client_id, source)
+    record = service.set_active(client_id, True, source=source)
     return ClientPublic.of(record)
 
 
@@ -277,12 +258,10 @@ def issue_key(
     """Issue another key for the client (shown once). Every key draws on the one balance."""
     try:
         _, key, plaintext = service.issue_key(
-            client_id, label=body.label, expires_at=body.expires_at
+            client_id, label=body.label, expires_at=body.expires_at, source=source
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    detail: dict[str, DetailValue] = {"key_id": key.key_id, "expires_at": _iso(key.expires_at)}
-    _audit(service, AuditAction.KEY_ISSUE, client_id, source, detail)
     return KeyIssued(**ApiKeyPublic.of(key).model_dump(), client_id=client_id, api_key=plaintext)
 
 
@@ -301,14 +280,12 @@ def rotate_key(
     """Replace a key: the new key (shown once) works at once, the old one for
     ``grace_seconds`` more, then stops."""
     _, key, plaintext = service.rotate_key(
-        client_id, key_id, grace=timedelta(seconds=body.grace_seconds), label=body.label
+        client_id,
+        key_id,
+        grace=timedelta(seconds=body.grace_seconds),
+        label=body.label,
+        source=source,
     )
-    detail: dict[str, DetailValue] = {
-        "key_id": key_id,
-        "new_key_id": key.key_id,
-        "grace_seconds": body.grace_seconds,
-    }
-    _audit(service, AuditAction.KEY_ROTATE, client_id, source, detail)
     return KeyIssued(**ApiKeyPublic.of(key).model_dump(), client_id=client_id, api_key=plaintext)
 
 
@@ -317,8 +294,7 @@ def revoke_key(
     client_id: ClientId, key_id: KeyId, service: ServiceDep, source: ClientAddress
 ) -> ApiKeyPublic:
     """Revoke a key: it stops working at once (revoking twice changes nothing)."""
-    record = service.revoke_key(client_id, key_id)
-    _audit(service, AuditAction.KEY_REVOKE, client_id, source, {"key_id": key_id})
+    record = service.revoke_key(client_id, key_id, source=source)
     return ApiKeyPublic.of(find_key(record, key_id))
 
 
@@ -332,11 +308,9 @@ def set_key_expiry(
 ) -> ApiKeyPublic:
     """Set when a key stops working (in the future), or clear it with null."""
     try:
-        record = service.set_key_expiry(client_id, key_id, body.expires_at)
+        record = service.set_key_expiry(client_id, key_id, body.expires_at, source=source)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    detail: dict[str, DetailValue] = {"key_id": key_id, "expires_at": _iso(body.expires_at)}
-    _audit(service, AuditAction.KEY_EXPIRY, client_id, source, detail)
     return ApiKeyPublic.of(find_key(record, key_id))
 
 
@@ -347,9 +321,7 @@ def change_plan(
     """Move a client to another plan now (e.g. an enterprise deal). Within the cycle, the
     difference of the allowances is a logged credit adjustment, never below zero. A client
     with a live Stripe subscription changes plan in Stripe instead (409)."""
-    left, record = service.change_plan(client_id, body.plan)
-    detail: dict[str, DetailValue] = {"from": left.value, "to": record.plan.value}
-    _audit(service, AuditAction.CLIENT_PLAN_CHANGE, client_id, source, detail)
+    _, record = service.change_plan(client_id, body.plan, source=source)
     return ClientPublic.of(record)
 
 
@@ -364,23 +336,15 @@ def set_policy(
             client_id,
             rate_limit_per_minute=body.rate_limit_per_minute,
             ip_allowlist=body.ip_allowlist,
+            source=source,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    detail: dict[str, DetailValue] = {
-        "rate_limit_per_minute": record.rate_limit_per_minute,
-        "ip_allowlist": list(record.ip_allowlist),
-    }
-    _audit(service, AuditAction.CLIENT_POLICY, client_id, source, detail)
     return PolicyPublic(
         client_id=client_id,
         rate_limit_per_minute=record.rate_limit_per_minute,
         ip_allowlist=record.ip_allowlist,
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 router = APIRouter()

@@ -16,6 +16,16 @@ is only ever appended to: never rewritten, never truncated.
   goes on meanwhile.
 
 Readers take no lock: a line being appended has no newline yet, so it is ignored like a torn one.
+
+The outbox. An admin action's event must be stored with its change or not at all, and two files
+cannot be committed together. So the store commits the event in its own file's atomic write, in
+the header's ``audit_outbox``, numbered with the id this log will give it: the store holds this
+log's lock (:meth:`JsonAuditLog.reserve`) from before it reads the last id until the event is
+appended here, so no other append can take that id. Whatever the outbox holds that this log
+lacks (``id`` above the last one here: the process died between the two writes, or the append
+failed) is appended, with its own id, by the next append, before any read (``query``,
+``export``) and when the store is opened. An event is therefore never lost, and never written
+twice: the ids say which events the log already has.
 """
 
 from __future__ import annotations
@@ -24,16 +34,18 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
-from ..errors import StoreCorrupt, StoreUnavailable
+from ..errors import BillingError, StoreCorrupt, StoreUnavailable
 from .filelock import FileLock
 
 logger = logging.getLogger("openclaw_billing.store")
@@ -57,11 +69,46 @@ def _line(event: AuditEvent) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
+def render_outbox(events: Sequence[AuditEvent]) -> bytes:
+    """The store header's ``audit_outbox``: the events as the log's lines, in a JSON list."""
+    return b"[" + b",".join(_line(event)[:-1] for event in events) + b"]"
+
+
+def parse_outbox(value: object) -> tuple[AuditEvent, ...] | None:
+    """The events of a parsed ``audit_outbox`` (ids increasing), or None if it is not one."""
+    if not isinstance(value, list):
+        return None
+    try:
+        events = tuple(AuditEvent.model_validate(item) for item in value)
+    except ValidationError:
+        return None
+    if any(a.id >= b.id for a, b in pairwise(events)):
+        return None
+    return events
+
+
+@dataclass(slots=True)
+class _Tail:
+    """The open log under its lock: its descriptor, last id and whether it ends torn."""
+
+    fd: int
+    last: int
+    torn: bool
+
+
 class JsonAuditLog(AuditLog):
-    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_timeout: float = 10.0,
+        outbox: Callable[[], Sequence[AuditEvent]] | None = None,
+    ) -> None:
+        """``outbox`` returns the store's committed outbox (see the module docstring)."""
         self.path = Path(path).expanduser().absolute()
         self.location = f"jsonl://{self.path}"
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+        self._outbox = outbox
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -84,34 +131,91 @@ class JsonAuditLog(AuditLog):
         return count
 
     def _append(self, events: list[NewAuditEvent]) -> list[AuditEvent]:
+        with self._locked() as tail:
+            pending = self._pending(tail.last)
+            first = max([tail.last, *(e.id for e in pending)]) + 1
+            stored = [AuditEvent(id=first + n, **e.model_dump()) for n, e in enumerate(events)]
+            self._write(tail, [*pending, *stored])
+        return stored
+
+    @contextmanager
+    def reserve(self) -> Iterator[int]:
+        """For the store's commit of events into its outbox: hold the lock, bring the log up to
+        date, yield the id the first new event takes; once the block has committed, append the
+        outbox. That last append may fail (it is logged): the events are committed in the
+        store, and the next append or read adds them. Raises ``StoreUnavailable`` (nothing
+        committed) when the log cannot be locked, opened or brought up to date."""
+        with self._locked() as tail:
+            self._write(tail, self._pending(tail.last))
+            yield tail.last + 1
+            try:
+                self._write(tail, self._pending(tail.last))
+            except (OSError, BillingError) as exc:
+                logger.warning(
+                    "Could not append committed events to the audit log %s (%s); they are "
+                    "kept in the store's outbox and appended by the next append or read",
+                    self.path,
+                    exc,
+                )
+
+    def catch_up(self) -> None:
+        """Append the events of the store's outbox this log lacks (see the module docstring).
+        Takes the lock only when there are some."""
+        pending = self._outbox() if self._outbox is not None else ()
+        if not pending:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            last = 0
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot read the audit log {self.path}: {exc}") from exc
+        else:
+            try:
+                last, _ = self._tail(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        if pending[-1].id > last:
+            self._append([])
+
+    def _pending(self, last: int) -> list[AuditEvent]:
+        """The committed events of the store's outbox after ``last``, oldest first."""
+        if self._outbox is None:
+            return []
+        return [event for event in self._outbox() if event.id > last]
+
+    @contextmanager
+    def _locked(self) -> Iterator[_Tail]:
+        """The log, locked and open for appending. OS errors become ``StoreUnavailable``."""
         try:
             with self._lock.hold():
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 try:
                     size = os.fstat(fd).st_size
-                    last_id, torn = self._tail(fd, size)
-                    stored = [
-                        AuditEvent(id=last_id + n, **e.model_dump())
-                        for n, e in enumerate(events, 1)
-                    ]
-                    data = b"".join(_line(e) for e in stored)
-                    if torn:
-                        logger.warning(
-                            "Ended a torn line in %s left by an interrupted append (ignored)",
-                            self.path,
-                        )
-                        data = TORN_SUFFIX + b"\n" + data
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
+                    last, torn = self._tail(fd, size)
+                    yield _Tail(fd, last, torn)
                 finally:
                     os.close(fd)
                 if size == 0:
                     self._fsync_directory()
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the audit log {self.path}: {exc}") from exc
-        return stored
+
+    def _write(self, tail: _Tail, events: Sequence[AuditEvent]) -> None:
+        """Append ``events`` (numbered after ``tail.last``) with one write, and fsync."""
+        if not events:
+            return
+        data = b"".join(_line(e) for e in events)
+        if tail.torn:
+            logger.warning(
+                "Ended a torn line in %s left by an interrupted append (ignored)", self.path
+            )
+            data = TORN_SUFFIX + b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(tail.fd, view) :]
+        os.fsync(tail.fd)
+        tail.last, tail.torn = events[-1].id, False
 
     def _tail(self, fd: int, size: int) -> tuple[int, bool]:
         """The id of the last complete event line (0 if none) and whether the file ends in a
@@ -200,6 +304,7 @@ class JsonAuditLog(AuditLog):
             raise self._corrupt(number, offset, problem) from None
 
     def export(self) -> Iterator[AuditEvent]:
+        self.catch_up()
         for number, offset, doc in self._documents():
             yield self._validate(number, offset, doc)
 
@@ -214,6 +319,7 @@ class JsonAuditLog(AuditLog):
         limit: int = 100,
     ) -> tuple[list[AuditEvent], int]:
         check_query(offset, limit, since, until)
+        self.catch_up()
         # One pass keeps the newest offset + limit matches. Every line is parsed and checked
         # for shape (a damaged line anywhere stops the read, it is never silently left out);
         # only the page is fully validated, which keeps a long log quick to page through.

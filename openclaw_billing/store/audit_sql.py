@@ -4,6 +4,8 @@
   reused; a sequence on PostgreSQL): strictly increasing in the order rows are inserted.
 * An append is one ``INSERT`` in its own transaction on the store's write engine; it is
   committed (durable: SQLite ``synchronous=FULL``, PostgreSQL commit) before it returns.
+* An admin action's event is inserted by :meth:`SqlAuditLog.insert` in the transaction of the
+  change itself (``SqlStore._edit``, ``create_client``): both commit, or neither does.
 * Indexes on (client_id, id), (action, id) and (at) serve the filters, newest first.
 * The table is created if missing when the store opens (``checkfirst``, under the schema's
   advisory lock on PostgreSQL), independently of the store's schema version: adding it needs no
@@ -14,6 +16,7 @@ Nothing here updates or deletes a row.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -36,10 +39,13 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 
 from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
-from ..errors import StoreCorrupt
+from ..errors import StoreCorrupt, StoreUnavailable
 from .sql import _SCHEMA_LOCK, UtcDateTime
+
+logger = logging.getLogger("openclaw_billing.store")
 
 #: Rows per read when streaming an export, and per batch when importing.
 _BATCH = 1000
@@ -109,11 +115,20 @@ class SqlAuditLog(AuditLog):
 
     def append(self, event: NewAuditEvent) -> AuditEvent:
         with self._tx() as conn:
+            return self.insert(conn, event)
+
+    def insert(self, conn: Connection, event: NewAuditEvent) -> AuditEvent:
+        """Insert ``event`` in the caller's transaction (it commits with the caller's change).
+        A refused insert (a trigger, a check) is ``StoreUnavailable``: the table has no key a
+        caller could collide with."""
+        try:
             result = conn.execute(insert(audit_rows).values(_values(event)))
-            inserted = result.inserted_primary_key
-            assert inserted is not None  # a single-row INSERT always has one
-            new_id = int(inserted[0])
-        return AuditEvent(id=new_id, **event.model_dump())
+        except IntegrityError as exc:
+            logger.warning("The audit log refused an event: %s", type(exc.orig).__name__)
+            raise StoreUnavailable() from exc
+        inserted = result.inserted_primary_key
+        assert inserted is not None  # a single-row INSERT always has one
+        return AuditEvent(id=int(inserted[0]), **event.model_dump())
 
     def import_events(self, events: Iterable[NewAuditEvent]) -> int:
         count = 0

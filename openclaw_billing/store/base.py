@@ -16,12 +16,19 @@ from enum import StrEnum
 from typing import NamedTuple, TypeVar
 
 from .. import access, ledger
-from ..audit import AuditLog
+from ..audit import AuditLog, NewAuditEvent
 from ..errors import BillingError
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord, CycleSummary
 from ..plans import PlanId
+from . import changes
+from .changes import Change
 
 T = TypeVar("T")
+
+#: Makes the audit event of a change from its result (None: nothing to record).
+AuditFor = Callable[[T], NewAuditEvent | None]
+#: Writes a changed record (None: unchanged) and appends an audit event (None: none), at once.
+Write = Callable[[ClientRecord | None, NewAuditEvent | None], None]
 
 #: How long processed Stripe event ids are remembered (Stripe retries for up to 3 days).
 EVENT_ID_RETENTION = timedelta(days=35)
@@ -55,8 +62,29 @@ class Store(ABC):
     audit: AuditLog
 
     @abstractmethod
-    def create_client(self, record: ClientRecord) -> None:
-        """Insert a new client. Raises ``DuplicateClient`` if the id or key digest exists."""
+    def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:
+        """Insert a new client, and append ``audit`` to the audit log in the same atomic step.
+        Raises ``DuplicateClient`` if the id or key digest exists."""
+
+    @abstractmethod
+    def mutate(
+        self,
+        client_id: str,
+        now: datetime,
+        change: Change[T],
+        *,
+        audit: AuditFor[T] | None = None,
+    ) -> T:
+        """The one way to change a client: under its lock, roll the cycle if due, apply
+        ``change`` (see :mod:`.changes`) and write the record once, with the audit event that
+        ``audit`` makes from the change's result, in the same transaction (SQL) or the same
+        file write (JSON; see ``JsonFileStore``). Either both are stored or neither is.
+
+        An event is recorded even when the change left the record as it was (revoking a
+        revoked key): the action was done and answered. A ``BillingError`` from ``change``
+        records no event, but still lets a due reset be written (changes validate before they
+        mutate). Raises ``ClientNotFound``, and ``StoreUnavailable`` when either write fails.
+        """
 
     @abstractmethod
     def get_client(self, client_id: str) -> ClientRecord | None:
@@ -203,37 +231,38 @@ class Store(ABC):
 
 class MutatingStore(Store):
     """A store whose rarer primitives all follow one pattern: lock one client, roll its cycle
-    if due, apply a transition of :mod:`openclaw_billing.ledger`, write it once. A backend
-    supplies only the locking, loading and writing (:meth:`_edit`); the rules live here."""
+    if due, apply a change (:mod:`.changes`), write it once, with its audit event if it has
+    one. A backend supplies only the locking, loading and writing (:meth:`_edit`); the rules
+    live here."""
 
     @abstractmethod
-    def _edit(
-        self, client_id: str
-    ) -> AbstractContextManager[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
+    def _edit(self, client_id: str) -> AbstractContextManager[tuple[ClientRecord, Write]]:
         """Hold the client's lock; yield a copy of its record and a function that writes a
-        changed copy back (called at most once, inside the block). Raises ``ClientNotFound``."""
+        changed copy back and appends an audit event, in one atomic step (called at most
+        once, inside the block). Raises ``ClientNotFound``."""
 
-    def _mutate(
+    def mutate(
         self,
         client_id: str,
         now: datetime,
-        change: Callable[[ClientRecord], tuple[T, bool]],
+        change: Change[T],
+        *,
+        audit: AuditFor[T] | None = None,
     ) -> T:
-        """Under the client's lock: roll the cycle if due, then apply ``change`` (which returns
-        its result and whether it changed the record) and write once. A ``BillingError`` from
-        ``change`` still lets a due reset be written (transitions validate before they mutate).
-        Raises ``ClientNotFound``."""
         error: BillingError | None = None
         with self._edit(client_id) as (record, write):
             reset = ledger.roll_cycle(record, now)
             dirty = reset is not None
+            event = None
             try:
                 result, changed = change(record)
                 dirty = dirty or changed
+                if audit is not None:
+                    event = audit(result)
             except BillingError as exc:
                 error = exc
-            if dirty:
-                write(record)
+            if dirty or event is not None:
+                write(record if dirty else None, event)
         if reset is not None:
             log_cycle_reset(record)
         if error is not None:
@@ -241,61 +270,35 @@ class MutatingStore(Store):
         return result
 
     def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
-        def change(record: ClientRecord) -> tuple[bool, bool]:
-            refunded = ledger.refund(record, job_id, now)
-            return refunded, refunded
-
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, changes.refund(job_id, now))
 
     def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            ledger.add_credits(record, amount, reason, now)
-            return record.model_copy(deep=True), True
-
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, changes.add_credits(amount, reason, now))
 
     def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            changed = ledger.set_active(record, active, now)
-            return record.model_copy(deep=True), changed
-
-        return self._mutate(client_id, now, change)
-
-    def _access(
-        self, client_id: str, now: datetime, apply: Callable[[ClientRecord], bool | None]
-    ) -> ClientRecord:
-        """``_mutate`` for an access transition that returns whether it changed anything
-        (None: it always does)."""
-
-        def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
-            changed = apply(record)
-            return record.model_copy(deep=True), changed is not False
-
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, changes.set_active(active, now))
 
     def issue_key(self, client_id: str, key: ApiKeyRecord, now: datetime) -> ClientRecord:
-        return self._access(client_id, now, lambda r: access.issue_key(r, key, now))
+        return self.mutate(client_id, now, changes.issue_key(key, now))
 
     def rotate_key(
         self, client_id: str, key_id: str, new: ApiKeyRecord, grace: timedelta, now: datetime
     ) -> ClientRecord:
-        return self._access(client_id, now, lambda r: access.rotate_key(r, key_id, new, grace, now))
+        return self.mutate(client_id, now, changes.rotate_key(key_id, new, grace, now))
 
     def revoke_key(self, client_id: str, key_id: str, now: datetime) -> ClientRecord:
-        return self._access(client_id, now, lambda r: access.revoke_key(r, key_id, now))
+        return self.mutate(client_id, now, changes.revoke_key(key_id, now))
 
     def set_key_expiry(
         self, client_id: str, key_id: str, expires_at: datetime | None, now: datetime
     ) -> ClientRecord:
-        return self._access(
-            client_id, now, lambda r: access.set_key_expiry(r, key_id, expires_at, now)
-        )
+        return self.mutate(client_id, now, changes.set_key_expiry(key_id, expires_at, now))
 
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         # A note of use, not an access to the account: no cycle roll, no updated_at.
         with self._edit(client_id) as (record, write):
             if access.touch_key(record, key_id, now):
-                write(record)
+                write(record, None)
 
     def set_policy(
         self,
@@ -305,23 +308,15 @@ class MutatingStore(Store):
         rate_limit_per_minute: int | None,
         ip_allowlist: list[str],
     ) -> ClientRecord:
-        return self._access(
-            client_id,
-            now,
-            lambda r: access.set_policy(
-                r, now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
-            ),
+        change = changes.set_policy(
+            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
         )
+        return self.mutate(client_id, now, change)
 
     def change_plan(
         self, client_id: str, plan: PlanId, now: datetime
     ) -> tuple[PlanId, ClientRecord]:
-        def change(record: ClientRecord) -> tuple[tuple[PlanId, ClientRecord], bool]:
-            left = record.plan
-            access.admin_change_plan(record, plan, now)
-            return (left, record.model_copy(deep=True)), True
-
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, changes.change_plan(plan, now))
 
 
 def apply_event_change(

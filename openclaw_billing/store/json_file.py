@@ -12,6 +12,13 @@ Protocol (see DESIGN.md, "Storage"):
   another worker) parses and validates only the lines that differ from the state it holds;
   a file in any other layout is parsed whole, and the next write lays it out again;
 * temp files left by a crash are swept when the store is opened;
+* an admin action's audit event is written in the same file write as its change, in the
+  header's ``audit_outbox`` (with the id the audit log will give it), and only then appended
+  to the audit log (``<file>.audit.jsonl``), under the log's lock held across both writes.
+  Events of the outbox that the log lacks (a crash between the two writes, a failed append)
+  are appended before any append or read of the log, and when the store is opened, by id,
+  so none is lost or written twice (see :mod:`.audit_json`). A charge carries no event: it
+  never touches the log;
 * a file that does not parse or validate raises :class:`StoreCorrupt` naming the file, and is
   never overwritten;
 * a file in the original module's format (plaintext ``api_key``) loads, its keys keep
@@ -35,6 +42,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .. import ledger
+from ..audit import AuditEvent, NewAuditEvent
 from ..cycles import is_expired, utcnow
 from ..errors import (
     ClientNotFound,
@@ -45,12 +53,14 @@ from ..errors import (
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
 from ..plans import PlanId, get_plan
-from .audit_json import JsonAuditLog, audit_path
+from . import changes
+from .audit_json import JsonAuditLog, audit_path, parse_outbox, render_outbox
 from .base import (
     EVENT_ID_RETENTION,
     EventOutcome,
     MutatingStore,
     StripeRef,
+    Write,
     apply_event_change,
     log_cycle_reset,
 )
@@ -78,8 +88,11 @@ class _State:
     lines: tuple[bytes, ...] = ()
     #: client id -> its index in ``lines`` (shared between states with the same clients).
     positions: dict[str, int] = field(default_factory=dict)
-    #: ``events`` as rendered into the file.
-    events_raw: bytes = b"{}"
+    #: ``events`` and ``outbox`` as rendered into the header (see :func:`_meta`).
+    meta_raw: bytes = b"{}"
+    #: Audit events committed with a change, the newest admin action's at least; the audit
+    #: log is caught up from these (see the module docstring).
+    outbox: tuple[AuditEvent, ...] = ()
 
 
 _EMPTY = _State(None, {}, {}, {}, legacy=False)
@@ -87,6 +100,7 @@ _EMPTY = _State(None, {}, {}, {}, legacy=False)
 #: The layout every write uses: the header line, one ``"<client id>":{record}`` line per client
 #: (each but the last followed by a comma), and the closing line. Still one JSON document.
 _HEAD = f'{{"format":"{FORMAT}","version":{VERSION},"stripe_events":'.encode()
+_OUTBOX = b',"audit_outbox":'
 _CLIENTS = b',"clients":{\n'
 _TAIL = b"\n}}\n"
 #: Above this share of changed lines, a reader parses the file whole (simpler, no slower).
@@ -109,19 +123,25 @@ def _lines(records: Sequence[ClientRecord]) -> tuple[bytes, ...]:
     return tuple(_line(record, last=i == last) for i, record in enumerate(records))
 
 
-def _render(events_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
-    return b"".join((_HEAD, events_raw, _CLIENTS, b"\n".join(lines), _TAIL))
+def _render(meta_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
+    return b"".join((_HEAD, meta_raw, _CLIENTS, b"\n".join(lines), _TAIL))
+
+
+def _meta(events: dict[str, str], outbox: Sequence[AuditEvent]) -> bytes:
+    """The header's middle: the Stripe event ids, then the audit outbox unless it is empty."""
+    return _compact(events) + (_OUTBOX + render_outbox(outbox) if outbox else b"")
 
 
 def render_store(records: Sequence[ClientRecord], events: dict[str, str] | None = None) -> bytes:
     """A whole store file holding ``records`` (and processed Stripe event ids), as the store
     writes it: for tools that build a file directly, such as the benchmarks' seeding."""
-    return _render(_compact(events or {}), _lines(records))
+    return _render(_meta(events or {}, ()), _lines(records))
 
 
 def _split(raw: bytes) -> tuple[bytes, list[bytes]] | None:
-    """The rendered events and the client lines of a file in :func:`_render`'s layout, or None
-    for any other layout. Only the frame is checked: the lines are parsed by the caller."""
+    """The header's middle (:func:`_meta`) and the client lines of a file in :func:`_render`'s
+    layout, or None for any other layout. Only the frame is checked: the caller parses the
+    lines."""
     head_end = raw.find(b"\n")
     if not (raw.startswith(_HEAD) and raw.endswith(_TAIL)):
         return None
@@ -132,6 +152,8 @@ def _split(raw: bytes) -> tuple[bytes, list[bytes]] | None:
 
 
 class JsonFileStore(MutatingStore):
+    audit: JsonAuditLog
+
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path).expanduser().absolute()
         self.location = f"json://{self.path}"
@@ -142,13 +164,19 @@ class JsonFileStore(MutatingStore):
                 f"Cannot create the store directory {self.path.parent}: {exc}"
             ) from exc
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
-        self.audit = JsonAuditLog(audit_path(self.path), lock_timeout=lock_timeout)
+        self.audit = JsonAuditLog(
+            audit_path(self.path), lock_timeout=lock_timeout, outbox=lambda: self._current().outbox
+        )
         self._state: _State = _EMPTY
         #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
         self._previous: _State = _EMPTY
         with self._lock.hold():
             self._sweep_temp_files()
             self._current()
+        try:  # events a crash left in the outbox; a log that cannot take them now gets them later
+            self.audit.catch_up()
+        except StoreUnavailable as exc:
+            logger.warning("The audit log could not be brought up to date at start: %s", exc)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -202,11 +230,11 @@ class JsonFileStore(MutatingStore):
             state,
             lines=lines,
             positions={client_id: i for i, client_id in enumerate(state.clients)},
-            events_raw=split[0] if split is not None else _compact(state.events),
+            meta_raw=split[0] if split is not None else _meta(state.events, state.outbox),
         )
 
     def _parse_changes(
-        self, raw: bytes, events_raw: bytes, lines: list[bytes], base: _State
+        self, raw: bytes, meta_raw: bytes, lines: list[bytes], base: _State
     ) -> _State | None:
         """``base`` with the lines of ``raw`` that differ from it parsed and put in; None when
         that is not simply possible (see :meth:`_parse`)."""
@@ -216,11 +244,12 @@ class JsonFileStore(MutatingStore):
         added = range(len(base.lines), len(lines))
         if len(changed) + len(added) > max(8, len(lines) * _INCREMENTAL_MAX_SHARE):
             return None
-        events: dict[str, str] | None = base.events
-        if events_raw != base.events_raw:
-            events = self._events(_loads(events_raw))
-        if events is None:
-            return None
+        events, outbox = base.events, base.outbox
+        if meta_raw != base.meta_raw:
+            meta = self._parse_meta(meta_raw)
+            if meta is None:
+                return None
+            events, outbox = meta
         clients = dict(base.clients)
         by_digest = dict(base.by_digest)
         positions = base.positions
@@ -244,7 +273,18 @@ class JsonFileStore(MutatingStore):
                 return None
             clients[record.client_id] = record
             by_digest.update(dict.fromkeys(digests, record.client_id))
-        return _State(raw, clients, by_digest, events, False, tuple(lines), positions, events_raw)
+        return _State(
+            raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox
+        )
+
+    def _parse_meta(self, meta_raw: bytes) -> tuple[dict[str, str], tuple[AuditEvent, ...]] | None:
+        """The Stripe event ids and the audit outbox of a header, or None (see :meth:`_parse`)."""
+        doc = _loads(b'{"stripe_events":' + meta_raw + b"}")
+        if not isinstance(doc, dict) or not set(doc) <= {"stripe_events", "audit_outbox"}:
+            return None
+        events = self._events(doc["stripe_events"])
+        outbox = parse_outbox(doc.get("audit_outbox", []))
+        return None if events is None or outbox is None else (events, outbox)
 
     def _line_record(self, line: bytes, *, last: bool) -> ClientRecord | None:
         """The valid client record of one ``"<id>":{record}`` line (with its comma unless it
@@ -297,6 +337,7 @@ class JsonFileStore(MutatingStore):
             raise self._corrupt(f"is not valid JSON ({exc})") from None
         legacy = not (isinstance(doc, dict) and "format" in doc)
         events: dict[str, str] = {}
+        outbox: tuple[AuditEvent, ...] = ()
         if legacy:
             items = [self._upgrade_legacy(item) for item in self._legacy_items(doc)]
         else:
@@ -313,6 +354,10 @@ class JsonFileStore(MutatingStore):
             if checked is None:
                 raise self._corrupt('has a "stripe_events" that is not an object of strings')
             events = checked
+            parsed = parse_outbox(doc.get("audit_outbox", []))
+            if parsed is None:
+                raise self._corrupt('has an "audit_outbox" that is not a list of audit events')
+            outbox = parsed
         clients: dict[str, ClientRecord] = {}
         by_digest: dict[str, str] = {}
         for index, item in enumerate(items):
@@ -332,7 +377,7 @@ class JsonFileStore(MutatingStore):
                 raise self._corrupt(f"holds client {record.client_id} (or one of its keys) twice")
             clients[record.client_id] = record
             by_digest.update(dict.fromkeys(digests, record.client_id))
-        return _State(raw, clients, by_digest, events, legacy)
+        return _State(raw, clients, by_digest, events, legacy, outbox=outbox)
 
     def _legacy_items(self, doc: object) -> list[object]:
         if isinstance(doc, dict) and "clients" in doc:
@@ -368,33 +413,57 @@ class JsonFileStore(MutatingStore):
     # -- writing -----------------------------------------------------------------------------
 
     def _commit(
-        self, state: _State, record: ClientRecord, events: dict[str, str] | None = None
+        self,
+        state: _State,
+        record: ClientRecord | None,
+        *,
+        events: dict[str, str] | None = None,
+        audit: Sequence[NewAuditEvent] = (),
     ) -> None:
-        """Write ``state`` with ``record`` (and ``events``) put in, atomically; the cache follows
-        only on success."""
-        events_raw = state.events_raw
+        """Write ``state`` with ``record`` (None: no client changed), ``events`` and the
+        ``audit`` events put in, atomically; the cache follows only on success.
+
+        Audit events go into the header's outbox, numbered by the audit log, whose lock is
+        held from before the numbering until the log has them (see the module docstring)."""
+        if not audit:
+            self._write_state(state, record, events, state.outbox)
+            return
+        with self.audit.reserve() as first_id:
+            # The log holds every event of the outbox by now: it keeps only the new ones.
+            outbox = tuple(
+                AuditEvent(id=first_id + n, **event.model_dump()) for n, event in enumerate(audit)
+            )
+            self._write_state(state, record, events, outbox)
+
+    def _write_state(
+        self,
+        state: _State,
+        record: ClientRecord | None,
+        events: dict[str, str] | None,
+        outbox: tuple[AuditEvent, ...],
+    ) -> None:
+        meta_raw = state.meta_raw
         if events is None:
             events = state.events
-        elif events != state.events:
-            events_raw = _compact(events)
-        clients = dict(state.clients)
-        clients[record.client_id] = record
-        by_digest = state.by_digest
-        if any(by_digest.get(d) != record.client_id for d in _digests(record)):
-            by_digest = dict(by_digest)
-            by_digest.update(dict.fromkeys(_digests(record), record.client_id))
-        # Only this client's line is serialised; the others are the bytes already in the file.
-        lines = list(state.lines)
-        positions = state.positions
-        position = positions.get(record.client_id)
-        if position is None:
-            positions = {**positions, record.client_id: len(lines)}
-            if lines:  # the last line so far gets its comma
-                lines[-1] += b","
-            lines.append(_line(record, last=True))
-        else:
-            lines[position] = _line(record, last=position == len(lines) - 1)
-        raw = _render(events_raw, tuple(lines))
+        if events != state.events or outbox != state.outbox:
+            meta_raw = _meta(events, outbox)
+        clients, by_digest = state.clients, state.by_digest
+        lines, positions = list(state.lines), state.positions
+        if record is not None:
+            clients = {**clients, record.client_id: record}
+            if any(by_digest.get(d) != record.client_id for d in _digests(record)):
+                by_digest = dict(by_digest)
+                by_digest.update(dict.fromkeys(_digests(record), record.client_id))
+            # Only this client's line is serialised; the others are the bytes already there.
+            position = positions.get(record.client_id)
+            if position is None:
+                positions = {**positions, record.client_id: len(lines)}
+                if lines:  # the last line so far gets its comma
+                    lines[-1] += b","
+                lines.append(_line(record, last=True))
+            else:
+                lines[position] = _line(record, last=position == len(lines) - 1)
+        raw = _render(meta_raw, tuple(lines))
         try:
             if state.legacy and state.raw is not None:
                 stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
@@ -409,7 +478,9 @@ class JsonFileStore(MutatingStore):
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
         self._remember(
-            _State(raw, clients, by_digest, events, False, tuple(lines), positions, events_raw)
+            _State(
+                raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox
+            )
         )
 
     @staticmethod
@@ -445,31 +516,32 @@ class JsonFileStore(MutatingStore):
                 raise DuplicateClient("This key already belongs to another client")
 
     @contextmanager
-    def _edit(
-        self, client_id: str
-    ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
+    def _edit(self, client_id: str) -> Iterator[tuple[ClientRecord, Write]]:
         with self._lock.hold():
             state = self._current()
             stored = state.clients.get(client_id)
             if stored is None:
                 raise ClientNotFound()
 
-            def write(record: ClientRecord) -> None:
-                self._check_new_keys(state, record)
-                self._commit(state, record)
+            def write(record: ClientRecord | None, event: NewAuditEvent | None) -> None:
+                if record is not None:
+                    self._check_new_keys(state, record)
+                self._commit(state, record, audit=() if event is None else (event,))
 
             yield stored.model_copy(deep=True), write
 
     # -- Store API ---------------------------------------------------------------------------
 
-    def create_client(self, record: ClientRecord) -> None:
+    def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:
         with self._lock.hold():
             state = self._current()
             if record.client_id in state.clients or any(
                 d in state.by_digest for d in _digests(record)
             ):
                 raise DuplicateClient()
-            self._commit(state, record.model_copy(deep=True))
+            self._commit(
+                state, record.model_copy(deep=True), audit=() if audit is None else [audit]
+            )
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         record = self._current().clients.get(client_id)
@@ -504,14 +576,14 @@ class JsonFileStore(MutatingStore):
         stored = self._current().clients.get(client_id)
         if stored is not None and not is_expired(stored.billing_cycle_end, now):
             return stored.model_copy(deep=True)
-        return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
+        return self.mutate(client_id, now, changes.read)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
             result = ledger.charge(record, job_id, cost, now)
             return result, not result.replayed
 
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, change)
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
@@ -554,7 +626,7 @@ class JsonFileStore(MutatingStore):
             horizon = (now - EVENT_ID_RETENTION).isoformat()
             events = {k: v for k, v in state.events.items() if v >= horizon}
             events[event_id] = now.isoformat()
-            self._commit(state, record, events)
+            self._commit(state, record, events=events)
         if reset is not None:
             log_cycle_reset(record)
         return outcome, client_id
@@ -568,11 +640,9 @@ class JsonFileStore(MutatingStore):
             merged = {k: v.isoformat() for k, v in events.items()} | state.events
             if merged == state.events:
                 return
-            clients = state.clients
-            if not clients:
+            if not state.clients:
                 raise ClientNotFound("Import clients before their Stripe event ids")
-            # _commit writes a record; re-put the first one unchanged to write the events.
-            self._commit(state, next(iter(clients.values())), merged)
+            self._commit(state, None, events=merged)
 
     def check(self) -> None:
         self._current()

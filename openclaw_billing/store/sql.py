@@ -22,9 +22,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -60,6 +59,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import access, ledger
+from ..audit import NewAuditEvent
 from ..cycles import is_expired
 from ..errors import (
     BillingError,
@@ -78,21 +78,25 @@ from ..errors import (
 from ..models import (
     ApiKeyRecord,
     ChargeResult,
-    ClientMetadata,
     ClientRecord,
     CostEntry,
     CreditAdjustment,
     CycleSummary,
 )
 from ..plans import PlanId
+from . import changes
 from .base import (
     EVENT_ID_RETENTION,
     EventOutcome,
     MutatingStore,
     StripeRef,
+    Write,
     apply_event_change,
     log_cycle_reset,
 )
+
+if TYPE_CHECKING:
+    from .audit_sql import SqlAuditLog
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -259,7 +263,14 @@ _SCHEMA_LOCK = 0x0C1A_B111
 
 
 class SqlStore(MutatingStore):
-    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``)."""
+    """SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://...``).
+
+    A read that takes several statements (a record: its row, keys, ledger, adjustments and
+    summaries; a page and its total) sees one snapshot: on SQLite a read transaction does, on
+    PostgreSQL reads run REPEATABLE READ, READ ONLY (set on the connection by the driver, no
+    extra round trip), where READ COMMITTED would let a charge commit between two of them."""
+
+    audit: SqlAuditLog
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0) -> None:
         parsed = make_url(url)
@@ -298,7 +309,9 @@ class SqlStore(MutatingStore):
                 # discarded; connections are also renewed every half hour.
                 pool_recycle=1800,
             )
-            self._read = self._write
+            self._read = self._write.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
         self._lock_timeout = lock_timeout
         self._writers: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None
@@ -392,80 +405,8 @@ class SqlStore(MutatingStore):
         return conn.execute(_LOCK_ROW, {"b_client": client_id}).first()
 
     def _load(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[ClientRecord]:
-        """Whole records for client rows, in three queries however many rows."""
-        if not rows:
-            return []
-        ids = [r.client_id for r in rows]
-        entries: dict[tuple[str, int], list[CostEntry]] = {}
-        # Only the current and the previous cycle's rows belong in a record; a long history
-        # stays in the table (authenticating a client must not cost more as it ages).
-        recent = (
-            select(ledger_rows)
-            .join(clients, clients.c.client_id == ledger_rows.c.client_id)
-            .where(
-                ledger_rows.c.client_id.in_(ids),
-                ledger_rows.c.cycle_no >= clients.c.cycle_no - 1,
-            )
-            .order_by(ledger_rows.c.id)
-        )
-        for e in conn.execute(recent):
-            entries.setdefault((e.client_id, e.cycle_no), []).append(
-                CostEntry(timestamp=e.charged_at, cost=e.cost, job_id=e.job_id)
-            )
-        adjustments: dict[tuple[str, int], list[CreditAdjustment]] = {}
-        for a in conn.execute(
-            select(adjustment_rows)
-            .join(clients, clients.c.client_id == adjustment_rows.c.client_id)
-            .where(
-                adjustment_rows.c.client_id.in_(ids),
-                adjustment_rows.c.cycle_no == clients.c.cycle_no,
-            )
-            .order_by(adjustment_rows.c.id)
-        ):
-            adjustments.setdefault((a.client_id, a.cycle_no), []).append(
-                CreditAdjustment(timestamp=a.timestamp, amount=a.amount, reason=a.reason)
-            )
-        keys: dict[str, list[ApiKeyRecord]] = {}
-        for k in conn.execute(
-            select(api_key_rows)
-            .where(api_key_rows.c.client_id.in_(ids))
-            .order_by(api_key_rows.c.id)
-        ):
-            fields = {name: getattr(k, name) for name in ApiKeyRecord.model_fields}
-            keys.setdefault(k.client_id, []).append(ApiKeyRecord(**fields))
-        summaries: dict[str, list[CycleSummary]] = {}
-        for s in conn.execute(
-            select(summary_rows)
-            .where(summary_rows.c.client_id.in_(ids))
-            .order_by(summary_rows.c.cycle_no)
-        ):
-            summaries.setdefault(s.client_id, []).append(
-                CycleSummary(
-                    start=s.start,
-                    end=s.end,
-                    plan=PlanId(s.plan),
-                    allowance=s.allowance,
-                    adjustments=[CreditAdjustment.model_validate(a) for a in s.adjustments],
-                    jobs=s.jobs,
-                    spend=s.spend,
-                    credits_left=s.credits_left,
-                )
-            )
-        records = []
-        for r in rows:
-            history = summaries.get(r.client_id, [])
-            if history:  # as in the JSON store: the newest summary keeps its ledger
-                history[-1].entries = entries.get((r.client_id, r.cycle_no - 1), [])
-            records.append(
-                self._record(
-                    r,
-                    keys.get(r.client_id, []),
-                    cost_log=entries.get((r.client_id, r.cycle_no), []),
-                    adjustments=adjustments.get((r.client_id, r.cycle_no), []),
-                    history=history,
-                )
-            )
-        return records
+        """Whole records for client rows (see :func:`.sql_read.load_records`)."""
+        return load_records(conn, rows, self.location)
 
     def _record(
         self,
@@ -476,41 +417,14 @@ class SqlStore(MutatingStore):
         adjustments: list[CreditAdjustment],
         history: list[CycleSummary],
     ) -> ClientRecord:
-        """A record from its ``clients`` row, its keys and the ledger parts given."""
-        try:
-            return ClientRecord(
-                client_id=r.client_id,
-                name=r.name,
-                email=r.email,
-                api_key_hash=r.api_key_hash,
-                api_key_prefix=r.api_key_prefix,
-                plan=PlanId(r.plan),
-                credits_remaining=r.credits_remaining,
-                total_spent=r.total_spent,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                active=r.active,
-                stripe_customer_id=r.stripe_customer_id,
-                stripe_subscription_id=r.stripe_subscription_id,
-                billing_cycle_start=r.billing_cycle_start,
-                billing_cycle_end=r.billing_cycle_end,
-                metadata=ClientMetadata(
-                    credit_adjustments=adjustments,
-                    cost_log=cost_log,
-                    cycle_history=history,
-                    cycle_allowance=r.cycle_allowance,
-                    subscription_status=r.subscription_status,
-                    stripe_event_at=r.stripe_event_at,
-                    **(r.metadata_extra or {}),
-                ),
-                api_keys=keys,
-                rate_limit_per_minute=r.rate_limit_per_minute,
-                ip_allowlist=r.ip_allowlist or [],
-            )
-        except (ValidationError, ValueError) as exc:
-            raise StoreCorrupt(
-                f"The billing database {self.location} holds an invalid client {r.client_id}: {exc}"
-            ) from None
+        return record_from_row(
+            r,
+            keys,
+            cost_log=cost_log,
+            adjustments=adjustments,
+            history=history,
+            location=self.location,
+        )
 
     @staticmethod
     def _columns(record: ClientRecord) -> dict[str, Any]:
@@ -621,22 +535,28 @@ class SqlStore(MutatingStore):
                 conn.execute(insert(table), rows)
 
     @contextmanager
-    def _edit(
-        self, client_id: str
-    ) -> Iterator[tuple[ClientRecord, Callable[[ClientRecord], None]]]:
+    def _edit(self, client_id: str) -> Iterator[tuple[ClientRecord, Write]]:
         try:
             with self._tx() as conn:
                 row = self._lock_row(conn, client_id)
                 if row is None:
                     raise ClientNotFound()
                 [before] = self._load(conn, [row])
-                yield before.model_copy(deep=True), lambda r: self._save(conn, before, r)
-        except IntegrityError:  # a new key's digest is another client's (digests are unique)
-            raise DuplicateClient("This key already belongs to another client") from None
+
+                def write(record: ClientRecord | None, event: NewAuditEvent | None) -> None:
+                    # One transaction: the change and its audit event commit together.
+                    if record is not None:
+                        self._save(conn, before, record)
+                    if event is not None:
+                        self.audit.insert(conn, event)
+
+                yield before.model_copy(deep=True), write
+        except IntegrityError as exc:
+            raise _integrity_error(exc, "This key already belongs to another client") from None
 
     # -- Store API ------------------------------------------------------------------------
 
-    def create_client(self, record: ClientRecord) -> None:
+    def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:
         try:
             with self._tx() as conn:
                 conn.execute(insert(clients).values(self._columns(record)))
@@ -645,8 +565,10 @@ class SqlStore(MutatingStore):
                 empty.metadata.cycle_history = []
                 empty.api_keys = []
                 self._save(conn, empty, record, new_record=True)
-        except IntegrityError:
-            raise DuplicateClient() from None
+                if audit is not None:
+                    self.audit.insert(conn, audit)
+        except IntegrityError as exc:
+            raise _integrity_error(exc, DuplicateClient.message) from None
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         with self._tx(write=False) as conn:
@@ -720,7 +642,7 @@ class SqlStore(MutatingStore):
         current = self.get_client(client_id)
         if current is not None and not is_expired(current.billing_cycle_end, now):
             return current
-        return self._mutate(client_id, now, lambda r: (r.model_copy(deep=True), False))
+        return self.mutate(client_id, now, changes.read)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         with self._tx() as conn:
@@ -738,7 +660,7 @@ class SqlStore(MutatingStore):
             result = ledger.charge(record, job_id, cost, now)
             return result, not result.replayed
 
-        return self._mutate(client_id, now, change)
+        return self.mutate(client_id, now, change)
 
     def _find_job(self, client_id: str, job_id: str) -> ChargeResult | None:
         with self._tx(write=False) as conn:
@@ -870,8 +792,21 @@ class SqlStore(MutatingStore):
 
     def close(self) -> None:
         self._write.dispose()
-        if self._read is not self._write:
+        if self.dialect == "sqlite":  # on PostgreSQL both share the one pool
             self._read.dispose()
+
+
+def _integrity_error(exc: IntegrityError, duplicate: str) -> BillingError:
+    """A unique key taken (an id or a key digest that exists) is ``DuplicateClient``; any
+    other refused write (a check or a trigger of the operator's) is ``StoreUnavailable``."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505" or (
+        getattr(orig, "sqlite_errorname", None)
+        in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
+    ):
+        return DuplicateClient(duplicate)
+    logger.warning("Billing database refused a write: %s: %s", type(orig).__name__, orig)
+    return StoreUnavailable()
 
 
 def _ledger_row(client_id: str, cycle_no: int, entry: CostEntry) -> dict[str, Any]:
@@ -905,3 +840,7 @@ def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:
 
 def key_row(client_id: str, key: ApiKeyRecord) -> dict[str, Any]:
     return {"client_id": client_id, **key.model_dump()}
+
+
+# Last: it reads this module's tables (and is imported here so the methods above find it).
+from .sql_read import load_records, record_from_row  # noqa: E402
