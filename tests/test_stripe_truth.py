@@ -175,6 +175,36 @@ def test_a_renewal_grants_credits_on_invoice_paid_not_on_the_update_before_it(
     assert after["billing_cycle_start"] == datetime.fromtimestamp(old_end, UTC).isoformat()
 
 
+def test_a_late_invoice_paid_still_grants_the_period_it_paid(
+    world: World, http: TestClient, now: Clock
+) -> None:
+    """An invoice is acted on as Stripe has it now: a delivery that arrives after a newer
+    event of the client (Stripe retries for days) still grants the paid period, never
+    ``stale``."""
+    client = create_client(http, "free")
+    sub = upgrade(world, client, "pro")
+    for _ in range(5):
+        assert submit_job(http, client["api_key"]).status_code == 201
+    old_end = sub["items"]["data"][0]["current_period_end"]
+    renewed = world.subscribe(
+        client["client_id"],
+        "pro",
+        start=old_end,
+        end=old_end + 31 * DAY,
+        subscription=sub["id"],
+        customer=sub["customer"],
+    )
+    now.now = datetime.fromtimestamp(old_end - 60, UTC)  # before the fallback reset
+    paid = world.invoice("invoice.paid", renewed)  # created first, delivered last
+    world.deliver(world.sub_event("customer.subscription.updated", renewed))
+    assert world.detail(client["client_id"])["credits_remaining"] == 195
+    assert world.deliver(paid).json()["outcome"] == "applied"
+    after = world.detail(client["client_id"])
+    assert after["credits_remaining"] == 200
+    assert after["billing_cycle_start"] == datetime.fromtimestamp(old_end, UTC).isoformat()
+    assert after["metadata"]["stripe_event_at"] > paid["created"]  # the clock never goes back
+
+
 def test_a_trial_grants_the_plan_for_the_trial_period_and_paying_renews_it(
     world: World, http: TestClient, now: Clock
 ) -> None:
@@ -328,6 +358,29 @@ def test_a_dispute_opened_blocks_jobs_and_won_unblocks(world: World, http: TestC
     usage = world.usage(client["api_key"])
     assert (usage["status"], usage["plan"], usage["credits_remaining"]) == ("active", "pro", 200)
     assert submit_job(http, client["api_key"]).status_code == 201
+
+
+def test_a_dispute_delivered_after_a_newer_event_still_blocks(
+    world: World, http: TestClient
+) -> None:
+    """The dispute is read from Stripe when its event arrives, so a late delivery is acted on
+    (a stale rule would let the client keep running jobs on money that is being taken back)."""
+    client = create_client(http, "free")
+    sub = upgrade(world, client, "pro")
+    charge = paid_charge(world, sub)
+    obj = dispute_object(
+        "dp_" + charge["id"][3:],
+        charge=charge["id"],
+        payment_intent=charge["payment_intent"],
+        status="needs_response",
+        created=world.tick(),
+    )
+    world.fake.disputes[obj["id"]] = obj
+    late = dispute_event("charge.dispute.created", obj, created=world.tick())
+    assert world.deliver(world.sub_event("customer.subscription.updated", sub)).status_code == 200
+    assert world.deliver(late).json()["outcome"] == "applied"
+    refused = submit_job(http, client["api_key"])
+    assert (refused.status_code, refused.json()["code"]) == (402, "payment_disputed")
 
 
 def test_a_dispute_lost_returns_the_client_to_free(world: World, http: TestClient) -> None:

@@ -202,15 +202,20 @@ class Store(ABC):
         created: int,
         change: Callable[[ClientRecord], None],
         now: datetime,
+        *,
+        ordered: bool = True,
     ) -> tuple[EventOutcome, str | None]:
         """Apply a verified Stripe event exactly once, in one atomic step.
 
         Finds the client (``ref``: client id, then subscription id, then customer id), rolls
-        its cycle if due, then: an event id seen before is ``DUPLICATE``; an event ``created``
-        before the newest one applied to this client is ``STALE`` (so a late, older event never
-        overwrites newer state); otherwise ``change`` is applied and ``created`` remembered.
-        The event id is recorded in the same write as the change. Returns the outcome and the
-        client id (None when ``UNMATCHED``).
+        its cycle if due, then: an event id seen before is ``DUPLICATE``; an ``ordered`` event
+        ``created`` before the newest one applied to this client is ``STALE`` (so a late, older
+        event never overwrites newer state); otherwise ``change`` is applied and the newest
+        ``created`` remembered. ``ordered=False`` is for a change that is right whenever it
+        arrives (it acts on objects as Stripe has them now and only ever moves one way: a paid
+        period, a refund, a dispute's current status): it is never stale. The event id is
+        recorded in the same write as the change. Returns the outcome and the client id (None
+        when ``UNMATCHED``).
         """
 
     @abstractmethod
@@ -320,17 +325,23 @@ class MutatingStore(Store):
 
 
 def apply_event_change(
-    record: ClientRecord, created: int, change: Callable[[ClientRecord], None], now: datetime
+    record: ClientRecord,
+    created: int,
+    change: Callable[[ClientRecord], None],
+    now: datetime,
+    *,
+    ordered: bool = True,
 ) -> tuple[EventOutcome, CycleSummary | None]:
     """The rules of ``Store.apply_stripe_event`` once the client is locked and the event id is
-    known to be new: roll the cycle if due, then apply ``change`` unless the event is older
-    than the newest one applied (``STALE``). Returns the outcome and the reset, if any."""
+    known to be new: roll the cycle if due, then apply ``change`` unless the event is ordered
+    and older than the newest one applied (``STALE``). Returns the outcome and the reset, if
+    any."""
     reset = ledger.roll_cycle(record, now)
     last = record.metadata.stripe_event_at
-    if last is not None and created < last:
+    if ordered and last is not None and created < last:
         return EventOutcome.STALE, reset
     change(record)
-    record.metadata.stripe_event_at = created
+    record.metadata.stripe_event_at = created if last is None else max(last, created)
     return EventOutcome.APPLIED, reset
 
 

@@ -613,6 +613,8 @@ class JsonFileStore(MutatingStore):
         created: int,
         change: Callable[[ClientRecord], None],
         now: datetime,
+        *,
+        ordered: bool = True,
     ) -> tuple[EventOutcome, str | None]:
         with self._lock.hold():
             state = self._current()
@@ -622,7 +624,7 @@ class JsonFileStore(MutatingStore):
             if client_id is None:
                 return EventOutcome.UNMATCHED, None
             record = state.clients[client_id].model_copy(deep=True)
-            outcome, reset = apply_event_change(record, created, change, now)
+            outcome, reset = apply_event_change(record, created, change, now, ordered=ordered)
             horizon = (now - EVENT_ID_RETENTION).isoformat()
             events = {k: v for k, v in state.events.items() if v >= horizon}
             events[event_id] = now.isoformat()

@@ -740,6 +740,8 @@ class SqlStore(MutatingStore):
         created: int,
         change: Callable[[ClientRecord], None],
         now: datetime,
+        *,
+        ordered: bool = True,
     ) -> tuple[EventOutcome, str | None]:
         reset = None
         try:
@@ -761,7 +763,7 @@ class SqlStore(MutatingStore):
                     return EventOutcome.DUPLICATE, None
                 [before] = self._load(conn, [row])
                 record = before.model_copy(deep=True)
-                outcome, reset = apply_event_change(record, created, change, now)
+                outcome, reset = apply_event_change(record, created, change, now, ordered=ordered)
                 self._save(conn, before, record)
                 conn.execute(
                     delete(event_rows).where(event_rows.c.processed_at < now - EVENT_ID_RETENTION)

@@ -4,6 +4,7 @@ a Stripe object is traced to the client it belongs to."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -87,9 +88,15 @@ class StripeBase:
         created: int,
         change: Callable[[ClientRecord], None],
         now: datetime,
+        *,
+        ordered: bool = True,
     ) -> EventOutcome:
+        """Apply ``change`` to the client as event ``event_id`` (see
+        ``Store.apply_stripe_event``; ``ordered=False``: a change that is right whenever it
+        arrives, never stale)."""
         ref = StripeRef(record.client_id, None, None)
-        outcome, _ = self.service.store.apply_stripe_event(event_id, ref, created, change, now)
+        store = self.service.store
+        outcome, _ = store.apply_stripe_event(event_id, ref, created, change, now, ordered=ordered)
         return outcome
 
     # -- a customer Stripe no longer has ------------------------------------------------------
@@ -101,8 +108,8 @@ class StripeBase:
         step, an id of its own) that is never stale and moves no event clock."""
         logger.warning("Stripe has no customer %s of %s: unlinked", customer, record.client_id)
         event_id = f"openclaw_customer_missing_{uuid.uuid4().hex}"
-        created = record.metadata.stripe_event_at or 0
-        self._apply(event_id, record, created, lambda r: unlink_customer(r, customer, now), now)
+        unlink = functools.partial(unlink_customer, customer=customer, now=now)
+        self._apply(event_id, record, 0, unlink, now, ordered=False)
 
 
 def unlink_customer(record: ClientRecord, customer: str, now: datetime) -> None:

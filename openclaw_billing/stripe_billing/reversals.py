@@ -136,7 +136,7 @@ class Reversals(StripeBase):
             if period is not None and revoke_period(current, period[1], now):
                 logger.warning("Charge %s refunded: %s is on Free", charge.id, record.client_id)
 
-        return self._apply(event.id, record, event.created, change, now)
+        return self._apply(event.id, record, event.created, change, now, ordered=False)
 
     def dispute_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         dispute_id = event.data.object.id
@@ -160,4 +160,4 @@ class Reversals(StripeBase):
             if lost and period is not None and revoke_period(current, period[1], now):
                 logger.warning("Dispute %s lost: %s is on Free", dispute.id, record.client_id)
 
-        return self._apply(event.id, record, event.created, change, now)
+        return self._apply(event.id, record, event.created, change, now, ordered=False)

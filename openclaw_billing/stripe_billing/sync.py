@@ -106,9 +106,11 @@ class SubscriptionSync(StripeBase):
         hint: str | None = None,
         paid: tuple[int, int] | None = None,
         customer: str | None = None,
+        ordered: bool = True,
     ) -> EventOutcome | None:
         """Apply ``sub`` to the client it belongs to (``customer``: a checkout's customer to
-        link as well). None: not a subscription of any client's (ignored)."""
+        link as well). None: not a subscription of any client's (ignored). ``ordered=False``
+        for an invoice: a late one still grants the period it paid (never ``stale``)."""
         record = self._client_for(
             subscription=sub.id, customer=sub.customer, hint=hint or sub.client_hint()
         )
@@ -124,7 +126,7 @@ class SubscriptionSync(StripeBase):
                 current.stripe_customer_id = customer
             converge(self.settings, current, sub, now, paid)
 
-        return self._apply(event.id, record, event.created, change, now)
+        return self._apply(event.id, record, event.created, change, now, ordered=ordered)
 
     def subscription_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         sub_id = event.data.object.id
@@ -153,7 +155,7 @@ class SubscriptionSync(StripeBase):
         paid = None
         if invoice.status == "paid" and invoice.billing_reason in PERIOD_INVOICES:
             paid = invoice.service_period()
-        return self._sync(event, sub, now, paid=paid)
+        return self._sync(event, sub, now, paid=paid, ordered=False)
 
     def checkout_completed(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         session_id = event.data.object.id
