@@ -422,10 +422,9 @@ class JsonFileStore(MutatingStore):
         except ValueError as exc:  # UnicodeEncodeError: a lone surrogate
             problem = f"cannot be written ({type(exc).__name__})"
         else:
-            back = self._line_record(line, last=last)
-            if back is not None and back == record:
+            if self._line_record(line, last=last) is not None:
                 return line
-            problem = "would not load" if back is None else "would load changed"
+            problem = "would not load"
         logger.error("Refused a change to client %s: its record %s", record.client_id, problem)
         raise UnstorableChange()
 
