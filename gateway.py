@@ -52,6 +52,7 @@ from openclaw_billing.errors import (
 from openclaw_billing.models import ChargeResult, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter
+from openclaw_billing.safetext import ONE_LINE, EscapeControls
 from openclaw_billing.service import BillingService, get_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store.filelock import FileLock
@@ -68,7 +69,8 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     project_name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
     ]
     description: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
@@ -440,7 +442,9 @@ def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
 
 @router.get("/api/jobs/{job_id}", tags=["jobs"], responses=_errors(401, 404, 429, 503))
 def get_job(
-    job_id: Annotated[str, PathParam(max_length=100)], client: CurrentClient, jobs: JobsDep
+    job_id: Annotated[str, PathParam(max_length=100, pattern=ONE_LINE)],
+    client: CurrentClient,
+    jobs: JobsDep,
 ) -> Job:
     """One of the calling client's jobs; another client's job is simply not found."""
     job = jobs.get(job_id)
@@ -466,6 +470,7 @@ def _configure_logging() -> None:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    handler.addFilter(EscapeControls())  # any logger's record that reaches it, escaped
     billing.addHandler(handler)
     billing.setLevel(logging.INFO)
 

@@ -11,9 +11,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def later(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, or the last representable instant when that is past the year 9999
+    (a stored time near the end of the calendar must not make every later read fail)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
+
+
 def first_cycle(now: datetime) -> tuple[datetime, datetime]:
     """The cycle a client created at ``now`` starts with."""
-    return now, now + CYCLE_LENGTH
+    return now, later(now, CYCLE_LENGTH)
 
 
 def is_expired(cycle_end: datetime, now: datetime) -> bool:
@@ -27,5 +36,5 @@ def cycle_containing(anchor: datetime, now: datetime) -> tuple[datetime, datetim
     A ``now`` before the anchor (a clock step backwards) keeps the anchor's cycle.
     """
     steps = max(0, (now - anchor) // CYCLE_LENGTH)
-    start = anchor + steps * CYCLE_LENGTH
-    return start, start + CYCLE_LENGTH
+    start = later(anchor, steps * CYCLE_LENGTH)
+    return start, later(start, CYCLE_LENGTH)

@@ -16,6 +16,7 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── PayloadTooLarge          413 payload_too_large
      ├── PlanNotPurchasable       422 plan_not_purchasable
      ├── InvalidRequest           422 invalid_request
+     │    └── UnstorableChange    422 unstorable_change (the store could not read it back)
      ├── ClientNotFound           404 client_not_found
      ├── KeyNotFound              404 key_not_found
      ├── NotFound                 404 not_found
@@ -23,6 +24,7 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── Conflict                 409 conflict (and subclasses with their own code)
      │    ├── DuplicateClient     409 duplicate_client
      │    ├── InsufficientCredits 409 insufficient_credits
+     │    ├── BalanceTooLarge     409 balance_too_large
      │    ├── UnlimitedPlan       409 unlimited_plan
      │    ├── AlreadyOnPlan       409 already_on_plan
      │    ├── SubscriptionExists  409 subscription_exists
@@ -141,6 +143,14 @@ class InvalidRequest(BillingError):
     message = "Invalid request"
 
 
+class UnstorableChange(InvalidRequest):
+    """A change whose result the store could not read back (defence in depth: inputs are
+    bounded at the edge, so this means a value slipped through). Nothing was written."""
+
+    code = "unstorable_change"
+    message = "The change was refused: the billing store could not read its result back"
+
+
 class PayloadTooLarge(BillingError):
     status_code = 413
     code = "payload_too_large"
@@ -188,6 +198,11 @@ class DuplicateClient(Conflict):
 class InsufficientCredits(Conflict):
     code = "insufficient_credits"
     message = "A negative adjustment may not take credits below zero"
+
+
+class BalanceTooLarge(Conflict):
+    code = "balance_too_large"
+    message = "An adjustment may not take credits above the largest balance"
 
 
 class UnlimitedPlan(Conflict):

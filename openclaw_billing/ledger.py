@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from . import cycles
 from .errors import (
+    BalanceTooLarge,
     ClientInactive,
     CreditLimitReached,
     InsufficientCredits,
@@ -22,6 +23,9 @@ from .errors import (
 )
 from .models import ChargeResult, ClientRecord, CostEntry, CreditAdjustment, CycleSummary
 from .plans import PlanId, get_plan
+
+#: The largest credit balance: far above any plan, far below what every backend stores.
+MAX_CREDIT_BALANCE = 10**12
 
 #: Spend is money; keep it at a fixed precision so repeated sums don't drift.
 SPEND_DECIMALS = 6
@@ -177,6 +181,8 @@ def add_credits(record: ClientRecord, amount: int, reason: str, now: datetime) -
         raise UnlimitedPlan()
     if record.credits_remaining + amount < 0:
         raise InsufficientCredits()
+    if record.credits_remaining + amount > MAX_CREDIT_BALANCE:
+        raise BalanceTooLarge(f"An adjustment may not take credits above {MAX_CREDIT_BALANCE:,}")
     record.credits_remaining += amount
     record.metadata.credit_adjustments.append(
         CreditAdjustment(timestamp=now, amount=amount, reason=reason)

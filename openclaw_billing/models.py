@@ -16,7 +16,10 @@ def _as_utc(value: datetime) -> datetime:
     # Files written by the original module carry "+00:00"; a naive time can only mean UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
+        raise ValueError("is outside the years 1 to 9999 in UTC") from None
 
 
 #: Timezone-aware UTC, written as ISO 8601 with "+00:00" as in the summary.
@@ -27,6 +30,12 @@ UtcDatetime = Annotated[
 ]
 
 
+#: An integer every backend stores (a SQL BIGINT): credits, amounts, counts, Unix times.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+#: Money: finite and never negative (JSON and the HTTP answers have no NaN or infinity).
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
@@ -35,7 +44,7 @@ class CostEntry(_Model):
     """One charged job in the current cycle's ledger (``metadata.cost_log``)."""
 
     timestamp: UtcDatetime
-    cost: float = Field(ge=0)
+    cost: Money
     job_id: str
 
 
@@ -43,7 +52,7 @@ class CreditAdjustment(_Model):
     """An admin credit adjustment in the current cycle (``metadata.credit_adjustments``)."""
 
     timestamp: UtcDatetime
-    amount: int
+    amount: Int64
     reason: str
 
 
@@ -58,11 +67,11 @@ class CycleSummary(_Model):
     start: UtcDatetime
     end: UtcDatetime
     plan: PlanId
-    allowance: int | None
+    allowance: Int64 | None
     adjustments: list[CreditAdjustment] = Field(default_factory=list)
-    jobs: int = Field(ge=0)
-    spend: float = Field(ge=0)
-    credits_left: int | None
+    jobs: Int64 = Field(ge=0)
+    spend: Money
+    credits_left: Int64 | None
     entries: list[CostEntry] = Field(default_factory=list)
 
 
@@ -75,12 +84,12 @@ class ClientMetadata(BaseModel):
     cost_log: list[CostEntry] = Field(default_factory=list)
     cycle_history: list[CycleSummary] = Field(default_factory=list)
     #: Credits the current cycle started with (the plan's allowance at the reset).
-    cycle_allowance: int | None = None
+    cycle_allowance: Int64 | None = None
     #: The Stripe subscription's status (active, past_due, canceled, ...), if any.
     subscription_status: str | None = None
     #: ``created`` (unix seconds) of the newest Stripe event applied: an older event that
     #: arrives late never overwrites newer state.
-    stripe_event_at: int | None = None
+    stripe_event_at: Int64 | None = None
 
 
 class ApiKeyRecord(_Model):
@@ -116,8 +125,8 @@ class ClientRecord(_Model):
     api_key_prefix: str
     plan: PlanId
     #: None for unlimited plans (enterprise), which are never decremented.
-    credits_remaining: int | None
-    total_spent: float = Field(ge=0)
+    credits_remaining: Int64 | None
+    total_spent: Money
     created_at: UtcDatetime
     updated_at: UtcDatetime
     active: bool

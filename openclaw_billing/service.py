@@ -29,6 +29,7 @@ from .ledger import roll_cycle, submit_refusal
 from .models import ChargeResult, ClientRecord, SubmitDecision
 from .net import IPNetwork, address_allowed, parse_networks
 from .plans import PlanId
+from .safetext import is_one_line
 from .settings import get_settings
 from .store import Store, open_store
 
@@ -127,11 +128,19 @@ class BillingService(AdminActions):
     ) -> ChargeResult:
         """Atomic check-and-charge of one job (see ``Store.charge``)."""
         job_id = job_id if job_id is not None else str(uuid.uuid4())
-        if not job_id or len(job_id) > MAX_JOB_ID_LENGTH:
+        if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID_LENGTH:
             raise ValueError(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
-        if not 0 <= cost <= MAX_JOB_COST:  # also refuses NaN
+        if not is_one_line(job_id):
+            raise ValueError("job_id must be one line without control characters")
+        try:
+            amount = float(cost)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"cost must be a number between 0 and {MAX_JOB_COST}") from None
+        if not 0 <= amount <= MAX_JOB_COST:  # also refuses NaN and infinity
             raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
-        result = self.store.charge(client_id, job_id, float(cost), now or utcnow())
+        if not isinstance(client_id, str) or not is_one_line(client_id):
+            raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
+        result = self.store.charge(client_id, job_id, amount, now or utcnow())
         if result.replayed:
             pass
         elif result.credits_remaining is None:

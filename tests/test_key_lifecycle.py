@@ -28,6 +28,7 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store
 from openclaw_billing.store.base import StripeRef
+from openclaw_billing.store.sql import SCHEMA_VERSION
 from tests.backends import (  # noqa: F401
     add_client,
     assert_invariants,
@@ -240,7 +241,8 @@ def test_a_version_1_database_is_upgraded_and_its_keys_keep_working(store_url: s
         upgraded.issue_key(record.client_id, new_key_record(generate_key(), T0), T0)
     engine = create_engine(store_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM openclaw_schema_version")).scalar() == 2
+        version = conn.execute(text("SELECT version FROM openclaw_schema_version")).scalar()
+        assert version == SCHEMA_VERSION
     engine.dispose()
 
 

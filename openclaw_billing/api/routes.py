@@ -16,6 +16,7 @@ from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
 from .schemas import (
+    ONE_LINE,
     ApiKeyCreated,
     ApiKeyPublic,
     AuditPage,
@@ -44,7 +45,9 @@ from .schemas import (
     WebhookAck,
 )
 
-ClientId = Annotated[str, Path(min_length=1, max_length=100)]
+#: Path ids and query filters follow the one-line rule: a NUL byte or a line break is a 422,
+#: never a database error or a forged log line.
+ClientId = Annotated[str, Path(min_length=1, max_length=100, pattern=ONE_LINE)]
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -110,7 +113,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 @public_router.get("/return")
 def checkout_return(
-    checkout: Annotated[str | None, Query(max_length=20)] = None,
+    checkout: Annotated[str | None, Query(max_length=20, pattern=ONE_LINE)] = None,
 ) -> ReturnPublic:
     """Where Stripe sends the browser back after Checkout or the portal."""
     return ReturnPublic.for_query(checkout)
@@ -212,15 +215,22 @@ def reactivate_client(
 def list_audit_events(
     service: ServiceDep,
     client_id: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Only this client's events.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=ONE_LINE,
+            description="Only this client's events.",
+        ),
     ] = None,
     action: Annotated[AuditAction | None, Query(description="Only this action.")] = None,
     since: Annotated[
         IsoDatetime | None,
-        Query(description="ISO 8601; events at or after it (UTC if no zone)."),
+        Query(description="ISO 8601; events at or after it (UTC if no zone; years 1970-9998)."),
     ] = None,
     until: Annotated[
-        IsoDatetime | None, Query(description="ISO 8601; events before it (UTC if no zone).")
+        IsoDatetime | None,
+        Query(description="ISO 8601; events before it (UTC if no zone; years 1970-9998)."),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,

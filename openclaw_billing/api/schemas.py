@@ -4,10 +4,11 @@ never set its own credits, plan or id."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -25,14 +26,34 @@ from ..errors import CreditLimitReached, PaymentDisputed, PaymentPastDue, Subscr
 from ..ledger import submit_refusal
 from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
+from ..safetext import CONTROLS, ONE_LINE, is_one_line
 
-#: One line of text: no control characters (they would forge lines in logs, the audit trail and
-#: the CLI's tables).
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+# Single-line text follows safetext.ONE_LINE (no controls, line breaks or bidi overrides). Lone
+# surrogates never get this far: pydantic refuses a string that is not valid Unicode.
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
 ]
+
+#: Every time a request gives (a key's expiry, the audit log's ``since`` and ``until``) is in
+#: this window, in UTC: far beyond any real use, and every backend stores it and can add a
+#: billing cycle or a grace period to it.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _bounded_utc(value: datetime) -> datetime:
+    # A time without a zone (a query parameter) is UTC. Converting can overflow: a valid
+    # "9999-12-31T23:59:59-23:59" is in the year 10000 in UTC.
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc <= LATEST_TIME:
+        raise ValueError(
+            f"must be between {EARLIEST_TIME.isoformat()} and {LATEST_TIME.isoformat()} in UTC"
+        )
+    return utc
 
 
 def _iso_text(value: object) -> object:
@@ -44,14 +65,26 @@ def _iso_text(value: object) -> object:
     return value
 
 
-#: A date-time given as ISO 8601 text (a query parameter), never as Unix seconds.
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text)]
+#: A date-time in a body: ISO 8601 with a zone, in the time window, returned in UTC.
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_bounded_utc)]
+#: A date-time given as ISO 8601 text (a query parameter), never as Unix seconds; UTC if no
+#: zone; in the time window, returned in UTC.
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_bounded_utc)]
 Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=ONE_LINE),
 ]
-#: RFC 5321's limit on a whole address.
-Email = Annotated[EmailStr, Field(max_length=254)]
+
+
+def _one_line(value: str) -> str:
+    if not is_one_line(value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+#: RFC 5321's limit on a whole address; email-validator refuses controls and line breaks, and
+#: the one-line rule is checked again on the address it returns.
+Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_one_line)]
 
 #: The largest single credit adjustment; a negative amount may not take credits below zero.
 MAX_CREDIT_ADJUSTMENT = 1_000_000
@@ -143,7 +176,9 @@ class CreditsAdd(_Input):
 
 #: Stripe substitutes ``{CHECKOUT_SESSION_ID}`` in these, so they are checked as text (a URL
 #: type would percent-encode the braces).
-RedirectUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
+RedirectUrl = Annotated[
+    str, StringConstraints(pattern=rf"^https?://[^\s{CONTROLS}]+$", max_length=2000)
+]
 
 
 class CheckoutRequest(_Input):
@@ -272,12 +307,14 @@ Label = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=ONE_LINE),
 ]
 #: An IP address or CIDR, IPv4 or IPv6 (validated again when applied).
-Network = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=49)]
+Network = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=2, max_length=49, pattern=ONE_LINE)
+]
 
 
 class KeyCreate(_Input):
     label: Label | None = None
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Instant | None = Field(
         default=None, description="When the key stops working (ISO 8601 with a zone); in future."
     )
 
@@ -293,7 +330,7 @@ class KeyRotate(_Input):
 
 
 class KeyExpiry(_Input):
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Instant | None = Field(
         description="When the key stops working (in the future), or null for never."
     )
 
@@ -414,6 +451,7 @@ class AuditPage(BaseModel):
 
 
 __all__ = [
+    "ONE_LINE",
     "ApiKeyCreated",
     "ApiKeyPublic",
     "AuditPage",

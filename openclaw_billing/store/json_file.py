@@ -49,6 +49,7 @@ from ..errors import (
     DuplicateClient,
     StoreCorrupt,
     StoreUnavailable,
+    UnstorableChange,
 )
 from ..keys import digest_key, display_prefix
 from ..models import ChargeResult, ClientRecord, dump_record
@@ -460,9 +461,9 @@ class JsonFileStore(MutatingStore):
                 positions = {**positions, record.client_id: len(lines)}
                 if lines:  # the last line so far gets its comma
                     lines[-1] += b","
-                lines.append(_line(record, last=True))
+                lines.append(self._checked_line(record, last=True))
             else:
-                lines[position] = _line(record, last=position == len(lines) - 1)
+                lines[position] = self._checked_line(record, last=position == len(lines) - 1)
         raw = _render(meta_raw, tuple(lines))
         try:
             if state.legacy and state.raw is not None:
@@ -482,6 +483,21 @@ class JsonFileStore(MutatingStore):
                 raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox
             )
         )
+
+    def _checked_line(self, record: ClientRecord, *, last: bool) -> bytes:
+        """The record's line, rendered and then parsed back as every reader parses it. A
+        record the store could not load again (a value no check caught, a bug anywhere) is
+        refused before anything is written: no write can make the file unreadable."""
+        try:
+            line = _line(record, last=last)
+        except ValueError as exc:  # UnicodeEncodeError: a lone surrogate
+            problem = f"cannot be written ({type(exc).__name__})"
+        else:
+            if self._line_record(line, last=last) is not None:
+                return line
+            problem = "would not load"
+        logger.error("Refused a change to client %s: its record %s", record.client_id, problem)
+        raise UnstorableChange()
 
     @staticmethod
     def _write_atomic(target: Path, data: bytes) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -101,8 +102,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("openclaw_billing.store")
 
 #: 1: the first release. 2: several API keys per client (``openclaw_api_keys``), and each
-#: client's rate-limit override and IP allowlist.
-SCHEMA_VERSION = 2
+#: client's rate-limit override and IP allowlist. 3: every column holding credits, amounts,
+#: counts, Unix times or row ids is 64-bit (BIGINT; a 32-bit ``stripe_event_at`` refused
+#: every Stripe event after January 2038 on PostgreSQL).
+SCHEMA_VERSION = 3
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_SIZE = 5
 POOL_OVERFLOW = 5
@@ -123,6 +126,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+#: A 64-bit row id that autoincrements: BIGSERIAL on PostgreSQL, SQLite's INTEGER PRIMARY KEY
+#: (already 64-bit; a BIGINT primary key there would not be the rowid).
+RowId = BigInteger().with_variant(Integer, "sqlite")
+
 metadata_obj = MetaData()
 
 schema_version = Table(
@@ -131,14 +138,14 @@ schema_version = Table(
 clients = Table(
     "openclaw_clients",
     metadata_obj,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", RowId, primary_key=True, autoincrement=True),
     Column("client_id", String(64), nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("email", Text, nullable=False),
     Column("api_key_hash", String(64), nullable=False, unique=True),
     Column("api_key_prefix", String(32), nullable=False),
     Column("plan", String(16), nullable=False),
-    Column("credits_remaining", Integer, nullable=True),
+    Column("credits_remaining", BigInteger, nullable=True),
     Column("total_spent", Float, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -148,18 +155,18 @@ clients = Table(
     Column("billing_cycle_start", UtcDateTime, nullable=False),
     Column("billing_cycle_end", UtcDateTime, nullable=False),
     #: How many cycles have ended (= the number of summaries); ledger rows carry it.
-    Column("cycle_no", Integer, nullable=False),
-    Column("cycle_allowance", Integer, nullable=True),
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("cycle_allowance", BigInteger, nullable=True),
     Column("subscription_status", String(32), nullable=True),
-    Column("stripe_event_at", Integer, nullable=True),
+    Column("stripe_event_at", BigInteger, nullable=True),
     Column("metadata_extra", JSON, nullable=False),
-    Column("rate_limit_per_minute", Integer, nullable=True),
+    Column("rate_limit_per_minute", BigInteger, nullable=True),
     Column("ip_allowlist", JSON, nullable=True),
 )
 api_key_rows = Table(
     "openclaw_api_keys",
     metadata_obj,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
     Column("key_id", String(32), nullable=False),
     Column("digest", String(64), nullable=False, unique=True),
@@ -174,10 +181,10 @@ api_key_rows = Table(
 ledger_rows = Table(
     "openclaw_ledger",
     metadata_obj,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
     Column("job_id", String(200), nullable=False),
-    Column("cycle_no", Integer, nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
     Column("cost", Float, nullable=False),
     Column("charged_at", UtcDateTime, nullable=False),
     UniqueConstraint("client_id", "job_id", name="uq_openclaw_ledger_job"),
@@ -186,10 +193,10 @@ ledger_rows = Table(
 adjustment_rows = Table(
     "openclaw_credit_adjustments",
     metadata_obj,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
-    Column("cycle_no", Integer, nullable=False),
-    Column("amount", Integer, nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
     Column("reason", Text, nullable=False),
     Column("timestamp", UtcDateTime, nullable=False),
     Index("ix_openclaw_adjustments_cycle", "client_id", "cycle_no"),
@@ -197,17 +204,17 @@ adjustment_rows = Table(
 summary_rows = Table(
     "openclaw_cycle_summaries",
     metadata_obj,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
-    Column("cycle_no", Integer, nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
     Column("start", UtcDateTime, nullable=False),
     Column("end", UtcDateTime, nullable=False),
     Column("plan", String(16), nullable=False),
-    Column("allowance", Integer, nullable=True),
+    Column("allowance", BigInteger, nullable=True),
     Column("adjustments", JSON, nullable=False),
-    Column("jobs", Integer, nullable=False),
+    Column("jobs", BigInteger, nullable=False),
     Column("spend", Float, nullable=False),
-    Column("credits_left", Integer, nullable=True),
+    Column("credits_left", BigInteger, nullable=True),
     UniqueConstraint("client_id", "cycle_no", name="uq_openclaw_summary_cycle"),
 )
 event_rows = Table(
@@ -366,6 +373,8 @@ class SqlStore(MutatingStore):
                     ).order_by(clients.c.seq),
                 )
             )
+        if version < 3:
+            self._widen_integers(conn)
         conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
         logger.warning(
             "Upgraded the billing database %s from schema version %d to %d",
@@ -373,6 +382,24 @@ class SqlStore(MutatingStore):
             version,
             SCHEMA_VERSION,
         )
+
+    def _widen_integers(self, conn: Connection) -> None:
+        """Version 3: every BIGINT column of the tables (and the sequences behind their row
+        ids) was a 32-bit INTEGER before. SQLite's INTEGER is already 64-bit: nothing to do
+        there but move the version."""
+        if self.dialect != "postgresql":
+            return
+        for table in (clients, api_key_rows, ledger_rows, adjustment_rows, summary_rows):
+            wide = [c for c in table.columns if isinstance(c.type, BigInteger)]
+            changes = ", ".join(f'ALTER COLUMN "{c.name}" TYPE BIGINT' for c in wide)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} {changes}")
+            for column in wide:
+                if column.primary_key:
+                    sequence = conn.execute(
+                        select(func.pg_get_serial_sequence(table.name, column.name))
+                    ).scalar()
+                    if sequence is not None:
+                        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} AS BIGINT")
 
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[Connection]:

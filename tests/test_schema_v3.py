@@ -1,0 +1,166 @@
+"""Schema version 3 (SQL): every column holding credits, amounts, counts, Unix times or row ids
+is 64-bit. A real version 2 database (its tables as release 2 created them, its rows written by
+the store's own statements) is upgraded in place: the data stays, and values past 2^31 (a
+Stripe event after January 2038, a large balance, a ledger row id) are stored from then on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import BigInteger, Integer, MetaData, create_engine, insert, text
+
+from openclaw_billing.errors import StoreUnavailable
+from openclaw_billing.keys import digest_key
+from openclaw_billing.models import ClientRecord
+from openclaw_billing.store import Store
+from openclaw_billing.store import sql as sql_store
+from openclaw_billing.store.base import StripeRef
+from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    add_client,
+    assert_invariants,
+    reopen,
+    store_url_fixture,
+)
+from tests.store_helpers import CYCLE, T0, make_record
+
+#: A Unix time after 2038-01-19 (2^31 seconds): what Stripe sends from then on.
+AFTER_2038 = 2**31 + 86_400
+BIG_ROW_ID = 3_000_000_000
+BIG_BALANCE = 5_000_000_000
+
+
+def _version_2_tables() -> MetaData:
+    """The tables as release 2 created them: this release's, with every 64-bit column back at
+    32 bits (the only change of version 3)."""
+    v2 = MetaData()
+    for table in sql_store.metadata_obj.sorted_tables:
+        copy = table.to_metadata(v2)
+        for column in copy.columns:
+            if isinstance(column.type, BigInteger):
+                column.type = Integer()
+    return v2
+
+
+@contextmanager
+def _release_2(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store that reads and writes the version 2 database as release 2 did (its statements
+    are this release's: only the column types changed)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sql_store, "SCHEMA_VERSION", 2)
+        with reopen(url) as store:
+            yield store
+
+
+def _column_types(url: str) -> dict[str, str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name LIKE 'openclaw_%'"
+            )
+        ).all()
+    engine.dispose()
+    return {str(name): str(kind) for name, kind in rows}
+
+
+def _version(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version FROM openclaw_schema_version")).scalar_one()
+    engine.dispose()
+    return int(version)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_version_2_database_is_upgraded_to_64_bit_columns(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        _version_2_tables().create_all(conn)
+        conn.execute(insert(sql_store.schema_version).values(version=2))
+    engine.dispose()
+    later = T0 + CYCLE + timedelta(days=1)
+    with _release_2(store_url, monkeypatch) as old:
+        record, key = add_client(old)
+        client_id = record.client_id
+        old.charge(client_id, "job-1", 0.25, T0)
+        old.add_credits(client_id, 40, "goodwill", T0)
+        old.charge(client_id, "job-2", 1.5, later)  # a new cycle: a summary and cycle_no 1
+        old.apply_stripe_event("evt_1", StripeRef(client_id, None, None), 1_700_000_000, _noop, T0)
+        if store_url.startswith("postgresql"):
+            # The database really is release 2's: a 2038 event does not fit.
+            with pytest.raises(StoreUnavailable):
+                old.apply_stripe_event(
+                    "evt_2038", StripeRef(client_id, None, None), AFTER_2038, _noop, T0
+                )
+            assert _column_types(store_url)["openclaw_clients.stripe_event_at"] == "integer"
+        before = old.get_client(client_id)
+    assert before is not None
+    assert _version(store_url) == 2
+
+    with reopen(store_url) as upgraded:
+        assert _version(store_url) == sql_store.SCHEMA_VERSION == 3
+        kept = upgraded.get_client(client_id)
+        assert kept == before  # every field, the ledger and the summary included
+        found = upgraded.get_client_by_key_digest(digest_key(key))
+        assert found is not None
+        assert found.client_id == client_id
+        assert upgraded.charge(client_id, "job-1", 0.25, later).replayed  # the old cycle's
+        assert upgraded.charge(client_id, "job-2", 1.5, later).replayed
+
+        # Values past 2^31 are stored now.
+        outcome, _ = upgraded.apply_stripe_event(
+            "evt_2038", StripeRef(client_id, None, None), AFTER_2038, _noop, later
+        )
+        assert outcome.value == "applied"
+        if store_url.startswith("postgresql"):
+            engine = create_engine(store_url)
+            with engine.begin() as conn:
+                sequence = conn.execute(
+                    text("SELECT pg_get_serial_sequence('openclaw_ledger', 'id')")
+                ).scalar_one()
+                conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART WITH {BIG_ROW_ID}"))
+            engine.dispose()
+            types = _column_types(store_url)
+            for column in (
+                "openclaw_clients.seq",
+                "openclaw_clients.credits_remaining",
+                "openclaw_clients.stripe_event_at",
+                "openclaw_ledger.id",
+                "openclaw_credit_adjustments.amount",
+                "openclaw_cycle_summaries.jobs",
+            ):
+                assert types[column] == "bigint", column
+        assert not upgraded.charge(client_id, "job-3", 2.0, later).replayed
+        big, _ = make_record("big", allowance=BIG_BALANCE, now=later)
+        upgraded.create_client(big)
+        upgraded.add_credits("big", -1, "correction", later)
+        assert_invariants(upgraded)
+
+    with reopen(store_url) as again:  # nothing more to upgrade; everything reads back
+        assert _version(store_url) == 3
+        final = again.get_client(client_id)
+        assert final is not None
+        assert final.metadata.stripe_event_at == AFTER_2038
+        assert [e.job_id for e in final.metadata.cost_log] == ["job-2", "job-3"]
+        assert final.metadata.cycle_history[-1].adjustments[0].amount == 40
+        assert again.charge(client_id, "job-3", 2.0, later).replayed
+        engine = create_engine(store_url)
+        with engine.connect() as conn:
+            ids = conn.execute(text("SELECT id FROM openclaw_ledger ORDER BY id")).scalars().all()
+        engine.dispose()
+        if store_url.startswith("postgresql"):
+            assert ids[-1] == BIG_ROW_ID
+        assert len(ids) == 3
+        stored_big = again.get_client("big")
+        assert stored_big is not None
+        assert stored_big.credits_remaining == BIG_BALANCE - 1
+
+
+def _noop(record: ClientRecord) -> None:
+    """A Stripe change that changes nothing but the newest event time."""
