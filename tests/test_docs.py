@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.processes import stop
 from tests.server import REPO_ROOT, clean_env, running_gateway
 
 SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
@@ -175,15 +176,7 @@ def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
     script = tmp_path / "docs.sh"
     script.write_text("\n".join(parts) + "\n", encoding="utf-8")
     env = clean_env() | {"OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN}
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_bash(script, cwd=tmp_path, env=env, timeout=180)
     assert done.returncode == 0, (
         f"the examples failed with exit code {done.returncode}\n"
         f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
@@ -195,6 +188,31 @@ def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
     ]
     assert len(outputs) == len(calls) == len(blocks), done.stdout + done.stderr
     return [BlockRun(out.strip(), call) for out, call in zip(outputs, calls, strict=True)]
+
+
+def run_bash(
+    script: Path, *, cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``bash -euo pipefail script`` in its own process group: on a timeout the script and
+    every command it started (a hanging curl) are stopped, not only bash."""
+    proc = subprocess.Popen(
+        ["bash", "-euo", "pipefail", str(script)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the examples did not finish in {timeout} s:\n{stdout}\n{stderr}")
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def _split(stream: str) -> list[str]:
