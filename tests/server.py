@@ -43,9 +43,12 @@ def running_gateway(
     admin_token: str = ADMIN_TOKEN,
     extra_env: dict[str, str] | None = None,
     log_level: str = "warning",
+    app: str = "gateway:app",
+    ready_path: str = "/health",
 ) -> Iterator[str]:
-    """Start ``uvicorn gateway:app`` on a free loopback port over a store in ``state_dir``;
-    yields its base URL. Start-up failures carry the server's output, which is kept in
+    """Start ``uvicorn gateway:app`` (or another ``app``, a host app of the tests, ready when
+    ``ready_path`` answers 200) on a free loopback port over a store in ``state_dir``; yields
+    its base URL. Start-up failures carry the server's output, which is kept in
     :func:`log_path` (``log_level="info"`` writes the access log there too).
 
     The server leads its own process group and is stopped with SIGTERM (never SIGINT, which a
@@ -65,7 +68,7 @@ def running_gateway(
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -90,7 +93,7 @@ def running_gateway(
                     f"gateway exited with {proc.returncode}:\n{log_file.read_text()}"
                 )
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -100,7 +103,7 @@ def running_gateway(
         # With several workers, /health answering once does not mean every worker is up:
         # give the others a moment by polling a few more times.
         for _ in range(workers * 3):
-            httpx.get(f"{base}/health", timeout=5)
+            httpx.get(f"{base}{ready_path}", timeout=5)
         yield base
     finally:
         stop(proc, timeout=15)
