@@ -411,3 +411,58 @@ def test_summary_examples_give_the_documented_results(gateway: str, tmp_path: Pa
     assert call.status == 200
     assert client["client_id"] == created["client_id"]
     assert client["credits_remaining"] == 199 + 50
+
+
+# -- the endpoint table -------------------------------------------------------------------------
+
+#: How the endpoint table names each OpenAPI security scheme.
+_AUTH = {"ClientKey": "`X-Client-Key`", "AdminToken": "`X-Auth-Token`"}
+_ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \| ([^|]+) \| (\d{3}) \|")
+
+
+def documented_endpoints() -> dict[tuple[str, str], tuple[str, int]]:
+    """(method, path) -> (auth, success status) of CLIENT_AUTH_INTEGRATION.md's endpoint
+    table (section 4, up to the first line that is not a table row)."""
+    text = read_doc("CLIENT_AUTH_INTEGRATION.md")
+    section = text[text.index("\n## 4. Endpoints\n") :]
+    lines = section.splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Method and path"))
+    rows: dict[tuple[str, str], tuple[str, int]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        match = _ROW.match(line)
+        assert match, f"not an endpoint row: {line}"
+        method, path, auth, code = match.groups()
+        assert (method, path) not in rows, f"listed twice: {method} {path}"
+        rows[(method, path)] = (auth.strip(), int(code))
+    return rows
+
+
+def app_endpoints() -> dict[tuple[str, str], tuple[str, int]]:
+    """The same, from the reference gateway's OpenAPI document."""
+    import gateway as reference
+
+    rows: dict[tuple[str, str], tuple[str, int]] = {}
+    for path, operations in reference.create_app().openapi()["paths"].items():
+        for method, operation in operations.items():
+            schemes = [
+                name for requirement in operation.get("security", []) for name in requirement
+            ]
+            auth = " ".join(_AUTH[name] for name in schemes) or "none"
+            success = min(int(code) for code in operation["responses"] if code.startswith("2"))
+            rows[(method.upper(), path)] = (auth, success)
+    return rows
+
+
+def test_the_endpoint_table_lists_every_route_with_its_auth_and_status(env: Path) -> None:
+    documented, actual = documented_endpoints(), app_endpoints()
+    assert sorted(set(actual) - set(documented)) == [], "routes missing from the table"
+    assert sorted(set(documented) - set(actual)) == [], "documented routes the app lacks"
+    for endpoint, (auth, status) in actual.items():
+        doc_auth, doc_status = documented[endpoint]
+        if auth == "none":  # public, or signed some other way (the Stripe webhook)
+            assert "X-" not in doc_auth, endpoint
+        else:
+            assert doc_auth == auth, endpoint
+        assert doc_status == status, endpoint
