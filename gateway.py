@@ -490,10 +490,9 @@ def _configure_logging() -> None:
     billing.setLevel(logging.INFO)
 
 
-class StartupRefused(Exception):
-    """The gateway cannot start (a damaged store, an unusable setting); already logged."""
-
-
+#: What stops the start: invalid settings, a store that cannot be opened (damaged, an
+#: unsupported URL, an unreachable database), an unusable rate-limit storage.
+STARTUP_ERRORS = (ValidationError, StoreUnavailable, ConfigurationError)
 #: ``app.state`` attribute holding the reason the lifespan refused to start, if it did.
 _REFUSED_STATE = "startup_refused"
 
@@ -501,29 +500,31 @@ _REFUSED_STATE = "startup_refused"
 def _open_billing() -> None:
     """Open what the gateway needs before it serves: the settings, the billing store (a
     corrupt file or an unsupported URL stops the start here) and the rate-limit storage.
-    Raises :class:`StartupRefused` with a message for the operator."""
-    try:
-        get_settings()
-        get_service()
-        get_rate_limiter()
-    except ValidationError as exc:
-        problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
-        raise StartupRefused(f"Invalid settings: {problems}") from None
-    except (StoreUnavailable, ConfigurationError) as exc:
-        reason = exc.message if isinstance(exc, BillingError) else str(exc)
-        raise StartupRefused(reason) from None
+    Raises one of :data:`STARTUP_ERRORS`; :func:`refusal` words it for the operator."""
+    get_settings()
+    get_service()
+    get_rate_limiter()
+
+
+def refusal(exc: Exception) -> str:
+    """The one line that says why the start was refused (never a traceback)."""
+    if isinstance(exc, ValidationError):
+        return "Invalid settings: " + "; ".join(e["msg"] for e in exc.errors(include_input=False))
+    return exc.message if isinstance(exc, BillingError) else str(exc)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _configure_logging()
     redact_access_log()  # after uvicorn configured logging, in every worker
+    setattr(app.state, _REFUSED_STATE, None)
     try:
         _open_billing()
-    except StartupRefused as exc:
-        logger.critical("Refusing to start: %s", exc)
-        setattr(app.state, _REFUSED_STATE, str(exc))
-        raise
+    except STARTUP_ERRORS as exc:
+        reason = refusal(exc)
+        logger.critical("Refusing to start: %s", reason)
+        setattr(app.state, _REFUSED_STATE, reason)
+        raise  # as it is: a host or a test that runs the lifespan sees the real error
     settings = get_settings()
     app.state.jobs = JobStore(settings.jobs_file, lock_timeout=settings.store_lock_timeout)
     if settings.admin_token is None:
@@ -535,10 +536,10 @@ class QuietStartupRefusal:
     """A start refused by the lifespan ends with its one clear line, not a traceback.
 
     Starlette reports a lifespan exception to the server as ``lifespan.startup.failed`` with
-    the formatted traceback as its message, which uvicorn logs. When the refusal is ours
-    (:class:`StartupRefused`, already logged as ``Refusing to start: ...``), the message is
-    replaced by nothing and the exception ends here; uvicorn then logs "Application startup
-    failed. Exiting." and exits with status 3. Any other exception keeps its traceback."""
+    the formatted traceback as its message, which uvicorn logs. When the lifespan refused the
+    start itself (already logged as ``Refusing to start: ...``), that message is emptied;
+    uvicorn then logs "Application startup failed. Exiting." and exits with status 3, and
+    does not log the exception that follows. Any other failure keeps its traceback."""
 
     def __init__(self, app: ASGIApp, owner: FastAPI) -> None:
         self.app = app
@@ -555,10 +556,7 @@ class QuietStartupRefusal:
                 message = {"type": "lifespan.startup.failed", "message": ""}
             await send(message)
 
-        try:
-            await self.app(scope, receive, quiet_send)
-        except StartupRefused:
-            return
+        await self.app(scope, receive, quiet_send)
 
 
 def create_app() -> FastAPI:
@@ -600,8 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # line and status 1, rather than every worker failing (and being restarted) in turn.
     try:
         _open_billing()
-    except StartupRefused as exc:
-        print(f"Refusing to start: {exc}", file=sys.stderr)
+    except STARTUP_ERRORS as exc:
+        print(f"Refusing to start: {refusal(exc)}", file=sys.stderr)
         return 1
     finally:
         set_service(None)  # the workers open their own; this process serves nothing

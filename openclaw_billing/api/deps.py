@@ -231,7 +231,7 @@ async def client_check(
 ) -> ClientCheck:
     """This request's :class:`ClientCheck` (and the ``ClientKey`` scheme in OpenAPI). A key
     in the query string is refused here, at once (401 ``credentials_in_query``)."""
-    if request.url.query and _credential_in_query(request):
+    if request.scope.get("query_string") and _credential_in_query(request):
         raise CredentialsInQuery()
     check = ClientCheck(
         partial(_authenticate, service, limiter, address, request, response, api_key)
@@ -331,7 +331,7 @@ def require_admin(
     With no token configured the routes answer 503, never open. Failed checks count against
     the address like failed client keys (429 ``rate_limited`` past the limit). A token (or a
     client key) in the query string is 401 ``credentials_in_query``, before anything else."""
-    if request.url.query:
+    if request.scope.get("query_string"):
         expected = settings.admin_token.get_secret_value() if settings.admin_token else None
         if _credential_in_query(request, expected):
             raise AdminTokenInQuery()
