@@ -1,4 +1,10 @@
-"""Shared fixtures: a fresh app per test over its own store in a temp directory."""
+"""Shared fixtures: a fresh app per test over its own store in a temp directory.
+
+And a guard: no test leaves a process running. After each test, any process below the session
+that was not there before it (a server, a worker, a script's command) is stopped (SIGTERM, then
+SIGKILL) and the test fails, naming it; at the end of the session the same check covers the
+session's own fixtures. See ``tests/processes.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import gateway
 from openclaw_billing.service import BillingService, get_service, set_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.stripe_billing import set_stripe_client
+from tests import processes
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 _SCRUBBED = (
@@ -105,3 +112,34 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr("openclaw_billing.admin.utcnow", fake)
     monkeypatch.setattr("gateway.utcnow", fake)
     return fake
+
+
+# -- no process left behind -------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Orphans (a worker whose master died first) are re-parented to this process, where the
+    # checks below find them, instead of to init, where they would run on unseen.
+    processes.adopt_orphans()
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fail (and clean up after) a test that leaves a process running."""
+    before = {p.pid for p in processes.descendants()}
+    yield
+    left = processes.leftovers(ignore=before)
+    if left:
+        processes.kill_all(left)
+        pytest.fail(f"the test left processes running (now killed): {processes.describe(left)}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    left = processes.leftovers()
+    if left:
+        processes.kill_all(left)
+        print(
+            f"\nprocesses left running at the end of the session (now killed): "
+            f"{processes.describe(left)}"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

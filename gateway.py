@@ -35,9 +35,11 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from client_auth import CurrentClient, DeferredClient, install_body_limit, install_error_handlers
 from client_auth import router as client_auth_router
+from openclaw_billing.api.accesslog import redact_access_log
 from openclaw_billing.api.bodylimit import BodyLimitedRoute
 from openclaw_billing.api.deps import ClientCheck, ServiceDep, run_billing
 from openclaw_billing.api.schemas import ErrorPublic
@@ -51,9 +53,9 @@ from openclaw_billing.errors import (
 )
 from openclaw_billing.models import ChargeResult, UtcDatetime
 from openclaw_billing.plans import PLANS
-from openclaw_billing.ratelimit import get_rate_limiter
+from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
 from openclaw_billing.safetext import ONE_LINE, EscapeControls
-from openclaw_billing.service import BillingService, get_service
+from openclaw_billing.service import BillingService, get_service, set_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store.filelock import FileLock
 
@@ -124,7 +126,8 @@ class JobStore:
 
     Appends are serialised by the same kind of lock file as the billing store and fsynced.
     A torn last line (a crash mid-append, never acknowledged) is skipped with a warning.
-    Readers follow the file incrementally.
+    Readers follow the file incrementally. The file holds clients' jobs: it is created with
+    mode 0600 whatever the umask, and a file found with a wider mode is narrowed to 0600.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
@@ -135,7 +138,24 @@ class JobStore:
         self._read_lock = threading.Lock()
         self._jobs: dict[str, JobRecord] = {}
         self._offset = 0
+        if self.path.exists():
+            try:
+                os.close(self._open_for_append())  # narrows an existing file's mode now
+            except OSError as exc:
+                raise StoreUnavailable(f"Cannot open the job file {self.path}: {exc}") from exc
         self._refresh()
+
+    def _open_for_append(self) -> int:
+        """A descriptor of the job file for appending, the file 0600 (created so, or
+        narrowed: ``os.open``'s mode is filtered by the umask, ``fchmod``'s is not)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o777 != 0o600:
+                os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _refresh(self) -> None:
         with self._read_lock:
@@ -187,7 +207,7 @@ class JobStore:
         """Append one line; the caller holds the lock."""
         # exclude_none: an unkeyed job's line stays a plain job (no idempotency fields).
         line = job.model_dump_json(exclude_none=True).encode("utf-8") + b"\n"
-        with self.path.open("ab+") as handle:
+        with open(self._open_for_append(), "ab+") as handle:
             if handle.tell() > 0:
                 handle.seek(-1, os.SEEK_END)
                 if handle.read(1) != b"\n":  # a torn line: end it so ours stands alone
@@ -475,30 +495,80 @@ def _configure_logging() -> None:
     billing.setLevel(logging.INFO)
 
 
+#: What stops the start: invalid settings, a store that cannot be opened (damaged, an
+#: unsupported URL, an unreachable database), an unusable rate-limit storage.
+STARTUP_ERRORS = (ValidationError, StoreUnavailable, ConfigurationError)
+#: ``app.state`` attribute holding the reason the lifespan refused to start, if it did.
+_REFUSED_STATE = "startup_refused"
+
+
+def _open_billing() -> None:
+    """Open what the gateway needs before it serves: the settings, the billing store (a
+    corrupt file or an unsupported URL stops the start here) and the rate-limit storage.
+    Raises one of :data:`STARTUP_ERRORS`; :func:`refusal` words it for the operator."""
+    get_settings()
+    get_service()
+    get_rate_limiter()
+
+
+def refusal(exc: Exception) -> str:
+    """The one line that says why the start was refused (never a traceback)."""
+    if isinstance(exc, ValidationError):
+        return "Invalid settings: " + "; ".join(e["msg"] for e in exc.errors(include_input=False))
+    return exc.message if isinstance(exc, BillingError) else str(exc)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _configure_logging()
+    redact_access_log()  # after uvicorn configured logging, in every worker
+    setattr(app.state, _REFUSED_STATE, None)
+    try:
+        _open_billing()
+    except STARTUP_ERRORS as exc:
+        reason = refusal(exc)
+        logger.critical("Refusing to start: %s", reason)
+        setattr(app.state, _REFUSED_STATE, reason)
+        raise  # as it is: a host or a test that runs the lifespan sees the real error
     settings = get_settings()
-    try:
-        get_service()  # opens and validates the store: a corrupt file stops the start here
-    except StoreUnavailable as exc:
-        logger.critical("Refusing to start: %s", exc.message)
-        raise
-    try:
-        get_rate_limiter()  # an unusable OPENCLAW_RATE_LIMIT_STORAGE stops the start here
-    except ConfigurationError as exc:
-        logger.critical("Refusing to start: %s", exc)
-        raise
     app.state.jobs = JobStore(settings.jobs_file, lock_timeout=settings.store_lock_timeout)
     if settings.admin_token is None:
         logger.warning("OPENCLAW_ADMIN_TOKEN is not set: admin routes answer 503")
     yield
 
 
+class QuietStartupRefusal:
+    """A start refused by the lifespan ends with its one clear line, not a traceback.
+
+    Starlette reports a lifespan exception to the server as ``lifespan.startup.failed`` with
+    the formatted traceback as its message, which uvicorn logs. When the lifespan refused the
+    start itself (already logged as ``Refusing to start: ...``), that message is emptied;
+    uvicorn then logs "Application startup failed. Exiting." and exits with status 3, and
+    does not log the exception that follows. Any other failure keeps its traceback."""
+
+    def __init__(self, app: ASGIApp, owner: FastAPI) -> None:
+        self.app = app
+        self.owner = owner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet_send(message: Message) -> None:
+            refused = getattr(self.owner.state, _REFUSED_STATE, None)
+            if message["type"] == "lifespan.startup.failed" and refused is not None:
+                message = {"type": "lifespan.startup.failed", "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, quiet_send)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="OpenClaw gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     install_body_limit(app)  # 413 before a large body is read (OPENCLAW_MAX_BODY_BYTES)
+    app.add_middleware(QuietStartupRefusal, owner=app)
     app.include_router(client_auth_router)
     app.include_router(router)
     return app
@@ -529,6 +599,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "\n".join(f"  {e['msg']}" for e in exc.errors(include_input=False))
         print(f"Invalid settings:\n{problems}", file=sys.stderr)
         return 2
+    # Open the store here too, once, before any worker starts: a refused start is one clear
+    # line and status 1, rather than every worker failing (and being restarted) in turn.
+    try:
+        _open_billing()
+    except STARTUP_ERRORS as exc:
+        print(f"Refusing to start: {refusal(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        set_service(None)  # the workers open their own; this process serves nothing
+        set_rate_limiter(None)
     port = args.port or settings.gateway_port
     uvicorn.run("gateway:app", host=args.host, port=port, workers=args.workers)
     return 0

@@ -10,10 +10,19 @@ log (appended after any events the target has, in order, with new ids); afterwar
 balances and audit events of both sides are compared. A non-empty target is refused unless
 ``--into-non-empty`` is given (and even then an existing client id is never overwritten).
 Stop the gateway first: a store that changes during a copy would not verify.
+
+A source that does not exist (a JSON path or SQLite file that is not there, a PostgreSQL
+database without the billing tables) is refused before anything is opened or created, so a
+typo never "migrates" an empty store. ``export --force`` replaces an existing file only once
+the new export is complete and verified. Errors are one line on stderr and status 1.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -21,11 +30,15 @@ from typing import Annotated, NamedTuple
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .audit import AuditLog
 from .errors import BillingError, ConfigurationError, DuplicateClient
 from .models import ClientRecord
-from .store import Store, open_store
+from .store import SQL_SCHEMES, Store, open_store
+from .store.audit_json import audit_path
 
 app = typer.Typer(
     name="openclaw-billing",
@@ -172,23 +185,130 @@ def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> No
         raise ConfigurationError(f"Verification failed: {len(missing)} Stripe event ids missing")
 
 
-def _run(source_url: str, target_url: str, into_non_empty: bool) -> None:
+class CliError(Exception):
+    """A refusal or failure to report as one line (no traceback), with status 1."""
+
+
+def json_path(url: str) -> Path | None:
+    """The file a JSON store URL (a path, or ``json://``) names; None for a SQL URL."""
+    if url.startswith("json://"):
+        return Path(url.removeprefix("json://")).expanduser()
+    _, sep, _ = url.partition("://")
+    return None if sep else Path(url).expanduser()
+
+
+def check_source_exists(url: str) -> None:
+    """Refuse a source that is not there, before anything is opened: opening a store creates
+    it (an empty JSON file's directory and lock, an empty SQLite file, the SQL schema)."""
+    path = json_path(url)
+    if path is not None:
+        if not path.is_file():
+            raise CliError(f"The source {path} does not exist (or is not a file)")
+        return
+    scheme = url.partition("://")[0]
+    if scheme not in SQL_SCHEMES:
+        return  # open_store names the unsupported scheme
     try:
-        source = open_store(source_url)
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise CliError(f"The source URL cannot be parsed: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or not Path(database).is_file():
+            raise CliError(f"The source SQLite database {database or '(none)'} does not exist")
+        return
+    engine = create_engine(parsed)
+    try:
+        with engine.connect() as conn:
+            found = inspect(conn).has_table("openclaw_schema_version")
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError(
+            f"Cannot read the source {parsed.render_as_string(hide_password=True)}: {reason}"
+        ) from None
+    finally:
+        engine.dispose()
+    if not found:
+        raise CliError(
+            f"The source {parsed.render_as_string(hide_password=True)} holds no billing store "
+            "(no openclaw_* tables)"
+        )
+
+
+def _copy(source_url: str, target_url: str, into_non_empty: bool) -> tuple[int, int]:
+    """Copy and verify; returns the clients copied and the credits the target holds."""
+    check_source_exists(source_url)
+    source = open_store(source_url)
+    try:
         target = open_store(target_url)
         try:
             count = copy_store(source, target, into_non_empty=into_non_empty)
             total = sum(r.credits_remaining or 0 for r in _records(target))
         finally:
-            source.close()
             target.close()
-    except (BillingError, ConfigurationError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    finally:
+        source.close()
+    return count, total
+
+
+def _report(count: int, total: int, location: str) -> None:
     console.print(
-        f"[green]copied {count} clients[/green] to {target.location}; verified digests, plans, "
-        f"balances ({total} credits in all) and ledgers"
+        f"[green]copied {count} clients[/green] to {location}; verified digests, plans, "
+        f"balances ({total} credits in all) and ledgers",
+        soft_wrap=True,
     )
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    message = exc.message if isinstance(exc, BillingError) else str(exc)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+#: What a copy can fail with that is reported as one line, not a traceback.
+_EXPECTED = (CliError, BillingError, ConfigurationError, OSError, SQLAlchemyError, ValueError)
+
+
+def _run(source_url: str, target_url: str, into_non_empty: bool) -> None:
+    try:
+        count, total = _copy(source_url, target_url, into_non_empty)
+        location = open_location(target_url)
+    except _EXPECTED as exc:
+        raise _fail(exc) from None
+    _report(count, total, location)
+
+
+def open_location(url: str) -> str:
+    """How a store URL is shown (a JSON path as ``json://``, a password hidden)."""
+    path = json_path(url)
+    if path is not None:
+        return f"json://{path.absolute()}"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            installed = version("openclaw-billing")
+        except PackageNotFoundError:
+            installed = "unknown (not installed)"
+        typer.echo(f"openclaw-billing {installed}")
+        raise typer.Exit()
+
+
+@app.callback()
+def cli(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Operate an openclaw-billing store: migrate, export and import between backends."""
 
 
 @app.command()
@@ -197,14 +317,47 @@ def migrate(source: Source, target: Target, into_non_empty: IntoNonEmpty = False
     _run(source, target, into_non_empty)
 
 
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Replace an existing file (once the new export is verified)."),
+]
+
+
 @app.command("export")
-def export_json(source: Source, target: Target, force: bool = False) -> None:
+def export_json(source: Source, target: Target, force: Force = False) -> None:
     """Write a store to a new JSON file (a portable backup)."""
-    path = Path(target).expanduser()
-    if path.exists() and not force:
-        console.print(f"[red]error:[/red] {path} exists; pass --force to add to it")
-        raise typer.Exit(1)
-    _run(source, str(path), into_non_empty=force)
+    path = json_path(target)
+    try:
+        if path is None:
+            raise CliError(f"export writes a JSON file: {target} is not a path")
+        if path.is_dir():
+            raise CliError(f"{path} is a directory")
+        if path.exists() and not force:
+            raise CliError(f"{path} exists; pass --force to replace it")
+        check_source_exists(source)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        count, total = _export_replacing(source, path)
+    except _EXPECTED as exc:
+        raise _fail(exc) from None
+    _report(count, total, f"json://{path.absolute()}")
+
+
+def _export_replacing(source: str, path: Path) -> tuple[int, int]:
+    """Export into a fresh file beside ``path``, then move it (and its audit log) over
+    ``path``: an existing backup is replaced only by a complete, verified one."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        fresh = staging / path.name
+        count, total = _copy(source, str(fresh), into_non_empty=False)
+        fresh_audit, old_audit = audit_path(fresh), audit_path(path)
+        if fresh_audit.exists():
+            os.replace(fresh_audit, old_audit)
+        else:  # the replaced export's audit log belongs to it, not to this one
+            old_audit.unlink(missing_ok=True)
+        os.replace(fresh, path)
+        return count, total
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @app.command("import")

@@ -34,6 +34,7 @@ import argparse
 import json
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -750,6 +751,10 @@ class FakeStripe:
         return session
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a fake Stripe API until Ctrl-C.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -757,6 +762,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", help="deliver simulated events here, signed")
     parser.add_argument("--webhook-secret", help="the whsec_ secret to sign them with")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)  # stops as Ctrl-C does (SIGINT may be ignored)
     with FakeStripe(
         host=args.host,
         port=args.port,

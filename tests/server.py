@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from conftest import ADMIN_TOKEN
+from tests.processes import stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,9 +42,18 @@ def running_gateway(
     workers: int = 1,
     admin_token: str = ADMIN_TOKEN,
     extra_env: dict[str, str] | None = None,
+    log_level: str = "warning",
+    app: str = "gateway:app",
+    ready_path: str = "/health",
 ) -> Iterator[str]:
-    """Start ``uvicorn gateway:app`` on a free loopback port over a store in ``state_dir``;
-    yields its base URL. Start-up failures carry the server's output."""
+    """Start ``uvicorn gateway:app`` (or another ``app``, a host app of the tests, ready when
+    ``ready_path`` answers 200) on a free loopback port over a store in ``state_dir``; yields
+    its base URL. Start-up failures carry the server's output, which is kept in
+    :func:`log_path` (``log_level="info"`` writes the access log there too).
+
+    The server leads its own process group and is stopped with SIGTERM (never SIGINT, which a
+    suite started in the background ignores), then SIGKILL, and whatever of its group is left
+    (workers) is killed: nothing outlives the block, even when the test fails."""
     port = free_port()
     env = clean_env() | {
         "OPENCLAW_BILLING_DB": str(state_dir / "clients.json"),
@@ -51,14 +61,14 @@ def running_gateway(
         "OPENCLAW_ADMIN_TOKEN": admin_token,
         **(extra_env or {}),
     }
-    log_path = state_dir / f"uvicorn-{port}.log"
-    log = log_path.open("wb")
+    log_file = log_path(state_dir, port)
+    log = log_file.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -66,12 +76,13 @@ def running_gateway(
             "--workers",
             str(workers),
             "--log-level",
-            "warning",
+            log_level,
         ],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -79,26 +90,26 @@ def running_gateway(
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"gateway exited with {proc.returncode}:\n{log_path.read_text()}"
+                    f"gateway exited with {proc.returncode}:\n{log_file.read_text()}"
                 )
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway not healthy after 30 s:\n{log_path.read_text()}")
+                raise RuntimeError(f"gateway not healthy after 30 s:\n{log_file.read_text()}")
             time.sleep(0.1)
         # With several workers, /health answering once does not mean every worker is up:
         # give the others a moment by polling a few more times.
         for _ in range(workers * 3):
-            httpx.get(f"{base}/health", timeout=5)
+            httpx.get(f"{base}{ready_path}", timeout=5)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=15)
         log.close()
+
+
+def log_path(state_dir: Path, port: int | str) -> Path:
+    """Where :func:`running_gateway` keeps the output of its server on ``port``."""
+    return state_dir / f"uvicorn-{port}.log"

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import gateway
-from openclaw_billing.cli import app, fingerprint
+from openclaw_billing.cli import CliError, app, check_source_exists, fingerprint
 from openclaw_billing.keys import digest_key, display_prefix, generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
@@ -191,3 +191,86 @@ def test_the_original_modules_file_imports(env: Path) -> None:
     assert client is not None
     assert (client.client_id, client.credits_remaining) == ("c1", 198)
     assert key not in (env / "billing.db").read_bytes().decode("latin-1")
+
+
+# -- refusals that must not lose or invent data ---------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("command", ["migrate", "import", "export"])
+@pytest.mark.parametrize("kind", ["path", "json-url", "sqlite", "postgresql"])
+def test_a_source_that_does_not_exist_is_refused_and_nothing_is_created(
+    env: Path, command: str, kind: str, request: pytest.FixtureRequest
+) -> None:
+    work = env / "work"
+    work.mkdir()
+    target = work / "target.json"
+    seed_json(target, 2)  # an existing target: it must come out byte for byte the same
+    missing = work / "missing" / "clients.json"
+    source = {
+        "path": str(missing),
+        "json-url": f"json://{missing}",
+        "sqlite": f"sqlite:///{work}/missing.db",
+        "postgresql": request.getfixturevalue("pg_url") if kind == "postgresql" else "",
+    }[kind]
+    before = _tree(work)
+    # Flags that would let the command write into the existing target: the refusal must win.
+    args = [command, "--from", source, "--to", str(target)]
+    args.append("--force" if command == "export" else "--into-non-empty")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "does not exist" in result.output or "holds no billing store" in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert _tree(work) == before  # no source created, the target untouched
+    if kind == "postgresql":  # and no billing tables created in the empty database
+        with pytest.raises(CliError, match="holds no billing store"):
+            check_source_exists(source)
+
+
+def test_export_force_replaces_the_target_with_a_verified_export(env: Path) -> None:
+    first, second = env / "first.json", env / "second.json"
+    seed_json(first, 3)
+    seed_json(second, 5)
+    backup = env / "backup.json"
+    assert runner.invoke(app, ["export", "--from", str(first), "--to", str(backup)]).exit_code == 0
+    assert _fingerprints(str(backup)) == _fingerprints(str(first))
+
+    refused = runner.invoke(app, ["export", "--from", str(second), "--to", str(backup)])
+    assert refused.exit_code == 1
+    assert "pass --force to replace it" in refused.output
+    assert _fingerprints(str(backup)) == _fingerprints(str(first))
+
+    forced = runner.invoke(app, ["export", "--from", str(second), "--to", str(backup), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert f"copied 5 clients to json://{backup}" in forced.output
+    assert _fingerprints(str(backup)) == _fingerprints(str(second))
+    assert backup.stat().st_mode & 0o777 == 0o600
+    # Nothing of the staging directory is left beside the backup.
+    assert sorted(p.name for p in env.iterdir() if p.name.startswith(".backup")) == []
+
+
+def test_export_force_keeps_the_old_file_when_the_new_export_fails(env: Path) -> None:
+    good, damaged = env / "good.json", env / "damaged.json"
+    seed_json(good, 2)
+    damaged.write_text("{not json")
+    backup = env / "backup.json"
+    assert runner.invoke(app, ["export", "--from", str(good), "--to", str(backup)]).exit_code == 0
+    before = backup.read_bytes()
+    failed = runner.invoke(app, ["export", "--from", str(damaged), "--to", str(backup), "--force"])
+    assert failed.exit_code == 1
+    assert "not valid JSON" in failed.output
+    assert "Traceback" not in failed.output
+    assert backup.read_bytes() == before
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"openclaw-billing {version('openclaw-billing')}"

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.processes import stop
 from tests.server import REPO_ROOT, clean_env, running_gateway
 
 SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
@@ -175,15 +176,7 @@ def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
     script = tmp_path / "docs.sh"
     script.write_text("\n".join(parts) + "\n", encoding="utf-8")
     env = clean_env() | {"OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN}
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_bash(script, cwd=tmp_path, env=env, timeout=180)
     assert done.returncode == 0, (
         f"the examples failed with exit code {done.returncode}\n"
         f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
@@ -195,6 +188,31 @@ def run_script(blocks: list[str], host: str, tmp_path: Path) -> list[BlockRun]:
     ]
     assert len(outputs) == len(calls) == len(blocks), done.stdout + done.stderr
     return [BlockRun(out.strip(), call) for out, call in zip(outputs, calls, strict=True)]
+
+
+def run_bash(
+    script: Path, *, cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``bash -euo pipefail script`` in its own process group: on a timeout the script and
+    every command it started (a hanging curl) are stopped, not only bash."""
+    proc = subprocess.Popen(
+        ["bash", "-euo", "pipefail", str(script)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the examples did not finish in {timeout} s:\n{stdout}\n{stderr}")
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def _split(stream: str) -> list[str]:
@@ -393,3 +411,58 @@ def test_summary_examples_give_the_documented_results(gateway: str, tmp_path: Pa
     assert call.status == 200
     assert client["client_id"] == created["client_id"]
     assert client["credits_remaining"] == 199 + 50
+
+
+# -- the endpoint table -------------------------------------------------------------------------
+
+#: How the endpoint table names each OpenAPI security scheme.
+_AUTH = {"ClientKey": "`X-Client-Key`", "AdminToken": "`X-Auth-Token`"}
+_ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \| ([^|]+) \| (\d{3}) \|")
+
+
+def documented_endpoints() -> dict[tuple[str, str], tuple[str, int]]:
+    """(method, path) -> (auth, success status) of CLIENT_AUTH_INTEGRATION.md's endpoint
+    table (section 4, up to the first line that is not a table row)."""
+    text = read_doc("CLIENT_AUTH_INTEGRATION.md")
+    section = text[text.index("\n## 4. Endpoints\n") :]
+    lines = section.splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Method and path"))
+    rows: dict[tuple[str, str], tuple[str, int]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        match = _ROW.match(line)
+        assert match, f"not an endpoint row: {line}"
+        method, path, auth, code = match.groups()
+        assert (method, path) not in rows, f"listed twice: {method} {path}"
+        rows[(method, path)] = (auth.strip(), int(code))
+    return rows
+
+
+def app_endpoints() -> dict[tuple[str, str], tuple[str, int]]:
+    """The same, from the reference gateway's OpenAPI document."""
+    import gateway as reference
+
+    rows: dict[tuple[str, str], tuple[str, int]] = {}
+    for path, operations in reference.create_app().openapi()["paths"].items():
+        for method, operation in operations.items():
+            schemes = [
+                name for requirement in operation.get("security", []) for name in requirement
+            ]
+            auth = " ".join(_AUTH[name] for name in schemes) or "none"
+            success = min(int(code) for code in operation["responses"] if code.startswith("2"))
+            rows[(method.upper(), path)] = (auth, success)
+    return rows
+
+
+def test_the_endpoint_table_lists_every_route_with_its_auth_and_status(env: Path) -> None:
+    documented, actual = documented_endpoints(), app_endpoints()
+    assert sorted(set(actual) - set(documented)) == [], "routes missing from the table"
+    assert sorted(set(documented) - set(actual)) == [], "documented routes the app lacks"
+    for endpoint, (auth, status) in actual.items():
+        doc_auth, doc_status = documented[endpoint]
+        if auth == "none":  # public, or signed some other way (the Stripe webhook)
+            assert "X-" not in doc_auth, endpoint
+        else:
+            assert doc_auth == auth, endpoint
+        assert doc_status == status, endpoint

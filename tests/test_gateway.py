@@ -1,11 +1,17 @@
-"""The reference gateway: intake, jobs, history windows, persistence, health, start-up."""
+"""The reference gateway: intake, jobs, history windows, persistence, health, start-up,
+credentials in URLs, the access log and the job file's mode."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,6 +20,7 @@ from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.settings import get_settings
 from tests.factories import JOB_BODY, create_client, submit_job
+from tests.server import REPO_ROOT, clean_env, free_port, log_path, running_gateway
 
 
 def test_intake_charges_one_credit_and_answers_with_the_job(http: TestClient) -> None:
@@ -236,3 +243,175 @@ def test_a_job_that_cannot_be_queued_is_refunded(
         assert detail["credits_remaining"] == 5
         assert detail["metadata"]["cost_log"] == []
     assert submit_job(http, client["api_key"]).json()["credits_remaining"] == 4
+
+
+# -- secrets never in URLs or logs; files 0600 ----------------------------------------------------
+
+
+def _secured_routes(http: TestClient, scheme: str) -> list[tuple[str, str]]:
+    """(method, path) of every route that takes ``scheme``, path ids filled in."""
+    schema = http.get("/openapi.json").json()
+    routes = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if {scheme: []} in operation.get("security", []):
+                routes.append((method.upper(), re.sub(r"\{[^}]+\}", "some-id", path)))
+    return routes
+
+
+#: Query strings that carry a client key: by a credential's name, or by a key-like value.
+KEY_QUERIES = ("api_key={key}", "key={key}", "apikey={key}", "X-API-Key={key}", "q={key}")
+
+
+def test_a_client_key_in_the_query_string_is_401_on_every_route_that_takes_a_key(
+    http: TestClient,
+) -> None:
+    client = create_client(http, "free")
+    key = client["api_key"]
+    routes = _secured_routes(http, "ClientKey")
+    assert ("POST", "/api/intake") in routes
+    assert ("GET", "/api/billing/usage") in routes
+    assert len(routes) >= 6
+    for method, path in routes:
+        for query in (*KEY_QUERIES, "api_key=anything", "token=anything"):
+            response = http.request(
+                method,
+                f"{path}?{query.format(key=key)}",
+                headers={"X-Client-Key": key},  # even with the key where it belongs
+                json=JOB_BODY,
+            )
+            where = f"{method} {path}?{query}"
+            assert response.status_code == 401, where
+            assert response.json()["code"] == "credentials_in_query", where
+            assert "X-Client-Key header" in response.json()["message"], where
+            assert key not in response.text, where
+    usage = http.get("/api/billing/usage", headers={"X-Client-Key": key}).json()
+    assert usage["credits_remaining"] == 5  # nothing was charged
+    # Ordinary query parameters still work.
+    assert http.get("/api/jobs?limit=5", headers={"X-Client-Key": key}).status_code == 200
+
+
+def test_the_admin_token_in_the_query_string_is_401_on_every_admin_route(
+    http: TestClient,
+) -> None:
+    key = create_client(http, "free")["api_key"]
+    routes = _secured_routes(http, "AdminToken")
+    assert len(routes) >= 14
+    queries = (
+        f"token={ADMIN_TOKEN}",
+        f"x-auth-token={ADMIN_TOKEN}",
+        f"admin_token={ADMIN_TOKEN}",
+        f"note={ADMIN_TOKEN}",  # the token itself, under any name
+        f"api_key={key}",
+    )
+    for method, path in routes:
+        for query in queries:
+            response = http.request(
+                method,
+                f"{path}?{query}",
+                headers={"X-Auth-Token": ADMIN_TOKEN},
+                json={},
+            )
+            where = f"{method} {path}?{query}"
+            assert response.status_code == 401, where
+            assert response.json()["code"] == "credentials_in_query", where
+            assert "X-Auth-Token header" in response.json()["message"], where
+    listed = http.get(
+        "/api/admin/clients?limit=5&active=true", headers={"X-Auth-Token": ADMIN_TOKEN}
+    )
+    assert listed.status_code == 200
+
+
+def test_the_access_log_never_writes_a_query_string(tmp_path: Path) -> None:
+    with running_gateway(tmp_path, workers=2, log_level="info") as base:
+        admin = {"X-Auth-Token": ADMIN_TOKEN}
+        created = httpx.post(
+            f"{base}/api/admin/clients",
+            headers=admin,
+            json={"name": "A", "email": "a@acmecorp.com"},
+        )
+        key = created.json()["api_key"]
+        sent = [
+            ("GET", f"/api/billing/usage?api_key={key}", 401),
+            ("POST", f"/api/intake?key={key}", 401),
+            ("GET", f"/api/jobs?limit=3&x-api-key={key}", 401),
+            ("GET", f"/api/admin/clients?token={ADMIN_TOKEN}", 401),
+            ("GET", f"/api/billing/return?checkout=success&session_id={key}", 200),
+            ("GET", f"/health?anything={key}", 200),
+            ("GET", f"/no/such/{key}?x=1", 404),
+        ]
+        for _ in range(2):  # both workers, most likely
+            for method, target, expected in sent:
+                response = httpx.request(method, f"{base}{target}", json=JOB_BODY)
+                assert response.status_code == expected, (target, response.text)
+    port = base.rsplit(":", 1)[1]
+    log = log_path(tmp_path, port).read_text()
+    assert key not in log
+    assert key[8:] not in log  # not even the hex part
+    assert ADMIN_TOKEN not in log
+    assert "session_id" not in log
+    # The lines are there, with the query replaced.
+    assert '"GET /api/billing/usage?[redacted] HTTP/1.1" 401' in log
+    assert '"POST /api/intake?[redacted] HTTP/1.1" 401' in log
+    assert '"GET /no/such/oc_live_[redacted]?[redacted] HTTP/1.1" 404' in log
+    assert log.count("?[redacted]") >= 2 * len(sent)
+
+
+def test_the_jobs_file_is_0600_whatever_the_umask(http: TestClient, env: Path) -> None:
+    jobs = env / "jobs.jsonl"
+    client = create_client(http, "pro")
+    old = os.umask(0)
+    try:
+        assert submit_job(http, client["api_key"]).status_code == 201
+    finally:
+        os.umask(old)
+    assert jobs.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_existing_jobs_file_with_a_wider_mode_is_narrowed(env: Path) -> None:
+    jobs = env / "jobs.jsonl"
+    jobs.write_bytes(b"")
+    jobs.chmod(0o644)
+    with TestClient(gateway.create_app()) as http:
+        assert jobs.stat().st_mode & 0o777 == 0o600  # at start, before any job
+        jobs.chmod(0o666)  # widened while running: narrowed again by the next append
+        client = create_client(http, "pro")
+        assert submit_job(http, client["api_key"]).status_code == 201
+    assert jobs.stat().st_mode & 0o777 == 0o600
+
+
+# -- a refused start: one clear line, no traceback -------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["uvicorn", "python gateway.py"])
+@pytest.mark.parametrize("problem", ["corrupt store", "unsupported URL"])
+def test_a_refused_start_prints_its_message_without_a_traceback(
+    tmp_path: Path, how: str, problem: str
+) -> None:
+    store = tmp_path / "clients.json"
+    if problem == "corrupt store":
+        store.write_text("{not json")
+        db, expected = str(store), f"The billing store {store} is not valid JSON"
+    else:
+        db, expected = (
+            "mysql://db.internal/billing",
+            "OPENCLAW_BILLING_DB uses the unsupported scheme",
+        )
+    command = (
+        [sys.executable, "-m", "uvicorn", "gateway:app", "--port", str(free_port())]
+        if how == "uvicorn"
+        else [sys.executable, "gateway.py", "--port", str(free_port())]
+    )
+    env = clean_env() | {
+        "OPENCLAW_BILLING_DB": db,
+        "OPENCLAW_JOBS_FILE": str(tmp_path / "jobs.jsonl"),
+        "OPENCLAW_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert f"Refusing to start: {expected}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    if problem == "corrupt store":
+        assert store.read_text() == "{not json"  # left untouched

@@ -223,16 +223,16 @@ def test_no_log_line_carries_a_raw_control_character(
     caplog: pytest.LogCaptureFixture,
     admin_headers: dict[str, str],
 ) -> None:
-    """Hostile values through real requests, among them a signed Stripe event whose id and
-    type (data the billing code logs) hold line breaks and a bidi override."""
+    """Hostile values through real requests, among them a signed Stripe event whose type (data
+    the billing code logs) holds line breaks and a bidi override."""
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_hostile")
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     get_settings.cache_clear()
     forged = "\n2026-01-01 00:00:00 - openclaw_billing - CRITICAL - forged\u2028\u202e\x85"
     caplog.set_level(logging.INFO, logger="openclaw_billing")
     with TestClient(gateway.create_app()) as http:
+        # The type is logged as it came (an id must look like Stripe's: a forged one is 400).
         event = unknown_event(f"customer.created{forged}", created=int(time.time()))
-        event["id"] = f"evt_1{forged}"
         payload, headers = signed(event, WEBHOOK_SECRET)
         reply = http.post("/api/billing/webhook", content=payload, headers=headers)
         assert reply.status_code < 500, reply.text

@@ -16,6 +16,7 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store.filelock import FileLock
 from openclaw_billing.store.json_file import JsonFileStore
+from tests.processes import stop
 
 HOLD = """
 import fcntl, os, sys, time
@@ -44,10 +45,13 @@ def test_a_timed_out_wait_leaks_no_lock(tmp_path: Path) -> None:
         assert 0.25 < time.monotonic() - started < 2
     finally:
         assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        if holder.stdout is not None:
-            holder.stdout.close()
+        holder.stdin.close()  # the holder's cue to exit; stopped (SIGTERM, SIGKILL) if it does not
+        try:
+            holder.wait(timeout=10)
+        finally:
+            stop(holder)
+            if holder.stdout is not None:
+                holder.stdout.close()
     # The abandoned waiter must not keep the lock: another process and we both get it.
     other = subprocess.run(
         [

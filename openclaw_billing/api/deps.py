@@ -3,6 +3,10 @@
 ``APIKeyHeader(auto_error=False)`` puts the security schemes in ``/docs`` while our own error
 (one identical 401 body) is raised.
 
+A credential in the query string (``?api_key=oc_live_...``) is refused with 401
+``credentials_in_query`` before anything else: URLs are written to access logs, proxy logs and
+browser histories, so a key sent there has to be refused, not used.
+
 Both checks are rate limited (:mod:`openclaw_billing.ratelimit`): an address past its limit of
 failed key or token checks gets 429 before any secret is looked at, and every request of an
 authenticated client counts against its per-minute limit (``RateLimit-*`` headers on the
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -47,6 +52,58 @@ CLIENT_KEY_HEADER = "X-Client-Key"
 ADMIN_TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name, not a secret
 #: Longer header values are refused before any work (a key is 40 characters).
 MAX_SECRET_HEADER_LENGTH = 512
+#: Query parameters that name a credential (lower case, ``-`` read as ``_``): any value under
+#: one of these names is refused, whatever it looks like.
+CREDENTIAL_QUERY_PARAMS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "x_api_key",
+        "client_key",
+        "x_client_key",
+        "access_key",
+        "token",
+        "access_token",
+        "auth_token",
+        "x_auth_token",
+        "admin_token",
+    }
+)
+#: A query value that looks like a client key, under any name (``oc_live_`` in any case).
+_KEY_IN_TEXT = re.compile(r"oc_live_", re.IGNORECASE)
+
+
+class CredentialsInQuery(BillingError):
+    """A key or token in the query string: refused, never used (URLs end up in logs)."""
+
+    status_code = 401
+    code = "credentials_in_query"
+    message = (
+        "API keys are not accepted in the query string, where they end up in logs: send the "
+        f"key in the {CLIENT_KEY_HEADER} header (and rotate a key that was sent in a URL)"
+    )
+
+
+class AdminTokenInQuery(CredentialsInQuery):
+    message = (
+        "The admin token is not accepted in the query string, where it ends up in logs: send "
+        f"it in the {ADMIN_TOKEN_HEADER} header (and change a token that was sent in a URL)"
+    )
+
+
+def _credential_in_query(request: Request, admin_token: str | None = None) -> bool:
+    """Whether the query string carries a credential: a parameter named like one, a value
+    that looks like a client key, or (on admin routes) the admin token itself."""
+    for name, value in request.query_params.multi_items():
+        if name.strip().lower().replace("-", "_") in CREDENTIAL_QUERY_PARAMS:
+            return True
+        if _KEY_IN_TEXT.search(value) or _KEY_IN_TEXT.search(name):
+            return True
+        if admin_token is not None and value and secret_matches(value, admin_token):
+            return True
+    return False
+
 
 client_key_scheme = APIKeyHeader(
     name=CLIENT_KEY_HEADER,
@@ -172,7 +229,10 @@ async def client_check(
     response: Response,
     api_key: Annotated[str | None, Security(client_key_scheme)],
 ) -> ClientCheck:
-    """This request's :class:`ClientCheck` (and the ``ClientKey`` scheme in OpenAPI)."""
+    """This request's :class:`ClientCheck` (and the ``ClientKey`` scheme in OpenAPI). A key
+    in the query string is refused here, at once (401 ``credentials_in_query``)."""
+    if request.scope.get("query_string") and _credential_in_query(request):
+        raise CredentialsInQuery()
     check = ClientCheck(
         partial(_authenticate, service, limiter, address, request, response, api_key)
     )
@@ -264,11 +324,17 @@ def require_admin(
     service: ServiceDep,
     limiter: RateLimiterDep,
     address: ClientAddress,
+    request: Request,
     token: Annotated[str | None, Security(admin_token_scheme)],
 ) -> None:
     """Admin routes: ``X-Auth-Token`` must equal ``OPENCLAW_ADMIN_TOKEN`` (constant-time).
     With no token configured the routes answer 503, never open. Failed checks count against
-    the address like failed client keys (429 ``rate_limited`` past the limit)."""
+    the address like failed client keys (429 ``rate_limited`` past the limit). A token (or a
+    client key) in the query string is 401 ``credentials_in_query``, before anything else."""
+    if request.scope.get("query_string"):
+        expected = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if _credential_in_query(request, expected):
+            raise AdminTokenInQuery()
     if settings.admin_token is None:
         raise AdminTokenNotConfigured()
     limiter.check_auth(address)  # before the token is compared: a right guess is not confirmed

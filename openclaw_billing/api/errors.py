@@ -6,7 +6,8 @@ Validation errors add ``errors`` (where and what).
 
 Routes use :class:`BillingRoute`, so the shape holds even when a host gateway includes the
 router without installing any handler; :func:`install_error_handlers` covers the rest of an
-app (unknown paths, wrong methods, its own routes).
+app (unknown paths, wrong methods, its own routes, and an exception nobody handled: 500
+``internal_error``, whose body never carries the exception or a traceback).
 """
 
 from __future__ import annotations
@@ -119,21 +120,38 @@ def _with_rate_limit_headers(request: Request, response: Response) -> Response:
     return response
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Give the whole app the one error shape (404/405 and the app's own routes too)."""
+INTERNAL_ERROR_MESSAGE = "Internal server error"
 
-    async def on_billing_error(_: Request, exc: Exception) -> Response:
+
+def internal_error_response() -> JSONResponse:
+    """500 ``internal_error``: nothing of the exception goes to the client."""
+    return JSONResponse(error_body("internal_error", INTERNAL_ERROR_MESSAGE), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Give the whole app the one error shape (404/405, the app's own routes, and 500
+    ``internal_error`` for an unhandled exception). An error answered after the client's key
+    was checked carries its ``RateLimit-*`` headers, as a success does (a 402 from the app's
+    own intake included)."""
+
+    async def on_billing_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BillingError)
-        return billing_error_response(exc)
+        return _with_rate_limit_headers(request, billing_error_response(exc))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return await validation_answer(request, exc)
 
-    async def on_http_error(_: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return http_error_response(exc)
+        return _with_rate_limit_headers(request, http_error_response(exc))
+
+    async def on_unhandled(request: Request, _: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware calls this, then raises the exception again, so
+        # the server still logs it with its traceback; the client sees only the shape.
+        return _with_rate_limit_headers(request, internal_error_response())
 
     app.add_exception_handler(BillingError, on_billing_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unhandled)

@@ -1,0 +1,102 @@
+"""A host app built as the integration guide says, served by a real uvicorn: its own routes'
+errors have the one JSON shape (an unhandled exception is 500 ``internal_error`` with nothing
+of the exception in the body), and every answer after the key check carries ``RateLimit-*``,
+the 402 of a client out of credits included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ADMIN_TOKEN
+from tests.host_app import BOOM
+from tests.server import log_path, running_gateway
+
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+JOB = {"project_name": "Feature Build", "description": "Add user authentication"}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    state = tmp_path_factory.mktemp("host")
+    with running_gateway(state, app="tests.host_app:app", ready_path="/api/billing/plans") as base:
+        yield base, state
+
+
+def new_client(base: str) -> str:
+    created = httpx.post(
+        f"{base}/api/admin/clients",
+        headers={"X-Auth-Token": ADMIN_TOKEN},
+        json={"name": "Host Co", "email": "host@acmecorp.com"},  # free: 5 jobs, 10 a minute
+    )
+    assert created.status_code == 201, created.text
+    key: str = created.json()["api_key"]
+    return key
+
+
+def assert_rate_limited_answer(response: httpx.Response, remaining: int) -> None:
+    for name in RATE_LIMIT_HEADERS:
+        assert name in response.headers, (response.status_code, dict(response.headers))
+    assert response.headers["RateLimit-Limit"] == "10"
+    assert response.headers["RateLimit-Remaining"] == str(remaining)
+
+
+@pytest.mark.parametrize("route", ["/api/intake", "/api/deferred-intake"])
+def test_every_intake_answer_carries_the_rate_limit_headers_the_402_included(
+    host: tuple[str, Path], route: str
+) -> None:
+    base, _ = host
+    key = new_client(base)
+    for sent in range(1, 6):
+        accepted = httpx.post(f"{base}{route}", headers={"X-Client-Key": key}, json=JOB)
+        assert accepted.status_code == 201, accepted.text
+        assert accepted.json()["credits_remaining"] == 5 - sent
+        assert_rate_limited_answer(accepted, 10 - sent)
+    refused = httpx.post(f"{base}{route}", headers={"X-Client-Key": key}, json=JOB)
+    assert refused.status_code == 402
+    assert refused.json()["code"] == "credit_limit_reached"
+    assert_rate_limited_answer(refused, 4)
+    invalid = httpx.post(f"{base}{route}", headers={"X-Client-Key": key}, json={"x": 1})
+    assert invalid.status_code == 422
+    assert_rate_limited_answer(invalid, 3)
+
+
+def test_an_unhandled_exception_in_a_host_route_is_a_json_500_without_the_exception(
+    host: tuple[str, Path],
+) -> None:
+    base, state = host
+    key = new_client(base)
+    for path, headers in (
+        ("/api/broken", {"X-Client-Key": key}),
+        ("/api/broken-without-key", {}),
+    ):
+        response = httpx.get(f"{base}{path}", headers=headers)
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {
+            "code": "internal_error",
+            "message": "Internal server error",
+            "detail": "Internal server error",
+        }
+        for leak in (BOOM, "Traceback", "RuntimeError", "ValueError", "host_app.py"):
+            assert leak not in response.text
+        if headers:  # after the key check: the client still learns where it stands
+            assert_rate_limited_answer(response, 9)
+    # The operator still gets the exception, with its traceback, in the server's log.
+    port = base.rsplit(":", 1)[1]
+    log = log_path(state, port).read_text()
+    assert "Traceback" in log
+    assert BOOM in log
+
+
+def test_a_host_routes_http_error_keeps_the_shape_and_the_headers(host: tuple[str, Path]) -> None:
+    base, _ = host
+    key = new_client(base)
+    response = httpx.get(f"{base}/api/missing-thing", headers={"X-Client-Key": key})
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert response.json()["message"] == "No such thing"
+    assert_rate_limited_answer(response, 9)
