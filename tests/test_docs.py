@@ -20,6 +20,7 @@ Blocks the test must not run use other fence languages (```shell, ```text, ```py
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import secrets
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
+from openclaw_billing.errors import BillingError
 from tests.processes import stop
 from tests.server import REPO_ROOT, clean_env, running_gateway
 
@@ -466,3 +468,24 @@ def test_the_endpoint_table_lists_every_route_with_its_auth_and_status(env: Path
         else:
             assert doc_auth == auth, endpoint
         assert doc_status == status, endpoint
+
+
+def _error_classes(base: type[BillingError]) -> list[type[BillingError]]:
+    return [c for sub in base.__subclasses__() for c in (sub, *_error_classes(sub))]
+
+
+def test_the_error_table_lists_every_error_code() -> None:
+    """Every error the module raises (each concrete ``BillingError`` of the package, the ones
+    only the HTTP layer defines included) has its row in INTEGRATION's section 8, so a new
+    code cannot ship undocumented."""
+    importlib.import_module("openclaw_billing.api.deps")  # defines CredentialsInQuery
+    doc = (REPO_ROOT / "CLIENT_AUTH_INTEGRATION.md").read_text(encoding="utf-8")
+    table = doc.split("## 8. Errors", 1)[1].split("\n## ", 1)[0]
+    leaves = [
+        c
+        for c in _error_classes(BillingError)
+        if not c.__subclasses__() and c.__module__.startswith("openclaw_billing.")
+    ]  # the reference gateway's own codes are in its Idempotency-Key section
+    missing = sorted({c.code for c in leaves if f"| `{c.code}` | {c.status_code} |" not in table})
+    assert len(leaves) > 30
+    assert not missing, f"codes with no row (or another status) in section 8: {missing}"
