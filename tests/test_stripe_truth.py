@@ -4,6 +4,7 @@ one test per documented rule (CLIENT_AUTH_INTEGRATION.md, section 10)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -448,6 +449,61 @@ def test_an_event_created_in_the_future_is_refused_and_later_events_apply(
         world.deliver(world.sub_event("customer.subscription.created", sub)).json()["outcome"]
         == "applied"
     )
+
+
+def test_an_event_dated_just_ahead_never_makes_the_real_ones_stale(
+    world: World, http: TestClient
+) -> None:
+    """Within the 300 s the gateway allows, an event dated ahead is applied, but the client's
+    event clock stops at the gateway's own time: the real event that follows (the
+    subscription ending) is applied, not answered ``stale``."""
+    client = create_client(http, "free")
+    sub = upgrade(world, client, "starter")
+    ahead = world.sub_event("customer.subscription.updated", sub, int(time.time()) + 290)
+    assert world.deliver(ahead).json()["outcome"] == "applied"
+    sub["status"] = "canceled"  # then Stripe ends it: the real event is dated now
+    ended = world.sub_event("customer.subscription.deleted", sub, int(time.time()))
+    assert world.deliver(ended).json()["outcome"] == "applied"
+    usage = world.usage(client["api_key"])
+    assert (usage["plan"], usage["subscription_status"]) == ("free", "canceled")
+
+
+@pytest.mark.parametrize("extra", ["t=\u00b2", "t=\u00b9", "t=\u0663", "t=" + "9" * 40])
+def test_a_signature_with_an_odd_extra_timestamp_is_a_400(
+    world: World, http: TestClient, extra: str
+) -> None:
+    """The SDK reads the first ``t=``; a second one that only looks numeric (superscripts,
+    other scripts' digits, 40 digits) is refused, never a 500."""
+    client = create_client(http, "free")
+    sub = world.subscribe(client["client_id"], "pro", start=int(time.time()), end=2 * 10**9)
+    payload = json.dumps(world.sub_event("customer.subscription.created", sub))
+    body, headers = signed_payload(payload, WEBHOOK_SECRET)
+    value = extra.encode().decode("unicode_escape")
+    headers["Stripe-Signature"] += f",{value}"
+    response = http.post(
+        "/api/billing/webhook",
+        content=body,
+        headers={k: v.encode() for k, v in headers.items()},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize("status", ["active\u0000", "active\u2028", "Active", "x" * 65, ""])
+def test_a_status_stripe_never_sends_is_a_400_before_any_store(
+    world: World, http: TestClient, status: str
+) -> None:
+    """Statuses are Stripe's enum values (a newer version's value is accepted if it looks like
+    one); anything else, a NUL above all (PostgreSQL refuses it: a 503 for ever), is a 400
+    and nothing is stored."""
+    client = create_client(http, "free")
+    sub = upgrade(world, client, "starter")
+    sub["status"] = status.encode().decode("unicode_escape")
+    response = world.deliver(world.sub_event("customer.subscription.updated", sub))
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_payload")
+    assert world.usage(client["api_key"])["subscription_status"] == "active"
+    sub["status"] = "a_status_of_a_later_version"
+    assert world.deliver(world.sub_event("customer.subscription.updated", sub)).status_code == 200
 
 
 def test_periods_stripe_cannot_hold_are_a_400_not_a_500(world: World, http: TestClient) -> None:

@@ -18,6 +18,10 @@ MAX_UNIX_TIME = 253_402_300_799
 
 UnixTime = Annotated[int, Field(ge=0, le=MAX_UNIX_TIME)]
 StripeId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+#: An enum value of Stripe's (a status, a billing reason): lower-case words and underscores.
+#: The SDK types them as "one of these, or another string", so a value added by a later API
+#: version is accepted, but never one that could carry a control character into the store.
+StripeEnum = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 def _expanded_id(value: Any) -> Any:
@@ -88,7 +92,7 @@ class _Items(_Loose):
 class Subscription(_Loose):
     id: StripeId
     customer: Ref
-    status: Annotated[str, Field(max_length=32)]
+    status: StripeEnum
     metadata: dict[str, str] | None = None
     items: _Items
 
@@ -160,9 +164,9 @@ PERIOD_INVOICES = frozenset({"subscription_create", "subscription_cycle"})
 
 class Invoice(_Loose):
     id: StripeId
-    status: str | None = None
+    status: StripeEnum | None = None
     customer: Ref | None = None
-    billing_reason: str | None = None
+    billing_reason: StripeEnum | None = None
     parent: _InvoiceParent | None = None
     lines: _Lines = Field(default_factory=_Lines)
 
@@ -213,7 +217,7 @@ class Charge(_Loose):
 class Dispute(_Loose):
     id: StripeId
     charge: Ref
-    status: Annotated[str, Field(max_length=64)]
+    status: StripeEnum
 
 
 class InvoicePayment(_Loose):

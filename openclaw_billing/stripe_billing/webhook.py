@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -77,12 +78,13 @@ class WebhookMixin(SubscriptionSync, Reversals):
             )
         except (UnicodeDecodeError, stripe.SignatureVerificationError):
             raise InvalidSignature() from None
-        # The SDK refuses old timestamps only; a timestamp from the future is refused here.
-        stamps = [
-            int(p[2:]) for p in signature.split(",") if p.startswith("t=") and p[2:].isdigit()
-        ]
+        # The SDK reads the first t= and refuses old timestamps only. Every t= must be a
+        # plain Unix time (not "²", another script's digits, 40 digits), and none ahead.
+        stamps = [p[2:] for p in signature.split(",") if p.startswith("t=")]
+        if not stamps or not all(re.fullmatch(r"[0-9]{1,12}", t) for t in stamps):
+            raise InvalidSignature()
         current = time.time() if now is None else now
-        if not stamps or max(stamps) > current + WEBHOOK_TOLERANCE:
+        if max(int(t) for t in stamps) > current + WEBHOOK_TOLERANCE:
             raise InvalidSignature("Stripe-Signature timestamp is in the future")
         try:
             event = StripeEvent.model_validate(json.loads(text))
