@@ -297,16 +297,7 @@ def _iso(value: datetime | None) -> str | None:
 def _holds_configured_secret(detail: Mapping[str, DetailValue]) -> bool:
     """Whether a detail string contains the admin token or a Stripe secret of the settings
     (these have no recognisable shape, unlike client keys)."""
-    settings = get_settings()
-    configured = [
-        secret.get_secret_value()
-        for secret in (
-            settings.admin_token,
-            settings.stripe_secret_key,
-            settings.stripe_webhook_secret,
-        )
-        if secret is not None and secret.get_secret_value()
-    ]
+    configured = get_settings().secrets
     strings = [
         item
         for value in detail.values()

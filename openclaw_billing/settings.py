@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         base = self.public_url.rstrip("/")
         return self.portal_return_url or f"{base}/api/billing/return?portal=done"
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The configured secrets that have no recognisable shape (unlike client keys): the
+        admin token and the Stripe keys. Never logged, audited or echoed."""
+        values = (self.admin_token, self.stripe_secret_key, self.stripe_webhook_secret)
+        return tuple(v.get_secret_value() for v in values if v is not None and v.get_secret_value())
+
     @field_validator("admin_token", "stripe_secret_key", "stripe_webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -26,6 +26,7 @@ from client_auth import (
     refund_job_credit,
 )
 from client_auth import router as client_auth_router
+from openclaw_billing.api.accesslog import redact_access_log
 from openclaw_billing.service import get_service
 
 #: A secret-looking message: it must never reach a client.
@@ -40,6 +41,7 @@ def enqueue_job(job_id: str, client_id: str, body: JobCreate) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logging.basicConfig(level=logging.INFO)  # or your own logging setup
+    redact_access_log()  # no query string (a key a client put in a URL) in the access log
     get_service()  # opens and validates the billing store now: a corrupt file stops the start
     yield
 

@@ -100,3 +100,19 @@ def test_a_host_routes_http_error_keeps_the_shape_and_the_headers(host: tuple[st
     assert response.json()["code"] == "not_found"
     assert response.json()["message"] == "No such thing"
     assert_rate_limited_answer(response, 9)
+
+
+def test_the_guides_host_app_writes_no_key_to_its_access_log(tmp_path: Path) -> None:
+    """The lifespan of the guide's section 1 redacts uvicorn's access log, so a key a client
+    put in a URL, or the admin token pasted into a path, never reaches the log file."""
+    with running_gateway(
+        tmp_path, app="tests.host_app:app", ready_path="/api/billing/plans", log_level="info"
+    ) as base:
+        key = new_client(base)
+        refused = httpx.post(f"{base}/api/intake?api_key={key}", json=JOB)
+        assert (refused.status_code, refused.json()["code"]) == (401, "credentials_in_query")
+        httpx.get(f"{base}/api/admin/clients/{ADMIN_TOKEN}")
+    log = log_path(tmp_path, base.rsplit(":", 1)[1]).read_text()
+    assert '"POST /api/intake?[redacted] HTTP/1.1" 401' in log
+    assert key[8:] not in log
+    assert ADMIN_TOKEN not in log

@@ -4,7 +4,8 @@ A client that puts its key in a URL (``GET /api/billing/usage?api_key=oc_live_..
 answered 401 ``credentials_in_query`` (see :mod:`.deps`), but the access log line is written
 whatever the answer, and a key in a log file is a leaked key. So every query string, of every
 route and whatever its parameters, is replaced by ``?[redacted]`` before the line is written,
-and anything in the path that looks like a client key is masked too.
+and anything in the path that looks like a client key, or is a configured secret (the admin
+token, the Stripe keys), is masked too.
 
 :func:`redact_access_log` attaches a filter to the ``uvicorn.access`` logger. It must run in
 each worker process after uvicorn has configured logging: the reference gateway calls it in
@@ -16,15 +17,21 @@ from __future__ import annotations
 import logging
 import re
 
+from ..settings import get_settings
+
 ACCESS_LOGGER = "uvicorn.access"
 REDACTED_QUERY = "?[redacted]"
 _KEY = re.compile(r"oc_live_[0-9A-Za-z]*", re.IGNORECASE)
 
 
 def redacted_target(target: str) -> str:
-    """A request target (path and query) as it may be logged: no query, no key."""
+    """A request target (path and query) as it may be logged: no query, no client key, and
+    none of the configured secrets (the admin token typed into a path, say)."""
     path, sep, _ = target.partition("?")
-    return _KEY.sub("oc_live_[redacted]", path) + (REDACTED_QUERY if sep else "")
+    path = _KEY.sub("oc_live_[redacted]", path)
+    for secret in get_settings().secrets:
+        path = path.replace(secret, "[redacted]")
+    return path + (REDACTED_QUERY if sep else "")
 
 
 class RedactQueryStrings(logging.Filter):
