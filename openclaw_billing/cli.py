@@ -204,6 +204,8 @@ def check_source_exists(url: str) -> None:
     if path is not None:
         if not path.is_file():
             raise CliError(f"The source {path} does not exist (or is not a file)")
+        if path.stat().st_size == 0:
+            raise CliError(f"The source {path} is empty: it holds no billing store")
         return
     scheme = url.partition("://")[0]
     if scheme not in SQL_SCHEMES:
@@ -216,7 +218,7 @@ def check_source_exists(url: str) -> None:
         database = parsed.database or ""
         if database in ("", ":memory:") or not Path(database).is_file():
             raise CliError(f"The source SQLite database {database or '(none)'} does not exist")
-        return
+        # An existing file may still hold no store (an empty file): read its tables below.
     engine = create_engine(parsed)
     try:
         with engine.connect() as conn:

@@ -202,7 +202,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("command", ["migrate", "import", "export"])
-@pytest.mark.parametrize("kind", ["path", "json-url", "sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "kind", ["path", "json-url", "sqlite", "postgresql", "empty-json", "empty-sqlite"]
+)
 def test_a_source_that_does_not_exist_is_refused_and_nothing_is_created(
     env: Path, command: str, kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -216,14 +218,22 @@ def test_a_source_that_does_not_exist_is_refused_and_nothing_is_created(
         "json-url": f"json://{missing}",
         "sqlite": f"sqlite:///{work}/missing.db",
         "postgresql": request.getfixturevalue("pg_url") if kind == "postgresql" else "",
+        # An empty file is no store either: neither read as one nor written into.
+        "empty-json": str(work / "empty.json"),
+        "empty-sqlite": f"sqlite:///{work}/empty.db",
     }[kind]
+    if kind.startswith("empty-"):
+        (work / f"empty.{kind[6:].replace('sqlite', 'db')}").touch()
     before = _tree(work)
     # Flags that would let the command write into the existing target: the refusal must win.
     args = [command, "--from", source, "--to", str(target)]
     args.append("--force" if command == "export" else "--into-non-empty")
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
-    assert "does not exist" in result.output or "holds no billing store" in result.output
+    assert any(
+        refusal in result.output
+        for refusal in ("does not exist", "holds no billing store", "is empty")
+    )
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert _tree(work) == before  # no source created, the target untouched
