@@ -57,7 +57,7 @@ from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
 from openclaw_billing.safetext import ONE_LINE, EscapeControls
 from openclaw_billing.service import BillingService, get_service, set_service
 from openclaw_billing.settings import get_settings
-from openclaw_billing.store.filelock import FileLock
+from openclaw_billing.store.filelock import FileLock, private_directory
 
 logger = logging.getLogger("openclaw_billing.gateway")
 
@@ -132,7 +132,7 @@ class JobStore:
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path).expanduser().absolute()
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         self.lock_timeout = lock_timeout
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
         self._read_lock = threading.Lock()

@@ -39,6 +39,7 @@ from .errors import BillingError, ConfigurationError, DuplicateClient
 from .models import ClientRecord
 from .store import SQL_SCHEMES, Store, open_store
 from .store.audit_json import audit_path
+from .store.filelock import private_directory
 
 app = typer.Typer(
     name="openclaw-billing",
@@ -337,7 +338,7 @@ def export_json(source: Source, target: Target, force: Force = False) -> None:
         if path.exists() and not force:
             raise CliError(f"{path} exists; pass --force to replace it")
         check_source_exists(source)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(path.parent)
         count, total = _export_replacing(source, path)
     except _EXPECTED as exc:
         raise _fail(exc) from None

@@ -65,7 +65,7 @@ from .base import (
     apply_event_change,
     log_cycle_reset,
 )
-from .filelock import FileLock
+from .filelock import FileLock, private_directory
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -159,7 +159,7 @@ class JsonFileStore(MutatingStore):
         self.path = Path(path).expanduser().absolute()
         self.location = f"json://{self.path}"
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_directory(self.path.parent)
         except OSError as exc:
             raise StoreUnavailable(
                 f"Cannot create the store directory {self.path.parent}: {exc}"

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -95,6 +96,7 @@ from .base import (
     apply_event_change,
     log_cycle_reset,
 )
+from .filelock import private_directory, private_file
 
 if TYPE_CHECKING:
     from .audit_sql import SqlAuditLog
@@ -288,6 +290,7 @@ class SqlStore(MutatingStore):
         if self.dialect == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ConfigurationError("SQLite needs a file: sqlite:///path/to/billing.db")
+            _private_database(Path(parsed.database).expanduser())
             busy = max(SQLITE_BUSY_TIMEOUT_MS, int(lock_timeout * 1000))
             self._write = create_engine(parsed, connect_args={"check_same_thread": False})
             self._read = create_engine(parsed, connect_args={"check_same_thread": False})
@@ -846,6 +849,16 @@ def _ledger_row(client_id: str, cycle_no: int, entry: CostEntry) -> dict[str, An
         "cost": entry.cost,
         "charged_at": entry.timestamp,
     }
+
+
+def _private_database(path: Path) -> None:
+    """A new SQLite database file is made 0600 in a 0700 directory before SQLite opens it (it
+    would make it 0644); its -wal and -shm files take the database file's mode."""
+    try:
+        private_directory(path.parent)
+        private_file(path)
+    except OSError as exc:
+        raise StoreUnavailable(f"Cannot create the SQLite database {path}: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine, *, busy_ms: int, immediate: bool) -> None:
