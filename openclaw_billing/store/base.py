@@ -341,10 +341,7 @@ def apply_event_change(
     if ordered and last is not None and created < last:
         return EventOutcome.STALE, reset
     change(record)
-    # The clock never runs ahead of ours: an event dated in the future (a signed payload, a
-    # skewed clock) must not make the real events that follow it "stale".
-    clock = min(created, int(now.timestamp()))
-    record.metadata.stripe_event_at = clock if last is None else max(last, clock)
+    record.metadata.stripe_event_at = created if last is None else max(last, created)
     return EventOutcome.APPLIED, reset
 
 

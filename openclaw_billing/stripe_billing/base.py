@@ -95,6 +95,10 @@ class StripeBase:
         ``Store.apply_stripe_event``; ``ordered=False``: a change that is right whenever it
         arrives, never stale)."""
         ref = StripeRef(record.client_id, None, None)
+        # The client's event clock never runs ahead of ours: an event dated in the future (a
+        # skewed clock, a crafted payload within the signature's tolerance) counts as now, so
+        # the real events that follow it are never "stale".
+        created = min(created, int(now.timestamp()))
         store = self.service.store
         outcome, _ = store.apply_stripe_event(event_id, ref, created, change, now, ordered=ordered)
         return outcome
