@@ -21,12 +21,12 @@ from client_auth import (
     CurrentClient,
     DeferredClient,
     deduct_job_credit,
+    get_service,
     install_body_limit,
     install_error_handlers,
     refund_job_credit,
 )
 from client_auth import router as client_auth_router
-from openclaw_billing.service import get_service
 
 #: A secret-looking message: it must never reach a client.
 BOOM = "database password is hunter2"
