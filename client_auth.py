@@ -9,46 +9,94 @@ Imports only; the implementation lives in the ``openclaw_billing`` package.
         deduct_job_credit,
     )
     app.include_router(client_auth_router)
+
+Everything a host gateway needs is here (``gateway.py`` imports nothing else of the package):
+the service and its settings, the errors, the models and the helpers of its own routes.
 """
 
-from openclaw_billing.api.bodylimit import install_body_limit
-from openclaw_billing.api.deps import CurrentClient, DeferredClient, require_client
+from openclaw_billing.api.accesslog import redact_access_log
+from openclaw_billing.api.bodylimit import BodyLimitedRoute, install_body_limit
+from openclaw_billing.api.deps import (
+    ClientCheck,
+    CurrentClient,
+    DeferredClient,
+    ServiceDep,
+    require_client,
+    run_billing,
+)
 from openclaw_billing.api.errors import install_error_handlers
 from openclaw_billing.api.routes import router
+from openclaw_billing.api.schemas import ErrorPublic
+from openclaw_billing.cycles import utcnow
 from openclaw_billing.errors import (
     BillingError,
     ClientInactive,
     ClientNotFound,
+    ConfigurationError,
+    Conflict,
     CreditLimitReached,
     InvalidApiKey,
+    NotFound,
     PaymentPastDue,
+    StoreUnavailable,
 )
-from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision
+from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
+from openclaw_billing.plans import PLANS
+from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
+from openclaw_billing.safetext import ONE_LINE, EscapeControls
 from openclaw_billing.service import (
+    BillingService,
     can_submit_job,
     deduct_job_credit,
     get_client_by_api_key,
+    get_service,
     refund_job_credit,
+    set_service,
 )
+from openclaw_billing.settings import get_settings
+from openclaw_billing.store.filelock import FileLock, private_directory
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py pins)
     "BillingError",
+    "BillingService",
+    "BodyLimitedRoute",
     "ChargeResult",
+    "ClientCheck",
     "ClientInactive",
     "ClientNotFound",
     "ClientRecord",
+    "ConfigurationError",
+    "Conflict",
     "CreditLimitReached",
     "CurrentClient",
     "DeferredClient",
+    "ErrorPublic",
+    "EscapeControls",
+    "FileLock",
     "InvalidApiKey",
+    "NotFound",
+    "ONE_LINE",
+    "PLANS",
     "PaymentPastDue",
+    "ServiceDep",
+    "StoreUnavailable",
     "SubmitDecision",
+    "UtcDatetime",
     "can_submit_job",
     "deduct_job_credit",
     "get_client_by_api_key",
+    "get_rate_limiter",
+    "get_service",
+    "get_settings",
     "install_body_limit",
     "install_error_handlers",
+    "private_directory",
+    "redact_access_log",
     "refund_job_credit",
     "require_client",
     "router",
+    "run_billing",
+    "set_rate_limiter",
+    "set_service",
+    "utcnow",
 ]

@@ -37,27 +37,38 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from client_auth import CurrentClient, DeferredClient, install_body_limit, install_error_handlers
-from client_auth import router as client_auth_router
-from openclaw_billing.api.accesslog import redact_access_log
-from openclaw_billing.api.bodylimit import BodyLimitedRoute
-from openclaw_billing.api.deps import ClientCheck, ServiceDep, run_billing
-from openclaw_billing.api.schemas import ErrorPublic
-from openclaw_billing.cycles import utcnow
-from openclaw_billing.errors import (
+from client_auth import (
+    ONE_LINE,
+    PLANS,
     BillingError,
+    BillingService,
+    BodyLimitedRoute,
+    ChargeResult,
+    ClientCheck,
     ConfigurationError,
     Conflict,
+    CurrentClient,
+    DeferredClient,
+    ErrorPublic,
+    EscapeControls,
+    FileLock,
     NotFound,
+    ServiceDep,
     StoreUnavailable,
+    UtcDatetime,
+    get_rate_limiter,
+    get_service,
+    get_settings,
+    install_body_limit,
+    install_error_handlers,
+    private_directory,
+    redact_access_log,
+    run_billing,
+    set_rate_limiter,
+    set_service,
+    utcnow,
 )
-from openclaw_billing.models import ChargeResult, UtcDatetime
-from openclaw_billing.plans import PLANS
-from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
-from openclaw_billing.safetext import ONE_LINE, EscapeControls
-from openclaw_billing.service import BillingService, get_service, set_service
-from openclaw_billing.settings import get_settings
-from openclaw_billing.store.filelock import FileLock, private_directory
+from client_auth import router as client_auth_router
 
 logger = logging.getLogger("openclaw_billing.gateway")
 

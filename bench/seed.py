@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, insert, text, update
 from sqlalchemy.engine import make_url
 
+from openclaw_billing.access import new_client
 from openclaw_billing.cycles import utcnow
-from openclaw_billing.keys import digest_key, display_prefix, generate_key
-from openclaw_billing.models import ClientMetadata, ClientRecord
+from openclaw_billing.keys import generate_key
+from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
 from openclaw_billing.store.json_file import render_store
 from openclaw_billing.store.sql import SqlStore, api_key_rows, clients, key_row, ledger_rows
@@ -79,23 +80,17 @@ def _records(total: int, now: datetime) -> Iterator[tuple[ClientRecord, str | No
         else:
             credits = None if allowance is None else max(0, allowance - i % 7)
         created = now - timedelta(days=3, seconds=total - i)
-        record = ClientRecord(
+        record = new_client(
             client_id=str(uuid.uuid4()),
             name=f"Client {i}",
             email=f"client{i}@example.com",
-            api_key_hash=digest_key(key),
-            api_key_prefix=display_prefix(key),
             plan=plan,
-            credits_remaining=credits,
-            total_spent=0.0,
-            created_at=created,
-            updated_at=created,
-            active=True,
-            billing_cycle_start=start,
-            billing_cycle_end=end,
-            metadata=ClientMetadata(cycle_allowance=allowance),
-            rate_limit_per_minute=BENCH_RATE_LIMIT if bench else None,
+            key=key,
+            now=created,
         )
+        record.credits_remaining = credits
+        record.billing_cycle_start, record.billing_cycle_end = start, end
+        record.rate_limit_per_minute = BENCH_RATE_LIMIT if bench else None
         yield record, (key if bench else None)
 
 

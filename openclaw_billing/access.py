@@ -11,12 +11,12 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from . import ledger
+from . import cycles, ledger
 from .errors import AlreadyOnPlan, KeyNotFound, KeyRevoked, SubscriptionExists, TooManyKeys
 from .keys import digest_key, display_prefix
-from .models import ApiKeyRecord, ClientRecord
+from .models import ApiKeyRecord, ClientMetadata, ClientRecord
 from .net import parse_networks
-from .plans import PlanId
+from .plans import PlanId, get_plan
 
 #: Usable (not revoked, not expired) keys a client may hold at once.
 MAX_USABLE_KEYS = 10
@@ -36,6 +36,34 @@ def new_key_record(key: str, now: datetime, *, label: str | None = None) -> ApiK
         prefix=display_prefix(key),
         label=label,
         created_at=now,
+    )
+
+
+def new_client(
+    *, client_id: str, name: str, email: str, plan: PlanId, key: str, now: datetime
+) -> ClientRecord:
+    """A new client as the service creates it: ``plan``'s full allowance, its first cycle
+    from ``now``, ``key`` (plaintext, never stored) its one key. The one constructor of a new
+    record: the service, the bench seeder and the test helpers all start from it."""
+    start, end = cycles.first_cycle(now)
+    allowance = get_plan(plan).jobs_per_month
+    key_record = new_key_record(key, now)
+    return ClientRecord(
+        client_id=client_id,
+        name=name,
+        email=email,
+        api_key_hash=key_record.digest,
+        api_key_prefix=key_record.prefix,
+        plan=plan,
+        credits_remaining=allowance,
+        total_spent=0.0,
+        created_at=now,
+        updated_at=now,
+        active=True,
+        billing_cycle_start=start,
+        billing_cycle_end=end,
+        metadata=ClientMetadata(cycle_allowance=allowance),
+        api_keys=[key_record],
     )
 
 

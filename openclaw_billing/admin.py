@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from .access import new_key_record
+from .access import new_client, new_key_record
 from .audit import ADMIN_ACTOR, MAX_SOURCE_LENGTH, AuditAction, DetailValue, NewAuditEvent
-from .cycles import first_cycle, utcnow
-from .keys import digest_key, display_prefix, generate_key
-from .models import ApiKeyRecord, ClientMetadata, ClientRecord
+from .cycles import utcnow
+from .keys import generate_key
+from .models import ApiKeyRecord, ClientRecord
 from .net import UNKNOWN_ADDRESS, parse_networks
-from .plans import PlanId, get_plan
+from .plans import PlanId
 from .settings import get_settings
 from .store import Store, changes
 
@@ -51,27 +51,10 @@ class AdminActions:
         action below."""
         now = now or utcnow()
         key = generate_key()
-        key_record = new_key_record(key, now)
-        start, end = first_cycle(now)
-        allowance = get_plan(plan).jobs_per_month
-        record = ClientRecord(
-            client_id=str(uuid.uuid4()),
-            name=name,
-            email=email,
-            api_key_hash=digest_key(key),
-            api_key_prefix=display_prefix(key),
-            plan=plan,
-            credits_remaining=allowance,
-            total_spent=0.0,
-            created_at=now,
-            updated_at=now,
-            active=True,
-            billing_cycle_start=start,
-            billing_cycle_end=end,
-            metadata=ClientMetadata(cycle_allowance=allowance),
-            api_keys=[key_record],
+        record = new_client(
+            client_id=str(uuid.uuid4()), name=name, email=email, plan=plan, key=key, now=now
         )
-        detail = {"plan": plan.value, "key_id": key_record.key_id}
+        detail = {"plan": plan.value, "key_id": record.api_keys[0].key_id}
         event = self._event(AuditAction.CLIENT_CREATE, record.client_id, source, now, detail)
         self.store.create_client(record, audit=event)
         logger.info("Created client %s (%s) on %s plan", record.client_id, name, plan.value)

@@ -11,6 +11,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a time without a zone (an old file's, a query parameter's) is UTC.
+    Raises ``OverflowError`` when the instant is outside the calendar in UTC (a valid
+    ``9999-12-31T23:59:59-23:59`` is in the year 10000); callers say what that means."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def later(moment: datetime, delta: timedelta) -> datetime:
     """``moment + delta``, or the last representable instant when that is past the year 9999
     (a stored time near the end of the calendar must not make every later read fail)."""

@@ -8,11 +8,14 @@ record is unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from . import cycles
 from .errors import (
     BalanceTooLarge,
+    BillingError,
     ClientInactive,
     CreditLimitReached,
     InsufficientCredits,
@@ -103,24 +106,80 @@ UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
 OPEN_DISPUTES = "open_disputes"
 
 
-def open_disputes(record: ClientRecord) -> list[str]:
-    found = (record.metadata.model_extra or {}).get(OPEN_DISPUTES)
+def dispute_ids(extra: Mapping[str, object] | None) -> list[str]:
+    """The open dispute ids in a record's extra metadata (``metadata.model_extra``)."""
+    found = (extra or {}).get(OPEN_DISPUTES)
     return [d for d in found if isinstance(d, str)] if isinstance(found, list) else []
 
 
-def submit_refusal(record: ClientRecord) -> str | None:
-    """Why a job would be refused now (after any due reset), or None if it would be accepted."""
-    if not record.active:
-        return "Client is inactive"
-    if record.metadata.subscription_status in UNPAID_STATUSES:
-        return PaymentPastDue.message
-    if open_disputes(record):
-        return PaymentDisputed.message
-    if record.metadata.subscription_status == "paused":
-        return SubscriptionPaused.message
-    if record.credits_remaining is not None and record.credits_remaining <= 0:
-        return CreditLimitReached.message
+def open_disputes(record: ClientRecord) -> list[str]:
+    return dispute_ids(record.metadata.model_extra)
+
+
+class Refusal(StrEnum):
+    """Every reason a job is refused, in the order the rules are checked: the first that
+    applies is the answer. This is the only place the rule is written: ``charge`` (every
+    backend's), ``can_submit_job`` and the usage view's ``status`` all read it, so rewording an
+    error message changes no status. The value is the usage view's ``status``."""
+
+    INACTIVE = "inactive"
+    PAST_DUE = "past_due"
+    DISPUTED = "disputed"
+    PAUSED = "paused"
+    LIMIT_REACHED = "limit_reached"
+
+    @property
+    def error(self) -> type[BillingError]:
+        """What a charge refused for this reason raises."""
+        return _REFUSAL_ERRORS[self]
+
+    @property
+    def reason(self) -> str:
+        """The advisory reason of ``can_submit_job`` (an inactive client's key is refused as
+        unknown over HTTP, but the host asking about its own client is told why)."""
+        return "Client is inactive" if self is Refusal.INACTIVE else self.error.message
+
+
+_REFUSAL_ERRORS: dict[Refusal, type[BillingError]] = {
+    Refusal.INACTIVE: ClientInactive,
+    Refusal.PAST_DUE: PaymentPastDue,
+    Refusal.DISPUTED: PaymentDisputed,
+    Refusal.PAUSED: SubscriptionPaused,
+    Refusal.LIMIT_REACHED: CreditLimitReached,
+}
+
+
+def refusal(
+    *,
+    active: bool,
+    subscription_status: str | None,
+    disputed: bool,
+    credits_remaining: int | None,
+) -> Refusal | None:
+    """Why a job would be refused, or None if it would be accepted. Written over the few
+    fields it reads so that the SQL store's charge path, which has a row rather than a
+    record, asks the same function (call ``roll_cycle`` first: a due reset changes credits)."""
+    if not active:
+        return Refusal.INACTIVE
+    if subscription_status in UNPAID_STATUSES:
+        return Refusal.PAST_DUE
+    if disputed:
+        return Refusal.DISPUTED
+    if subscription_status == "paused":
+        return Refusal.PAUSED
+    if credits_remaining is not None and credits_remaining <= 0:
+        return Refusal.LIMIT_REACHED
     return None
+
+
+def refusal_of(record: ClientRecord) -> Refusal | None:
+    """:func:`refusal` of a whole record."""
+    return refusal(
+        active=record.active,
+        subscription_status=record.metadata.subscription_status,
+        disputed=bool(open_disputes(record)),
+        credits_remaining=record.credits_remaining,
+    )
 
 
 def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> ChargeResult:
@@ -139,17 +198,10 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
             record.credits_remaining,
             replayed=True,
         )
-    if not record.active:
-        raise ClientInactive()
-    if record.metadata.subscription_status in UNPAID_STATUSES:
-        raise PaymentPastDue()
-    if open_disputes(record):
-        raise PaymentDisputed()
-    if record.metadata.subscription_status == "paused":
-        raise SubscriptionPaused()
+    refused = refusal_of(record)
+    if refused is not None:
+        raise refused.error()
     if record.credits_remaining is not None:
-        if record.credits_remaining <= 0:
-            raise CreditLimitReached()
         record.credits_remaining -= 1
     record.metadata.cost_log.append(CostEntry(timestamp=now, cost=cost, job_id=job_id))
     record.total_spent = round(record.total_spent + cost, SPEND_DECIMALS)

@@ -4,20 +4,19 @@ plaintext ``api_key`` is replaced by ``api_key_hash`` (SHA-256 hex) and ``api_ke
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+from .cycles import as_utc
 from .plans import PlanId
 
 
 def _as_utc(value: datetime) -> datetime:
     # Files written by the original module carry "+00:00"; a naive time can only mean UTC.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(UTC)
+        return as_utc(value)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
         raise ValueError("is outside the years 1 to 9999 in UTC") from None
 

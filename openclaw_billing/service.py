@@ -17,15 +17,15 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from .access import KEY_TOUCH_INTERVAL
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, DetailValue
-from .cycles import utcnow
+from .cycles import as_utc, utcnow
 from .errors import BillingError, ClientNotFound
 from .keys import digest_key, digests_match, is_well_formed
-from .ledger import roll_cycle, submit_refusal
+from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
 from .net import IPNetwork, address_allowed, parse_networks
 from .plans import PlanId
@@ -115,8 +115,8 @@ class BillingService(AdminActions):
         if current is None:
             return SubmitDecision(False, ClientNotFound.message)
         _roll_view(current, now or utcnow())
-        reason = submit_refusal(current)
-        return SubmitDecision(reason is None, reason)
+        refused = refusal_of(current)
+        return SubmitDecision(refused is None, None if refused is None else refused.reason)
 
     def charge(
         self,
@@ -213,9 +213,7 @@ def _roll_view(record: ClientRecord, now: datetime) -> None:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 # -- the default service --------------------------------------------------------------------

@@ -21,13 +21,13 @@ from client_auth import (
     CurrentClient,
     DeferredClient,
     deduct_job_credit,
+    get_service,
     install_body_limit,
     install_error_handlers,
+    redact_access_log,
     refund_job_credit,
 )
 from client_auth import router as client_auth_router
-from openclaw_billing.api.accesslog import redact_access_log
-from openclaw_billing.service import get_service
 
 #: A secret-looking message: it must never reach a client.
 BOOM = "database password is hunter2"

@@ -23,10 +23,11 @@ from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 from typing import Any
 
+from openclaw_billing.access import new_client
 from openclaw_billing.errors import BillingError
-from openclaw_billing.keys import digest_key, display_prefix, generate_key
-from openclaw_billing.models import ChargeResult, ClientMetadata, ClientRecord
-from openclaw_billing.plans import PlanId, get_plan
+from openclaw_billing.keys import generate_key
+from openclaw_billing.models import ChargeResult, ClientRecord
+from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import audit_json, json_file
 from openclaw_billing.store.base import Store
@@ -60,25 +61,17 @@ def make_record(
     """A new client record as the service creates it; ``allowance`` overrides the plan's
     credits for a limited plan. Returns the record and its plaintext key."""
     key = generate_key()
-    credits = get_plan(plan).jobs_per_month
-    if credits is not None and allowance is not None:
-        credits = allowance
-    record = ClientRecord(
+    record = new_client(
         client_id=client_id,
         name=f"Client {client_id}",
         email=f"{client_id}@acmecorp.com",
-        api_key_hash=digest_key(key),
-        api_key_prefix=display_prefix(key),
         plan=plan,
-        credits_remaining=credits,
-        total_spent=0.0,
-        created_at=now,
-        updated_at=now,
-        active=active,
-        billing_cycle_start=now,
-        billing_cycle_end=now + CYCLE,
-        metadata=ClientMetadata(cycle_allowance=credits),
+        key=key,
+        now=now,
     )
+    if record.credits_remaining is not None and allowance is not None:
+        record.credits_remaining = record.metadata.cycle_allowance = allowance
+    record.active = active
     return record, key
 
 

@@ -4,30 +4,55 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import client_auth
 
+#: Everything a host gateway needs (gateway.py imports only these, see below).
 EXPECTED = [
     "BillingError",
+    "BillingService",
+    "BodyLimitedRoute",
     "ChargeResult",
+    "ClientCheck",
     "ClientInactive",
     "ClientNotFound",
     "ClientRecord",
+    "ConfigurationError",
+    "Conflict",
     "CreditLimitReached",
     "CurrentClient",
     "DeferredClient",
+    "ErrorPublic",
+    "EscapeControls",
+    "FileLock",
     "InvalidApiKey",
+    "NotFound",
+    "ONE_LINE",
+    "PLANS",
     "PaymentPastDue",
+    "ServiceDep",
+    "StoreUnavailable",
     "SubmitDecision",
+    "UtcDatetime",
     "can_submit_job",
     "deduct_job_credit",
     "get_client_by_api_key",
+    "get_rate_limiter",
+    "get_service",
+    "get_settings",
     "install_body_limit",
     "install_error_handlers",
+    "private_directory",
+    "redact_access_log",
     "refund_job_credit",
     "require_client",
     "router",
+    "run_billing",
+    "set_rate_limiter",
+    "set_service",
+    "utcnow",
 ]
 
 
@@ -77,3 +102,30 @@ def test_only_the_api_package_imports_fastapi() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n.split(".")[0] in {"fastapi", "starlette"} for n in names), path
+
+
+def _package_imports(tree: ast.AST) -> list[str]:
+    """Every module of ``openclaw_billing`` an import statement anywhere in ``tree`` names."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return [name for name in found if name.split(".")[0] == "openclaw_billing"]
+
+
+def test_the_facade_is_enough_to_build_a_gateway() -> None:
+    """gateway.py, the reference host, imports everything of the billing module through
+    ``client_auth``: what a host needs is on the pinned surface, nothing private."""
+    gateway = Path(client_auth.__file__).parent / "gateway.py"
+    assert _package_imports(ast.parse(gateway.read_text())) == []
+
+
+def test_the_integration_guide_uses_only_the_facade() -> None:
+    """The guide's Python examples import the billing module through ``client_auth`` only."""
+    root = Path(client_auth.__file__).parent
+    for name in ("CLIENT_AUTH_INTEGRATION.md", "CLIENT_AUTH_QUICK_START.md", "README.md"):
+        text = (root / name).read_text()
+        for block in re.findall(r"^```python\n(.*?)^```", text, re.S | re.M):
+            assert _package_imports(ast.parse(block)) == [], f"{name}: {block[:200]}"

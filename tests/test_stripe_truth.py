@@ -547,7 +547,7 @@ def test_an_open_dispute_refuses_charges_on_every_backend(store: Store, store_ur
         stored = again.get_client(record.client_id)
         assert stored is not None
         assert ledger.open_disputes(stored) == ["dp_1"]
-        assert ledger.submit_refusal(stored) == PaymentDisputed.message
+        assert ledger.refusal_of(stored) is ledger.Refusal.DISPUTED
 
     def closed(r: Any) -> None:
         set_dispute(r, "dp_1", False, when)

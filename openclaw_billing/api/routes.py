@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, status
@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..access import find_key
 from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction
+from ..cycles import as_utc
 from ..errors import InvalidRequest, PayloadTooLarge
 from ..plans import PlanId
 from ..stripe_billing import MAX_WEBHOOK_BYTES
@@ -48,10 +49,6 @@ from .schemas import (
 #: Path ids and query filters follow the one-line rule: a NUL byte or a line break is a 422,
 #: never a database error or a forged log line.
 ClientId = Annotated[str, Path(min_length=1, max_length=100, pattern=ONE_LINE)]
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -237,7 +234,7 @@ def list_audit_events(
 ) -> AuditPage:
     """The audit log, newest first: admin actions and authentication failures (never a
     secret). Filter by client, action and time range; page with offset and limit."""
-    if since is not None and until is not None and _as_utc(since) > _as_utc(until):
+    if since is not None and until is not None and as_utc(since) > as_utc(until):
         raise InvalidRequest("since must not be after until")
     events, total = service.audit_events(
         client_id=client_id, action=action, since=since, until=until, offset=offset, limit=limit

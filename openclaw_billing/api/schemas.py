@@ -21,9 +21,8 @@ from pydantic import (
 
 from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
 from ..audit import AuditEvent
-from ..cycles import utcnow
-from ..errors import CreditLimitReached, PaymentDisputed, PaymentPastDue, SubscriptionPaused
-from ..ledger import submit_refusal
+from ..cycles import as_utc, utcnow
+from ..ledger import refusal_of
 from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
 from ..safetext import CONTROLS, ONE_LINE, is_one_line
@@ -46,7 +45,7 @@ def _bounded_utc(value: datetime) -> datetime:
     # A time without a zone (a query parameter) is UTC. Converting can overflow: a valid
     # "9999-12-31T23:59:59-23:59" is in the year 10000 in UTC.
     try:
-        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        utc: datetime | None = as_utc(value)
     except OverflowError:
         utc = None
     if utc is None or not EARLIEST_TIME <= utc <= LATEST_TIME:
@@ -384,15 +383,6 @@ class ClientList(BaseModel):
     limit: int
 
 
-_STATUS_OF_REFUSAL: dict[str | None, str] = {
-    None: "active",
-    CreditLimitReached.message: "limit_reached",
-    PaymentPastDue.message: "past_due",
-    PaymentDisputed.message: "disputed",
-    SubscriptionPaused.message: "paused",
-}
-
-
 class UsagePublic(BaseModel):
     client_id: str
     name: str
@@ -422,7 +412,7 @@ class UsagePublic(BaseModel):
         used = len(record.metadata.cost_log)
         remaining = record.credits_remaining
         pct = None if remaining is None else round(100 * used / max(1, used + remaining), 2)
-        refusal = submit_refusal(record)
+        refused = refusal_of(record)
         return cls(
             client_id=record.client_id,
             name=record.name,
@@ -431,8 +421,8 @@ class UsagePublic(BaseModel):
             credits_limit=PLANS[record.plan].jobs_per_month,
             credits_used=used,
             usage_pct=pct,
-            status=_STATUS_OF_REFUSAL.get(refusal, "limit_reached"),
-            can_submit=refusal is None,
+            status="active" if refused is None else refused.value,
+            can_submit=refused is None,
             subscription_status=record.metadata.subscription_status,
             billing_cycle_start=record.billing_cycle_start,
             billing_cycle_end=record.billing_cycle_end,

@@ -65,17 +65,13 @@ from ..audit import NewAuditEvent
 from ..cycles import is_expired
 from ..errors import (
     BillingError,
-    ClientInactive,
     ClientNotFound,
     ConfigurationError,
     CreditLimitReached,
     DuplicateClient,
     KeyNotFound,
-    PaymentDisputed,
-    PaymentPastDue,
     StoreCorrupt,
     StoreUnavailable,
-    SubscriptionPaused,
 )
 from ..models import (
     ApiKeyRecord,
@@ -714,14 +710,14 @@ class SqlStore(MutatingStore):
             return ChargeResult(
                 cid, job_id, existing.cost, existing.charged_at, row.credits_remaining, True
             )
-        if not row.active:
-            raise ClientInactive()
-        if row.subscription_status in ledger.UNPAID_STATUSES:
-            raise PaymentPastDue()
-        if (row.metadata_extra or {}).get(ledger.OPEN_DISPUTES):
-            raise PaymentDisputed()
-        if row.subscription_status == "paused":
-            raise SubscriptionPaused()
+        refused = ledger.refusal(
+            active=row.active,
+            subscription_status=row.subscription_status,
+            disputed=bool(ledger.dispute_ids(row.metadata_extra)),
+            credits_remaining=row.credits_remaining,
+        )
+        if refused is not None:
+            raise refused.error()
         spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
         remaining = row.credits_remaining
         statement = _LOG_ONLY if remaining is None else _TAKE_CREDIT

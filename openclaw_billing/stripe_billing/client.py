@@ -59,12 +59,35 @@ def set_stripe_client(client: stripe.StripeClient | None) -> None:
 # -- plans and prices -----------------------------------------------------------------------
 
 
+#: Each plan sold through checkout, and the ``Settings`` field holding its Stripe price id
+#: (``STRIPE_PRICE_<PLAN>``). Both directions read this one table (plan -> price for a
+#: checkout, price -> plan for a subscription): selling another plan is one more row and its
+#: setting. The order settles a price configured for two plans: the first row wins.
+PRICE_SETTINGS: dict[PlanId, str] = {
+    PlanId.STARTER: "stripe_price_starter",
+    PlanId.PRO: "stripe_price_pro",
+}
+
+#: Plans that have no price, and why a checkout for one is refused.
+NOT_PURCHASABLE: dict[PlanId, str] = {
+    PlanId.ENTERPRISE: "Enterprise is sold by the operator, not through checkout",
+    PlanId.FREE: "The free plan needs no checkout",
+}
+
+
+def configured_prices(settings: Settings) -> dict[PlanId, str | None]:
+    """Each purchasable plan's price id as configured (None: not configured)."""
+    prices: dict[PlanId, str | None] = {}
+    for plan, field in PRICE_SETTINGS.items():
+        price = getattr(settings, field)
+        prices[plan] = price if isinstance(price, str) else None
+    return prices
+
+
 def price_for_plan(settings: Settings, plan: PlanId) -> str:
-    if plan == PlanId.ENTERPRISE:
-        raise PlanNotPurchasable("Enterprise is sold by the operator, not through checkout")
-    if plan == PlanId.FREE:
-        raise PlanNotPurchasable("The free plan needs no checkout")
-    price = settings.stripe_price_starter if plan == PlanId.STARTER else settings.stripe_price_pro
+    if plan in NOT_PURCHASABLE:
+        raise PlanNotPurchasable(NOT_PURCHASABLE[plan])
+    price = configured_prices(settings).get(plan)
     if not price:
         raise StripeNotConfigured(f"No Stripe price is configured for the {plan.value} plan")
     return price
@@ -73,10 +96,9 @@ def price_for_plan(settings: Settings, plan: PlanId) -> str:
 def plan_for_price(settings: Settings, price_id: str | None) -> PlanId | None:
     if price_id is None:
         return None
-    if price_id == settings.stripe_price_starter:
-        return PlanId.STARTER
-    if price_id == settings.stripe_price_pro:
-        return PlanId.PRO
+    for plan, price in configured_prices(settings).items():
+        if price == price_id:
+            return plan
     return None
 
 
