@@ -26,7 +26,8 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService, set_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store import open_store
-from openclaw_billing.store.json_file import FORMAT, VERSION, JsonFileStore
+from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.json_format import FORMAT, VERSION
 from tests.backends import _pg_schema, pg_base_url
 
 #: The seeded history's first cycle started 40 days ago, so "now" is in its second cycle.
