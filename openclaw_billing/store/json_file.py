@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .. import ledger
 from ..audit import AuditEvent, NewAuditEvent
-from ..cycles import is_expired, utcnow
+from ..cycles import utcnow
 from ..errors import (
     ClientNotFound,
     DuplicateClient,
@@ -45,7 +45,6 @@ from ..errors import (
 )
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
-from . import changes
 from .audit_json import JsonAuditLog, audit_path
 from .base import (
     EVENT_ID_RETENTION,
@@ -280,13 +279,6 @@ class JsonFileStore(MutatingStore):
         ]
         page = [r.model_copy(deep=True) for r in matching[offset : offset + limit]]
         return page, len(matching)
-
-    def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
-        # Read path first: only a due reset needs the lock (and it re-checks under it).
-        stored = self._current().clients.get(client_id)
-        if stored is not None and not is_expired(stored.billing_cycle_end, now):
-            return stored.model_copy(deep=True)
-        return self.mutate(client_id, now, changes.read)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         def change(record: ClientRecord) -> tuple[ChargeResult, bool]:

@@ -51,7 +51,6 @@ from ..errors import (
 )
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
-from . import changes
 from .audit_sql import SqlAuditLog
 from .base import (
     EVENT_ID_RETENTION,
@@ -251,12 +250,6 @@ class SqlStore(MutatingStore):
                 .limit(limit)
             ).all()
             return self._load(conn, rows), int(total.scalar_one())
-
-    def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
-        current = self.get_client(client_id)
-        if current is not None and not is_expired(current.billing_cycle_end, now):
-            return current
-        return self.mutate(client_id, now, changes.read)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         with self._tx() as conn:
