@@ -54,7 +54,14 @@ from openclaw_billing.service import (
     set_service,
 )
 from openclaw_billing.settings import get_settings
-from openclaw_billing.store.filelock import FileLock, private_directory
+from openclaw_billing.store.filelock import FileLock
+from openclaw_billing.store.files import (
+    append,
+    appending,
+    ends_torn,
+    open_append,
+    private_directory,
+)
 
 __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py pins)
     "BillingError",
@@ -82,14 +89,18 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "StoreUnavailable",
     "SubmitDecision",
     "UtcDatetime",
+    "append",
+    "appending",
     "can_submit_job",
     "deduct_job_credit",
+    "ends_torn",
     "get_client_by_api_key",
     "get_rate_limiter",
     "get_service",
     "get_settings",
     "install_body_limit",
     "install_error_handlers",
+    "open_append",
     "private_directory",
     "redact_access_log",
     "refund_job_credit",

@@ -56,11 +56,15 @@ from client_auth import (
     ServiceDep,
     StoreUnavailable,
     UtcDatetime,
+    append,
+    appending,
+    ends_torn,
     get_rate_limiter,
     get_service,
     get_settings,
     install_body_limit,
     install_error_handlers,
+    open_append,
     private_directory,
     redact_access_log,
     run_billing,
@@ -151,22 +155,10 @@ class JobStore:
         self._offset = 0
         if self.path.exists():
             try:
-                os.close(self._open_for_append())  # narrows an existing file's mode now
+                os.close(open_append(self.path))  # narrows an existing file's mode now
             except OSError as exc:
                 raise StoreUnavailable(f"Cannot open the job file {self.path}: {exc}") from exc
         self._refresh()
-
-    def _open_for_append(self) -> int:
-        """A descriptor of the job file for appending, the file 0600 (created so, or
-        narrowed: ``os.open``'s mode is filtered by the umask, ``fchmod``'s is not)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.fstat(fd).st_mode & 0o777 != 0o600:
-                os.fchmod(fd, 0o600)
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
 
     def _refresh(self) -> None:
         with self._read_lock:
@@ -218,14 +210,10 @@ class JobStore:
         """Append one line; the caller holds the lock."""
         # exclude_none: an unkeyed job's line stays a plain job (no idempotency fields).
         line = job.model_dump_json(exclude_none=True).encode("utf-8") + b"\n"
-        with open(self._open_for_append(), "ab+") as handle:
-            if handle.tell() > 0:
-                handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":  # a torn line: end it so ours stands alone
-                    line = b"\n" + line
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with appending(self.path) as (fd, size):
+            if ends_torn(fd, size):  # a torn line: end it so ours stands alone
+                line = b"\n" + line
+            append(fd, line)
 
     def get(self, job_id: str) -> JobRecord | None:
         self._refresh()

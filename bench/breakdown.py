@@ -31,7 +31,7 @@ from gateway import JobRecord, JobStore
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import open_store
-from openclaw_billing.store.sql import clients, ledger_rows
+from openclaw_billing.store.sql_schema import clients, ledger_rows
 
 BODY = {
     "project_name": "Benchmark project",

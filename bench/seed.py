@@ -29,8 +29,10 @@ from openclaw_billing.cycles import utcnow
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
-from openclaw_billing.store.json_file import render_store
-from openclaw_billing.store.sql import SqlStore, api_key_rows, clients, key_row, ledger_rows
+from openclaw_billing.store.json_format import render_store
+from openclaw_billing.store.sql import SqlStore
+from openclaw_billing.store.sql_schema import api_key_rows, clients, ledger_rows
+from openclaw_billing.store.sql_write import key_row
 
 #: The clients the load is spread over (as many as the smallest store holds).
 BENCH_CLIENTS = 100

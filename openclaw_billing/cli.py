@@ -15,31 +15,27 @@ A source that does not exist (a JSON path or SQLite file that is not there, a Po
 database without the billing tables) is refused before anything is opened or created, so a
 typo never "migrates" an empty store. ``export --force`` replaces an existing file only once
 the new export is complete and verified. Errors are one line on stderr and status 1.
+
+The copying and its verification are :mod:`openclaw_billing.store.migrate` (usable without a
+terminal); this module parses the command line and shows progress and results.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from itertools import islice, zip_longest
-from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from .audit import AuditLog
-from .errors import BillingError, ConfigurationError, DuplicateClient
-from .models import ClientRecord
-from .store import SQL_SCHEMES, Store, open_store
-from .store.audit_json import audit_path
-from .store.filelock import private_directory
+from .errors import BillingError, ConfigurationError
+from .store import migrate as migration
+from .store.files import private_directory
+from .store.migrate import CopyResult, MigrationError, json_path, open_location
 
 app = typer.Typer(
     name="openclaw-billing",
@@ -48,7 +44,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-PAGE = 500
 
 Source = Annotated[str, typer.Option("--from", help="Store URL or JSON path to read.")]
 Target = Annotated[str, typer.Option("--to", help="Store URL or JSON path to write.")]
@@ -58,206 +53,39 @@ IntoNonEmpty = Annotated[
 ]
 
 
-class Fingerprint(NamedTuple):
-    """What must be identical on both sides after a copy, per client."""
-
-    api_key_hash: str
-    plan: str
-    active: bool
-    credits_remaining: int | None
-    total_spent: float
-    jobs: tuple[str, ...]
-    adjustments: int
-    cycles: int
-    #: Every key with its state (digest, expiry, revocation): the same keys work the same way.
-    keys: tuple[tuple[str, str, str | None, str | None], ...]
-    rate_limit_per_minute: int | None
-    ip_allowlist: tuple[str, ...]
-
-
-def fingerprint(record: ClientRecord) -> Fingerprint:
-    meta = record.metadata
-    return Fingerprint(
-        record.api_key_hash,
-        record.plan.value,
-        record.active,
-        record.credits_remaining,
-        record.total_spent,
-        tuple(e.job_id for e in meta.cost_log),
-        len(meta.credit_adjustments),
-        len(meta.cycle_history),
-        tuple(
-            (
-                k.key_id,
-                k.digest,
-                k.expires_at.isoformat() if k.expires_at else None,
-                k.revoked_at.isoformat() if k.revoked_at else None,
-            )
-            for k in record.api_keys
-        ),
-        record.rate_limit_per_minute,
-        tuple(record.ip_allowlist),
-    )
-
-
-def _records(store: Store) -> list[ClientRecord]:
-    first, total = store.list_clients(limit=PAGE)
-    records = list(first)
-    while len(records) < total:
-        page, _ = store.list_clients(offset=len(records), limit=PAGE)
-        if not page:
-            break
-        records.extend(page)
-    return records
-
-
-def copy_store(source: Store, target: Store, *, into_non_empty: bool = False) -> int:
-    """Copy every client and Stripe event id from ``source`` to ``target``, then verify.
-    Returns the number of clients copied; raises ``BillingError`` on refusal or mismatch."""
-    _, existing = target.list_clients(limit=1)
-    if existing and not into_non_empty:
-        raise ConfigurationError(
-            f"The target {target.location} already holds {existing} clients; "
-            "pass --into-non-empty to add to it"
-        )
-    for _ in source.audit.export():  # a damaged audit log stops the copy before it starts
-        pass
-    records = _records(source)
-    with Progress(
+@contextmanager
+def _progress() -> Iterator[migration.Progress]:
+    """A progress bar on stderr, shown from the copy's first call of its progress callback
+    (a refusal before the copy starts prints only its error line)."""
+    bar = Progress(
         TextColumn("[bold]copying clients"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task("copy", total=len(records))
-        for record in records:
-            try:
-                target.create_client(record)
-            except DuplicateClient:
-                raise DuplicateClient(
-                    f"Client {record.client_id} (or its key) already exists in the target"
-                ) from None
-            progress.advance(task)
-    events = source.stripe_event_ids()
-    if events:
-        target.import_stripe_event_ids(events)
-    verify_copy(source, target, records)
-    audited = copy_audit(source.audit, target.audit)
-    console.print(f"copied and verified {audited} audit events")
-    return len(records)
+    )
+    task = None
 
+    def advance(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("copy", total=total)
+        bar.update(task, completed=done)
 
-def copy_audit(source: AuditLog, target: AuditLog) -> int:
-    """Append every audit event of ``source`` to ``target``, oldest first, then verify.
-
-    The target numbers them after its own events (ids are re-sequenced; the order and every
-    other field are kept). Verified: the target gained exactly the source's count, and its
-    newest events equal the source's, one by one. Returns the number copied."""
-    _, before = target.query(limit=0)
-    copied = target.import_events(event.fact() for event in source.export())
-    _, after = target.query(limit=0)
-    _, expected = source.query(limit=0)
-    if copied != expected or after - before != expected:
-        raise ConfigurationError(
-            f"Verification failed: {expected} audit events in the source, {after - before} "
-            "added to the target"
-        )
-    added = islice(target.export(), before, None)
-    for mine, theirs in zip_longest(source.export(), added):
-        if mine is None or theirs is None or mine.fact() != theirs.fact():
-            raise ConfigurationError("Verification failed: the target's audit log differs")
-    return copied
-
-
-def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> None:
-    """Every source client is in the target with the same digest, plan, balance and ledger,
-    and every Stripe event id came along."""
-    copied = {r.client_id: r for r in _records(target)}
-    for record in records:
-        other = copied.get(record.client_id)
-        if other is None or fingerprint(other) != fingerprint(record):
-            raise ConfigurationError(
-                f"Verification failed for client {record.client_id}: the target differs"
-            )
-    missing = set(source.stripe_event_ids()) - set(target.stripe_event_ids())
-    if missing:
-        raise ConfigurationError(f"Verification failed: {len(missing)} Stripe event ids missing")
-
-
-class CliError(Exception):
-    """A refusal or failure to report as one line (no traceback), with status 1."""
-
-
-def json_path(url: str) -> Path | None:
-    """The file a JSON store URL (a path, or ``json://``) names; None for a SQL URL."""
-    if url.startswith("json://"):
-        return Path(url.removeprefix("json://")).expanduser()
-    _, sep, _ = url.partition("://")
-    return None if sep else Path(url).expanduser()
-
-
-def check_source_exists(url: str) -> None:
-    """Refuse a source that is not there, before anything is opened: opening a store creates
-    it (an empty JSON file's directory and lock, an empty SQLite file, the SQL schema)."""
-    path = json_path(url)
-    if path is not None:
-        if not path.is_file():
-            raise CliError(f"The source {path} does not exist (or is not a file)")
-        if path.stat().st_size == 0:
-            raise CliError(f"The source {path} is empty: it holds no billing store")
-        return
-    scheme = url.partition("://")[0]
-    if scheme not in SQL_SCHEMES:
-        return  # open_store names the unsupported scheme
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise CliError(f"The source URL cannot be parsed: {exc}") from None
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or not Path(database).is_file():
-            raise CliError(f"The source SQLite database {database or '(none)'} does not exist")
-        # An existing file may still hold no store (an empty file): read its tables below.
-    engine = create_engine(parsed)
-    try:
-        with engine.connect() as conn:
-            found = inspect(conn).has_table("openclaw_schema_version")
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise CliError(
-            f"Cannot read the source {parsed.render_as_string(hide_password=True)}: {reason}"
-        ) from None
+        yield advance
     finally:
-        engine.dispose()
-    if not found:
-        raise CliError(
-            f"The source {parsed.render_as_string(hide_password=True)} holds no billing store "
-            "(no openclaw_* tables)"
-        )
+        if task is not None:
+            bar.stop()
 
 
-def _copy(source_url: str, target_url: str, into_non_empty: bool) -> tuple[int, int]:
-    """Copy and verify; returns the clients copied and the credits the target holds."""
-    check_source_exists(source_url)
-    source = open_store(source_url)
-    try:
-        target = open_store(target_url)
-        try:
-            count = copy_store(source, target, into_non_empty=into_non_empty)
-            total = sum(r.credits_remaining or 0 for r in _records(target))
-        finally:
-            target.close()
-    finally:
-        source.close()
-    return count, total
-
-
-def _report(count: int, total: int, location: str) -> None:
+def _report(result: CopyResult, location: str) -> None:
+    console.print(f"copied and verified {result.audit_events} audit events")
     console.print(
-        f"[green]copied {count} clients[/green] to {location}; verified digests, plans, "
-        f"balances ({total} credits in all) and ledgers",
+        f"[green]copied {result.clients} clients[/green] to {location}; verified digests, "
+        f"plans, balances ({result.credits} credits in all) and ledgers",
         soft_wrap=True,
     )
 
@@ -269,24 +97,19 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 
 #: What a copy can fail with that is reported as one line, not a traceback.
-_EXPECTED = (CliError, BillingError, ConfigurationError, OSError, SQLAlchemyError, ValueError)
+_EXPECTED = (MigrationError, BillingError, ConfigurationError, OSError, SQLAlchemyError, ValueError)
 
 
 def _run(source_url: str, target_url: str, into_non_empty: bool) -> None:
     try:
-        count, total = _copy(source_url, target_url, into_non_empty)
+        with _progress() as progress:
+            result = migration.copy(
+                source_url, target_url, into_non_empty=into_non_empty, progress=progress
+            )
         location = open_location(target_url)
     except _EXPECTED as exc:
         raise _fail(exc) from None
-    _report(count, total, location)
-
-
-def open_location(url: str) -> str:
-    """How a store URL is shown (a JSON path as ``json://``, a password hidden)."""
-    path = json_path(url)
-    if path is not None:
-        return f"json://{path.absolute()}"
-    return make_url(url).render_as_string(hide_password=True)
+    _report(result, location)
 
 
 def _version(value: bool) -> None:
@@ -332,35 +155,18 @@ def export_json(source: Source, target: Target, force: Force = False) -> None:
     path = json_path(target)
     try:
         if path is None:
-            raise CliError(f"export writes a JSON file: {target} is not a path")
+            raise MigrationError(f"export writes a JSON file: {target} is not a path")
         if path.is_dir():
-            raise CliError(f"{path} is a directory")
+            raise MigrationError(f"{path} is a directory")
         if path.exists() and not force:
-            raise CliError(f"{path} exists; pass --force to replace it")
-        check_source_exists(source)
+            raise MigrationError(f"{path} exists; pass --force to replace it")
+        migration.check_source_exists(source)
         private_directory(path.parent)
-        count, total = _export_replacing(source, path)
+        with _progress() as progress:
+            result = migration.export_replacing(source, path, progress=progress)
     except _EXPECTED as exc:
         raise _fail(exc) from None
-    _report(count, total, f"json://{path.absolute()}")
-
-
-def _export_replacing(source: str, path: Path) -> tuple[int, int]:
-    """Export into a fresh file beside ``path``, then move it (and its audit log) over
-    ``path``: an existing backup is replaced only by a complete, verified one."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
-    try:
-        fresh = staging / path.name
-        count, total = _copy(source, str(fresh), into_non_empty=False)
-        fresh_audit, old_audit = audit_path(fresh), audit_path(path)
-        if fresh_audit.exists():
-            os.replace(fresh_audit, old_audit)
-        else:  # the replaced export's audit log belongs to it, not to this one
-            old_audit.unlink(missing_ok=True)
-        os.replace(fresh, path)
-        return count, total
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    _report(result, f"json://{path.absolute()}")
 
 
 @app.command("import")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from openclaw_billing.store import Store
+from openclaw_billing.store import Store, json_file
 from openclaw_billing.store.audit_json import audit_path
 from openclaw_billing.store.json_file import JsonFileStore
 
@@ -94,5 +94,5 @@ def change_refused(store: Store, url: str) -> Iterator[None]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store, "_write_atomic", disk_full)
+        patch.setattr(json_file, "write_atomic", disk_full)
         yield

@@ -29,7 +29,7 @@ from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ChargeResult, ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
-from openclaw_billing.store import audit_json, json_file
+from openclaw_billing.store import audit_json, files, json_file
 from openclaw_billing.store.base import Store
 from openclaw_billing.store.json_file import JsonFileStore
 
@@ -225,7 +225,7 @@ class _CrashingFile:
 
 
 class _CrashingOs:
-    """Stands in for ``os`` inside ``openclaw_billing.store.json_file``."""
+    """Stands in for ``os`` inside the JSON store's modules (``json_file``, ``files``)."""
 
     def __init__(self, crash: _Crash) -> None:
         self._crash = crash
@@ -285,8 +285,9 @@ def crash_during_charge(
     (0: never). A run that does not die reports the steps it went through."""
     store = JsonFileStore(path)  # opened before the hooks: its sweep is not under test here
     crash = _Crash(crash_at)
-    json_file.__dict__["os"] = _CrashingOs(crash)
-    json_file.__dict__["tempfile"] = _CrashingTempfile(crash)
+    for module in (json_file, files):
+        module.__dict__["os"] = _CrashingOs(crash)
+        module.__dict__["tempfile"] = _CrashingTempfile(crash)
     result = store.charge(client_id, job_id, 1.5, now)
     out.put((crash.steps, result))
 
@@ -299,8 +300,9 @@ def crash_during_admin_action(
     (0: never). A run that does not die reports the steps it went through."""
     store = JsonFileStore(path)
     crash = _Crash(crash_at)
-    json_file.__dict__["os"] = _CrashingOs(crash)
-    json_file.__dict__["tempfile"] = _CrashingTempfile(crash)
+    for module in (json_file, files):
+        module.__dict__["os"] = _CrashingOs(crash)
+        module.__dict__["tempfile"] = _CrashingTempfile(crash)
     audit_json.__dict__["os"] = _CrashingOs(crash)
     BillingService(store).add_credits(client_id, 5, "crash test", now=now, source="203.0.113.9")
     out.put(crash.steps)

@@ -30,18 +30,6 @@ LAZY_DRIVER_IMPORTS = {
     ("openclaw_billing.store", "__getattr__", "openclaw_billing.store.sql"),
 }
 
-#: Known violations inside store/, removed by the store split of issue 12 (issue 12, item 3:
-#: schema and tables in their own module). store/sql.py imports store/audit_sql.py inside
-#: ``SqlStore.__init__`` and store/sql_read.py at its end; both import store/sql.py back for
-#: the tables. The merge of that work deletes these entries (the test below fails while an
-#: entry is no longer needed); the test then holds the store to the rule.
-KNOWN_STORE_FUNCTION_IMPORTS = {
-    ("openclaw_billing.store.sql", "__init__", "openclaw_billing.store.audit_sql"),
-}
-KNOWN_STORE_CYCLE_EDGES = {
-    ("openclaw_billing.store.sql", "openclaw_billing.store.audit_sql"),
-    ("openclaw_billing.store.sql", "openclaw_billing.store.sql_read"),
-}
 
 #: Pure rules: transitions and values, no I/O, no orchestration.
 PURE = ["ledger", "access", "plans", "cycles", "keys", "models", "safetext", "net"]
@@ -141,24 +129,15 @@ def test_the_reader_sees_every_module_and_their_imports() -> None:
 def test_no_cycles() -> None:
     graph: dict[str, set[str]] = {module: set() for module in MODULES}
     for imp in IMPORTS:
-        if (imp.importer, imp.imported) not in KNOWN_STORE_CYCLE_EDGES:
-            graph[imp.importer].add(imp.imported)
+        graph[imp.importer].add(imp.imported)
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(reversed(exc.args[1]))}")
 
 
-def test_known_store_exceptions_are_still_needed() -> None:
-    """An entry the store no longer needs goes from the list (it must not hide a new one)."""
-    found = {(i.importer, i.function, i.imported) for i in IMPORTS if i.function}
-    assert found >= KNOWN_STORE_FUNCTION_IMPORTS
-    edges = {(i.importer, i.imported) for i in IMPORTS}
-    assert edges >= KNOWN_STORE_CYCLE_EDGES
-
-
 def test_no_import_inside_a_function() -> None:
-    allowed = LAZY_DRIVER_IMPORTS | KNOWN_STORE_FUNCTION_IMPORTS
+    allowed = LAZY_DRIVER_IMPORTS
     inside = {(i.importer, i.function, i.imported) for i in IMPORTS if i.function is not None}
     assert inside - allowed == set()
 

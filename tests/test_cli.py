@@ -19,14 +19,16 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import gateway
-from openclaw_billing.cli import CliError, app, check_source_exists, fingerprint
+from openclaw_billing.cli import app
 from openclaw_billing.keys import digest_key, display_prefix, generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService, set_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store import open_store
-from openclaw_billing.store.json_file import FORMAT, VERSION, JsonFileStore
+from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.json_format import FORMAT, VERSION
+from openclaw_billing.store.migrate import MigrationError, check_source_exists, fingerprint
 from tests.backends import _pg_schema, pg_base_url
 
 #: The seeded history's first cycle started 40 days ago, so "now" is in its second cycle.
@@ -238,7 +240,7 @@ def test_a_source_that_does_not_exist_is_refused_and_nothing_is_created(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert _tree(work) == before  # no source created, the target untouched
     if kind == "postgresql":  # and no billing tables created in the empty database
-        with pytest.raises(CliError, match="holds no billing store"):
+        with pytest.raises(MigrationError, match="holds no billing store"):
             check_source_exists(source)
 
 

@@ -28,7 +28,7 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store
 from openclaw_billing.store.base import StripeRef
-from openclaw_billing.store.sql import SCHEMA_VERSION
+from openclaw_billing.store.sql_schema import SCHEMA_VERSION
 from tests.backends import (  # noqa: F401
     add_client,
     assert_invariants,

@@ -15,8 +15,7 @@ from sqlalchemy import BigInteger, Integer, MetaData, create_engine, insert, tex
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.keys import digest_key
 from openclaw_billing.models import ClientRecord
-from openclaw_billing.store import Store
-from openclaw_billing.store import sql as sql_store
+from openclaw_billing.store import Store, sql_schema
 from openclaw_billing.store.base import StripeRef
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
     add_client,
@@ -36,7 +35,7 @@ def _version_2_tables() -> MetaData:
     """The tables as release 2 created them: this release's, with every 64-bit column back at
     32 bits (the only change of version 3)."""
     v2 = MetaData()
-    for table in sql_store.metadata_obj.sorted_tables:
+    for table in sql_schema.metadata_obj.sorted_tables:
         copy = table.to_metadata(v2)
         for column in copy.columns:
             if isinstance(column.type, BigInteger):
@@ -49,7 +48,7 @@ def _release_2(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A store that reads and writes the version 2 database as release 2 did (its statements
     are this release's: only the column types changed)."""
     with monkeypatch.context() as patch:
-        patch.setattr(sql_store, "SCHEMA_VERSION", 2)
+        patch.setattr(sql_schema, "SCHEMA_VERSION", 2)
         with reopen(url) as store:
             yield store
 
@@ -82,7 +81,7 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
     engine = create_engine(store_url)
     with engine.begin() as conn:
         _version_2_tables().create_all(conn)
-        conn.execute(insert(sql_store.schema_version).values(version=2))
+        conn.execute(insert(sql_schema.schema_version).values(version=2))
     engine.dispose()
     later = T0 + CYCLE + timedelta(days=1)
     with _release_2(store_url, monkeypatch) as old:
@@ -104,7 +103,7 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
     assert _version(store_url) == 2
 
     with reopen(store_url) as upgraded:
-        assert _version(store_url) == sql_store.SCHEMA_VERSION == 3
+        assert _version(store_url) == sql_schema.SCHEMA_VERSION == 3
         kept = upgraded.get_client(client_id)
         assert kept == before  # every field, the ledger and the summary included
         found = upgraded.get_client_by_key_digest(digest_key(key))

@@ -26,7 +26,7 @@ from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.safetext import CONTROLS
 from openclaw_billing.service import MAX_JOB_COST, MAX_JOB_ID_LENGTH, BillingService
-from openclaw_billing.store import Store
+from openclaw_billing.store import Store, json_format
 from openclaw_billing.store.base import StripeRef
 from openclaw_billing.store.json_file import JsonFileStore
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -218,12 +218,12 @@ def test_a_change_the_loader_would_refuse_is_a_422_over_http(
     """Whatever the loader refuses (here a check made to refuse one name), the write is
     refused first: a 422, the file as it was, the gateway still starts."""
     path = env / "clients.json"
-    refuse = JsonFileStore._record_problem
+    refuse = json_format.record_problem
 
     def problem(record: ClientRecord) -> str | None:
         return "holds a poisoned name" if record.name == "poison" else refuse(record)
 
-    monkeypatch.setattr(JsonFileStore, "_record_problem", staticmethod(problem))
+    monkeypatch.setattr(json_format, "record_problem", problem)
     with TestClient(gateway.create_app()) as http:
         ok = http.post(
             "/api/admin/clients", json={"name": "Acme", "email": "a@b.co"}, headers=admin_headers

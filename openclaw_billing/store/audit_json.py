@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
 from ..errors import BillingError, StoreCorrupt, StoreUnavailable
 from .filelock import FileLock
+from .files import append, appending, ends_torn
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -188,16 +189,9 @@ class JsonAuditLog(AuditLog):
     def _locked(self) -> Iterator[_Tail]:
         """The log, locked and open for appending. OS errors become ``StoreUnavailable``."""
         try:
-            with self._lock.hold():
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    size = os.fstat(fd).st_size
-                    last, torn = self._tail(fd, size)
-                    yield _Tail(fd, last, torn)
-                finally:
-                    os.close(fd)
-                if size == 0:
-                    self._fsync_directory()
+            with self._lock.hold(), appending(self.path) as (fd, size):
+                last, torn = self._tail(fd, size)
+                yield _Tail(fd, last, torn)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot write the audit log {self.path}: {exc}") from exc
 
@@ -211,10 +205,7 @@ class JsonAuditLog(AuditLog):
                 "Ended a torn line in %s left by an interrupted append (ignored)", self.path
             )
             data = TORN_SUFFIX + b"\n" + data
-        view = memoryview(data)
-        while view:
-            view = view[os.write(tail.fd, view) :]
-        os.fsync(tail.fd)
+        append(tail.fd, data)
         tail.last, tail.torn = events[-1].id, False
 
     def _tail(self, fd: int, size: int) -> tuple[int, bool]:
@@ -222,7 +213,7 @@ class JsonAuditLog(AuditLog):
         torn line. Reads only the end of the file, more only if it holds no event line."""
         if size == 0:
             return 0, False
-        torn = os.pread(fd, 1, size - 1) != b"\n"
+        torn = ends_torn(fd, size)
         window = _TAIL_CHUNK
         while True:
             start = max(0, size - window)
@@ -249,16 +240,6 @@ class JsonAuditLog(AuditLog):
             if start == 0:
                 return 0, torn
             window *= 4
-
-    def _fsync_directory(self) -> None:
-        try:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:  # the event is written; only its durability is in doubt
-            logger.warning("Could not fsync the directory of %s: %s", self.path, exc)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
 from ..errors import StoreCorrupt, StoreUnavailable
-from .sql import _SCHEMA_LOCK, UtcDateTime
+from .sql_schema import SCHEMA_LOCK, UtcDateTime
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -93,7 +93,7 @@ class SqlAuditLog(AuditLog):
         self.location = location
         with tx() as conn:
             if dialect == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
             audit_metadata.create_all(conn, checkfirst=True)
 
     def _event(self, row: Row[Any]) -> AuditEvent:

@@ -17,6 +17,7 @@ from typing import NamedTuple, TypeVar
 
 from .. import access, ledger
 from ..audit import AuditLog, NewAuditEvent
+from ..cycles import is_expired
 from ..errors import BillingError
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord, CycleSummary
 from ..plans import PlanId
@@ -54,7 +55,12 @@ class EventOutcome(StrEnum):
 
 class Store(ABC):
     """Persistent clients and their ledgers. Implementations are safe to share between
-    threads, and between processes that open the same location."""
+    threads, and between processes that open the same location.
+
+    A backend implements the abstract primitives (twelve). The named admin actions
+    (``add_credits``, ``issue_key`` ...) and ``refresh_cycle`` are concrete: each is one
+    :meth:`mutate` with its change from :mod:`.changes`, so a new admin action widens neither
+    this class nor any backend."""
 
     #: A short, secret-free description of where the data lives (for logs and health).
     location: str
@@ -110,10 +116,13 @@ class Store(ABC):
     ) -> tuple[list[ClientRecord], int]:
         """One page of clients in creation order, and the total that match the filters."""
 
-    @abstractmethod
     def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
         """Atomically start the current cycle if the stored one has ended (exactly once, however
         many callers race), and return the client. Raises ``ClientNotFound``."""
+        current = self.get_client(client_id)
+        if current is not None and not is_expired(current.billing_cycle_end, now):
+            return current  # the read path: only a due reset needs the lock
+        return self.mutate(client_id, now, changes.read)
 
     @abstractmethod
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
@@ -124,52 +133,51 @@ class Store(ABC):
         nothing. Raises ``CreditLimitReached``, ``ClientInactive`` or ``ClientNotFound``.
         """
 
-    @abstractmethod
     def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
         """Atomically undo the current cycle's charge of ``job_id`` (its job could not be
         queued): remove the ledger entry, give back the credit and the cost. Returns False (and
         changes nothing) if the job id is not in the current cycle's ledger."""
+        return self.mutate(client_id, now, changes.refund(job_id, now))
 
-    @abstractmethod
     def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
         """Atomically roll the cycle if due, then adjust credits with a logged reason.
 
         Raises ``UnlimitedPlan``, ``InsufficientCredits`` (a negative amount past zero) or
         ``ClientNotFound``."""
+        return self.mutate(client_id, now, changes.add_credits(amount, reason, now))
 
-    @abstractmethod
     def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
         """Atomically activate or deactivate (soft delete) a client. Raises ``ClientNotFound``."""
+        return self.mutate(client_id, now, changes.set_active(active, now))
 
     # -- access: keys, policy, plan (pure transitions in openclaw_billing.access) -------------
 
-    @abstractmethod
     def issue_key(self, client_id: str, key: ApiKeyRecord, now: datetime) -> ClientRecord:
         """Atomically add a key (digest only). Raises ``TooManyKeys``, ``ClientNotFound``."""
+        return self.mutate(client_id, now, changes.issue_key(key, now))
 
-    @abstractmethod
     def rotate_key(
         self, client_id: str, key_id: str, new: ApiKeyRecord, grace: timedelta, now: datetime
     ) -> ClientRecord:
         """Atomically add ``new`` and let ``key_id`` work only until ``now + grace``. Raises
         ``KeyNotFound``, ``KeyRevoked``, ``TooManyKeys``, ``ClientNotFound``."""
+        return self.mutate(client_id, now, changes.rotate_key(key_id, new, grace, now))
 
-    @abstractmethod
     def revoke_key(self, client_id: str, key_id: str, now: datetime) -> ClientRecord:
         """Atomically stop a key at once (idempotent). Raises ``KeyNotFound``."""
+        return self.mutate(client_id, now, changes.revoke_key(key_id, now))
 
-    @abstractmethod
     def set_key_expiry(
         self, client_id: str, key_id: str, expires_at: datetime | None, now: datetime
     ) -> ClientRecord:
         """Atomically set or clear a usable key's expiry. Raises ``KeyNotFound``,
         ``KeyRevoked``."""
+        return self.mutate(client_id, now, changes.set_key_expiry(key_id, expires_at, now))
 
     @abstractmethod
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         """Record a use of the key, written at most once per ``KEY_TOUCH_INTERVAL``."""
 
-    @abstractmethod
     def set_policy(
         self,
         client_id: str,
@@ -179,14 +187,18 @@ class Store(ABC):
         ip_allowlist: list[str],
     ) -> ClientRecord:
         """Atomically set the client's rate-limit override and IP allowlist."""
+        change = changes.set_policy(
+            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
+        )
+        return self.mutate(client_id, now, change)
 
-    @abstractmethod
     def change_plan(
         self, client_id: str, plan: PlanId, now: datetime
     ) -> tuple[PlanId, ClientRecord]:
         """Atomically move the client to ``plan`` within its cycle (an operator's change);
         returns the plan it left, as it was under the lock, and the record. Raises
         ``AlreadyOnPlan``, ``SubscriptionExists``, ``ClientNotFound``."""
+        return self.mutate(client_id, now, changes.change_plan(plan, now))
 
     @abstractmethod
     def find_client_by_stripe(
@@ -235,10 +247,10 @@ class Store(ABC):
 
 
 class MutatingStore(Store):
-    """A store whose rarer primitives all follow one pattern: lock one client, roll its cycle
-    if due, apply a change (:mod:`.changes`), write it once, with its audit event if it has
-    one. A backend supplies only the locking, loading and writing (:meth:`_edit`); the rules
-    live here."""
+    """:meth:`Store.mutate` (and ``touch_key``) for a backend that can lock, load and write one
+    client: lock it, roll its cycle if due, apply a change (:mod:`.changes`), write it once,
+    with its audit event if it has one. A backend supplies only the locking, loading and
+    writing (:meth:`_edit`); the rules live here."""
 
     @abstractmethod
     def _edit(self, client_id: str) -> AbstractContextManager[tuple[ClientRecord, Write]]:
@@ -274,54 +286,11 @@ class MutatingStore(Store):
             raise error
         return result
 
-    def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
-        return self.mutate(client_id, now, changes.refund(job_id, now))
-
-    def add_credits(self, client_id: str, amount: int, reason: str, now: datetime) -> ClientRecord:
-        return self.mutate(client_id, now, changes.add_credits(amount, reason, now))
-
-    def set_active(self, client_id: str, active: bool, now: datetime) -> ClientRecord:
-        return self.mutate(client_id, now, changes.set_active(active, now))
-
-    def issue_key(self, client_id: str, key: ApiKeyRecord, now: datetime) -> ClientRecord:
-        return self.mutate(client_id, now, changes.issue_key(key, now))
-
-    def rotate_key(
-        self, client_id: str, key_id: str, new: ApiKeyRecord, grace: timedelta, now: datetime
-    ) -> ClientRecord:
-        return self.mutate(client_id, now, changes.rotate_key(key_id, new, grace, now))
-
-    def revoke_key(self, client_id: str, key_id: str, now: datetime) -> ClientRecord:
-        return self.mutate(client_id, now, changes.revoke_key(key_id, now))
-
-    def set_key_expiry(
-        self, client_id: str, key_id: str, expires_at: datetime | None, now: datetime
-    ) -> ClientRecord:
-        return self.mutate(client_id, now, changes.set_key_expiry(key_id, expires_at, now))
-
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         # A note of use, not an access to the account: no cycle roll, no updated_at.
         with self._edit(client_id) as (record, write):
             if access.touch_key(record, key_id, now):
                 write(record, None)
-
-    def set_policy(
-        self,
-        client_id: str,
-        now: datetime,
-        *,
-        rate_limit_per_minute: int | None,
-        ip_allowlist: list[str],
-    ) -> ClientRecord:
-        change = changes.set_policy(
-            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
-        )
-        return self.mutate(client_id, now, change)
-
-    def change_plan(
-        self, client_id: str, plan: PlanId, now: datetime
-    ) -> tuple[PlanId, ClientRecord]:
-        return self.mutate(client_id, now, changes.change_plan(plan, now))
 
 
 def apply_event_change(

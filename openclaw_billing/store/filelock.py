@@ -19,35 +19,6 @@ from pathlib import Path
 from ..errors import StoreUnavailable
 
 
-def private_directory(path: Path) -> None:
-    """Create ``path`` and every missing parent with mode 0700 (``mkdir(parents=True)`` gives
-    the parents the umask's mode: 0755, so ``~/.openclaw`` was listable by everyone). A
-    directory that already exists keeps its mode: it is the operator's."""
-    missing: list[Path] = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another process made it first
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def private_file(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 if it does not exist (a file another program then
-    opens, such as a SQLite database, whose own journal files take the same mode)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
 class FileLock:
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path

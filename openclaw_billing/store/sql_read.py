@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, Select, bindparam, select
 
 from ..errors import StoreCorrupt
 from ..models import (
@@ -24,7 +24,8 @@ from ..models import (
     CycleSummary,
 )
 from ..plans import PlanId
-from .sql import adjustment_rows, api_key_rows, clients, ledger_rows, summary_rows
+from .base import StripeRef
+from .sql_schema import adjustment_rows, api_key_rows, clients, ledger_rows, summary_rows
 
 
 def load_records(conn: Connection, rows: Sequence[Row[Any]], location: str) -> list[ClientRecord]:
@@ -67,6 +68,27 @@ def load_records(conn: Connection, rows: Sequence[Row[Any]], location: str) -> l
     ):
         fields = {name: getattr(k, name) for name in ApiKeyRecord.model_fields}
         keys.setdefault(k.client_id, []).append(ApiKeyRecord(**fields))
+    summaries = _summaries(conn, ids)
+    records = []
+    for r in rows:
+        history = summaries.get(r.client_id, [])
+        if history:  # as in the JSON store: the newest summary keeps its ledger
+            history[-1].entries = entries.get((r.client_id, r.cycle_no - 1), [])
+        records.append(
+            record_from_row(
+                r,
+                keys.get(r.client_id, []),
+                cost_log=entries.get((r.client_id, r.cycle_no), []),
+                adjustments=adjustments.get((r.client_id, r.cycle_no), []),
+                history=history,
+                location=location,
+            )
+        )
+    return records
+
+
+def _summaries(conn: Connection, ids: list[str]) -> dict[str, list[CycleSummary]]:
+    """Each client's cycle summaries, oldest first (their ledgers are not filled in)."""
     summaries: dict[str, list[CycleSummary]] = {}
     for s in conn.execute(
         select(summary_rows)
@@ -85,22 +107,7 @@ def load_records(conn: Connection, rows: Sequence[Row[Any]], location: str) -> l
                 credits_left=s.credits_left,
             )
         )
-    records = []
-    for r in rows:
-        history = summaries.get(r.client_id, [])
-        if history:  # as in the JSON store: the newest summary keeps its ledger
-            history[-1].entries = entries.get((r.client_id, r.cycle_no - 1), [])
-        records.append(
-            record_from_row(
-                r,
-                keys.get(r.client_id, []),
-                cost_log=entries.get((r.client_id, r.cycle_no), []),
-                adjustments=adjustments.get((r.client_id, r.cycle_no), []),
-                history=history,
-                location=location,
-            )
-        )
-    return records
+    return summaries
 
 
 def record_from_row(
@@ -147,3 +154,59 @@ def record_from_row(
         raise StoreCorrupt(
             f"The billing database {location} holds an invalid client {r.client_id}: {exc}"
         ) from None
+
+
+_KEY_FIELDS = tuple(ApiKeyRecord.model_fields)
+
+
+def _account_by_digest() -> Select[Any]:
+    """Authentication's one query: the client's row with each of its keys (a result row per
+    key), found by one key's digest; its cost does not depend on the client's ledger."""
+    found, every = api_key_rows.alias("found"), api_key_rows.alias("every")
+    return (
+        select(clients, *(every.c[name].label(f"key_{name}") for name in _KEY_FIELDS))
+        .join_from(found, clients, found.c.client_id == clients.c.client_id)
+        .join(every, every.c.client_id == clients.c.client_id)
+        .where(found.c.digest == bindparam("digest"))
+        .order_by(every.c.id)
+    )
+
+
+#: Built once: constructing a statement costs more in Python than SQLite takes to run it.
+_ACCOUNT_BY_DIGEST = _account_by_digest()
+
+
+def load_account(conn: Connection, digest: str, location: str) -> ClientRecord | None:
+    """The client a key digest belongs to, with its keys but without its ledger (one query)."""
+    rows = conn.execute(_ACCOUNT_BY_DIGEST, {"digest": digest}).all()
+    if not rows:
+        return None
+    keys = [ApiKeyRecord(**{n: getattr(r, f"key_{n}") for n in _KEY_FIELDS}) for r in rows]
+    return record_from_row(
+        rows[0], keys, cost_log=[], adjustments=[], history=[], location=location
+    )
+
+
+def key_missing(conn: Connection, client_id: str, key_id: str) -> bool:
+    """Whether the client has no key ``key_id`` (a touch that updated nothing asks)."""
+    query = select(api_key_rows.c.id).where(
+        api_key_rows.c.client_id == client_id, api_key_rows.c.key_id == key_id
+    )
+    return conn.execute(query).first() is None
+
+
+def locate(conn: Connection, ref: StripeRef) -> str | None:
+    """The client a Stripe reference names: by client id, else subscription, else customer."""
+    for column, wanted in (
+        (clients.c.client_id, ref.client_id),
+        (clients.c.stripe_subscription_id, ref.subscription_id),
+        (clients.c.stripe_customer_id, ref.customer_id),
+    ):
+        if wanted is None:
+            continue
+        found = conn.execute(
+            select(clients.c.client_id).where(column == wanted).order_by(clients.c.seq)
+        ).first()
+        if found is not None:
+            return str(found.client_id)
+    return None

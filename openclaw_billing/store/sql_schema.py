@@ -1,0 +1,236 @@
+"""The SQL store's schema: its tables, their version and the steps that upgrade an older one.
+
+The schema is versioned in ``openclaw_schema_version`` and created at start, under a lock so
+several workers starting together do not race (PostgreSQL: an advisory lock; SQLite: the write
+transaction). An upgrade runs in that same transaction: all or nothing.
+
+Tables: clients, ledger (one row per charged job, with the cycle number it belongs to), credit
+adjustments, cycle summaries, processed Stripe event ids, schema version.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect
+
+from ..errors import StoreCorrupt
+
+logger = logging.getLogger("openclaw_billing.store")
+
+#: 1: the first release. 2: several API keys per client (``openclaw_api_keys``), and each
+#: client's rate-limit override and IP allowlist. 3: every column holding credits, amounts,
+#: counts, Unix times or row ids is 64-bit (BIGINT; a 32-bit ``stripe_event_at`` refused
+#: every Stripe event after January 2038 on PostgreSQL).
+SCHEMA_VERSION = 3
+
+#: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
+SCHEMA_LOCK = 0x0C1A_B111
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+#: A 64-bit row id that autoincrements: BIGSERIAL on PostgreSQL, SQLite's INTEGER PRIMARY KEY
+#: (already 64-bit; a BIGINT primary key there would not be the rowid).
+RowId = BigInteger().with_variant(Integer, "sqlite")
+
+metadata_obj = MetaData()
+
+schema_version = Table(
+    "openclaw_schema_version", metadata_obj, Column("version", Integer, nullable=False)
+)
+clients = Table(
+    "openclaw_clients",
+    metadata_obj,
+    Column("seq", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("api_key_hash", String(64), nullable=False, unique=True),
+    Column("api_key_prefix", String(32), nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("credits_remaining", BigInteger, nullable=True),
+    Column("total_spent", Float, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("stripe_customer_id", String(255), nullable=True, index=True),
+    Column("stripe_subscription_id", String(255), nullable=True, index=True),
+    Column("billing_cycle_start", UtcDateTime, nullable=False),
+    Column("billing_cycle_end", UtcDateTime, nullable=False),
+    #: How many cycles have ended (= the number of summaries); ledger rows carry it.
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("cycle_allowance", BigInteger, nullable=True),
+    Column("subscription_status", String(32), nullable=True),
+    Column("stripe_event_at", BigInteger, nullable=True),
+    Column("metadata_extra", JSON, nullable=False),
+    Column("rate_limit_per_minute", BigInteger, nullable=True),
+    Column("ip_allowlist", JSON, nullable=True),
+)
+api_key_rows = Table(
+    "openclaw_api_keys",
+    metadata_obj,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False),
+    Column("label", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+    UniqueConstraint("client_id", "key_id", name="uq_openclaw_api_key_id"),
+)
+ledger_rows = Table(
+    "openclaw_ledger",
+    metadata_obj,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("job_id", String(200), nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("charged_at", UtcDateTime, nullable=False),
+    UniqueConstraint("client_id", "job_id", name="uq_openclaw_ledger_job"),
+    Index("ix_openclaw_ledger_cycle", "client_id", "cycle_no"),
+)
+adjustment_rows = Table(
+    "openclaw_credit_adjustments",
+    metadata_obj,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Index("ix_openclaw_adjustments_cycle", "client_id", "cycle_no"),
+)
+summary_rows = Table(
+    "openclaw_cycle_summaries",
+    metadata_obj,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("cycle_no", BigInteger, nullable=False),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("allowance", BigInteger, nullable=True),
+    Column("adjustments", JSON, nullable=False),
+    Column("jobs", BigInteger, nullable=False),
+    Column("spend", Float, nullable=False),
+    Column("credits_left", BigInteger, nullable=True),
+    UniqueConstraint("client_id", "cycle_no", name="uq_openclaw_summary_cycle"),
+)
+event_rows = Table(
+    "openclaw_stripe_events",
+    metadata_obj,
+    Column("event_id", String(255), primary_key=True),
+    Column("processed_at", UtcDateTime, nullable=False, index=True),
+)
+
+
+def create_schema(conn: Connection, *, dialect: str, location: str) -> None:
+    """Create what is missing and bring an older schema up to ``SCHEMA_VERSION``, in the
+    caller's write transaction."""
+    if dialect == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+    metadata_obj.create_all(conn, checkfirst=True)
+    found = conn.execute(select(schema_version.c.version)).scalars().all()
+    if not found:
+        conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+    elif max(found) > SCHEMA_VERSION:
+        raise StoreCorrupt(
+            f"The billing database {location} has schema version {max(found)}; "
+            f"this release reads version {SCHEMA_VERSION}"
+        )
+    elif max(found) < SCHEMA_VERSION:
+        upgrade(conn, max(found), dialect=dialect, location=location)
+
+
+def upgrade(conn: Connection, version: int, *, dialect: str, location: str) -> None:
+    """Bring an older schema up to ``SCHEMA_VERSION``, one step at a time, in the schema
+    transaction (all or nothing; other workers wait on the lock)."""
+    if version < 2:
+        # create_all has made openclaw_api_keys; the clients table gains two columns and
+        # each client's one key becomes its first row in the keys table.
+        table = clients.name
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN rate_limit_per_minute INTEGER")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN ip_allowlist JSON")
+        legacy_id = literal("key_") + func.substr(clients.c.api_key_hash, 1, 12)
+        conn.execute(
+            insert(api_key_rows).from_select(
+                ["client_id", "key_id", "digest", "prefix", "created_at"],
+                select(
+                    clients.c.client_id,
+                    legacy_id,
+                    clients.c.api_key_hash,
+                    clients.c.api_key_prefix,
+                    clients.c.created_at,
+                ).order_by(clients.c.seq),
+            )
+        )
+    if version < 3:
+        widen_integers(conn, dialect=dialect)
+    conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
+    logger.warning(
+        "Upgraded the billing database %s from schema version %d to %d",
+        location,
+        version,
+        SCHEMA_VERSION,
+    )
+
+
+def widen_integers(conn: Connection, *, dialect: str) -> None:
+    """Version 3: every BIGINT column of the tables (and the sequences behind their row
+    ids) was a 32-bit INTEGER before. SQLite's INTEGER is already 64-bit: nothing to do
+    there but move the version."""
+    if dialect != "postgresql":
+        return
+    for table in (clients, api_key_rows, ledger_rows, adjustment_rows, summary_rows):
+        wide = [c for c in table.columns if isinstance(c.type, BigInteger)]
+        changes = ", ".join(f'ALTER COLUMN "{c.name}" TYPE BIGINT' for c in wide)
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} {changes}")
+        for column in wide:
+            if column.primary_key:
+                sequence = conn.execute(
+                    select(func.pg_get_serial_sequence(table.name, column.name))
+                ).scalar()
+                if sequence is not None:
+                    conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} AS BIGINT")
