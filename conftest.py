@@ -123,12 +123,16 @@ def pytest_configure(config: pytest.Config) -> None:
     processes.adopt_orphans()
 
 
+#: Seconds a process a test stopped may take to finish exiting before it counts as left behind.
+LEAVE_SETTLE = 3.0
+
+
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """Fail (and clean up after) a test that leaves a process running."""
     before = {p.pid for p in processes.descendants()}
     yield
-    left = processes.leftovers(ignore=before)
+    left = processes.leftovers(ignore=before, settle=LEAVE_SETTLE)
     if left:
         processes.kill_all(left)
         pytest.fail(f"the test left processes running (now killed): {processes.describe(left)}")

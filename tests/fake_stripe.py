@@ -770,8 +770,8 @@ def main(argv: list[str] | None = None) -> None:
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
     ) as fake:
-        print(f"Fake Stripe on {fake.base_url} (any sk_test_/rk_test_ key); Ctrl-C stops it")
-        try:
+        try:  # the banner inside: a stop sent as soon as it is read lands in this block
+            print(f"Fake Stripe on {fake.base_url} (any sk_test_/rk_test_ key); Ctrl-C stops it")
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

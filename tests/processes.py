@@ -86,10 +86,19 @@ def helper_pids() -> set[int]:
     return {p.pid for p in descendants() if p.helper}
 
 
-def leftovers(ignore: Iterable[int] = ()) -> list[ProcessInfo]:
-    """Running processes below this one, except ``ignore`` and multiprocessing's helpers."""
+def leftovers(ignore: Iterable[int] = (), settle: float = 0.0) -> list[ProcessInfo]:
+    """Running processes below this one, except ``ignore`` and multiprocessing's helpers.
+
+    ``settle``: how long to wait for them to finish exiting first. A server's workers, orphaned
+    to this session when their master stops, can still be on their way out (their command line
+    already gone) for a moment after the master was reaped."""
     skip = set(ignore)
-    return [p for p in descendants() if p.running and not p.helper and p.pid not in skip]
+    deadline = time.monotonic() + settle
+    while True:
+        left = [p for p in descendants() if p.running and not p.helper and p.pid not in skip]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
 
 
 def kill_all(processes: Iterable[ProcessInfo], timeout: float = STOP_TIMEOUT) -> None:
