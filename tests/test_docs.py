@@ -489,3 +489,94 @@ def test_the_error_table_lists_every_error_code() -> None:
     missing = sorted({c.code for c in leaves if f"| `{c.code}` | {c.status_code} |" not in table})
     assert len(leaves) > 30
     assert not missing, f"codes with no row (or another status) in section 8: {missing}"
+
+
+# -- the architecture, the layout and the links ---------------------------------------------------
+
+ARCHITECTURE = "docs/ARCHITECTURE.md"
+#: Files of the repository whose text may name other documents.
+_TEXT_SUFFIXES = (".py", ".md")
+_LAYOUT_ENTRY = re.compile(r"^( *)(\S+)")
+_CITED_ID = re.compile(r"\b([RI]\d{1,2})\b")
+
+
+def repo_files(*suffixes: str) -> list[Path]:
+    """The repository's own files with these suffixes (no virtualenv, no hidden directories)."""
+    return [
+        path
+        for path in sorted(REPO_ROOT.rglob("*"))
+        if path.suffix in suffixes
+        and path.is_file()
+        and not any(
+            part.startswith(".") or part in {"node_modules", "__pycache__"}
+            for part in path.relative_to(REPO_ROOT).parts
+        )
+    ]
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under ``heading`` (a whole heading line), up to the next heading of its level."""
+    level = heading.split(" ", 1)[0]
+    start = markdown.index(f"\n{heading}\n") + len(heading) + 2
+    rest = markdown[start:]
+    end = re.search(rf"(?m)^{re.escape(level)} ", rest)
+    return rest if end is None else rest[: end.start()]
+
+
+def layout_entries(markdown: str) -> list[str]:
+    """The paths of the ```text tree in the "## Layout" section: an entry is a line whose first
+    word ends in ``.py`` or ``/``, nested two spaces per level; other lines continue the
+    description of the entry above. A package's ``__init__.py`` is its directory."""
+    (tree,) = [b for b in fenced_blocks(section(markdown, "## Layout")) if b.lang == "text"][:1]
+    parents: list[str] = []
+    entries: list[str] = []
+    for line in tree.text.splitlines():
+        match = _LAYOUT_ENTRY.match(line)
+        if match is None or not match.group(2).endswith((".py", "/")):
+            continue
+        indent, name = match.groups()
+        assert len(indent) % 2 == 0, f"odd indentation: {line!r}"
+        depth = len(indent) // 2
+        assert depth <= len(parents), f"nested under nothing: {line!r}"
+        del parents[depth:]
+        path = "".join(parents) + name
+        entries.append(path.removesuffix("__init__.py") or path)
+        if name.endswith("/"):
+            parents.append(name)
+    return entries
+
+
+def package_modules() -> set[str]:
+    """Every module of ``openclaw_billing/`` as a repository path; a package as its directory."""
+    package = REPO_ROOT / "openclaw_billing"
+    return {
+        p.relative_to(REPO_ROOT).as_posix().removesuffix("__init__.py")
+        for p in package.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+
+
+def test_the_architecture_names_every_module_and_only_existing_ones() -> None:
+    entries = layout_entries(read_doc(ARCHITECTURE))
+    assert sorted(package_modules() - set(entries)) == [], "modules missing from the layout"
+    assert [e for e in entries if not (REPO_ROOT / e).exists()] == [], "listed, not in the tree"
+
+
+def test_every_requirement_and_invariant_the_tests_cite_is_defined() -> None:
+    """The R and I ids the tests and docs cite (anywhere in them: an id is a requirement of the
+    architecture page whether or not the line names the page) are rows of its tables."""
+    doc = read_doc(ARCHITECTURE)
+    defined = {
+        row.split("|")[1].strip()
+        for name in ("## Reliability requirements", "## Invariants")
+        for row in section(doc, name).splitlines()
+        if row.startswith("| ")
+    }
+    cited: dict[str, str] = {}
+    for path in repo_files(*_TEXT_SUFFIXES):
+        if path == REPO_ROOT / ARCHITECTURE:
+            continue
+        for ident in _CITED_ID.findall(path.read_text(encoding="utf-8")):
+            cited.setdefault(ident, path.relative_to(REPO_ROOT).as_posix())
+    assert len(cited) > 20
+    assert {k: v for k, v in cited.items() if k not in defined} == {}, "cited, never defined"
