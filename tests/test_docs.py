@@ -524,15 +524,20 @@ def section(markdown: str, heading: str) -> str:
 
 
 def layout_entries(markdown: str) -> list[str]:
-    """The paths of the ```text tree in the "## Layout" section: an entry is a line whose first
-    word ends in ``.py`` or ``/``, nested two spaces per level; other lines continue the
-    description of the entry above. A package's ``__init__.py`` is its directory."""
+    """The paths of the ```text tree in the "## Layout" section: an entry is a line that starts
+    left of the description column (where the first line's description starts), nested two
+    spaces per level; a line starting at that column continues the description above. A
+    package's ``__init__.py`` is its directory."""
     (tree,) = [b for b in fenced_blocks(section(markdown, "## Layout")) if b.lang == "text"][:1]
+    lines = tree.text.splitlines()
+    first = re.match(r"^\S+\s+", lines[0])
+    assert first is not None, "the layout starts with an entry and its description"
+    column = len(first.group(0))
     parents: list[str] = []
     entries: list[str] = []
-    for line in tree.text.splitlines():
+    for line in lines:
         match = _LAYOUT_ENTRY.match(line)
-        if match is None or not match.group(2).endswith((".py", "/")):
+        if match is None or len(match.group(1)) >= column:
             continue
         indent, name = match.groups()
         assert len(indent) % 2 == 0, f"odd indentation: {line!r}"
@@ -580,3 +585,10 @@ def test_every_requirement_and_invariant_the_tests_cite_is_defined() -> None:
             cited.setdefault(ident, path.relative_to(REPO_ROOT).as_posix())
     assert len(cited) > 20
     assert {k: v for k, v in cited.items() if k not in defined} == {}, "cited, never defined"
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    """Every path the README's layout lists exists, and every module of the package is listed."""
+    entries = layout_entries(read_doc("README.md"))
+    assert sorted(package_modules() - set(entries)) == [], "modules missing from the layout"
+    assert [e for e in entries if not (REPO_ROOT / e).exists()] == [], "listed, not in the tree"
