@@ -1,7 +1,7 @@
 """openclaw-billing: client authentication and billing for AI-agent job gateways.
 
 The public surface is ``client_auth.py`` at the repository root; this package holds the
-implementation, one module per concern (see ``DESIGN.md``).
+implementation, one module per concern (see ``docs/ARCHITECTURE.md``).
 """
 
 import logging

@@ -186,7 +186,7 @@ def all_clients(store: Store) -> list[ClientRecord]:
 
 
 def assert_invariants(store: Store) -> list[ClientRecord]:
-    """RELIABILITY.md I1-I3 (``check_record``) on every stored client; returns them."""
+    """docs/ARCHITECTURE.md I1-I3 (``check_record``) on every stored client; returns them."""
     records = all_clients(store)
     for record in records:
         check_record(record)

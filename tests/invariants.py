@@ -1,4 +1,4 @@
-"""RELIABILITY.md invariants, checked against what a store file holds."""
+"""docs/ARCHITECTURE.md invariants, checked against what a store file holds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RELIABILITY.md R11-R14 over HTTP: every bad key or token is one identical 401, never 5xx."""
+"""docs/ARCHITECTURE.md R11-R14 over HTTP: each bad key or token is one identical 401, never 5xx."""
 
 from __future__ import annotations
 

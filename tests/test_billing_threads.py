@@ -115,7 +115,7 @@ class _Job(BaseModel):
 
 
 def test_deferred_client_on_a_host_apps_own_route(env: Path) -> None:
-    # INTEGRATION.md's example: an app route (not the router's) with install_error_handlers.
+    # CLIENT_AUTH_INTEGRATION.md: an app route (not the router's) with install_error_handlers.
     app = FastAPI()
     client_auth.install_error_handlers(app)
 

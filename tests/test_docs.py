@@ -39,7 +39,15 @@ from tests.processes import stop
 from tests.server import REPO_ROOT, clean_env, running_gateway
 
 SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
-DOCS = ("README.md", "CLIENT_AUTH_QUICK_START.md", "CLIENT_AUTH_INTEGRATION.md")
+#: The user documentation. The integration guide keeps the integration path; the endpoint
+#: reference and the Stripe set-up are pages of their own under docs/.
+DOCS = (
+    "README.md",
+    "CLIENT_AUTH_QUICK_START.md",
+    "CLIENT_AUTH_INTEGRATION.md",
+    "docs/ENDPOINTS.md",
+    "docs/STRIPE.md",
+)
 #: Where the docs say the gateway is (``make run``).
 DOC_HOST = "localhost:18789"
 ADMIN_TOKEN = "docs-test-admin-" + secrets.token_urlsafe(24)
@@ -251,7 +259,6 @@ def test_doc_fences_are_as_the_test_expects(name: str) -> None:
     assert "make run" in text
     assert "make test" in text
     blocks = fenced_blocks(text)
-    assert [b for b in blocks if b.lang == "bash"], f"{name} has no runnable example"
     for block in blocks:
         where = f"{name}:{block.line}"
         assert block.lang, f"{where}: a code block needs a language"
@@ -264,8 +271,19 @@ def test_doc_fences_are_as_the_test_expects(name: str) -> None:
             compile(block.text, where, "exec")
 
 
+def runnable_docs() -> list[str]:
+    """The documents with ```bash blocks: each is run against its own gateway."""
+    return [name for name in DOCS if any(b.lang == "bash" for b in fenced_blocks(read_doc(name)))]
+
+
+def test_the_examples_are_where_the_test_runs_them() -> None:
+    """The quick start, the README and the endpoint reference carry the runnable examples; the
+    guide and the Stripe page link to them (a new ```bash block anywhere in DOCS is run too)."""
+    assert {"README.md", "CLIENT_AUTH_QUICK_START.md", "docs/ENDPOINTS.md"} <= set(runnable_docs())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DOCS)
+@pytest.mark.parametrize("name", runnable_docs())
 def test_doc_bash_blocks_run_verbatim_against_a_real_gateway(
     name: str, gateway: str, tmp_path: Path
 ) -> None:
@@ -423,11 +441,11 @@ _ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \| ([^|]+) \| (\d
 
 
 def documented_endpoints() -> dict[tuple[str, str], tuple[str, int]]:
-    """(method, path) -> (auth, success status) of CLIENT_AUTH_INTEGRATION.md's endpoint
-    table (section 4, up to the first line that is not a table row)."""
-    text = read_doc("CLIENT_AUTH_INTEGRATION.md")
-    section = text[text.index("\n## 4. Endpoints\n") :]
-    lines = section.splitlines()[1:]
+    """(method, path) -> (auth, success status) of docs/ENDPOINTS.md's endpoint table (from
+    its heading up to the first line that is not a table row)."""
+    text = read_doc("docs/ENDPOINTS.md")
+    table = text[text.index("\n## The endpoint table\n") :]
+    lines = table.splitlines()[1:]
     start = next(i for i, line in enumerate(lines) if line.startswith("| Method and path"))
     rows: dict[tuple[str, str], tuple[str, int]] = {}
     for line in lines[start + 2 :]:
@@ -489,3 +507,165 @@ def test_the_error_table_lists_every_error_code() -> None:
     missing = sorted({c.code for c in leaves if f"| `{c.code}` | {c.status_code} |" not in table})
     assert len(leaves) > 30
     assert not missing, f"codes with no row (or another status) in section 8: {missing}"
+
+
+# -- the architecture, the layout and the links ---------------------------------------------------
+
+ARCHITECTURE = "docs/ARCHITECTURE.md"
+#: Files of the repository whose text may name other documents.
+_TEXT_SUFFIXES = (".py", ".md")
+#: Documents named in the repository that live outside it on purpose: the original contract,
+#: which tests/test_docs.py reads when the checkout has it.
+EXTERNAL_DOCS = {"CLIENT_AUTH_DELIVERY_SUMMARY.md"}
+_DOC_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[A-Z][A-Z0-9_]*\.md)\b")
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_LAYOUT_ENTRY = re.compile(r"^( *)(\S+)")
+_CITED_ID = re.compile(r"\b([RI]\d{1,2})\b")
+
+
+def repo_files(*suffixes: str) -> list[Path]:
+    """The repository's own files with these suffixes (no virtualenv, no hidden directories)."""
+    return [
+        path
+        for path in sorted(REPO_ROOT.rglob("*"))
+        if path.suffix in suffixes
+        and path.is_file()
+        and not any(
+            part.startswith(".") or part in {"node_modules", "__pycache__"}
+            for part in path.relative_to(REPO_ROOT).parts
+        )
+    ]
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under ``heading`` (a whole heading line), up to the next heading of its level."""
+    level = heading.split(" ", 1)[0]
+    start = markdown.index(f"\n{heading}\n") + len(heading) + 2
+    rest = markdown[start:]
+    end = re.search(rf"(?m)^{re.escape(level)} ", rest)
+    return rest if end is None else rest[: end.start()]
+
+
+def layout_entries(markdown: str) -> list[str]:
+    """The paths of the ```text tree in the "## Layout" section: an entry is a line that starts
+    left of the description column (where the first line's description starts), nested two
+    spaces per level; a line starting at that column continues the description above. A
+    package's ``__init__.py`` is its directory."""
+    (tree,) = [b for b in fenced_blocks(section(markdown, "## Layout")) if b.lang == "text"][:1]
+    lines = tree.text.splitlines()
+    first = re.match(r"^\S+\s+", lines[0])
+    assert first is not None, "the layout starts with an entry and its description"
+    column = len(first.group(0))
+    parents: list[str] = []
+    entries: list[str] = []
+    for line in lines:
+        match = _LAYOUT_ENTRY.match(line)
+        if match is None or len(match.group(1)) >= column:
+            continue
+        indent, name = match.groups()
+        assert len(indent) % 2 == 0, f"odd indentation: {line!r}"
+        depth = len(indent) // 2
+        assert depth <= len(parents), f"nested under nothing: {line!r}"
+        del parents[depth:]
+        path = "".join(parents) + name
+        entries.append(path.removesuffix("__init__.py") or path)
+        if name.endswith("/"):
+            parents.append(name)
+    return entries
+
+
+def package_modules() -> set[str]:
+    """Every module of ``openclaw_billing/`` as a repository path; a package as its directory."""
+    package = REPO_ROOT / "openclaw_billing"
+    return {
+        p.relative_to(REPO_ROOT).as_posix().removesuffix("__init__.py")
+        for p in package.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+
+
+def test_the_architecture_names_every_module_and_only_existing_ones() -> None:
+    entries = layout_entries(read_doc(ARCHITECTURE))
+    assert sorted(package_modules() - set(entries)) == [], "modules missing from the layout"
+    assert [e for e in entries if not (REPO_ROOT / e).exists()] == [], "listed, not in the tree"
+
+
+def test_every_requirement_and_invariant_the_tests_cite_is_defined() -> None:
+    """The R and I ids the tests and docs cite (anywhere in them: an id is a requirement of the
+    architecture page whether or not the line names the page) are rows of its tables."""
+    doc = read_doc(ARCHITECTURE)
+    defined = {
+        row.split("|")[1].strip()
+        for name in ("## Reliability requirements", "## Invariants")
+        for row in section(doc, name).splitlines()
+        if row.startswith("| ")
+    }
+    cited: dict[str, str] = {}
+    for path in repo_files(*_TEXT_SUFFIXES):
+        if path == REPO_ROOT / ARCHITECTURE:
+            continue
+        for ident in _CITED_ID.findall(path.read_text(encoding="utf-8")):
+            cited.setdefault(ident, path.relative_to(REPO_ROOT).as_posix())
+    assert len(cited) > 20
+    assert {k: v for k, v in cited.items() if k not in defined} == {}, "cited, never defined"
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    """Every path the README's layout lists exists, and every module of the package is listed."""
+    entries = layout_entries(read_doc("README.md"))
+    assert sorted(package_modules() - set(entries)) == [], "modules missing from the layout"
+    assert [e for e in entries if not (REPO_ROOT / e).exists()] == [], "listed, not in the tree"
+
+
+def test_every_document_the_repository_names_is_in_it() -> None:
+    """A name like ``SECURITY.md`` or ``docs/ARCHITECTURE.md`` in any source or document
+    resolves inside the repository: next to the file that names it, at the root, or in docs/."""
+    missing: list[str] = []
+    for path in repo_files(*_TEXT_SUFFIXES):
+        for name in set(_DOC_NAME.findall(path.read_text(encoding="utf-8"))):
+            if name in EXTERNAL_DOCS:
+                continue
+            places = (path.parent / name, REPO_ROOT / name, REPO_ROOT / "docs" / name)
+            if not any(place.is_file() for place in places):
+                missing.append(f"{path.relative_to(REPO_ROOT)}: {name}")
+    assert missing == []
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown text (code blocks skipped)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        match = re.match(r"^#{1,6} (.+)$", line)
+        if in_code or match is None:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_every_relative_link_and_anchor_resolves() -> None:
+    """Every relative Markdown link goes to a file of the repository, and its ``#anchor`` to a
+    heading of that file, so moving a section cannot leave a link behind."""
+    broken: list[str] = []
+    for path in repo_files(".md"):
+        text = path.read_text(encoding="utf-8")
+        for target in _LINK.findall(text):
+            if re.match(r"^[a-z][a-z+.-]*:", target):
+                continue  # http:, https:, mailto:
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            where = f"{path.relative_to(REPO_ROOT)}: ({target})"
+            if not linked.exists() or (
+                anchor
+                and linked.suffix == ".md"
+                and anchor not in heading_anchors(linked.read_text(encoding="utf-8"))
+            ):
+                broken.append(where)
+    assert broken == []

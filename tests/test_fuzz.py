@@ -1,4 +1,4 @@
-"""RELIABILITY.md R22: schemathesis against a live gateway, then the invariants.
+"""docs/ARCHITECTURE.md R22: schemathesis against a live gateway, then the invariants.
 
 A real ``uvicorn gateway:app`` (``tests/server.py``) runs over a fresh store, once per backend
 (JSON file and SQLite), with Stripe configured against the local fake (``tests/fake_stripe.py``),

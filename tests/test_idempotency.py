@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on ``POST /api/intake`` (RELIABILITY.md R3, R4).
+"""``Idempotency-Key`` on ``POST /api/intake`` (docs/ARCHITECTURE.md R3, R4).
 
 The same key and body get the first answer again and are charged once; the same key with
 another body is a conflict that charges nothing; keys are per client; a request still running

@@ -1,4 +1,4 @@
-"""RELIABILITY.md R1/R2 and R8 on every backend, and R20: several uvicorn workers, many client
+"""docs/ARCHITECTURE.md R1/R2 and R8 on every backend, and R20: several uvicorn workers, many client
 processes.
 
 A client with 500 credits; 8 processes x 100 concurrent intakes with its key, released

@@ -3,7 +3,7 @@
 Routes are enumerated from the app's OpenAPI document (``tests/openapi_routes.py``), so a route
 added later is covered without editing this file.
 
-* API1 broken object-level authorisation (RELIABILITY.md R13): client A's key on every route,
+* API1 broken object-level authorisation (docs/ARCHITECTURE.md R13): client A's key on every route,
   with B's ids wherever a route takes one; B's stored record stays byte for byte the same.
 * API2 broken authentication (R11, R12): ``tests/test_auth_matrix.py``, over the same
   enumeration.

@@ -129,7 +129,12 @@ def test_the_facade_is_enough_to_build_a_gateway() -> None:
 def test_the_integration_guide_uses_only_the_facade() -> None:
     """The guide's Python examples import the billing module through ``client_auth`` only."""
     root = Path(client_auth.__file__).parent
-    for name in ("CLIENT_AUTH_INTEGRATION.md", "CLIENT_AUTH_QUICK_START.md", "README.md"):
+    for name in (
+        "CLIENT_AUTH_INTEGRATION.md",
+        "CLIENT_AUTH_QUICK_START.md",
+        "README.md",
+        "docs/STRIPE.md",
+    ):
         text = (root / name).read_text()
         for block in re.findall(r"^```python\n(.*?)^```", text, re.S | re.M):
             assert _package_imports(ast.parse(block)) == [], f"{name}: {block[:200]}"

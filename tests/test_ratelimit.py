@@ -1,5 +1,5 @@
 """Rate limits: per-client limits by plan and override, brute-force throttling of failed keys
-and tokens per address, the storage setting, failing open, and RELIABILITY.md R15 (a burst of
+and tokens per address, the storage setting, failing open, and docs/ARCHITECTURE.md R15 (a burst of
 bad keys across 4 uvicorn workers is limited globally through Redis)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The JSON store under real concurrency: threads, OS processes, and both at once.
 
 Every scenario releases its workers through a barrier so the charges really overlap, and ends
-with the RELIABILITY.md invariants checked on the file.
+with the docs/ARCHITECTURE.md invariants checked on the file.
 """
 
 from __future__ import annotations

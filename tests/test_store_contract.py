@@ -2,7 +2,7 @@
 and the rules it applies (openclaw_billing/ledger.py), on every backend (tests/backends.py).
 
 Time is always explicit, with microseconds, so a backend that loses precision or the time zone
-fails. Each scenario ends with the RELIABILITY.md invariants checked on every client. Where
+fails. Each scenario ends with the docs/ARCHITECTURE.md invariants checked on every client. Where
 backends legitimately differ, the test says so and asserts what they all guarantee.
 """
 

@@ -2,8 +2,8 @@
 
 Scenarios: the full upgrade flow, double-click checkout, checkout refusals and failures, the
 customer portal, renewal, cancellation, payment failure, duplicate and out-of-order deliveries,
-and the bad deliveries of RELIABILITY.md R16-R19 (R17 and R21 run under real uvicorn workers in
-tests/test_stripe_concurrency.py).
+and the bad deliveries of docs/ARCHITECTURE.md R16-R19 (R17 and R21 run under real uvicorn
+workers in tests/test_stripe_concurrency.py).
 """
 
 from __future__ import annotations

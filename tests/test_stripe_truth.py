@@ -1,6 +1,6 @@
 """Stripe is the source of truth, not the event (issue 11, item 3), and time values and nesting
 bounded at the webhook's edge (item 1). The real SDK against the fake Stripe, signed webhooks,
-one test per documented rule (CLIENT_AUTH_INTEGRATION.md, section 10)."""
+one test per documented rule (docs/STRIPE.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The embedded default store: one JSON file, written atomically.
 
-Protocol (see DESIGN.md, "Storage"):
+Protocol (see docs/ARCHITECTURE.md, "Storage protocols"):
 
 * every read-modify-write runs under :class:`FileLock` (threads and processes) and re-reads
   the file under that lock, so no update is ever lost to another worker;

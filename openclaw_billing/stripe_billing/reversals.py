@@ -1,6 +1,6 @@
 """Money taken back: refunds (``charge.refunded``) and chargebacks (``charge.dispute.*``).
 
-The policy (CLIENT_AUTH_INTEGRATION.md, "Refunds and disputes"):
+The policy (docs/STRIPE.md, "Refunds and disputes"):
 
 * a dispute opened on a payment of the client's subscription blocks new jobs, as past-due
   does (402 ``payment_disputed``; usage shows ``"status": "disputed"``) until it closes;
