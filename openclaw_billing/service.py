@@ -1,7 +1,10 @@
-"""The billing rules: authenticate, can_submit, charge, add credits, reset, deactivate.
+"""Orchestration over the store: :class:`BillingService` authenticates a key, decides whether
+a client may submit, charges and refunds jobs, and reads clients and the audit log. The rules
+themselves are the pure transitions of :mod:`openclaw_billing.ledger` and
+:mod:`openclaw_billing.access`; each is applied by one atomic
+:class:`~openclaw_billing.store.Store` primitive, so it holds under concurrency.
 
-Plain Python: usable from the HTTP layer, the CLI and tests alike. Every rule that must hold
-under concurrency is delegated to one atomic :class:`~openclaw_billing.store.Store` primitive.
+Plain Python: usable from the HTTP layer, the CLI and tests alike.
 
 The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
 :mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step.
