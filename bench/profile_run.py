@@ -27,7 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import run
+import config
+import procs
 import seed
 
 #: Steps of a billed intake, by a frame that marks them; a sample counts for the first step
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gil", action="store_true", help="only samples holding the GIL (Python CPU time)"
     )
-    parser.add_argument("--postgres-url", default=run.DEFAULT_PG)
+    parser.add_argument("--postgres-url", default=config.DEFAULT_PG)
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -110,12 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.duration <= 120:
         parser.error("--duration must be 1 to 120 s")
 
-    work = run.RESULTS / "profile-work"
+    work = config.RESULTS / "profile-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     name = f"profile-{args.backend}-{args.clients}-w{args.workers}-c{args.concurrency}"
     name += "-gil" if args.gil else ""
-    folded = run.RESULTS / f"{name}.folded"
+    folded = config.RESULTS / f"{name}.folded"
     if args.backend == "json":
         store = seed.seed_json(work / "clients.json", args.clients)
     elif args.backend == "sqlite":
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = seed.seed_postgres(args.postgres_url, args.clients)
     keys = work / "keys.txt"
     keys.write_text("\n".join(store.keys) + "\n")
-    gateway = run.start_server(
+    gateway = procs.start_server(
         "gateway",
         "gateway:app",
         args.workers,
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = subprocess.run(
             [
                 sys.executable,
-                str(run.BENCH / "load.py"),
+                str(config.BENCH / "load.py"),
                 "--url",
                 gateway.url,
                 "--keys-file",
@@ -176,14 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         spied = sampler.communicate(timeout=args.duration + 60)[0]
     finally:
-        run.stop_server(gateway)
+        procs.stop_server(gateway)
         seed.drop(store)
     print(f"load (slowed by sampling): {load.stdout.strip()}")
     if sampler.returncode != 0 or not folded.exists():
         print(f"py-spy failed:\n{spied.decode(errors='replace')[-2000:]}", file=sys.stderr)
         return 1
     report = "\n".join(summarise(folded))
-    (run.RESULTS / f"{name}.txt").write_text(report + "\n")
+    (config.RESULTS / f"{name}.txt").write_text(report + "\n")
     print(report)
     shutil.rmtree(work, ignore_errors=True)
     return 0

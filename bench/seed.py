@@ -3,7 +3,7 @@
 * JSON: the file of :mod:`openclaw_billing.store.json_file`, rendered by its ``render_store``
   (the layout the store writes) and written in one go.
 * SQL (SQLite, PostgreSQL): the schema is created by opening :class:`SqlStore` once, then the
-  ``openclaw_clients`` rows (the shape of ``SqlStore._columns``) are inserted in bulk.
+  ``openclaw_clients`` rows (the shape of ``store.sql_write.columns``) are inserted in bulk.
 
 Most clients are a mix of plans with a little history; ``BENCH_CLIENTS`` of them, spread
 evenly over the store, are pro clients with a very large ``credits_remaining`` (charged for
@@ -32,7 +32,7 @@ from openclaw_billing.plans import PlanId, get_plan
 from openclaw_billing.store.json_format import render_store
 from openclaw_billing.store.sql import SqlStore
 from openclaw_billing.store.sql_schema import api_key_rows, clients, ledger_rows
-from openclaw_billing.store.sql_write import key_row
+from openclaw_billing.store.sql_write import columns, key_row
 
 #: The clients the load is spread over (as many as the smallest store holds).
 BENCH_CLIENTS = 100
@@ -131,7 +131,7 @@ def _fill_sql(url: str, total: int) -> tuple[list[str], list[str]]:
         key_batch: list[dict[str, Any]] = []
         with engine.begin() as conn:
             for record, key in _records(total, utcnow()):
-                batch.append(SqlStore._columns(record))
+                batch.append(columns(record))
                 key_batch += [key_row(record.client_id, k) for k in record.api_keys]
                 if key is not None:
                     keys.append(key)

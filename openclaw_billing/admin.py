@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from .access import new_client, new_key_record
 from .audit import ADMIN_ACTOR, MAX_SOURCE_LENGTH, AuditAction, DetailValue, NewAuditEvent
 from .cycles import utcnow
+from .errors import InvalidRequest
 from .keys import generate_key
 from .models import ApiKeyRecord, ClientRecord
 from .net import UNKNOWN_ADDRESS, parse_networks
@@ -109,13 +111,15 @@ class AdminActions:
         plaintext key (shown once, never stored)."""
         now = now or utcnow()
         if expires_at is not None and expires_at <= now:
-            raise ValueError("expires_at must be in the future")
+            raise InvalidRequest("expires_at must be in the future")
         key = generate_key()
         key_record = new_key_record(key, now, label=label)
         key_record.expires_at = expires_at
         detail = {"key_id": key_record.key_id, "expires_at": _iso(expires_at)}
         audit = self._admin(AuditAction.KEY_ISSUE, client_id, source, now, detail)
-        record = self.store.mutate(client_id, now, changes.issue_key(key_record, now), audit=audit)
+        change = changes.issue_key(key_record, now)
+        with _invalid_request():
+            record = self.store.mutate(client_id, now, change, audit=audit)
         logger.info("Issued key %s for %s", key_record.key_id, client_id)
         return record, key_record, key
 
@@ -176,11 +180,13 @@ class AdminActions:
         now: datetime | None = None,
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
+        """Set (or clear) when a key stops working; a past time is ``InvalidRequest``."""
         now = now or utcnow()
         detail = {"key_id": key_id, "expires_at": _iso(expires_at)}
         audit = self._admin(AuditAction.KEY_EXPIRY, client_id, source, now, detail)
         change = changes.set_key_expiry(key_id, expires_at, now)
-        return self.store.mutate(client_id, now, change, audit=audit)
+        with _invalid_request():
+            return self.store.mutate(client_id, now, change, audit=audit)
 
     def set_policy(
         self,
@@ -191,8 +197,10 @@ class AdminActions:
         now: datetime | None = None,
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        """Set the client's rate-limit override and IP allowlist (validated: ``ValueError``)."""
-        parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
+        """Set the client's rate-limit override and IP allowlist (validated:
+        ``InvalidRequest``)."""
+        with _invalid_request():
+            parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
         now = now or utcnow()
         change = changes.set_policy(
             now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
@@ -205,7 +213,8 @@ class AdminActions:
             }
             return self._event(AuditAction.CLIENT_POLICY, client_id, source, now, detail)
 
-        return self.store.mutate(client_id, now, change, audit=audit)
+        with _invalid_request():
+            return self.store.mutate(client_id, now, change, audit=audit)
 
     def change_plan(
         self,
@@ -271,6 +280,17 @@ class AdminActions:
         built (and checked) before the store's lock is taken."""
         event = self._event(action, client_id, source, at, detail)
         return lambda _result: event
+
+
+@contextmanager
+def _invalid_request() -> Iterator[None]:
+    """The pure rules and the network parser refuse a bad value with ``ValueError`` (a past
+    expiry, a malformed network, too many entries): from an admin action, that is the caller's
+    input, a 422 ``invalid_request`` with the rule's message."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _iso(value: datetime | None) -> str | None:

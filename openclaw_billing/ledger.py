@@ -1,4 +1,6 @@
-"""The billing rules as pure transitions of one client record.
+"""Pure transitions of one client's credits and billing cycles: charge and refund a job, the
+ordered refusal of a charge, credit adjustments, (de)activation, cycle start and roll-over,
+plan changes. No I/O: each takes a client record and changes it in place.
 
 Stores call these inside their atomic step (the JSON store under its file lock); the SQL
 store implements the same transitions as statements, and the storage contract suite checks

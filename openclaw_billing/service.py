@@ -1,7 +1,10 @@
-"""The billing rules: authenticate, can_submit, charge, add credits, reset, deactivate.
+"""Orchestration over the store: :class:`BillingService` authenticates a key, decides whether
+a client may submit, charges and refunds jobs, and reads clients and the audit log. The rules
+themselves are the pure transitions of :mod:`openclaw_billing.ledger` and
+:mod:`openclaw_billing.access`; each is applied by one atomic
+:class:`~openclaw_billing.store.Store` primitive, so it holds under concurrency.
 
-Plain Python: usable from the HTTP layer, the CLI and tests alike. Every rule that must hold
-under concurrency is delegated to one atomic :class:`~openclaw_billing.store.Store` primitive.
+Plain Python: usable from the HTTP layer, the CLI and tests alike.
 
 The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
 :mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step.
@@ -23,7 +26,7 @@ from .access import KEY_TOUCH_INTERVAL
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, DetailValue
 from .cycles import as_utc, utcnow
-from .errors import BillingError, ClientNotFound
+from .errors import BillingError, ClientNotFound, InvalidRequest
 from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
@@ -190,12 +193,16 @@ class BillingService(AdminActions):
         limit: int = 100,
     ) -> tuple[list[AuditEvent], int]:
         """A page of audit events, newest first, and how many match (``since <= at < until``;
-        a time without a zone is taken as UTC)."""
+        a time without a zone is taken as UTC). A range that ends before it starts is the
+        caller's mistake (``InvalidRequest``), not an empty page."""
+        since, until = _utc(since), _utc(until)
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since must not be after until")
         return self.store.audit.query(
             client_id=client_id,
             action=action,
-            since=_utc(since),
-            until=_utc(until),
+            since=since,
+            until=until,
             offset=offset,
             limit=limit,
         )

@@ -1,11 +1,13 @@
-"""Request and response schemas, named by role. Inputs forbid extra fields, so a client can
-never set its own credits, plan or id."""
+"""Request and response schemas, named by role: the types every schema shares (one-line text,
+times in the accepted window, email), the error shape, and the public and client-facing
+schemas. The admin API's schemas are in :mod:`.schemas_admin`. Inputs forbid extra fields, so
+a client can never set its own credits, plan or id."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -16,14 +18,11 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
-    field_validator,
 )
 
-from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
-from ..audit import AuditEvent
-from ..cycles import as_utc, utcnow
+from ..cycles import as_utc
 from ..ledger import refusal_of
-from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
+from ..models import ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
 from ..safetext import CONTROLS, ONE_LINE, is_one_line
 
@@ -85,11 +84,11 @@ def _one_line(value: str) -> str:
 #: the one-line rule is checked again on the address it returns.
 Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_one_line)]
 
-#: The largest single credit adjustment; a negative amount may not take credits below zero.
-MAX_CREDIT_ADJUSTMENT = 1_000_000
 
+class StrictInput(BaseModel):
+    """A request body: an unknown field is refused, so a client can never set its own
+    credits, plan or id."""
 
-class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -147,32 +146,6 @@ class PlansPublic(BaseModel):
         return cls(plans=[PlanPublic.of(p) for p in PLANS.values()])
 
 
-class ClientCreate(_Input):
-    name: Name
-    email: Email
-    plan: PlanId = PlanId.FREE
-
-
-class CreditsAdd(_Input):
-    credits: int = Field(
-        ge=-MAX_CREDIT_ADJUSTMENT,
-        le=MAX_CREDIT_ADJUSTMENT,
-        # A JSON integer only: not true (1), "5" or 5.0.
-        strict=True,
-        json_schema_extra={"not": {"const": 0}},
-        description="Credits to add, -1,000,000 to 1,000,000 and not zero; a negative amount "
-        "corrects and may not take the balance below zero (409 insufficient_credits).",
-    )
-    reason: Reason
-
-    @field_validator("credits")
-    @classmethod
-    def _not_zero(cls, value: int) -> int:
-        if value == 0:
-            raise ValueError("credits must not be zero")
-        return value
-
-
 #: Stripe substitutes ``{CHECKOUT_SESSION_ID}`` in these, so they are checked as text (a URL
 #: type would percent-encode the braces).
 RedirectUrl = Annotated[
@@ -180,7 +153,7 @@ RedirectUrl = Annotated[
 ]
 
 
-class CheckoutRequest(_Input):
+class CheckoutRequest(StrictInput):
     plan: PlanId
     success_url: RedirectUrl | None = None
     cancel_url: RedirectUrl | None = None
@@ -191,7 +164,7 @@ class CheckoutPublic(BaseModel):
     session_id: str
 
 
-class PortalRequest(_Input):
+class PortalRequest(StrictInput):
     return_url: RedirectUrl | None = None
 
 
@@ -216,171 +189,6 @@ class ReturnPublic(BaseModel):
             message="Thank you. Your plan changes as soon as Stripe confirms the payment; "
             "GET /api/billing/usage shows it."
         )
-
-
-class ClientPublic(BaseModel):
-    """A client as admins see it: never the key, only its display prefix."""
-
-    client_id: str
-    name: str
-    email: str
-    api_key_prefix: str
-    plan: PlanId
-    credits_remaining: int | None
-    credits_limit: int | None
-    total_spent: float
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-    active: bool
-    stripe_customer_id: str | None
-    stripe_subscription_id: str | None
-    subscription_status: str | None
-    billing_cycle_start: UtcDatetime
-    billing_cycle_end: UtcDatetime
-
-    @classmethod
-    def fields_of(cls, record: ClientRecord) -> dict[str, Any]:
-        data = record.model_dump(
-            exclude={
-                "api_key_hash",
-                "metadata",
-                "api_keys",
-                "rate_limit_per_minute",
-                "ip_allowlist",
-            }
-        )
-        data["credits_limit"] = PLANS[record.plan].jobs_per_month
-        data["subscription_status"] = record.metadata.subscription_status
-        return data
-
-    @classmethod
-    def of(cls, record: ClientRecord) -> ClientPublic:
-        return cls(**cls.fields_of(record))
-
-
-class ApiKeyPublic(BaseModel):
-    """One of a client's keys as admins see it: never the key or its digest."""
-
-    key_id: str
-    prefix: str = Field(description="The key's first characters, for telling keys apart.")
-    label: str | None
-    status: Literal["active", "expired", "revoked"]
-    created_at: UtcDatetime
-    expires_at: UtcDatetime | None = Field(
-        description="When the key stops working (set by an expiry or a rotation's grace)."
-    )
-    revoked_at: UtcDatetime | None
-    last_used_at: UtcDatetime | None = Field(description="Updated at most once a minute.")
-
-    @classmethod
-    def of(cls, key: ApiKeyRecord, now: datetime | None = None) -> ApiKeyPublic:
-        now = now or utcnow()
-        status: Literal["active", "expired", "revoked"] = (
-            "revoked" if key.revoked_at is not None else "active" if key.usable(now) else "expired"
-        )
-        return cls(**key.model_dump(exclude={"digest"}), status=status)
-
-
-class ClientDetail(ClientPublic):
-    """One client with its current-cycle ledger, adjustments and past-cycle summaries, its keys
-    and its access policy."""
-
-    metadata: ClientMetadata
-    api_keys: list[ApiKeyPublic]
-    rate_limit_per_minute: int | None = Field(description="Override; null: the plan's limit.")
-    ip_allowlist: list[str] = Field(description="Allowed networks; empty allows any address.")
-
-    @classmethod
-    def of(cls, record: ClientRecord) -> ClientDetail:
-        return cls(
-            **cls.fields_of(record),
-            metadata=record.metadata,
-            api_keys=[ApiKeyPublic.of(k) for k in record.api_keys],
-            rate_limit_per_minute=record.rate_limit_per_minute,
-            ip_allowlist=record.ip_allowlist,
-        )
-
-
-Label = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=ONE_LINE),
-]
-#: An IP address or CIDR, IPv4 or IPv6 (validated again when applied).
-Network = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=2, max_length=49, pattern=ONE_LINE)
-]
-
-
-class KeyCreate(_Input):
-    label: Label | None = None
-    expires_at: Instant | None = Field(
-        default=None, description="When the key stops working (ISO 8601 with a zone); in future."
-    )
-
-
-class KeyRotate(_Input):
-    grace_seconds: int = Field(
-        ge=0,
-        le=int(MAX_ROTATION_GRACE.total_seconds()),
-        strict=True,
-        description="How long the old key keeps working (0: it stops at once; at most 30 days).",
-    )
-    label: Label | None = None
-
-
-class KeyExpiry(_Input):
-    expires_at: Instant | None = Field(
-        description="When the key stops working (in the future), or null for never."
-    )
-
-
-class KeyIssued(ApiKeyPublic):
-    """A new key: the only time the plaintext is ever shown."""
-
-    client_id: str
-    api_key: str = Field(description="Shown once. Store it now: it cannot be recovered.")
-
-
-class KeyList(BaseModel):
-    client_id: str
-    keys: list[ApiKeyPublic]
-
-
-class PlanChange(_Input):
-    plan: PlanId
-
-
-class PolicyUpdate(_Input):
-    rate_limit_per_minute: int | None = Field(
-        ge=1, le=1_000_000, strict=True, description="Requests per minute; null: the plan's limit."
-    )
-    ip_allowlist: list[Network] = Field(
-        max_length=MAX_ALLOWLIST_ENTRIES,
-        description="IPs or CIDRs (IPv4 and IPv6) the client may call from; empty allows all.",
-    )
-
-
-class PolicyPublic(BaseModel):
-    client_id: str
-    rate_limit_per_minute: int | None
-    ip_allowlist: list[str]
-
-
-class ApiKeyCreated(ClientPublic):
-    """The create response: the only time the plaintext key is ever shown."""
-
-    api_key: str = Field(description="Shown once. Store it now: it cannot be recovered.")
-
-    @classmethod
-    def with_key(cls, record: ClientRecord, api_key: str) -> ApiKeyCreated:
-        return cls(**cls.fields_of(record), api_key=api_key)
-
-
-class ClientList(BaseModel):
-    clients: list[ClientPublic]
-    total: int
-    offset: int
-    limit: int
 
 
 class UsagePublic(BaseModel):
@@ -431,42 +239,23 @@ class UsagePublic(BaseModel):
         )
 
 
-class AuditPage(BaseModel):
-    """A page of the audit log, newest first; ``total`` counts every event that matches."""
-
-    events: list[AuditEvent]
-    total: int
-    offset: int
-    limit: int
-
-
 __all__ = [
     "ONE_LINE",
-    "ApiKeyCreated",
-    "ApiKeyPublic",
-    "AuditPage",
     "CheckoutPublic",
     "CheckoutRequest",
-    "ClientCreate",
-    "ClientDetail",
-    "ClientList",
-    "ClientPublic",
-    "CreditsAdd",
+    "Email",
     "ErrorPublic",
+    "Instant",
     "IsoDatetime",
-    "KeyCreate",
-    "KeyExpiry",
-    "KeyIssued",
-    "KeyList",
-    "KeyRotate",
-    "PlanChange",
+    "Name",
     "PlanPublic",
     "PlansPublic",
-    "PolicyPublic",
-    "PolicyUpdate",
     "PortalPublic",
     "PortalRequest",
+    "Reason",
+    "RedirectUrl",
     "ReturnPublic",
+    "StrictInput",
     "UsagePublic",
     "ValidationErrorPublic",
     "ValidationIssue",
