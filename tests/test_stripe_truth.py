@@ -149,14 +149,16 @@ def test_every_item_counts_and_unknown_prices_are_ignored(world: World, http: Te
 # -- renewals and trials ----------------------------------------------------------------------
 
 
-def test_a_renewal_grants_credits_on_invoice_paid_not_on_the_update_before_it(
-    world: World, http: TestClient, now: Clock
-) -> None:
+def pro_client_about_to_renew(
+    world: World, http: TestClient
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A Pro client that ran 5 jobs, its subscription as Stripe has it once the next period
+    started, and the end of the period it paid."""
     client = create_client(http, "free")
     sub = upgrade(world, client, "pro")
     for _ in range(5):
         assert submit_job(http, client["api_key"]).status_code == 201
-    old_end = sub["items"]["data"][0]["current_period_end"]
+    old_end: int = sub["items"]["data"][0]["current_period_end"]
     renewed = world.subscribe(
         client["client_id"],
         "pro",
@@ -165,6 +167,13 @@ def test_a_renewal_grants_credits_on_invoice_paid_not_on_the_update_before_it(
         subscription=sub["id"],
         customer=sub["customer"],
     )
+    return client, renewed, old_end
+
+
+def test_a_renewal_grants_credits_on_invoice_paid_not_on_the_update_before_it(
+    world: World, http: TestClient, now: Clock
+) -> None:
+    client, renewed, old_end = pro_client_about_to_renew(world, http)
     now.now = datetime.fromtimestamp(old_end - 60, UTC)  # Stripe advances the period early
     world.deliver(world.sub_event("customer.subscription.updated", renewed))
     before = world.detail(client["client_id"])
@@ -182,19 +191,7 @@ def test_a_late_invoice_paid_still_grants_the_period_it_paid(
     """An invoice is acted on as Stripe has it now: a delivery that arrives after a newer
     event of the client (Stripe retries for days) still grants the paid period, never
     ``stale``."""
-    client = create_client(http, "free")
-    sub = upgrade(world, client, "pro")
-    for _ in range(5):
-        assert submit_job(http, client["api_key"]).status_code == 201
-    old_end = sub["items"]["data"][0]["current_period_end"]
-    renewed = world.subscribe(
-        client["client_id"],
-        "pro",
-        start=old_end,
-        end=old_end + 31 * DAY,
-        subscription=sub["id"],
-        customer=sub["customer"],
-    )
+    client, renewed, old_end = pro_client_about_to_renew(world, http)
     now.now = datetime.fromtimestamp(old_end - 60, UTC)  # before the fallback reset
     paid = world.invoice("invoice.paid", renewed)  # created first, delivered last
     world.deliver(world.sub_event("customer.subscription.updated", renewed))
