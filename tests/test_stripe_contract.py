@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -16,6 +16,7 @@ from tests.fake_stripe import FakeStripe
 from tests.stripe_contract import check, violations
 from tests.stripe_events import (
     DisputeEventType,
+    SubscriptionStatus,
     charge_object,
     charge_refunded_event,
     checkout_session_completed,
@@ -33,16 +34,8 @@ from tests.stripe_events import (
 
 T0 = 1_800_000_000
 MONTH = 30 * 86_400
-STATUSES = [
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "active",
-    "past_due",
-    "canceled",
-    "unpaid",
-    "paused",
-]
+#: Every status the builders can make (the pinned version's eight).
+STATUSES = list(get_args(SubscriptionStatus))
 
 
 def _subscription(**extra: Any) -> dict[str, Any]:
