@@ -398,3 +398,30 @@ def run_floor(work: Path, timing: Timing) -> dict[str, Any]:
         raise RuntimeError(f"floor failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_store_batch(work: Path, timing: Timing, postgres_url: str | None) -> dict[str, Any]:
+    """``bench/batch.py`` (a store change alone vs in a batch of ``FLOOR_BATCH``, one durable
+    write each), in its own process, on 1,000 clients of each backend."""
+    backends = ["json", "sqlite", *(["postgresql"] if postgres_url else [])]
+    cmd = [
+        PYTHON,
+        str(BENCH / "batch.py"),
+        "--dir",
+        str(work / "batch"),
+        "--count",
+        str(timing.breakdown_calls * 2),
+        "--batch",
+        "1",
+        str(FLOOR_BATCH),
+        "--backend",
+        *backends,
+    ]
+    env = {**os.environ, **({"OPENCLAW_TEST_PG_URL": postgres_url} if postgres_url else {})}
+    done = subprocess.run(
+        cmd, cwd=BENCH, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"store batch failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

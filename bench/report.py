@@ -213,6 +213,22 @@ def _limits(
             f"{grouped:,.0f} µs when {FLOOR_BATCH} requests share one commit and one job-file "
             f"fsync (group commit, which the gateway does not do).{versus}"
         )
+    batch = (floor or {}).get("store_batch")
+    if batch:
+        each = [
+            f"{BACKEND_NAMES[b]} {batch[b]['batch_1']['cpu_us']:,.0f} µs alone, "
+            f"{batch[b][f'batch_{FLOOR_BATCH}']['cpu_us']:,.0f} µs in a batch"
+            for b in ("json", "sqlite", "postgresql")
+            if b in batch
+        ]
+        lines.append(
+            "- The store's batch primitive (`bench/batch.py`: one thread, no HTTP, "
+            f"{batch['clients']:,} clients; a credit adjustment through `Store.mutate`, one "
+            f"durable write each, or {FLOOR_BATCH} of them for different clients through "
+            "`Store.mutate_batch`, one transaction or one file write per batch), CPU per change: "
+            + "; ".join(each)
+            + ". The gateway does not batch yet."
+        )
     lines.append(
         f"- One fsync on this disk took {fsync_ms:.2f} ms (median) when measured at the start; "
         "the gateway fsyncs at least twice per billed request (the store's commit and the job "

@@ -48,6 +48,7 @@ from procs import (
     run_breakdown,
     run_config,
     run_floor,
+    run_store_batch,
     start_server,
     stop_server,
 )
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shm_fsync_ms = fsync_latency_ms(shm)
     info = machine(pg_info, fsync_ms, shm_fsync_ms)
     floor = run_floor(work, timing)
+    floor["store_batch"] = run_store_batch(work, timing, pg_url)
     print(f"floor: {floor}", flush=True)
     print(f"{len(configs)} configurations; writing {output}", flush=True)
 

@@ -2,7 +2,7 @@
 allowlist, its rate-limit override and an admin's plan change, as pure transitions of one
 client record.
 
-Stores run these inside their atomic step (``MutatingStore._mutate``), exactly like the
+Stores run these inside their atomic step (``Store.mutate_batch``), exactly like the
 billing transitions of :mod:`openclaw_billing.ledger`. Each validates before it mutates.
 """
 

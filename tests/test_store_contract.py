@@ -38,6 +38,7 @@ from openclaw_billing.models import (
 from openclaw_billing.plans import PlanId
 from openclaw_billing.store import Store
 from openclaw_billing.store.base import EVENT_ID_RETENTION, EventOutcome, StripeRef
+from openclaw_billing.store.capabilities import EventIdTransfer
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
     add_client,
     all_clients,
@@ -904,7 +905,8 @@ def test_plan_changes_through_events_keep_the_books(store: Store) -> None:
 def test_processed_event_ids_export_and_import(store: Store, store_url: str) -> None:
     """For migration between backends. (The JSON store refuses to import into a store with no
     client yet, ``ClientNotFound``; this test imports after a client exists, which every
-    backend supports.)"""
+    backend supports.) Every backend has the capability."""
+    assert isinstance(store, EventIdTransfer)
     record, _ = add_client(store)
     cid = record.client_id
     ref = StripeRef(cid, None, None)
@@ -923,6 +925,7 @@ def test_processed_event_ids_export_and_import(store: Store, store_url: str) -> 
     assert late[0] == EventOutcome.DUPLICATE
     assert calls == []
     with reopen(store_url) as again:
+        assert isinstance(again, EventIdTransfer)
         assert again.stripe_event_ids() == expected
     assert_invariants(store)
 

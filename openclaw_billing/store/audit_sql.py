@@ -5,7 +5,7 @@
 * An append is one ``INSERT`` in its own transaction on the store's write engine; it is
   committed (durable: SQLite ``synchronous=FULL``, PostgreSQL commit) before it returns.
 * An admin action's event is inserted by :meth:`SqlAuditLog.insert` in the transaction of the
-  change itself (``SqlStore._edit``, ``create_client``): both commit, or neither does.
+  change itself (``SqlBatch.keep``, ``create_client``): both commit, or neither does.
 * Indexes on (client_id, id), (action, id) and (at) serve the filters, newest first.
 * The table is created if missing when the store opens (``checkfirst``, under the schema's
   advisory lock on PostgreSQL), independently of the store's schema version: adding it needs no

@@ -7,19 +7,17 @@ nothing stored.
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
-from .. import access, ledger
 from ..audit import AuditLog, NewAuditEvent
 from ..cycles import is_expired
 from ..errors import BillingError
-from ..models import ApiKeyRecord, ChargeResult, ClientRecord, CycleSummary
+from ..models import ApiKeyRecord, ChargeResult, ClientRecord
 from ..plans import PlanId
 from . import changes
 from .changes import Change
@@ -28,8 +26,6 @@ T = TypeVar("T")
 
 #: Makes the audit event of a change from its result (None: nothing to record).
 AuditFor = Callable[[T], NewAuditEvent | None]
-#: Writes a changed record (None: unchanged) and appends an audit event (None: none), at once.
-Write = Callable[[ClientRecord | None, NewAuditEvent | None], None]
 
 #: How long processed Stripe event ids are remembered (Stripe retries for up to 3 days).
 EVENT_ID_RETENTION = timedelta(days=35)
@@ -53,14 +49,41 @@ class EventOutcome(StrEnum):
     UNMATCHED = "unmatched"
 
 
+@dataclass(frozen=True)
+class Mutation(Generic[T]):
+    """One change of one client, as :meth:`Store.mutate_batch` takes it: ``change`` (see
+    :mod:`.changes`) applied at ``now``, and the audit event ``audit`` makes from its result."""
+
+    client_id: str
+    now: datetime
+    change: Change[T]
+    audit: AuditFor[T] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What one mutation of a batch came to: its result, or the refusal that stopped it (and
+    then nothing of it was stored)."""
+
+    result: T | None = None
+    error: BillingError | None = None
+
+    def unwrap(self) -> T:
+        """The result, or the refusal raised."""
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)
+
+
 class Store(ABC):
     """Persistent clients and their ledgers. Implementations are safe to share between
     threads, and between processes that open the same location.
 
-    A backend implements the abstract primitives (twelve). The named admin actions
-    (``add_credits``, ``issue_key`` ...) and ``refresh_cycle`` are concrete: each is one
-    :meth:`mutate` with its change from :mod:`.changes`, so a new admin action widens neither
-    this class nor any backend."""
+    A backend implements the abstract primitives (ten). ``mutate`` is a batch of one
+    :meth:`mutate_batch`; the named admin actions (``add_credits``, ``issue_key`` ...) and
+    ``refresh_cycle`` are concrete: each is one :meth:`mutate` with its change from
+    :mod:`.changes`, so a new admin action widens neither this class nor any backend.
+    Capabilities a backend may lack are protocols of their own (:mod:`.capabilities`)."""
 
     #: A short, secret-free description of where the data lives (for logs and health).
     location: str
@@ -73,6 +96,21 @@ class Store(ABC):
         Raises ``DuplicateClient`` if the id or key digest exists."""
 
     @abstractmethod
+    def mutate_batch(self, batch: Sequence[Mutation[Any]]) -> list[Outcome[Any]]:
+        """Apply each mutation to its client, in order, in one atomic step: one transaction
+        (SQL) or one file write and fsync (JSON) for the whole batch. Each mutation keeps its
+        own outcome: a refused one (a ``BillingError`` from its change, ``ClientNotFound``, a
+        record the store cannot hold) stores nothing of its own and leaves the others as they
+        are; mutations of the same client see the ones before them.
+
+        For each, under its client's lock: roll the cycle if due, apply ``change`` and keep the
+        record with the audit event that ``audit`` makes from the change's result: either both
+        are stored or neither is. An event is recorded even when the change left the record as
+        it was (revoking a revoked key): the action was done and answered. A refusal from the
+        change records no event, but still lets a due reset be written (changes validate before
+        they mutate). Raises ``StoreUnavailable`` when the batch cannot be written: then none
+        of it is stored."""
+
     def mutate(
         self,
         client_id: str,
@@ -81,16 +119,10 @@ class Store(ABC):
         *,
         audit: AuditFor[T] | None = None,
     ) -> T:
-        """The one way to change a client: under its lock, roll the cycle if due, apply
-        ``change`` (see :mod:`.changes`) and write the record once, with the audit event that
-        ``audit`` makes from the change's result, in the same transaction (SQL) or the same
-        file write (JSON; see ``JsonFileStore``). Either both are stored or neither is.
-
-        An event is recorded even when the change left the record as it was (revoking a
-        revoked key): the action was done and answered. A ``BillingError`` from ``change``
-        records no event, but still lets a due reset be written (changes validate before they
-        mutate). Raises ``ClientNotFound``, and ``StoreUnavailable`` when either write fails.
-        """
+        """The one way to change a client: a batch of one (see :meth:`mutate_batch`). Returns
+        the change's result or raises its refusal (``ClientNotFound`` included)."""
+        [outcome] = self.mutate_batch([Mutation(client_id, now, change, audit)])
+        return cast(T, outcome.unwrap())
 
     @abstractmethod
     def get_client(self, client_id: str) -> ClientRecord | None:
@@ -231,93 +263,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def stripe_event_ids(self) -> dict[str, datetime]:
-        """Every remembered Stripe event id and when it was processed (for migration)."""
-
-    @abstractmethod
-    def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
-        """Remember these event ids as processed (for migration); ids already known stay."""
-
-    @abstractmethod
     def check(self) -> None:
         """Raise ``StoreUnavailable`` (or ``StoreCorrupt``) unless the store can be read now."""
 
     def close(self) -> None:  # noqa: B027 - optional hook; the JSON store holds nothing open
         """Release resources held by the store."""
-
-
-class MutatingStore(Store):
-    """:meth:`Store.mutate` (and ``touch_key``) for a backend that can lock, load and write one
-    client: lock it, roll its cycle if due, apply a change (:mod:`.changes`), write it once,
-    with its audit event if it has one. A backend supplies only the locking, loading and
-    writing (:meth:`_edit`); the rules live here."""
-
-    @abstractmethod
-    def _edit(self, client_id: str) -> AbstractContextManager[tuple[ClientRecord, Write]]:
-        """Hold the client's lock; yield a copy of its record and a function that writes a
-        changed copy back and appends an audit event, in one atomic step (called at most
-        once, inside the block). Raises ``ClientNotFound``."""
-
-    def mutate(
-        self,
-        client_id: str,
-        now: datetime,
-        change: Change[T],
-        *,
-        audit: AuditFor[T] | None = None,
-    ) -> T:
-        error: BillingError | None = None
-        with self._edit(client_id) as (record, write):
-            reset = ledger.roll_cycle(record, now)
-            dirty = reset is not None
-            event = None
-            try:
-                result, changed = change(record)
-                dirty = dirty or changed
-                if audit is not None:
-                    event = audit(result)
-            except BillingError as exc:
-                error = exc
-            if dirty or event is not None:
-                write(record if dirty else None, event)
-        if reset is not None:
-            log_cycle_reset(record)
-        if error is not None:
-            raise error
-        return result
-
-    def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
-        # A note of use, not an access to the account: no cycle roll, no updated_at.
-        with self._edit(client_id) as (record, write):
-            if access.touch_key(record, key_id, now):
-                write(record, None)
-
-
-def apply_event_change(
-    record: ClientRecord,
-    created: int,
-    change: Callable[[ClientRecord], None],
-    now: datetime,
-    *,
-    ordered: bool = True,
-) -> tuple[EventOutcome, CycleSummary | None]:
-    """The rules of ``Store.apply_stripe_event`` once the client is locked and the event id is
-    known to be new: roll the cycle if due, then apply ``change`` unless the event is ordered
-    and older than the newest one applied (``STALE``). Returns the outcome and the reset, if
-    any."""
-    reset = ledger.roll_cycle(record, now)
-    last = record.metadata.stripe_event_at
-    if ordered and last is not None and created < last:
-        return EventOutcome.STALE, reset
-    change(record)
-    record.metadata.stripe_event_at = created if last is None else max(last, created)
-    return EventOutcome.APPLIED, reset
-
-
-def log_cycle_reset(record: ClientRecord) -> None:
-    """The summary's log line for a cycle reset, written once per reset by every backend."""
-    allowance = record.metadata.cycle_allowance  # what the new cycle started with
-    jobs = "unlimited" if allowance is None else allowance
-    logging.getLogger("openclaw_billing").info(
-        "Reset monthly credits for %s: %s jobs", record.client_id, jobs
-    )

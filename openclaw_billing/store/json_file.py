@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from .. import ledger
+from .. import access, ledger
 from ..audit import AuditEvent, NewAuditEvent
 from ..cycles import utcnow
 from ..errors import (
@@ -46,17 +46,10 @@ from ..errors import (
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
 from .audit_json import JsonAuditLog, audit_path
-from .base import (
-    EVENT_ID_RETENTION,
-    EventOutcome,
-    MutatingStore,
-    StripeRef,
-    Write,
-    apply_event_change,
-    log_cycle_reset,
-)
+from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from .filelock import FileLock
 from .files import private_directory, write_atomic
+from .json_batch import JsonBatch
 from .json_format import (
     EMPTY,
     State,
@@ -67,6 +60,7 @@ from .json_format import (
     render,
     render_meta,
 )
+from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -136,30 +130,33 @@ class JsonFileStore(MutatingStore):
     def _commit(
         self,
         state: State,
-        record: ClientRecord | None,
+        records: Sequence[ClientRecord] = (),
         *,
+        lines: Mapping[str, bytes] | None = None,
         events: dict[str, str] | None = None,
         audit: Sequence[NewAuditEvent] = (),
     ) -> None:
-        """Write ``state`` with ``record`` (None: no client changed), ``events`` and the
-        ``audit`` events put in, atomically; the cache follows only on success.
+        """Write ``state`` with ``records`` (the clients changed or added; ``lines``: lines
+        already rendered and checked for some of them), ``events`` and the ``audit`` events
+        put in, in one atomic write; the cache follows only on success.
 
         Audit events go into the header's outbox, numbered by the audit log, whose lock is
         held from before the numbering until the log has them (see the module docstring)."""
         if not audit:
-            self._write_state(state, record, events, state.outbox)
+            self._write_state(state, records, lines or {}, events, state.outbox)
             return
         with self.audit.reserve() as first_id:
             # The log holds every event of the outbox by now: it keeps only the new ones.
             outbox = tuple(
                 AuditEvent(id=first_id + n, **event.model_dump()) for n, event in enumerate(audit)
             )
-            self._write_state(state, record, events, outbox)
+            self._write_state(state, records, lines or {}, events, outbox)
 
     def _write_state(
         self,
         state: State,
-        record: ClientRecord | None,
+        records: Sequence[ClientRecord],
+        checked: Mapping[str, bytes],
         events: dict[str, str] | None,
         outbox: tuple[AuditEvent, ...],
     ) -> None:
@@ -170,12 +167,13 @@ class JsonFileStore(MutatingStore):
             meta_raw = render_meta(events, outbox)
         clients, by_digest = state.clients, state.by_digest
         lines, positions = list(state.lines), state.positions
-        if record is not None:
-            clients = {**clients, record.client_id: record}
+        if records:
+            clients = {**clients, **{r.client_id: r for r in records}}
+        for record in records:
             if any(by_digest.get(d) != record.client_id for d in record_digests(record)):
-                by_digest = dict(by_digest)
+                by_digest = dict(by_digest) if by_digest is state.by_digest else by_digest
                 by_digest.update(dict.fromkeys(record_digests(record), record.client_id))
-            # Only this client's line is serialised; the others are the bytes already there.
+            # Only the changed clients' lines are serialised; the others are the bytes there.
             position = positions.get(record.client_id)
             if position is None:
                 positions = {**positions, record.client_id: len(lines)}
@@ -183,7 +181,11 @@ class JsonFileStore(MutatingStore):
                     lines[-1] += b","
                 lines.append(self._checked_line(record, last=True))
             else:
-                lines[position] = self._checked_line(record, last=position == len(lines) - 1)
+                line = checked.get(record.client_id)
+                last = position == len(lines) - 1
+                lines[position] = (
+                    line if line is not None else self._checked_line(record, last=last)
+                )
         raw = render(meta_raw, tuple(lines))
         try:
             if state.legacy and state.raw is not None:
@@ -203,41 +205,35 @@ class JsonFileStore(MutatingStore):
         )
 
     def _checked_line(self, record: ClientRecord, *, last: bool) -> bytes:
-        """The record's line, rendered and then parsed back as every reader parses it. A
-        record the store could not load again (a value no check caught, a bug anywhere) is
-        refused before anything is written: no write can make the file unreadable."""
+        return self._checked(record, last=last)[0]
+
+    @staticmethod
+    def _checked(record: ClientRecord, *, last: bool) -> tuple[bytes, ClientRecord]:
+        """The record's line, rendered and then parsed back as every reader parses it, and the
+        record as parsed. A record the store could not load again (a value no check caught, a
+        bug anywhere) is refused before anything is written: no write can make the file
+        unreadable."""
         try:
             line = client_line(record, last=last)
         except ValueError as exc:  # UnicodeEncodeError: a lone surrogate
             problem = f"cannot be written ({type(exc).__name__})"
         else:
-            if line_record(line, last=last) is not None:
-                return line
+            parsed = line_record(line, last=last)
+            if parsed is not None:
+                return line, parsed
             problem = "would not load"
         logger.error("Refused a change to client %s: its record %s", record.client_id, problem)
         raise UnstorableChange()
 
-    def _check_new_keys(self, state: State, record: ClientRecord) -> None:
-        """A key added to ``record`` must not be another client's (digests are unique)."""
-        for digest in record_digests(record):
-            owner = state.by_digest.get(digest)
-            if owner is not None and owner != record.client_id:
-                raise DuplicateClient("This key already belongs to another client")
-
     @contextmanager
-    def _edit(self, client_id: str) -> Iterator[tuple[ClientRecord, Write]]:
+    def _batch(self, client_ids: Sequence[str]) -> Iterator[Staged]:
+        # One lock for the whole file: the batch's clients are locked together.
         with self._lock.hold():
             state = self._current()
-            stored = state.clients.get(client_id)
-            if stored is None:
-                raise ClientNotFound()
-
-            def write(record: ClientRecord | None, event: NewAuditEvent | None) -> None:
-                if record is not None:
-                    self._check_new_keys(state, record)
-                self._commit(state, record, audit=() if event is None else (event,))
-
-            yield stored.model_copy(deep=True), write
+            batch = JsonBatch(state, self._checked)
+            yield batch
+            if batch.records or batch.events:
+                self._commit(state, batch.records, lines=batch.lines, audit=batch.events)
 
     # -- Store API ---------------------------------------------------------------------------
 
@@ -249,7 +245,7 @@ class JsonFileStore(MutatingStore):
             ):
                 raise DuplicateClient()
             self._commit(
-                state, record.model_copy(deep=True), audit=() if audit is None else [audit]
+                state, [record.model_copy(deep=True)], audit=() if audit is None else [audit]
             )
 
     def get_client(self, client_id: str) -> ClientRecord | None:
@@ -286,6 +282,17 @@ class JsonFileStore(MutatingStore):
             return result, not result.replayed
 
         return self.mutate(client_id, now, change)
+
+    def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
+        # A note of use, not an access to the account: no cycle roll, no updated_at.
+        with self._lock.hold():
+            state = self._current()
+            stored = state.clients.get(client_id)
+            if stored is None:
+                raise ClientNotFound()
+            record = stored.model_copy(deep=True)
+            if access.touch_key(record, key_id, now):
+                self._commit(state, [record])
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
@@ -330,9 +337,9 @@ class JsonFileStore(MutatingStore):
             horizon = (now - EVENT_ID_RETENTION).isoformat()
             events = {k: v for k, v in state.events.items() if v >= horizon}
             events[event_id] = now.isoformat()
-            self._commit(state, record, events=events)
+            self._commit(state, [record], events=events)
         if reset is not None:
-            log_cycle_reset(record)
+            log_cycle_reset(client_id, record.metadata.cycle_allowance)
         return outcome, client_id
 
     def stripe_event_ids(self) -> dict[str, datetime]:
@@ -346,7 +353,7 @@ class JsonFileStore(MutatingStore):
                 return
             if not state.clients:
                 raise ClientNotFound("Import clients before their Stripe event ids")
-            self._commit(state, None, events=merged)
+            self._commit(state, events=merged)
 
     def check(self) -> None:
         self._current()

@@ -30,6 +30,7 @@ from ..errors import ConfigurationError, DuplicateClient
 from ..models import ClientRecord
 from . import SQL_SCHEMES, Store, open_store
 from .audit_json import audit_path
+from .capabilities import EventIdTransfer
 
 PAGE = 500
 
@@ -108,6 +109,7 @@ def copy_store(
     """Copy every client, Stripe event id and audit event from ``source`` to ``target``, then
     verify. Returns the number of clients and of audit events copied; raises ``BillingError``
     on refusal or mismatch."""
+    source_ids, target_ids = event_ids(source), event_ids(target)
     _, existing = target.list_clients(limit=1)
     if existing and not into_non_empty:
         raise ConfigurationError(
@@ -128,12 +130,23 @@ def copy_store(
             ) from None
         if progress is not None:
             progress(done, len(records))
-    events = source.stripe_event_ids()
+    events = source_ids.stripe_event_ids()
     if events:
-        target.import_stripe_event_ids(events)
+        target_ids.import_stripe_event_ids(events)
     verify_copy(source, target, records)
     audited = copy_audit(source.audit, target.audit)
     return len(records), audited
+
+
+def event_ids(store: Store) -> EventIdTransfer:
+    """``store`` as an :class:`EventIdTransfer`, or a clear refusal: a copy without the
+    processed Stripe event ids would apply a redelivered event a second time."""
+    if not isinstance(store, EventIdTransfer):
+        raise ConfigurationError(
+            f"The store {store.location} cannot hand over its processed Stripe event ids, "
+            "so it cannot take part in a copy"
+        )
+    return store
 
 
 def copy_audit(source: AuditLog, target: AuditLog) -> int:
@@ -168,7 +181,7 @@ def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> No
             raise ConfigurationError(
                 f"Verification failed for client {record.client_id}: the target differs"
             )
-    missing = set(source.stripe_event_ids()) - set(target.stripe_event_ids())
+    missing = set(event_ids(source).stripe_event_ids()) - set(event_ids(target).stripe_event_ids())
     if missing:
         raise ConfigurationError(f"Verification failed: {len(missing)} Stripe event ids missing")
 

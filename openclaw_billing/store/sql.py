@@ -48,15 +48,9 @@ from ..errors import (
 from ..models import ChargeResult, ClientRecord
 from ..plans import PlanId
 from .audit_sql import SqlAuditLog
-from .base import (
-    EVENT_ID_RETENTION,
-    EventOutcome,
-    MutatingStore,
-    StripeRef,
-    Write,
-    apply_event_change,
-    log_cycle_reset,
-)
+from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
+from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
+from .sql_batch import SqlBatch
 from .sql_engine import integrity_error, logger, open_engines
 from .sql_read import key_missing, load_account, load_records, locate
 from .sql_schema import (
@@ -155,22 +149,14 @@ class SqlStore(MutatingStore):
         return load_records(conn, rows, self.location)
 
     @contextmanager
-    def _edit(self, client_id: str) -> Iterator[tuple[ClientRecord, Write]]:
+    def _batch(self, client_ids: Sequence[str]) -> Iterator[Staged]:
         try:
             with self._tx() as conn:
-                row = self._lock_row(conn, client_id)
-                if row is None:
-                    raise ClientNotFound()
-                [before] = self._load(conn, [row])
-
-                def write(record: ClientRecord | None, event: NewAuditEvent | None) -> None:
-                    # One transaction: the change and its audit event commit together.
-                    if record is not None:
-                        save(conn, before, record)
-                    if event is not None:
-                        self.audit.insert(conn, event)
-
-                yield before.model_copy(deep=True), write
+                # Row locks in one order (by id): two batches never wait for each other.
+                locked = (self._lock_row(conn, cid) for cid in sorted(set(client_ids)))
+                rows = [row for row in locked if row is not None]
+                stored = {r.client_id: r for r in self._load(conn, rows)}
+                yield SqlBatch(conn, stored, self.audit, client_ids)
         except IntegrityError as exc:
             raise integrity_error(exc, "This key already belongs to another client") from None
 
@@ -359,7 +345,7 @@ class SqlStore(MutatingStore):
         except IntegrityError:
             return EventOutcome.DUPLICATE, None
         if reset is not None:
-            log_cycle_reset(record)
+            log_cycle_reset(client_id, record.metadata.cycle_allowance)
         return outcome, client_id
 
     def stripe_event_ids(self) -> dict[str, datetime]:

@@ -1,0 +1,134 @@
+"""The rules of :meth:`Store.mutate_batch`, written once for every backend that can lock, load
+and write clients: lock them, and for each mutation in turn roll its client's cycle if due,
+apply the change, keep the record with its audit event; then write everything kept in one
+atomic step. A backend supplies only the locking, loading and writing (:meth:`_batch` and the
+:class:`Staged` working set it yields).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from .. import ledger
+from ..audit import NewAuditEvent
+from ..errors import BillingError, ClientNotFound
+from ..models import ClientRecord, CycleSummary
+from .base import EventOutcome, Mutation, Outcome, Store
+
+
+class Staged(Protocol):
+    """One batch's clients, locked: the working copies the changes apply to, and what is kept
+    of them for the batch's one write."""
+
+    def record(self, client_id: str) -> ClientRecord | None:
+        """The client's working copy, with what earlier mutations of the batch kept (the same
+        object until a ``keep`` fails); None if no such client."""
+
+    def keep(
+        self, client_id: str, record: ClientRecord | None, event: NewAuditEvent | None
+    ) -> None:
+        """Keep one mutation's work for the batch's write: the changed record (None:
+        unchanged) and its audit event (None: none). Raises ``BillingError`` when the store
+        cannot hold it (a key digest another client has, a record that would not load): then
+        nothing of this mutation is kept and :meth:`record` gives the last kept state again."""
+
+
+class WorkingCopies:
+    """The ``record`` half of :class:`Staged`: each client of a batch is copied from
+    ``stored`` the first time a mutation asks for it; a backend's ``keep`` may put back
+    another copy (after a refused write)."""
+
+    def __init__(self, stored: Mapping[str, ClientRecord]) -> None:
+        self._stored = stored
+        self._working: dict[str, ClientRecord] = {}
+
+    def record(self, client_id: str) -> ClientRecord | None:
+        working = self._working.get(client_id)
+        if working is None:
+            stored = self._stored.get(client_id)
+            if stored is None:
+                return None
+            working = self._working[client_id] = stored.model_copy(deep=True)
+        return working
+
+
+class MutatingStore(Store):
+    """:meth:`Store.mutate_batch` over a backend's :meth:`_batch`."""
+
+    @abstractmethod
+    def _batch(self, client_ids: Sequence[str]) -> AbstractContextManager[Staged]:
+        """Hold the locks of these clients (taken in one fixed order, so two batches never
+        wait for each other); yield their working set; when the block ends normally, write all
+        that was kept in one atomic step (one transaction, one file write), or raise
+        ``StoreUnavailable`` having written none of it."""
+
+    def mutate_batch(self, batch: Sequence[Mutation[Any]]) -> list[Outcome[Any]]:
+        resets: list[tuple[str, int | None]] = []
+        with self._batch([m.client_id for m in batch]) as staged:
+            outcomes = [_apply(staged, mutation, resets) for mutation in batch]
+        for client_id, allowance in resets:  # once the batch is stored
+            log_cycle_reset(client_id, allowance)
+        return outcomes
+
+
+def _apply(
+    staged: Staged, mutation: Mutation[Any], resets: list[tuple[str, int | None]]
+) -> Outcome[Any]:
+    record = staged.record(mutation.client_id)
+    if record is None:
+        return Outcome(error=ClientNotFound())
+    reset = ledger.roll_cycle(record, mutation.now)
+    dirty = reset is not None
+    event: NewAuditEvent | None = None
+    result: Any = None
+    error: BillingError | None = None
+    try:
+        result, changed = mutation.change(record)
+        dirty = dirty or changed
+        if mutation.audit is not None:
+            event = mutation.audit(result)
+    except BillingError as exc:
+        error = exc
+    if dirty or event is not None:
+        try:
+            staged.keep(mutation.client_id, record if dirty else None, event)
+        except BillingError as exc:
+            return Outcome(error=exc)
+    if reset is not None:
+        resets.append((record.client_id, record.metadata.cycle_allowance))
+    return Outcome(error=error) if error is not None else Outcome(result)
+
+
+def apply_event_change(
+    record: ClientRecord,
+    created: int,
+    change: Callable[[ClientRecord], None],
+    now: datetime,
+    *,
+    ordered: bool = True,
+) -> tuple[EventOutcome, CycleSummary | None]:
+    """The rules of ``Store.apply_stripe_event`` once the client is locked and the event id is
+    known to be new: roll the cycle if due, then apply ``change`` unless the event is ordered
+    and older than the newest one applied (``STALE``). Returns the outcome and the reset, if
+    any."""
+    reset = ledger.roll_cycle(record, now)
+    last = record.metadata.stripe_event_at
+    if ordered and last is not None and created < last:
+        return EventOutcome.STALE, reset
+    change(record)
+    record.metadata.stripe_event_at = created if last is None else max(last, created)
+    return EventOutcome.APPLIED, reset
+
+
+def log_cycle_reset(client_id: str, allowance: int | None) -> None:
+    """The summary's log line for a cycle reset (``allowance``: what the new cycle started
+    with), written once per reset by every backend."""
+    jobs = "unlimited" if allowance is None else allowance
+    logging.getLogger("openclaw_billing").info(
+        "Reset monthly credits for %s: %s jobs", client_id, jobs
+    )

@@ -1,0 +1,344 @@
+"""``Store.mutate_batch`` on every backend: several clients' changes in one atomic step (one
+transaction, one file write), each with its own outcome (docs/ARCHITECTURE.md, "Store
+primitives")."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from openclaw_billing import access
+from openclaw_billing.audit import ADMIN_ACTOR, AuditAction, DetailValue, NewAuditEvent
+from openclaw_billing.errors import (
+    ClientNotFound,
+    DuplicateClient,
+    InsufficientCredits,
+    StoreUnavailable,
+    UnstorableChange,
+)
+from openclaw_billing.keys import generate_key
+from openclaw_billing.models import ClientRecord
+from openclaw_billing.plans import PlanId
+from openclaw_billing.store import JsonFileStore, Store, changes, json_format
+from openclaw_billing.store import json_file as json_file_module
+from openclaw_billing.store.base import Mutation, Outcome
+from openclaw_billing.store.files import write_atomic
+from openclaw_billing.store.sql import SqlStore
+from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    add_client,
+    assert_invariants,
+    reopen,
+    store_fixture,
+    store_url_fixture,
+)
+from tests.store_helpers import CYCLE, T0, WAIT
+
+T1 = T0 + timedelta(hours=2, microseconds=7)
+
+
+def credits(amount: int, reason: str = "batch") -> changes.Change[ClientRecord]:
+    return changes.add_credits(amount, reason, T1)
+
+
+def credits_event(client_id: str) -> Any:
+    """The audit of an add_credits change: one event naming the client and its new balance."""
+
+    def audit(result: ClientRecord) -> NewAuditEvent:
+        detail: dict[str, DetailValue] = {"credits_remaining": result.credits_remaining}
+        return NewAuditEvent(
+            at=T1,
+            action=AuditAction.CLIENT_CREDITS,
+            client_id=client_id,
+            actor=ADMIN_ACTOR,
+            source="127.0.0.1",
+            detail=detail,
+        )
+
+    return audit
+
+
+def balance(store: Store, client_id: str) -> int | None:
+    record = store.get_client(client_id)
+    assert record is not None
+    return record.credits_remaining
+
+
+def limited(store: Store, name: str) -> tuple[ClientRecord, int]:
+    """A new client on a limited plan, and its credits."""
+    record, _ = add_client(store, PlanId.STARTER, name=name)
+    assert record.credits_remaining is not None
+    return record, record.credits_remaining
+
+
+def two_limited(store: Store) -> tuple[ClientRecord, int, ClientRecord, int]:
+    """Clients A and B on a limited plan, each with its credits."""
+    return *limited(store, "A"), *limited(store, "B")
+
+
+def events_of(store: Store) -> list[tuple[str | None, Any]]:
+    page, _ = store.audit.query(action=AuditAction.CLIENT_CREDITS, limit=100)
+    return [(e.client_id, e.detail.get("credits_remaining")) for e in reversed(page)]
+
+
+@contextmanager
+def writes_counted(store: Store) -> Iterator[list[int]]:
+    """How many times the store makes a change durable: JSON file writes (each one write and
+    fsync of the file and its directory), SQL commits."""
+    count = [0]
+    if isinstance(store, JsonFileStore):
+
+        def counting(path: Path, data: bytes) -> None:
+            count[0] += path == store.path
+            write_atomic(path, data)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(json_file_module, "write_atomic", counting)
+            yield count
+    else:
+        assert isinstance(store, SqlStore)
+        engine = store._write
+
+        def on_commit(_conn: Any) -> None:
+            count[0] += 1
+
+        event.listen(engine, "commit", on_commit)
+        try:
+            yield count
+        finally:
+            event.remove(engine, "commit", on_commit)
+
+
+def test_a_batch_of_several_clients_is_one_write_and_each_keeps_its_result(
+    store: Store, store_url: str
+) -> None:
+    a, a0, b, b0 = two_limited(store)
+    c, c0 = limited(store, "C")
+    batch = [
+        Mutation(a.client_id, T1, credits(5), credits_event(a.client_id)),
+        Mutation(b.client_id, T1, credits(-1000), credits_event(b.client_id)),  # past zero
+        Mutation("no-such-client", T1, credits(1)),
+        Mutation(c.client_id, T1, credits(7), credits_event(c.client_id)),
+        Mutation(a.client_id, T1, credits(2), credits_event(a.client_id)),  # sees the first
+    ]
+    with writes_counted(store) as writes:
+        outcomes = store.mutate_batch(batch)
+    assert writes == [1]
+
+    assert [type(o.error) if o.error else None for o in outcomes] == [
+        None,
+        InsufficientCredits,
+        ClientNotFound,
+        None,
+        None,
+    ]
+    assert outcomes[0].unwrap().credits_remaining == a0 + 5
+    assert outcomes[4].unwrap().credits_remaining == a0 + 7
+    assert outcomes[3].unwrap().credits_remaining == c0 + 7
+    with pytest.raises(InsufficientCredits):
+        outcomes[1].unwrap()
+
+    with reopen(store_url) as again:  # durable, as a restart sees it
+        assert balance(again, a.client_id) == a0 + 7
+        assert balance(again, b.client_id) == b0  # the refusal changed nothing
+        assert balance(again, c.client_id) == c0 + 7
+        # One event per mutation done, in the batch's order; none for the refusals.
+        assert events_of(again) == [
+            (a.client_id, a0 + 5),
+            (c.client_id, c0 + 7),
+            (a.client_id, a0 + 7),
+        ]
+        assert_invariants(again)
+
+
+def test_mutate_is_a_batch_of_one(store: Store) -> None:
+    a, a0 = limited(store, "A")
+    with writes_counted(store) as writes:
+        record = store.mutate(a.client_id, T1, credits(3), audit=credits_event(a.client_id))
+    assert writes == [1]
+    assert record.credits_remaining == a0 + 3
+    with pytest.raises(ClientNotFound):
+        store.mutate("no-such-client", T1, credits(3))
+    with pytest.raises(InsufficientCredits):
+        store.mutate(a.client_id, T1, credits(-10_000))
+    assert balance(store, a.client_id) == a0 + 3
+
+
+def test_a_batch_of_refusals_only_stores_nothing(store: Store) -> None:
+    a, _a0 = limited(store, "A")
+    before = store.get_client(a.client_id)
+    with writes_counted(store) as writes:
+        outcomes = store.mutate_batch(
+            [Mutation(a.client_id, T1, credits(-10_000)), Mutation("nobody", T1, credits(1))]
+        )
+    assert [type(o.error) for o in outcomes] == [InsufficientCredits, ClientNotFound]
+    assert store.get_client(a.client_id) == before
+    assert events_of(store) == []
+    if isinstance(store, JsonFileStore):  # SQL commits the transaction that held the locks
+        assert writes == [0]
+
+
+def test_a_key_another_client_of_the_batch_took_refuses_only_that_mutation(
+    store: Store, store_url: str
+) -> None:
+    a, _a0 = limited(store, "A")
+    b, b0 = limited(store, "B")
+    shared = generate_key()
+    batch = [
+        Mutation(a.client_id, T1, changes.issue_key(access.new_key_record(shared, T1), T1)),
+        Mutation(b.client_id, T1, credits(4)),
+        Mutation(b.client_id, T1, changes.issue_key(access.new_key_record(shared, T1), T1)),
+        Mutation(b.client_id, T1, credits(1)),  # from B as last kept: +4, not the refused key
+    ]
+    outcomes = store.mutate_batch(batch)
+    assert [type(o.error) if o.error else None for o in outcomes] == [
+        None,
+        None,
+        DuplicateClient,
+        None,
+    ]
+    with reopen(store_url) as again:
+        stored_a, stored_b = again.get_client(a.client_id), again.get_client(b.client_id)
+        assert stored_a is not None
+        assert stored_b is not None
+        assert len(stored_a.api_keys) == len(a.api_keys) + 1
+        assert len(stored_b.api_keys) == len(b.api_keys)
+        assert stored_b.credits_remaining == b0 + 5
+        assert_invariants(again)
+
+
+def test_an_error_that_is_no_refusal_stores_none_of_the_batch(store: Store) -> None:
+    a, a0 = limited(store, "A")
+    b, _b0 = limited(store, "B")
+
+    def broken(record: ClientRecord) -> tuple[None, bool]:
+        raise RuntimeError("a bug in a change")
+
+    with pytest.raises(RuntimeError):
+        store.mutate_batch(
+            [
+                Mutation(a.client_id, T1, credits(5), credits_event(a.client_id)),
+                Mutation(b.client_id, T1, broken),
+            ]
+        )
+    assert balance(store, a.client_id) == a0
+    assert store.audit.query(action=AuditAction.CLIENT_CREDITS) == ([], 0)
+
+
+def test_a_due_cycle_is_rolled_once_per_client_in_a_batch(store: Store) -> None:
+    a, _a0 = limited(store, "A")
+    later = T0 + CYCLE + timedelta(minutes=1)
+    outcomes = store.mutate_batch(
+        [
+            Mutation(a.client_id, later, changes.add_credits(-1, "one", later)),
+            Mutation(a.client_id, later, changes.read),
+        ]
+    )
+    first, second = (o.unwrap() for o in outcomes)
+    assert len(first.metadata.cycle_history) == len(second.metadata.cycle_history) == 1
+    assert second.credits_remaining == first.credits_remaining
+    stored = store.get_client(a.client_id)
+    assert stored is not None
+    assert stored.credits_remaining == first.credits_remaining
+
+
+def test_batches_in_opposite_orders_never_wait_for_each_other(store: Store) -> None:
+    """Each batch locks its clients in one fixed order, so two batches that name the same
+    clients in opposite orders cannot deadlock (PostgreSQL row locks)."""
+    a, a0, b, b0 = two_limited(store)
+    rounds = 20
+    barrier = threading.Barrier(2, timeout=WAIT)
+    failures: list[BaseException] = []
+
+    def run(first: str, second: str) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait()
+                outcomes = store.mutate_batch(
+                    [Mutation(first, T1, credits(1)), Mutation(second, T1, credits(1))]
+                )
+                for outcome in outcomes:
+                    outcome.unwrap()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [
+        threading.Thread(target=run, args=(a.client_id, b.client_id)),
+        threading.Thread(target=run, args=(b.client_id, a.client_id)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    assert failures == []
+    assert balance(store, a.client_id) == a0 + 2 * rounds
+    assert balance(store, b.client_id) == b0 + 2 * rounds
+
+
+# -- JSON only: what the file write adds ------------------------------------------------------
+
+
+def test_json_a_record_that_would_not_load_refuses_only_its_mutation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "clients.json")
+    a, a0, b, b0 = two_limited(store)
+    # Whatever the loader refuses (here a check made to refuse one name) is refused first.
+    refuse = json_format.record_problem
+
+    def problem(record: ClientRecord) -> str | None:
+        return "holds a poisoned name" if record.name == "poison" else refuse(record)
+
+    def poison(record: ClientRecord) -> tuple[None, bool]:
+        record.name = "poison"
+        record.credits_remaining = 0
+        return None, True
+
+    monkeypatch.setattr(json_format, "record_problem", problem)
+    outcomes = store.mutate_batch(
+        [
+            Mutation(a.client_id, T1, credits(1)),
+            Mutation(b.client_id, T1, poison),
+            Mutation(b.client_id, T1, credits(2)),  # from B as the file has it
+        ]
+    )
+    assert [type(o.error) if o.error else None for o in outcomes] == [None, UnstorableChange, None]
+    again = JsonFileStore(tmp_path / "clients.json")
+    assert balance(again, a.client_id) == a0 + 1
+    assert balance(again, b.client_id) == b0 + 2
+    stored_b = again.get_client(b.client_id)
+    assert stored_b is not None
+    assert stored_b.name == "B"
+
+
+def test_json_a_batch_that_cannot_be_written_stores_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JsonFileStore(tmp_path / "clients.json")
+    a, a0, b, b0 = two_limited(store)
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json_file_module, "write_atomic", full_disk)
+    with pytest.raises(StoreUnavailable):
+        store.mutate_batch(
+            [Mutation(a.client_id, T1, credits(1)), Mutation(b.client_id, T1, credits(1))]
+        )
+    monkeypatch.undo()
+    again = JsonFileStore(tmp_path / "clients.json")
+    assert balance(again, a.client_id) == a0
+    assert balance(again, b.client_id) == b0
+
+
+def test_outcome_unwrap() -> None:
+    assert Outcome(3).unwrap() == 3
+    with pytest.raises(ClientNotFound):
+        Outcome[int](error=ClientNotFound()).unwrap()
