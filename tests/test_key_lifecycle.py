@@ -30,6 +30,7 @@ from openclaw_billing.store import Store
 from openclaw_billing.store.base import StripeRef
 from openclaw_billing.store.sql_schema import SCHEMA_VERSION
 from tests.backends import (  # noqa: F401
+    SQL_BACKENDS,
     add_client,
     assert_invariants,
     reopen,
@@ -216,7 +217,7 @@ def test_a_plan_managed_by_stripe_is_not_changed_by_hand(store: Store) -> None:
 # -- the schema upgrade (SQL) -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
 def test_a_version_1_database_is_upgraded_and_its_keys_keep_working(store_url: str) -> None:
     with reopen(store_url) as first:
         record, key = add_client(first)
@@ -653,7 +654,7 @@ def test_authentication_reads_the_account_not_the_ledger(store: Store) -> None:
     assert store.get_client_by_key_digest(digest_key(generate_key()), ledger=False) is None
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
 def test_authentication_is_one_query_whatever_the_usage(store: Store) -> None:
     from sqlalchemy import event
 

@@ -18,6 +18,7 @@ from openclaw_billing.models import ClientRecord
 from openclaw_billing.store import Store, sql_schema
 from openclaw_billing.store.base import StripeRef
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    SQL_BACKENDS,
     add_client,
     assert_invariants,
     reopen,
@@ -74,7 +75,7 @@ def _version(url: str) -> int:
     return int(version)
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
 def test_a_version_2_database_is_upgraded_to_64_bit_columns(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
