@@ -1,7 +1,7 @@
 """Who may use an account (``openclaw_billing/access.py``): each pure transition called directly
 on a record, with no store and no HTTP. A transition that refuses raises its error and leaves
 the record exactly as it was; the store primitives that run these inside their atomic step are
-tested on every backend in tests/test_key_lifecycle.py."""
+tested on every backend in tests/store/test_contract_access.py."""
 
 from __future__ import annotations
 
