@@ -1,5 +1,16 @@
 """Every storage backend behind one fixture, for the storage contract suite.
 
+The backend sets are named here once, and every test module uses these names
+(tests/test_test_layout.py checks that no test spells a list of backends itself):
+
+* :data:`BACKENDS`: every backend;
+* :data:`FILE_BACKENDS`: the ones that keep their state in files on this machine;
+* :data:`SQL_BACKENDS`: the SQL ones (SQLAlchemy, a versioned schema).
+
+A test for a subset uses the fixture with ``@pytest.mark.parametrize("store_url",
+SQL_BACKENDS, indirect=True)``; :func:`file_store_url` is where a file backend keeps a store
+in a given directory.
+
 ``store_url`` is parametrized over :data:`BACKENDS` (ids ``json``, ``sqlite``, ``postgresql``):
 
 * json -> a fresh file path in ``tmp_path``;
@@ -45,9 +56,12 @@ from tests.store_helpers import T0, make_record
 __all__ = [
     "BACKENDS",
     "DEFAULT_PG_URL",
+    "FILE_BACKENDS",
+    "SQL_BACKENDS",
     "add_client",
     "all_clients",
     "assert_invariants",
+    "file_store_url",
     "make_record",
     "reopen",
     "service_unavailable",
@@ -56,6 +70,10 @@ __all__ = [
 ]
 
 BACKENDS = ["json", "sqlite", "postgresql"]
+#: The backends whose store is files in a directory of this machine.
+FILE_BACKENDS = ["json", "sqlite"]
+#: The SQL backends: one schema (openclaw_billing/store/sql_schema.py), upgraded in place.
+SQL_BACKENDS = ["sqlite", "postgresql"]
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_HOWTO = (
     "start PostgreSQL on 127.0.0.1:5432 (trust auth, database test) or set OPENCLAW_TEST_PG_URL"
@@ -130,14 +148,22 @@ def _pg_schema(base: str) -> Iterator[str]:
 # -- fixtures --------------------------------------------------------------------------------
 
 
+def file_store_url(backend: str, directory: Path) -> str:
+    """The URL of a store of the file backend ``backend`` (one of :data:`FILE_BACKENDS`) in
+    ``directory``."""
+    if backend == "json":
+        return str(directory / "clients.json")
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/billing.db"
+    raise AssertionError(f"{backend!r} is not one of {FILE_BACKENDS}")
+
+
 @pytest.fixture(name="store_url", params=BACKENDS, ids=BACKENDS)
 def store_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty store of each backend, private to the test."""
     backend: str = request.param
-    if backend == "json":
-        yield str(tmp_path / "clients.json")
-    elif backend == "sqlite":
-        yield f"sqlite:///{tmp_path}/billing.db"
+    if backend in FILE_BACKENDS:
+        yield file_store_url(backend, tmp_path)
     elif backend == "postgresql":
         with _pg_schema(pg_base_url()) as url:
             yield url

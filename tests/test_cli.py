@@ -29,7 +29,12 @@ from openclaw_billing.store import open_store
 from openclaw_billing.store.json_file import JsonFileStore
 from openclaw_billing.store.json_format import FORMAT, VERSION
 from openclaw_billing.store.migrate import MigrationError, check_source_exists, fingerprint
-from tests.backends import _pg_schema, pg_base_url
+from tests.backends import (  # noqa: F401 - the fixture "store_url"
+    SQL_BACKENDS,
+    _pg_schema,
+    pg_base_url,
+    store_url_fixture,
+)
 
 #: The seeded history's first cycle started 40 days ago, so "now" is in its second cycle.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=40)
@@ -88,22 +93,20 @@ def _fingerprints(url: str) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
 def test_1000_clients_migrate_with_identical_balances_and_keys_keep_working(
-    env: Path, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest
+    env: Path, monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
     source = env / "source.json"
     keys = seed_json(source, 1000)
     active = {r.client_id: r.active for r in JsonFileStore(source).list_clients(limit=2000)[0]}
-    target = (
-        f"sqlite:///{env}/billing.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
-    )
+    target = store_url  # a fresh SQLite file or PostgreSQL schema
     started = time.perf_counter()
     result = runner.invoke(app, ["migrate", "--from", str(source), "--to", target])
     elapsed = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     assert "copied 1000 clients" in result.output
-    print(f"\nmigrated 1000 clients to {backend} in {elapsed:.1f} s")
+    print(f"\nmigrated 1000 clients to {target.split(':', 1)[0]} in {elapsed:.1f} s")
     assert _fingerprints(target) == _fingerprints(str(source))
 
     monkeypatch.setenv("OPENCLAW_BILLING_DB", target)

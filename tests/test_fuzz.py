@@ -47,7 +47,7 @@ from schemathesis.config import SchemathesisConfig
 import gateway
 from conftest import ADMIN_TOKEN
 from openclaw_billing.store import open_store
-from tests.backends import assert_invariants
+from tests.backends import FILE_BACKENDS, assert_invariants, file_store_url
 from tests.fake_stripe import FakeStripe
 from tests.invariants import KEY_RE
 from tests.server import running_gateway
@@ -57,7 +57,6 @@ SEED = 20261124
 MAX_EXAMPLES = 25
 WEBHOOK_SECRET = "whsec_test_openclaw_fuzz_0123456789"
 ACCEPTED_FOR_VALID_DATA = ["2XX", "400", "401", "402", "403", "404", "409", "422", "429"]
-BACKENDS = {"json": "clients.json", "sqlite": "sqlite:///{dir}/billing.db"}
 
 OPENAPI: dict[str, Any] = gateway.create_app().openapi()
 CONFIG = SchemathesisConfig.from_dict(
@@ -89,13 +88,12 @@ class Live:
     calls: int = 0
 
 
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
+@pytest.fixture(scope="module", params=FILE_BACKENDS)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     state_dir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    store = BACKENDS[request.param]
-    store_url = store.format(dir=state_dir) if "://" in store else str(state_dir / store)
+    store_url = file_store_url(request.param, state_dir)
     with FakeStripe() as fake:
         env = {
             "OPENCLAW_BILLING_DB": store_url,

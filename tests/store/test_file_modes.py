@@ -12,7 +12,7 @@ import pytest
 
 from openclaw_billing.plans import PlanId
 from openclaw_billing.store import open_store
-from tests.backends import add_client
+from tests.backends import FILE_BACKENDS, add_client, file_store_url
 
 
 @pytest.fixture
@@ -28,15 +28,14 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
-@pytest.mark.parametrize("backend", ["json", "sqlite"])
+@pytest.mark.parametrize("backend", FILE_BACKENDS)
 def test_a_new_store_is_private_down_to_its_parents(
     tmp_path: Path, open_umask: None, backend: str
 ) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
     state = home / ".openclaw" / "billing"
-    url = {"json": str(state / "clients.json"), "sqlite": f"sqlite:///{state}/billing.db"}
-    store = open_store(url[backend])
+    store = open_store(file_store_url(backend, state))
     try:
         add_client(store, PlanId.PRO)  # a write: SQLite makes its -wal and -shm files
         assert _mode(home / ".openclaw") == 0o700

@@ -1,7 +1,11 @@
-"""Schema version 3 (SQL): every column holding credits, amounts, counts, Unix times or row ids
-is 64-bit. A real version 2 database (its tables as release 2 created them, its rows written by
-the store's own statements) is upgraded in place: the data stays, and values past 2^31 (a
-Stripe event after January 2038, a large balance, a ledger row id) are stored from then on."""
+"""The SQL schema's upgrades in place (``openclaw_billing/store/sql_schema.py``), on every SQL
+backend: a database as an earlier release left it opens, keeps its data and its keys work.
+
+Version 1 had one key per client and no per-client policy. Version 3 made every column holding
+credits, amounts, counts, Unix times or row ids 64-bit: a real version 2 database (its tables as
+release 2 created them, its rows written by the store's own statements) is upgraded, and values
+past 2^31 (a Stripe event after January 2038, a large balance, a ledger row id) are stored from
+then on."""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import BigInteger, Integer, MetaData, create_engine, insert, text
 
+from openclaw_billing.access import new_key_record
 from openclaw_billing.errors import StoreUnavailable
-from openclaw_billing.keys import digest_key
+from openclaw_billing.keys import digest_key, generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.store import Store, sql_schema
 from openclaw_billing.store.base import StripeRef
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    SQL_BACKENDS,
     add_client,
     assert_invariants,
     reopen,
@@ -74,7 +80,7 @@ def _version(url: str) -> int:
     return int(version)
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
 def test_a_version_2_database_is_upgraded_to_64_bit_columns(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +165,32 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
         stored_big = again.get_client("big")
         assert stored_big is not None
         assert stored_big.credits_remaining == BIG_BALANCE - 1
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_a_version_1_database_is_upgraded_and_its_keys_keep_working(store_url: str) -> None:
+    with reopen(store_url) as first:
+        record, key = add_client(first)
+        first.charge(record.client_id, "job-1", 0.5, T0)
+    # Put the database back the way release 1 left it: no key table rows, no policy columns.
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE openclaw_api_keys"))
+        conn.execute(text("ALTER TABLE openclaw_clients DROP COLUMN rate_limit_per_minute"))
+        conn.execute(text("ALTER TABLE openclaw_clients DROP COLUMN ip_allowlist"))
+        conn.execute(text("UPDATE openclaw_schema_version SET version = 1"))
+    engine.dispose()
+    with reopen(store_url) as upgraded:
+        stored = upgraded.get_client(record.client_id)
+        assert stored is not None
+        assert upgraded.get_client_by_key_digest(digest_key(key)) == stored
+        [only] = stored.api_keys
+        assert only.key_id == f"key_{record.api_key_hash[:12]}"
+        assert stored.credits_remaining == 199
+        assert stored.total_spent == 0.5
+        upgraded.set_policy(record.client_id, T0, rate_limit_per_minute=3, ip_allowlist=[])
+        upgraded.issue_key(record.client_id, new_key_record(generate_key(), T0), T0)
+    assert _version(store_url) == sql_schema.SCHEMA_VERSION
 
 
 def _noop(record: ClientRecord) -> None:

@@ -655,6 +655,27 @@ def test_a_job_charged_just_before_a_reset_is_recognised_right_after(store: Stor
     assert after.total_spent == 3.0
     (summary,) = after.metadata.cycle_history
     assert (summary.jobs, summary.credits_left) == (1, 199)
+    assert [e.job_id for e in summary.entries] == ["job-edge"]
+    assert_invariants(store)
+
+
+def test_cycle_history_keeps_entries_only_in_the_newest_summary(store: Store) -> None:
+    """The previous cycle's ledger entries stay with its summary (its job ids are still
+    replayed); older summaries keep their totals only. (Whether a job id from two cycles back
+    is still known is where backends differ: the test below.)"""
+    record, _ = add_client(store)
+    cid = record.client_id
+    for cycle in range(3):
+        start = T0 + cycle * CYCLE
+        for i in range(cycle + 1):
+            store.charge(cid, f"c{cycle}-job-{i}", 1.0, start + timedelta(hours=i))
+    after = store.refresh_cycle(cid, T0 + 3 * CYCLE)
+    assert after == stored(store, cid)
+    history = after.metadata.cycle_history
+    assert [s.jobs for s in history] == [1, 2, 3]
+    assert [len(s.entries) for s in history] == [0, 0, 3]
+    assert [e.job_id for e in history[-1].entries] == ["c2-job-0", "c2-job-1", "c2-job-2"]
+    assert store.charge(cid, "c2-job-1", 1.0, T0 + 3 * CYCLE).replayed
     assert_invariants(store)
 
 
