@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store, open_store
 from openclaw_billing.store.json_file import JsonFileStore
+from tests.backends import fresh_pg_url
 from tests.invariants import check_record
 
 JOB_IDS = st.sampled_from([f"job-{n}" for n in range(12)])
@@ -204,8 +206,29 @@ class SqliteBillingMachine(BillingMachine):
         return open_store(f"sqlite:///{self.dir}/billing.db")
 
 
+class PostgresBillingMachine(BillingMachine):
+    """A fresh schema per example, dropped at its teardown."""
+
+    replay_forever = True
+
+    _schema: ExitStack | None = None
+
+    def open_store(self) -> Store:
+        if self._schema is None:  # the first opening makes the schema; a reopening uses it
+            self._schema = ExitStack()
+            self._url = self._schema.enter_context(fresh_pg_url())
+        return open_store(self._url)
+
+    def teardown(self) -> None:
+        super().teardown()
+        if self._schema is not None:
+            self._schema.close()
+
+
 _settings = settings(max_examples=60, stateful_step_count=40, deadline=None, derandomize=True)
 BillingMachine.TestCase.settings = _settings
 SqliteBillingMachine.TestCase.settings = settings(_settings, max_examples=30)
+PostgresBillingMachine.TestCase.settings = settings(_settings, max_examples=15)
 TestBillingModel = BillingMachine.TestCase
 TestBillingModelSqlite = SqliteBillingMachine.TestCase
+TestBillingModelPostgres = PostgresBillingMachine.TestCase
