@@ -29,7 +29,11 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, FakeStripe]]:
         yield base, fake
 
 
-def _subscription(fake: FakeStripe, client_id: str, plan: str, start: int) -> dict[str, Any]:
+def _created(
+    fake: FakeStripe, client_id: str, plan: str, start: int
+) -> tuple[dict[str, Any], tuple[bytes, dict[str, str]]]:
+    """A new ``plan`` subscription of ``client_id`` at Stripe (the fake), and its
+    ``customer.subscription.created`` delivery, signed."""
     obj = subscription_object(
         subscription="sub_" + client_id.replace("-", "")[:20],
         customer="cus_" + client_id.replace("-", "")[:20],
@@ -42,7 +46,8 @@ def _subscription(fake: FakeStripe, client_id: str, plan: str, start: int) -> di
         plan=plan,
     )
     fake.subscriptions[obj["id"]] = obj
-    return obj
+    event = subscription_event("customer.subscription.created", obj, created=start)
+    return obj, signed(event, WEBHOOK_SECRET)
 
 
 def _detail(base: str, client_id: str) -> dict[str, Any]:
@@ -59,9 +64,7 @@ def test_r17_one_event_delivered_20_times_at_once_is_applied_once(
     base, fake = gateway
     client = create_client_at(base, "free")
     now = int(time.time())
-    obj = _subscription(fake, client["client_id"], "pro", now)
-    event = subscription_event("customer.subscription.created", obj, created=now)
-    payload, headers = signed(event, WEBHOOK_SECRET)
+    _, (payload, headers) = _created(fake, client["client_id"], "pro", now)
     barrier = threading.Barrier(20)
     results: list[tuple[int, str]] = []
     lock = threading.Lock()
@@ -90,9 +93,7 @@ def test_r21_an_upgrade_during_a_burst_is_granted_once(gateway: tuple[str, FakeS
     base, fake = gateway
     client = create_client_at(base, "free")
     now = int(time.time())
-    obj = _subscription(fake, client["client_id"], "starter", now)
-    event = subscription_event("customer.subscription.created", obj, created=now)
-    body, signature = signed(event, WEBHOOK_SECRET)
+    obj, (body, signature) = _created(fake, client["client_id"], "starter", now)
     created = httpx.post(f"{base}/api/billing/webhook", content=body, headers=signature)
     assert created.status_code == 200
     assert _detail(base, client["client_id"])["credits_remaining"] == 50
