@@ -36,8 +36,11 @@ import seed
 STEPS: tuple[tuple[str, str], ...] = (
     ("SQLite: waiting for the write lock (BEGIN IMMEDIATE)", "_on_begin (openclaw_billing"),
     ("SQL: commit (fsync of the WAL / round trip)", "do_commit (sqlalchemy"),
-    ("JSON store: serialise + write + fsync the whole file", "JsonFileStore._commit ("),
-    ("JSON store: re-parse + re-validate the whole file", "JsonFileStore._parse ("),
+    ("JSON store: serialise changed clients, write + fsync the file", "JsonFileStore._commit ("),
+    (
+        "JSON store: parse + validate the lines that changed (a file laid out otherwise: whole)",
+        "parse (openclaw_billing/store/json_format.py",
+    ),
     ("JSON store: re-read the file (and compare it with the cached bytes)", "_current ("),
     ("auth: look the key up and load the client", "get_client_by_key_digest ("),
     ("charge", "BillingService.charge ("),

@@ -34,6 +34,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -52,9 +53,9 @@ __all__ = [
     "AuditAction",
     "AuditEvent",
     "AuditLog",
+    "AuditQuery",
     "DetailValue",
     "NewAuditEvent",
-    "check_query",
     "client_actor",
     "looks_secret",
 ]
@@ -218,15 +219,27 @@ class AuditEvent(NewAuditEvent):
         return NewAuditEvent.model_validate(self.model_dump(exclude={"id"}))
 
 
-def check_query(offset: int, limit: int, since: datetime | None, until: datetime | None) -> None:
-    """Raise ``ValueError`` for a page or time range no backend should be asked for."""
-    if not 0 <= offset <= MAX_QUERY_OFFSET:
-        raise ValueError(f"offset must be between 0 and {MAX_QUERY_OFFSET}")
-    if not 0 <= limit <= MAX_QUERY_LIMIT:
-        raise ValueError(f"limit must be between 0 and {MAX_QUERY_LIMIT}")
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise ValueError(f"{name} must be timezone-aware")
+@dataclass(frozen=True, kw_only=True)
+class AuditQuery:
+    """Which events a query asks for (all filters optional; ``since <= at < until``) and
+    which page of them, newest first: ``limit`` events after skipping ``offset``."""
+
+    client_id: str | None = None
+    action: AuditAction | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    offset: int = 0
+    limit: int = 100
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for a page or time range no backend should be asked for."""
+        if not 0 <= self.offset <= MAX_QUERY_OFFSET:
+            raise ValueError(f"offset must be between 0 and {MAX_QUERY_OFFSET}")
+        if not 0 <= self.limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 0 and {MAX_QUERY_LIMIT}")
+        for name, value in (("since", self.since), ("until", self.until)):
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must be timezone-aware")
 
 
 class AuditLog(ABC):
@@ -241,7 +254,6 @@ class AuditLog(ABC):
         """Record ``event`` durably (it survives a crash once this returns) and return it with
         its id, greater than every id before it. Raises ``StoreUnavailable`` if it cannot."""
 
-    @abstractmethod
     def query(
         self,
         *,
@@ -255,8 +267,17 @@ class AuditLog(ABC):
         """One page of the events that match, newest (highest id) first, and how many match.
 
         ``since`` is inclusive and ``until`` exclusive (``since <= at < until``); both must be
-        timezone-aware. Raises ``ValueError`` for a bad page (see :func:`check_query`) and
-        ``StoreCorrupt`` when stored events cannot be read."""
+        timezone-aware. Raises ``ValueError`` for a bad page (see :meth:`AuditQuery.check`)
+        and ``StoreCorrupt`` when stored events cannot be read."""
+        wanted = AuditQuery(
+            client_id=client_id, action=action, since=since, until=until, offset=offset, limit=limit
+        )
+        wanted.check()
+        return self._query(wanted)
+
+    @abstractmethod
+    def _query(self, wanted: AuditQuery) -> tuple[list[AuditEvent], int]:
+        """What :meth:`query` answers, for a query already checked (each backend's own)."""
 
     @abstractmethod
     def export(self) -> Iterator[AuditEvent]:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from .access import KEY_TOUCH_INTERVAL
 from .admin import AdminActions
-from .audit import AuditAction, AuditEvent, DetailValue
+from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .cycles import as_utc, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
 from .keys import digest_key, digests_match, is_well_formed
@@ -182,29 +182,22 @@ class BillingService(AdminActions):
         event = self._event(action, client_id, source, now or utcnow(), detail, actor=actor)
         return None if event is None else self.store.audit.append(event)
 
-    def audit_events(
-        self,
-        *,
-        client_id: str | None = None,
-        action: AuditAction | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[AuditEvent], int]:
-        """A page of audit events, newest first, and how many match (``since <= at < until``;
-        a time without a zone is taken as UTC). A range that ends before it starts is the
-        caller's mistake (``InvalidRequest``), not an empty page."""
-        since, until = _utc(since), _utc(until)
+    def audit_events(self, wanted: AuditQuery | None = None) -> tuple[list[AuditEvent], int]:
+        """A page of audit events, newest first (the first page of all of them by default),
+        and how many match (``since <= at < until``; a time without a zone is taken as UTC).
+        A range that ends before it starts is the caller's mistake (``InvalidRequest``), not
+        an empty page."""
+        wanted = wanted or AuditQuery()
+        since, until = _utc(wanted.since), _utc(wanted.until)
         if since is not None and until is not None and since > until:
             raise InvalidRequest("since must not be after until")
         return self.store.audit.query(
-            client_id=client_id,
-            action=action,
+            client_id=wanted.client_id,
+            action=wanted.action,
             since=since,
             until=until,
-            offset=offset,
-            limit=limit,
+            offset=wanted.offset,
+            limit=wanted.limit,
         )
 
 

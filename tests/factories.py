@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN_TOKEN
@@ -20,9 +21,11 @@ JOB_BODY = {
 
 
 def create_client(
-    http: TestClient, plan: str = "pro", *, name: str | None = None, email: str | None = None
+    http: httpx.Client, plan: str = "pro", *, name: str | None = None, email: str | None = None
 ) -> dict[str, Any]:
-    """Create a client through the admin API; returns the create response (with api_key)."""
+    """Create a client through the admin API (``http``: a ``TestClient``, or an
+    ``httpx.Client`` with the base URL of a running gateway); returns the create response
+    (with api_key)."""
     n = next(_seq)
     response = http.post(
         "/api/admin/clients",
@@ -36,6 +39,12 @@ def create_client(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def create_client_at(base: str, plan: str = "pro") -> dict[str, Any]:
+    """:func:`create_client` on the gateway running at ``base``."""
+    with httpx.Client(base_url=base) as http:
+        return create_client(http, plan)
 
 
 def submit_job(http: TestClient, api_key: str, **overrides: Any) -> Any:

@@ -508,16 +508,7 @@ class FakeStripe:
                 created=now,
             ),
             subscription_event(
-                "customer.subscription.created",
-                subscription=subscription,
-                customer=customer,
-                price=price,
-                status="active",
-                period_start=start,
-                period_end=end,
-                created=now,
-                client_id=client_id,
-                plan=plan,
+                "customer.subscription.created", self.subscriptions[subscription], created=now
             ),
         ]
         for event in events:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: How long a process gets to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
@@ -135,6 +136,28 @@ def stop(
     if group is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
+
+
+def run_in_group(
+    args: list[str], *, timeout: float, cwd: Path, **popen: Any
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run ``args`` in a process group of its own, its output read as text (``stdout`` piped;
+    ``stderr`` as ``popen`` says), and stop what is left of the group when it ends or at
+    ``timeout``: a hanging grandchild never outlives it. Returns the run (what it printed so
+    far, on a timeout) and whether it timed out."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.PIPE, text=True, start_new_session=True, **popen
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        stop(proc)
+        out, err = proc.communicate()
+    finally:
+        stop(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), timed_out
 
 
 def _own_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> int | None:

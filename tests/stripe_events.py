@@ -20,6 +20,7 @@ Where this version keeps things (see docs/STRIPE.md):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import secrets
@@ -351,86 +352,46 @@ def checkout_session_completed(
 
 def subscription_event(
     type_: SubscriptionEventType,
+    subscription: dict[str, Any],
     *,
-    subscription: str,
-    customer: str,
-    price: str,
-    status: SubscriptionStatus | str,
-    period_start: int,
-    period_end: int,
     created: int,
-    client_id: str | None = None,
-    plan: str | None = None,
-    cancel_at_period_end: bool = False,
     event_id: str | None = None,
-    livemode: bool = False,
     previous_attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``customer.subscription.created/updated/deleted`` (a deleted event carries status
-    ``"canceled"`` on Stripe). ``previous_attributes`` goes to ``data.previous_attributes``
-    when given (Stripe sends it on ``updated`` events)."""
+    """``customer.subscription.created/updated/deleted`` carrying a copy of ``subscription``
+    (a ``subscription_object``) as it is now: a later change to it is not in the event (a
+    deleted event carries status ``"canceled"`` on Stripe). ``previous_attributes`` goes to
+    ``data.previous_attributes`` when given (Stripe sends it on ``updated`` events)."""
     if type_ not in get_args(SubscriptionEventType):
         raise ValueError(f"not a subscription event type: {type_!r}")
-    obj = subscription_object(
-        subscription=subscription,
-        customer=customer,
-        price=price,
-        status=status,
-        period_start=period_start,
-        period_end=period_end,
-        created=created,
-        client_id=client_id,
-        plan=plan,
-        cancel_at_period_end=cancel_at_period_end,
-        livemode=livemode,
-    )
     return _envelope(
         type_,
-        obj,
+        copy.deepcopy(subscription),
         created=created,
         event_id=event_id,
-        livemode=livemode,
+        livemode=subscription["livemode"],
         previous_attributes=previous_attributes,
     )
 
 
 def invoice_event(
     type_: InvoiceEventType,
+    invoice: dict[str, Any],
     *,
-    subscription: str,
-    customer: str,
-    period_start: int,
-    period_end: int,
     created: int,
-    billing_reason: str = "subscription_cycle",
-    client_id: str | None = None,
-    plan: str | None = None,
     event_id: str | None = None,
-    livemode: bool = False,
-    price: str | None = None,
-    amount: int = 2000,
-    null_metadata: bool = False,
 ) -> dict[str, Any]:
-    """``invoice.paid`` (status ``paid``) or ``invoice.payment_failed`` (status ``open``) for
-    one subscription line whose service period is ``period_start..period_end``."""
+    """``invoice.paid`` or ``invoice.payment_failed`` carrying a copy of ``invoice`` (an
+    ``invoice_object``, paid or open after a failed attempt) as it is now."""
     if type_ not in get_args(InvoiceEventType):
         raise ValueError(f"not an invoice event type: {type_!r}")
-    invoice = invoice_object(
-        subscription=subscription,
-        customer=customer,
-        period_start=period_start,
-        period_end=period_end,
+    return _envelope(
+        type_,
+        copy.deepcopy(invoice),
         created=created,
-        paid=type_ == "invoice.paid",
-        billing_reason=billing_reason,
-        client_id=client_id,
-        plan=plan,
-        livemode=livemode,
-        price=price,
-        amount=amount,
-        null_metadata=null_metadata,
+        event_id=event_id,
+        livemode=invoice["livemode"],
     )
-    return _envelope(type_, invoice, created=created, event_id=event_id, livemode=livemode)
 
 
 def invoice_object(

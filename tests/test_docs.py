@@ -35,7 +35,7 @@ import httpx
 import pytest
 
 from openclaw_billing.errors import BillingError
-from tests.processes import stop
+from tests.processes import run_in_group
 from tests.server import REPO_ROOT, clean_env, running_gateway
 
 SUMMARY = REPO_ROOT.parent / "shared" / "seed" / "CLIENT_AUTH_DELIVERY_SUMMARY.md"
@@ -205,24 +205,16 @@ def run_bash(
 ) -> subprocess.CompletedProcess[str]:
     """``bash -euo pipefail script`` in its own process group: on a timeout the script and
     every command it started (a hanging curl) are stopped, not only bash."""
-    proc = subprocess.Popen(
+    done, timed_out = run_in_group(
         ["bash", "-euo", "pipefail", str(script)],
+        timeout=timeout,
         cwd=cwd,
         env=env,
-        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
     )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"the examples did not finish in {timeout} s:\n{stdout}\n{stderr}")
-    finally:
-        stop(proc)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    if timed_out:
+        pytest.fail(f"the examples did not finish in {timeout} s:\n{done.stdout}\n{done.stderr}")
+    return done
 
 
 def _split(stream: str) -> list[str]:

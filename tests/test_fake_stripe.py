@@ -22,6 +22,7 @@ from tests.fake_stripe import API_VERSION, FakeStripe, decode_params
 from tests.stripe_events import (
     checkout_session_completed,
     invoice_event,
+    invoice_object,
     new_id,
     signed,
     signed_payload,
@@ -36,8 +37,9 @@ T0 = 1_800_000_000
 MONTH = 30 * 24 * 3600
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
+@pytest.fixture(name="fake")
+def fake_fixture() -> Iterator[FakeStripe]:
+    """A fake Stripe of its own (no gateway)."""
     with FakeStripe() as server:
         yield server
 
@@ -47,6 +49,23 @@ def client(fake: FakeStripe) -> stripe.StripeClient:
     return stripe.StripeClient(
         fake.secret_key, base_addresses={"api": fake.base_url}, max_network_retries=2
     )
+
+
+def a_subscription(**fields: Any) -> dict[str, Any]:
+    """A subscription object: ``sub_1`` of ``cus_1`` on ``price_pro``, active for the month
+    from ``T0``, of ``client_1`` on ``pro``; ``fields`` change any of it."""
+    defaults: dict[str, Any] = {
+        "subscription": "sub_1",
+        "customer": "cus_1",
+        "price": "price_pro",
+        "status": "active",
+        "period_start": T0,
+        "period_end": T0 + MONTH,
+        "created": T0,
+        "client_id": "client_1",
+        "plan": "pro",
+    }
+    return subscription_object(**(defaults | fields))
 
 
 @pytest.fixture
@@ -76,17 +95,7 @@ def checkout_params(**overrides: Any) -> SessionCreateParams:
 
 def test_checkout_session_create(fake: FakeStripe, client: stripe.StripeClient) -> None:
     session = client.v1.checkout.sessions.create(
-        params={
-            "mode": "subscription",
-            "line_items": [{"price": "price_pro", "quantity": 1}],
-            "customer_email": "ada@example.test",
-            "client_reference_id": "client_123",
-            "success_url": "https://app.example.test/billing/success",
-            "cancel_url": "https://app.example.test/billing/cancel",
-            "metadata": {"client_id": "client_123", "plan": "pro"},
-            "subscription_data": {"metadata": {"client_id": "client_123", "plan": "pro"}},
-        },
-        options={"idempotency_key": "k1"},
+        params=checkout_params(), options={"idempotency_key": "k1"}
     )
 
     assert isinstance(session, stripe.checkout.Session)
@@ -103,15 +112,10 @@ def test_checkout_session_create(fake: FakeStripe, client: stripe.StripeClient) 
     assert fake.checkout_sessions[session.id]["customer_email"] == "ada@example.test"
 
     [request] = fake.requests_to("post", "/v1/checkout/sessions")
+    # what was sent, form-decoded: every value a string
     assert request.params == {
-        "mode": "subscription",
+        **checkout_params(),
         "line_items": [{"price": "price_pro", "quantity": "1"}],
-        "customer_email": "ada@example.test",
-        "client_reference_id": "client_123",
-        "success_url": "https://app.example.test/billing/success",
-        "cancel_url": "https://app.example.test/billing/cancel",
-        "metadata": {"client_id": "client_123", "plan": "pro"},
-        "subscription_data": {"metadata": {"client_id": "client_123", "plan": "pro"}},
     }
     assert request.idempotency_key == "k1"
     assert not request.replayed
@@ -297,17 +301,7 @@ def test_billing_portal_session(fake: FakeStripe, client: stripe.StripeClient) -
 
 def test_retrieve_subscription(fake: FakeStripe, client: stripe.StripeClient) -> None:
     sub_id = new_id("sub_")
-    fake.subscriptions[sub_id] = subscription_object(
-        subscription=sub_id,
-        customer="cus_123",
-        price="price_pro",
-        status="active",
-        period_start=T0,
-        period_end=T0 + MONTH,
-        created=T0,
-        client_id="client_123",
-        plan="pro",
-    )
+    fake.subscriptions[sub_id] = a_subscription(subscription=sub_id, customer="cus_123")
     sub = client.v1.subscriptions.retrieve(sub_id)
 
     assert isinstance(sub, stripe.Subscription)
@@ -329,15 +323,7 @@ def test_retrieve_subscription(fake: FakeStripe, client: stripe.StripeClient) ->
 def test_get_params_come_from_the_query_string(
     fake: FakeStripe, client: stripe.StripeClient
 ) -> None:
-    fake.subscriptions["sub_1"] = subscription_object(
-        subscription="sub_1",
-        customer="cus_1",
-        price="price_pro",
-        status="active",
-        period_start=T0,
-        period_end=T0 + MONTH,
-        created=T0,
-    )
+    fake.subscriptions["sub_1"] = a_subscription()
     client.v1.subscriptions.retrieve("sub_1", params={"expand": ["customer", "latest_invoice"]})
     assert fake.requests[0].params == {"expand": ["customer", "latest_invoice"]}
 
@@ -559,21 +545,10 @@ def test_checkout_session_completed_event() -> None:
     ],
 )
 def test_subscription_events(type_: Any, status: str) -> None:
-    event = _roundtrip(
-        subscription_event(
-            type_,
-            subscription="sub_123",
-            customer="cus_123",
-            price="price_pro",
-            status=status,
-            period_start=T0,
-            period_end=T0 + MONTH,
-            created=T0 + 5,
-            client_id="client_123",
-            plan="pro",
-            cancel_at_period_end=False,
-        )
+    obj = a_subscription(
+        subscription="sub_123", customer="cus_123", status=status, client_id="client_123"
     )
+    event = _roundtrip(subscription_event(type_, obj, created=T0 + 5))
     assert event.type == type_
     sub = event.data.object
     assert isinstance(sub, stripe.Subscription)
@@ -592,17 +567,14 @@ def test_subscription_events(type_: Any, status: str) -> None:
 
 
 def test_subscription_event_without_metadata_and_with_previous_attributes() -> None:
+    obj = a_subscription(
+        price="price_starter", client_id=None, plan=None, cancel_at_period_end=True
+    )
     event = _roundtrip(
         subscription_event(
             "customer.subscription.updated",
-            subscription="sub_1",
-            customer="cus_1",
-            price="price_starter",
-            status="active",
-            period_start=T0,
-            period_end=T0 + MONTH,
+            obj,
             created=T0,
-            cancel_at_period_end=True,
             previous_attributes={"cancel_at_period_end": False},
         )
     )
@@ -613,16 +585,7 @@ def test_subscription_event_without_metadata_and_with_previous_attributes() -> N
     assert event.data.previous_attributes is not None
     assert event.data.previous_attributes["cancel_at_period_end"] is False
     with pytest.raises(ValueError, match="not a subscription event type"):
-        subscription_event(
-            "invoice.paid",  # type: ignore[arg-type]
-            subscription="sub_1",
-            customer="cus_1",
-            price="p",
-            status="active",
-            period_start=T0,
-            period_end=T0,
-            created=T0,
-        )
+        subscription_event("invoice.paid", obj, created=T0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -630,18 +593,17 @@ def test_subscription_event_without_metadata_and_with_previous_attributes() -> N
     [("invoice.paid", "paid", 2000), ("invoice.payment_failed", "open", 0)],
 )
 def test_invoice_events(type_: Any, status: str, paid: int) -> None:
-    event = _roundtrip(
-        invoice_event(
-            type_,
-            subscription="sub_123",
-            customer="cus_123",
-            period_start=T0 + MONTH,
-            period_end=T0 + 2 * MONTH,
-            created=T0 + MONTH + 60,
-            client_id="client_123",
-            plan="pro",
-        )
+    obj = invoice_object(
+        subscription="sub_123",
+        customer="cus_123",
+        period_start=T0 + MONTH,
+        period_end=T0 + 2 * MONTH,
+        created=T0 + MONTH + 60,
+        paid=type_ == "invoice.paid",
+        client_id="client_123",
+        plan="pro",
     )
+    event = _roundtrip(invoice_event(type_, obj, created=T0 + MONTH + 60))
     invoice = event.data.object
     assert isinstance(invoice, stripe.Invoice)
     assert invoice.status == status

@@ -48,6 +48,7 @@ import gateway
 from conftest import ADMIN_TOKEN
 from openclaw_billing.store import open_store
 from tests.backends import FILE_BACKENDS, assert_invariants, file_store_url
+from tests.factories import create_client_at
 from tests.fake_stripe import FakeStripe
 from tests.invariants import KEY_RE
 from tests.server import running_gateway
@@ -109,11 +110,7 @@ def live(
         }
         with running_gateway(state_dir, extra_env=env) as base:
             assert httpx.get(f"{base}/openapi.json").json() == OPENAPI
-            created = httpx.post(
-                f"{base}/api/admin/clients",
-                headers={"X-Auth-Token": ADMIN_TOKEN},
-                json={"name": "Fuzz", "email": "fuzz@acmecorp.com", "plan": "pro"},
-            ).json()
+            created = create_client_at(base, "pro")
             headers = {"X-Client-Key": created["api_key"], "X-Auth-Token": ADMIN_TOKEN}
             policy = httpx.put(
                 f"{base}/api/admin/clients/{created['client_id']}/policy",

@@ -19,7 +19,7 @@ import gateway
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.settings import get_settings
-from tests.factories import JOB_BODY, create_client, submit_job
+from tests.factories import JOB_BODY, create_client, create_client_at, submit_job
 from tests.server import REPO_ROOT, clean_env, free_port, log_path, running_gateway
 
 
@@ -324,13 +324,7 @@ def test_the_admin_token_in_the_query_string_is_401_on_every_admin_route(
 
 def test_the_access_log_never_writes_a_query_string(tmp_path: Path) -> None:
     with running_gateway(tmp_path, workers=2, log_level="info") as base:
-        admin = {"X-Auth-Token": ADMIN_TOKEN}
-        created = httpx.post(
-            f"{base}/api/admin/clients",
-            headers=admin,
-            json={"name": "A", "email": "a@acmecorp.com"},
-        )
-        key = created.json()["api_key"]
+        key = create_client_at(base, "free")["api_key"]
         sent = [
             ("GET", f"/api/billing/usage?api_key={key}", 401),
             ("POST", f"/api/intake?key={key}", 401),

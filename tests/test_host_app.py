@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN
+from tests.factories import create_client_at
 from tests.host_app import BOOM
 from tests.server import log_path, running_gateway
 
@@ -27,13 +28,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
 
 def new_client(base: str) -> str:
-    created = httpx.post(
-        f"{base}/api/admin/clients",
-        headers={"X-Auth-Token": ADMIN_TOKEN},
-        json={"name": "Host Co", "email": "host@acmecorp.com"},  # free: 5 jobs, 10 a minute
-    )
-    assert created.status_code == 201, created.text
-    key: str = created.json()["api_key"]
+    key: str = create_client_at(base, "free")["api_key"]  # free: 5 jobs, 10 a minute
     return key
 
 

@@ -24,7 +24,7 @@ import gateway
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.service import BillingService
-from tests.factories import JOB_BODY, create_client, submit_job
+from tests.factories import JOB_BODY, create_client, create_client_at, submit_job
 from tests.invariants import check_store_file
 from tests.server import running_gateway
 
@@ -424,11 +424,7 @@ def _concurrent_duplicates(base: str, api_key: str, key: str) -> list[httpx.Resp
 @pytest.mark.slow
 def test_r3_r4_concurrent_duplicates_are_charged_once_across_workers(tmp_path: Path) -> None:
     with running_gateway(tmp_path, workers=2) as base:
-        created = httpx.post(
-            f"{base}/api/admin/clients",
-            headers=ADMIN,
-            json={"name": "Retry Co", "email": "retry@acmecorp.com", "plan": "starter"},
-        ).json()
+        created = create_client_at(base, "starter")
         client_id, api_key = created["client_id"], created["api_key"]
 
         started = time.monotonic()

@@ -28,7 +28,7 @@ from openclaw_billing.cycles import CYCLE_LENGTH
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from tests.backends import assert_invariants, reopen, store_url_fixture  # noqa: F401
-from tests.factories import JOB_BODY
+from tests.factories import JOB_BODY, create_client_at
 from tests.invariants import check_store_file
 from tests.server import running_gateway
 
@@ -91,11 +91,7 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
     extra = {"OPENCLAW_BILLING_DB": store_url}
     with running_gateway(tmp_path, workers=WORKERS, extra_env=extra) as base:
         admin = {"X-Auth-Token": ADMIN_TOKEN}
-        created = httpx.post(
-            f"{base}/api/admin/clients",
-            headers=admin,
-            json={"name": "Load Co", "email": "load@acmecorp.com", "plan": "pro"},
-        ).json()
+        created = create_client_at(base, "pro")
         client_id, key = created["client_id"], created["api_key"]
         topped = httpx.put(
             f"{base}/api/admin/clients/{client_id}/credits",

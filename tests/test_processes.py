@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.processes import _stat, stop
+from tests.processes import _stat, run_in_group
 from tests.server import REPO_ROOT
 
 #: Tests that start servers and stop them again.
@@ -21,23 +21,13 @@ def run_pytest(args: list[str], *, cwd: Path, timeout: float = 120) -> tuple[int
     """``pytest args`` started as a background job of a shell is: with SIGINT ignored (the
     disposition every process it starts inherits). Returns its status and output."""
     command = " ".join([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args])
-    proc = subprocess.Popen(
+    done, timed_out = run_in_group(
         ["bash", "-c", f"trap '' INT; exec {command} </dev/null"],
+        timeout=timeout,
         cwd=cwd,
-        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
     )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        out, _ = proc.communicate()
-        return -1, out
-    finally:
-        stop(proc)
-    return proc.returncode, out
+    return (-1 if timed_out else done.returncode), done.stdout
 
 
 def test_servers_stop_when_the_suite_runs_with_sigint_ignored() -> None:

@@ -23,11 +23,12 @@ from httpx import Response
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.settings import get_settings
 from openclaw_billing.stripe_billing import set_stripe_client
-from tests.factories import create_client, submit_job
+from tests.factories import create_client, create_client_at, submit_job
 from tests.fake_stripe import FakeStripe
 from tests.stripe_events import (
     checkout_session_completed,
     invoice_event,
+    invoice_object,
     new_id,
     signed,
     signed_payload,
@@ -41,12 +42,20 @@ PRICES = {"starter": "price_starter_test", "pro": "price_pro_test"}
 DAY = 86_400
 
 
+def stripe_settings(fake: FakeStripe) -> dict[str, str]:
+    """The gateway's Stripe settings (environment variables) for the fake Stripe ``fake``."""
+    return {
+        "STRIPE_SECRET_KEY": "sk_test_fake",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_PRICE_STARTER": PRICES["starter"],
+        "STRIPE_PRICE_PRO": PRICES["pro"],
+        "STRIPE_API_BASE": fake.base_url,
+    }
+
+
 def stripe_env(monkeypatch: pytest.MonkeyPatch, fake: FakeStripe) -> None:
-    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_fake")
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("STRIPE_PRICE_STARTER", PRICES["starter"])
-    monkeypatch.setenv("STRIPE_PRICE_PRO", PRICES["pro"])
-    monkeypatch.setenv("STRIPE_API_BASE", fake.base_url)
+    for name, value in stripe_settings(fake).items():
+        monkeypatch.setenv(name, value)
     # The SDK sleeps at least 0.5 s before a retry; tests need not wait.
     monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.0)
     monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.0)
@@ -92,13 +101,16 @@ class World:
         client_id: str,
         plan: str,
         *,
-        start: int,
-        end: int,
+        start: int | None = None,
+        end: int | None = None,
         status: str = "active",
         subscription: str | None = None,
         customer: str | None = None,
     ) -> dict[str, Any]:
-        """Set Stripe's current state of a subscription; returns the object."""
+        """Set Stripe's current state of a subscription (by default a new one whose 30-day
+        period starts now); returns the object."""
+        start = int(time.time()) if start is None else start
+        end = start + 30 * DAY if end is None else end
         obj = subscription_object(
             subscription=subscription or new_id("sub_"),
             customer=customer or new_id("cus_"),
@@ -113,41 +125,51 @@ class World:
         self.fake.subscriptions[obj["id"]] = obj
         return obj
 
-    def sub_event(self, type_: Any, obj: dict[str, Any], created: int | None = None) -> Any:
-        item = obj["items"]["data"][0]
-        return subscription_event(
-            type_,
-            subscription=obj["id"],
-            customer=obj["customer"],
-            price=item["price"]["id"],
-            status=obj["status"],
-            period_start=item["current_period_start"],
-            period_end=item["current_period_end"],
-            created=created or self.tick(),
-            client_id=obj["metadata"].get("client_id"),
-            plan=obj["metadata"].get("plan"),
+    def renewed(self, sub: dict[str, Any], *, days: int = 31) -> dict[str, Any]:
+        """``sub`` as Stripe has it once its next period (``days`` long) has started."""
+        start = sub["items"]["data"][0]["current_period_end"]
+        meta = sub["metadata"]
+        return self.subscribe(
+            meta["client_id"],
+            meta["plan"],
+            start=start,
+            end=start + days * DAY,
+            subscription=sub["id"],
+            customer=sub["customer"],
         )
+
+    def set_status(self, sub: dict[str, Any], status: str) -> Response:
+        """Stripe changes ``sub``'s status and delivers the event it sends for that:
+        ``customer.subscription.deleted`` when it is canceled, else ``updated``."""
+        sub["status"] = status
+        ended = status == "canceled"
+        type_ = f"customer.subscription.{'deleted' if ended else 'updated'}"
+        return self.deliver(self.sub_event(type_, sub))
+
+    def sub_event(self, type_: Any, obj: dict[str, Any], created: int | None = None) -> Any:
+        """An event of ``obj`` as it is now (Stripe, the fake, has the object itself)."""
+        return subscription_event(type_, obj, created=created or self.tick())
 
     def invoice(
         self, type_: Any, obj: dict[str, Any], *, reason: str = "subscription_cycle", **extra: Any
     ) -> Any:
         """An invoice event of ``obj``'s current period; Stripe (the fake) has the invoice."""
         item = obj["items"]["data"][0]
-        event = invoice_event(
-            type_,
+        invoice = invoice_object(
             subscription=obj["id"],
             customer=obj["customer"],
             period_start=item["current_period_start"],
             period_end=item["current_period_end"],
             created=self.tick(),
+            paid=type_ == "invoice.paid",
             billing_reason=reason,
             client_id=obj["metadata"].get("client_id"),
             plan=obj["metadata"].get("plan"),
             price=item["price"]["id"],
             **extra,
         )
-        self.fake.invoices[event["data"]["object"]["id"]] = event["data"]["object"]
-        return event
+        self.fake.invoices[invoice["id"]] = invoice
+        return invoice_event(type_, invoice, created=invoice["created"])
 
     def completed(self, client_id: str, sub: dict[str, Any], plan: str, **extra: Any) -> Any:
         """checkout.session.completed for ``sub``; Stripe (the fake) has the session."""
@@ -196,8 +218,7 @@ def checkout(http: TestClient, key: str, plan: str, **extra: Any) -> Response:
 
 def upgrade(world: World, client: dict[str, Any], plan: str = "pro") -> dict[str, Any]:
     """Checkout completed and the subscription created, as Stripe delivers them."""
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], plan, start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], plan)
     done = world.completed(client["client_id"], sub, plan)
     assert world.deliver(done).status_code == 200
     assert world.deliver(world.sub_event("customer.subscription.created", sub)).status_code == 200
@@ -267,8 +288,7 @@ def test_checkout_reuses_the_stripe_customer(
 ) -> None:
     client = create_client(http, "free")
     sub = upgrade(world, client, "starter")
-    sub["status"] = "canceled"  # a former subscriber comes back: same Stripe customer
-    world.deliver(world.sub_event("customer.subscription.deleted", sub))
+    world.set_status(sub, "canceled")  # a former subscriber comes back: same Stripe customer
     assert checkout(http, client["api_key"], "pro").status_code == 200
     sent = fake.requests_to("POST", "/v1/checkout/sessions")[-1]
     assert sent.params["customer"] == sub["customer"]
@@ -391,14 +411,7 @@ def test_renewal_starts_a_new_cycle_aligned_to_the_paid_period(
     for _ in range(10):
         assert submit_job(http, client["api_key"]).status_code == 201
     old_end = sub["items"]["data"][0]["current_period_end"]
-    renewed = world.subscribe(
-        client["client_id"],
-        "pro",
-        start=old_end,
-        end=old_end + 31 * DAY,
-        subscription=sub["id"],
-        customer=sub["customer"],
-    )
+    renewed = world.renewed(sub)
     now.now = datetime.fromtimestamp(old_end + 3600, UTC)
     response = world.deliver(world.invoice("invoice.paid", renewed))
     assert response.json()["outcome"] == "applied"
@@ -420,14 +433,7 @@ def test_a_fallback_reset_before_the_invoice_is_not_granted_twice(
     now.now = datetime.fromtimestamp(old_end + 60, UTC)
     # The period ended and Stripe has not charged yet: the 30-day fallback starts a cycle.
     assert submit_job(http, client["api_key"]).json()["credits_remaining"] == 199
-    renewed = world.subscribe(
-        client["client_id"],
-        "pro",
-        start=old_end,
-        end=old_end + 31 * DAY,
-        subscription=sub["id"],
-        customer=sub["customer"],
-    )
+    renewed = world.renewed(sub)
     world.deliver(world.invoice("invoice.paid", renewed))
     detail = world.detail(client["client_id"])
     assert detail["credits_remaining"] == 199  # re-aligned, not granted again
@@ -441,8 +447,7 @@ def test_cancellation_returns_the_client_to_free(
 ) -> None:
     client = create_client(http, "free")
     sub = upgrade(world, client)
-    sub["status"] = "canceled"
-    world.deliver(world.sub_event("customer.subscription.deleted", sub))
+    world.set_status(sub, "canceled")
     usage = world.usage(client["api_key"])
     assert usage["plan"] == "free"
     assert usage["credits_remaining"] == 5
@@ -495,8 +500,7 @@ def test_replayed_deliveries_change_nothing(
     world: World, http: TestClient, fake: FakeStripe, store_path: Path
 ) -> None:
     client = create_client(http, "free")
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], "pro")
     event = world.sub_event("customer.subscription.created", sub)
     assert world.deliver(event).json()["outcome"] == "applied"
     submit_job(http, client["api_key"])
@@ -513,8 +517,7 @@ def test_an_older_event_never_overwrites_newer_state(
     world: World, http: TestClient, fake: FakeStripe
 ) -> None:
     client = create_client(http, "free")
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], "starter", start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], "starter")
     older = world.sub_event("customer.subscription.created", sub)
     sub["status"] = "canceled"
     newer = world.sub_event("customer.subscription.deleted", sub)
@@ -530,8 +533,7 @@ def test_events_arriving_in_reverse_converge_to_stripes_state(
 ) -> None:
     """invoice.paid before subscription.created, and checkout completion last."""
     client = create_client(http, "free")
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], "pro")
     created = world.sub_event("customer.subscription.created", sub)
     paid = world.invoice("invoice.paid", sub, reason="subscription_create")
     done = world.completed(client["client_id"], sub, "pro")
@@ -549,8 +551,7 @@ def test_r16_only_the_valid_delivery_changes_state(
     world: World, http: TestClient, fake: FakeStripe, store_path: Path
 ) -> None:
     client = create_client(http, "free")
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], "pro")
     event = world.sub_event("customer.subscription.created", sub)
     payload, headers = signed(event, WEBHOOK_SECRET)
     stamp = int(time.time())
@@ -596,8 +597,7 @@ def test_r19_unknown_event_types_are_acknowledged_and_change_nothing(
 
 
 def test_events_for_no_known_client_are_acknowledged(world: World, http: TestClient) -> None:
-    start = int(time.time())
-    sub = world.subscribe("no-such-client", "pro", start=start, end=start + 30 * DAY)
+    sub = world.subscribe("no-such-client", "pro")
     response = world.deliver(world.sub_event("customer.subscription.created", sub))
     assert response.status_code == 200
     assert response.json()["outcome"] == "unmatched"
@@ -647,34 +647,25 @@ def test_the_fake_simulates_payment_and_delivers_signed_events(tmp_path: Path) -
     """The offline loop the docs describe: checkout, pay at the fake, webhooks arrive."""
     from tests.server import running_gateway
 
-    with FakeStripe() as fake:
-        env = {
-            "STRIPE_SECRET_KEY": "sk_test_fake",
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_PRICE_PRO": PRICES["pro"],
-            "STRIPE_API_BASE": fake.base_url,
-        }
-        with running_gateway(tmp_path, extra_env=env) as base:
-            fake.webhook_url, fake.webhook_secret = f"{base}/api/billing/webhook", WEBHOOK_SECRET
-            admin = {"X-Auth-Token": ADMIN_TOKEN}
-            import httpx
+    with (
+        FakeStripe() as fake,
+        running_gateway(tmp_path, extra_env=stripe_settings(fake)) as base,
+    ):
+        fake.webhook_url, fake.webhook_secret = f"{base}/api/billing/webhook", WEBHOOK_SECRET
+        import httpx
 
-            client = httpx.post(
-                f"{base}/api/admin/clients",
-                headers=admin,
-                json={"name": "P", "email": "p@acmecorp.com", "plan": "free"},
-            ).json()
-            key = {"X-Client-Key": client["api_key"]}
-            session = httpx.post(f"{base}/api/billing/checkout", headers=key, json={"plan": "pro"})
-            paid = httpx.post(
-                f"{fake.base_url}/_fake/checkout/sessions/{session.json()['session_id']}/pay"
-            )
-            assert len(paid.json()["events"]) == 2
-            deadline = time.monotonic() + 10
-            while len(fake.deliveries) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert sorted(status for _, status in fake.deliveries) == [200, 200]
-            usage = httpx.get(f"{base}/api/billing/usage", headers=key).json()
+        client = create_client_at(base, "free")
+        key = {"X-Client-Key": client["api_key"]}
+        session = httpx.post(f"{base}/api/billing/checkout", headers=key, json={"plan": "pro"})
+        paid = httpx.post(
+            f"{fake.base_url}/_fake/checkout/sessions/{session.json()['session_id']}/pay"
+        )
+        assert len(paid.json()["events"]) == 2
+        deadline = time.monotonic() + 10
+        while len(fake.deliveries) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(status for _, status in fake.deliveries) == [200, 200]
+        usage = httpx.get(f"{base}/api/billing/usage", headers=key).json()
     assert (usage["plan"], usage["credits_remaining"]) == ("pro", 200)
 
 
@@ -685,8 +676,7 @@ def test_checkout_completion_retried_after_stripe_fails_still_syncs_the_plan(
     world: World, http: TestClient, fake: FakeStripe
 ) -> None:
     client = create_client(http, "free")
-    start = int(time.time())
-    sub = world.subscribe(client["client_id"], "pro", start=start, end=start + 30 * DAY)
+    sub = world.subscribe(client["client_id"], "pro")
     done = world.completed(client["client_id"], sub, "pro")
     fake.fail_next(500, count=3)
     assert world.deliver(done).status_code == 502  # Stripe will redeliver
@@ -713,12 +703,11 @@ def test_an_old_subscription_ending_leaves_the_current_one_alone(
 ) -> None:
     client = create_client(http, "free")
     start = int(time.time())
-    old = world.subscribe(client["client_id"], "starter", start=start, end=start + 30 * DAY)
+    old = world.subscribe(client["client_id"], "starter", start=start)
     world.deliver(world.sub_event("customer.subscription.created", old))
-    new = world.subscribe(client["client_id"], "pro", start=start + 60, end=start + 30 * DAY + 60)
+    new = world.subscribe(client["client_id"], "pro", start=start + 60)
     world.deliver(world.sub_event("customer.subscription.created", new))
-    old["status"] = "canceled"
-    world.deliver(world.sub_event("customer.subscription.deleted", old))
+    world.set_status(old, "canceled")
     usage = world.usage(client["api_key"])
     assert (usage["plan"], usage["subscription_status"]) == ("pro", "active")
     assert world.detail(client["client_id"])["stripe_subscription_id"] == new["id"]
@@ -729,8 +718,7 @@ def test_a_paused_subscription_accepts_no_jobs(
 ) -> None:
     client = create_client(http, "free")
     sub = upgrade(world, client)
-    sub["status"] = "paused"
-    world.deliver(world.sub_event("customer.subscription.updated", sub))
+    world.set_status(sub, "paused")
     usage = world.usage(client["api_key"])
     assert (usage["status"], usage["can_submit"]) == ("paused", False)
     refused = submit_job(http, client["api_key"])
@@ -743,8 +731,7 @@ def test_closed_cycles_keep_the_plan_they_ran_under(
 ) -> None:
     client = create_client(http, "free")
     sub = upgrade(world, client, "starter")
-    sub["status"] = "canceled"
-    world.deliver(world.sub_event("customer.subscription.deleted", sub))
+    world.set_status(sub, "canceled")
     history = world.detail(client["client_id"])["metadata"]["cycle_history"]
     assert [(c["plan"], c["allowance"]) for c in history] == [("free", 5), ("starter", 50)]
 

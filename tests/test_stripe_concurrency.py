@@ -13,41 +13,27 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN
-from tests.factories import JOB_BODY
+from tests.factories import JOB_BODY, create_client_at
 from tests.fake_stripe import FakeStripe
 from tests.server import running_gateway
 from tests.stripe_events import signed, subscription_event, subscription_object
-from tests.test_stripe import DAY, PRICES, WEBHOOK_SECRET
-
-STRIPE_ENV = {
-    "STRIPE_SECRET_KEY": "sk_test_fake",
-    "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-    "STRIPE_PRICE_STARTER": PRICES["starter"],
-    "STRIPE_PRICE_PRO": PRICES["pro"],
-}
+from tests.test_stripe import DAY, PRICES, WEBHOOK_SECRET, stripe_settings
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[str, FakeStripe]]:
     with (
         FakeStripe() as fake,
-        running_gateway(
-            tmp_path, workers=2, extra_env=STRIPE_ENV | {"STRIPE_API_BASE": fake.base_url}
-        ) as base,
+        running_gateway(tmp_path, workers=2, extra_env=stripe_settings(fake)) as base,
     ):
         yield base, fake
 
 
-def _client(base: str, plan: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.post(
-        f"{base}/api/admin/clients",
-        headers={"X-Auth-Token": ADMIN_TOKEN},
-        json={"name": "C", "email": "c@acmecorp.com", "plan": plan},
-    ).json()
-    return body
-
-
-def _subscription(fake: FakeStripe, client_id: str, plan: str, start: int) -> dict[str, Any]:
+def _created(
+    fake: FakeStripe, client_id: str, plan: str, start: int
+) -> tuple[dict[str, Any], tuple[bytes, dict[str, str]]]:
+    """A new ``plan`` subscription of ``client_id`` at Stripe (the fake), and its
+    ``customer.subscription.created`` delivery, signed."""
     obj = subscription_object(
         subscription="sub_" + client_id.replace("-", "")[:20],
         customer="cus_" + client_id.replace("-", "")[:20],
@@ -60,24 +46,8 @@ def _subscription(fake: FakeStripe, client_id: str, plan: str, start: int) -> di
         plan=plan,
     )
     fake.subscriptions[obj["id"]] = obj
-    return obj
-
-
-def _event(obj: dict[str, Any], type_: Any, created: int) -> dict[str, Any]:
-    item = obj["items"]["data"][0]
-    event: dict[str, Any] = subscription_event(
-        type_,
-        subscription=obj["id"],
-        customer=obj["customer"],
-        price=item["price"]["id"],
-        status=obj["status"],
-        period_start=item["current_period_start"],
-        period_end=item["current_period_end"],
-        created=created,
-        client_id=obj["metadata"]["client_id"],
-        plan=obj["metadata"]["plan"],
-    )
-    return event
+    event = subscription_event("customer.subscription.created", obj, created=start)
+    return obj, signed(event, WEBHOOK_SECRET)
 
 
 def _detail(base: str, client_id: str) -> dict[str, Any]:
@@ -92,10 +62,9 @@ def test_r17_one_event_delivered_20_times_at_once_is_applied_once(
     gateway: tuple[str, FakeStripe],
 ) -> None:
     base, fake = gateway
-    client = _client(base, "free")
+    client = create_client_at(base, "free")
     now = int(time.time())
-    obj = _subscription(fake, client["client_id"], "pro", now)
-    payload, headers = signed(_event(obj, "customer.subscription.created", now), WEBHOOK_SECRET)
+    _, (payload, headers) = _created(fake, client["client_id"], "pro", now)
     barrier = threading.Barrier(20)
     results: list[tuple[int, str]] = []
     lock = threading.Lock()
@@ -122,16 +91,16 @@ def test_r17_one_event_delivered_20_times_at_once_is_applied_once(
 @pytest.mark.slow
 def test_r21_an_upgrade_during_a_burst_is_granted_once(gateway: tuple[str, FakeStripe]) -> None:
     base, fake = gateway
-    client = _client(base, "free")
+    client = create_client_at(base, "free")
     now = int(time.time())
-    obj = _subscription(fake, client["client_id"], "starter", now)
-    body, signature = signed(_event(obj, "customer.subscription.created", now), WEBHOOK_SECRET)
+    obj, (body, signature) = _created(fake, client["client_id"], "starter", now)
     created = httpx.post(f"{base}/api/billing/webhook", content=body, headers=signature)
     assert created.status_code == 200
     assert _detail(base, client["client_id"])["credits_remaining"] == 50
 
     obj["items"]["data"][0]["price"]["id"] = PRICES["pro"]
-    payload, headers = signed(_event(obj, "customer.subscription.updated", now + 1), WEBHOOK_SECRET)
+    updated = subscription_event("customer.subscription.updated", obj, created=now + 1)
+    payload, headers = signed(updated, WEBHOOK_SECRET)
     barrier = threading.Barrier(41)
     statuses: list[int] = []
     lock = threading.Lock()

@@ -5,7 +5,6 @@ make is checked against the stripe SDK's own definitions for the pinned API vers
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any, get_args
 
 import httpx
@@ -28,29 +27,12 @@ from tests.stripe_events import (
     invoice_object,
     invoice_payment_object,
     subscription_event,
-    subscription_object,
     unknown_event,
 )
+from tests.test_fake_stripe import MONTH, T0, a_subscription, fake_fixture  # noqa: F401 - fixture
 
-T0 = 1_800_000_000
-MONTH = 30 * 86_400
 #: Every status the builders can make (the pinned version's eight).
 STATUSES = list(get_args(SubscriptionStatus))
-
-
-def _subscription(**extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "subscription": "sub_1",
-        "customer": "cus_1",
-        "price": "price_pro",
-        "status": "active",
-        "period_start": T0,
-        "period_end": T0 + MONTH,
-        "created": T0,
-        "client_id": "client_1",
-        "plan": "pro",
-    }
-    return subscription_object(**(params | extra))
 
 
 def _charge(**extra: Any) -> dict[str, Any]:
@@ -84,14 +66,8 @@ EVENTS: dict[str, dict[str, Any]] = {
     **{
         f"customer.subscription.updated, {status}": subscription_event(
             "customer.subscription.updated",
-            subscription="sub_1",
-            customer="cus_1",
-            price="price_pro",
-            status=status,
-            period_start=T0,
-            period_end=T0 + MONTH,
+            a_subscription(status=status, cancel_at_period_end=status == "active"),
             created=T0,
-            cancel_at_period_end=status == "active",
             previous_attributes={"status": "incomplete"},
         )
         for status in STATUSES
@@ -99,13 +75,17 @@ EVENTS: dict[str, dict[str, Any]] = {
     **{
         f"{type_}, {reason}": invoice_event(
             type_,
-            subscription="sub_1",
-            customer="cus_1",
-            period_start=T0,
-            period_end=T0 + MONTH,
+            invoice_object(
+                subscription="sub_1",
+                customer="cus_1",
+                period_start=T0,
+                period_end=T0 + MONTH,
+                created=T0,
+                paid=type_ == "invoice.paid",
+                billing_reason=reason,
+                null_metadata=reason == "subscription_create",
+            ),
             created=T0,
-            billing_reason=reason,
-            null_metadata=reason == "subscription_create",
         )
         for type_ in ("invoice.paid", "invoice.payment_failed")
         for reason in ("subscription_create", "subscription_cycle")
@@ -128,7 +108,7 @@ def test_every_built_event_matches_the_sdk(name: str) -> None:
 @pytest.mark.parametrize(
     "obj",
     [
-        _subscription(),
+        a_subscription(),
         invoice_object(
             subscription="sub_1", customer="cus_1", period_start=T0, period_end=T0, created=T0
         ),
@@ -147,7 +127,7 @@ def test_every_built_object_matches_the_sdk(obj: dict[str, Any]) -> None:
 
 
 def _drifted(change: Any) -> list[str]:
-    obj = copy.deepcopy(_subscription())
+    obj = copy.deepcopy(a_subscription())
     change(obj)
     return violations(obj, stripe.Subscription)
 
@@ -182,13 +162,8 @@ def test_the_check_finds_drift(change: Any, found: str | None) -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as server:
-        yield server
-
-
-@pytest.fixture
 def client(fake: FakeStripe) -> stripe.StripeClient:
+    """No retries: each call is one request (what the replay test counts)."""
     return stripe.StripeClient(fake.secret_key, base_addresses={"api": fake.base_url})
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from ..access import find_key
-from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction
+from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, AuditQuery
 from ..errors import PayloadTooLarge
 from ..plans import PlanId
 from ..stripe_billing import MAX_WEBHOOK_BYTES
@@ -235,9 +235,10 @@ def list_audit_events(
 ) -> AuditPage:
     """The audit log, newest first: admin actions and authentication failures (never a
     secret). Filter by client, action and time range; page with offset and limit."""
-    events, total = service.audit_events(
+    wanted = AuditQuery(
         client_id=client_id, action=action, since=since, until=until, offset=offset, limit=limit
     )
+    events, total = service.audit_events(wanted)
     return AuditPage(events=events, total=total, offset=offset, limit=limit)
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
+from ..audit import AuditEvent, AuditLog, AuditQuery, NewAuditEvent
 from ..errors import BillingError, StoreCorrupt, StoreUnavailable
 from .filelock import FileLock
 from .files import append, appending, ends_torn
@@ -289,29 +289,20 @@ class JsonAuditLog(AuditLog):
         for number, offset, doc in self._documents():
             yield self._validate(number, offset, doc)
 
-    def query(
-        self,
-        *,
-        client_id: str | None = None,
-        action: AuditAction | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[AuditEvent], int]:
-        check_query(offset, limit, since, until)
+    def _query(self, wanted: AuditQuery) -> tuple[list[AuditEvent], int]:
         self.catch_up()
         # One pass keeps the newest offset + limit matches. Every line is parsed and checked
         # for shape (a damaged line anywhere stops the read, it is never silently left out);
         # only the page is fully validated, which keeps a long log quick to page through.
-        newest: deque[tuple[int, int, dict[str, Any]]] = deque(maxlen=offset + limit)
+        newest: deque[tuple[int, int, dict[str, Any]]] = deque(maxlen=wanted.offset + wanted.limit)
         total = 0
-        wanted = None if action is None else action.value
+        client_id, since, until = wanted.client_id, wanted.since, wanted.until
+        action = None if wanted.action is None else wanted.action.value
         for number, start, doc in self._documents():
             if set(doc) != _FIELDS:
                 raise self._corrupt(number, start, "is not an audit event (unexpected fields)")
             if (client_id is not None and doc["client_id"] != client_id) or (
-                wanted is not None and doc["action"] != wanted
+                action is not None and doc["action"] != action
             ):
                 continue
             if since is not None or until is not None:
@@ -321,7 +312,7 @@ class JsonAuditLog(AuditLog):
             total += 1
             if newest.maxlen:
                 newest.append((number, start, doc))
-        page = [self._validate(*found) for found in list(reversed(newest))[offset:]]
+        page = [self._validate(*found) for found in list(reversed(newest))[wanted.offset :]]
         return page, total
 
     def _at(self, number: int, offset: int, doc: dict[str, Any]) -> datetime:

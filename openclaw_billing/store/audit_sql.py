@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime
 from itertools import islice
 from typing import Any, Protocol
 
@@ -41,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..audit import AuditAction, AuditEvent, AuditLog, NewAuditEvent, check_query
+from ..audit import AuditEvent, AuditLog, AuditQuery, NewAuditEvent
 from ..errors import StoreCorrupt, StoreUnavailable
 from .sql_schema import SCHEMA_LOCK, UtcDateTime
 
@@ -157,34 +156,24 @@ class SqlAuditLog(AuditLog):
                 yield self._event(row)
             last = rows[-1].id
 
-    def query(
-        self,
-        *,
-        client_id: str | None = None,
-        action: AuditAction | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[AuditEvent], int]:
-        check_query(offset, limit, since, until)
+    def _query(self, wanted: AuditQuery) -> tuple[list[AuditEvent], int]:
         conditions = []
-        if client_id is not None:
-            conditions.append(audit_rows.c.client_id == client_id)
-        if action is not None:
-            conditions.append(audit_rows.c.action == action.value)
-        if since is not None:
-            conditions.append(audit_rows.c.at >= since)
-        if until is not None:
-            conditions.append(audit_rows.c.at < until)
+        if wanted.client_id is not None:
+            conditions.append(audit_rows.c.client_id == wanted.client_id)
+        if wanted.action is not None:
+            conditions.append(audit_rows.c.action == wanted.action.value)
+        if wanted.since is not None:
+            conditions.append(audit_rows.c.at >= wanted.since)
+        if wanted.until is not None:
+            conditions.append(audit_rows.c.at < wanted.until)
         with self._tx(write=False) as conn:
             total = conn.execute(select(func.count()).select_from(audit_rows).where(*conditions))
             rows = conn.execute(
                 select(audit_rows)
                 .where(*conditions)
                 .order_by(audit_rows.c.id.desc())
-                .offset(offset)
-                .limit(limit)
+                .offset(wanted.offset)
+                .limit(wanted.limit)
             ).all()
             count = int(total.scalar_one())
         return [self._event(r) for r in rows], count

@@ -18,6 +18,7 @@ of the client's plans (another product) is ignored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,10 @@ REVERSED_THROUGH = "payment_reversed_through"
 #: Dispute statuses after which the dispute is over (every other status is open).
 DISPUTE_CLOSED = frozenset({"won", "lost", "warning_closed", "prevented"})
 MAX_OPEN_DISPUTES = 50
+
+#: What a refund or a dispute does to the client: given the service period (start, end) of
+#: the payment taken back, None when its invoice has none.
+Reversal = Callable[[ClientRecord, tuple[int, int] | None], None]
 
 
 def _extra(record: ClientRecord) -> dict[str, Any]:
@@ -118,6 +123,21 @@ class Reversals(StripeBase):
             return None
         return record, invoice
 
+    def _reverse(
+        self, event: StripeEvent, charge: Charge, change: Reversal, now: datetime
+    ) -> EventOutcome | None:
+        """Apply ``change`` to the client whose subscription ``charge`` paid, with the service
+        period that payment was for. Unordered: a refund or dispute is acted on whenever its
+        event arrives (the charge and the dispute are read as Stripe has them now)."""
+        found = self._payment(charge)
+        if not isinstance(found, tuple):
+            return found
+        record, invoice = found
+        period = invoice.service_period()
+        return self._apply(
+            event.id, record, event.created, lambda r: change(r, period), now, ordered=False
+        )
+
     def charge_refunded(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         charge_id = event.data.object.id
         charge = self._retrieve_charge(charge_id) if charge_id else None
@@ -126,17 +146,12 @@ class Reversals(StripeBase):
         if not charge.fully_refunded:
             logger.info("Charge %s partly refunded: nothing changes", charge.id)
             return None
-        found = self._payment(charge)
-        if not isinstance(found, tuple):
-            return found
-        record, invoice = found
-        period = invoice.service_period()
 
-        def change(current: ClientRecord) -> None:
+        def change(current: ClientRecord, period: tuple[int, int] | None) -> None:
             if period is not None and revoke_period(current, period[1], now):
-                logger.warning("Charge %s refunded: %s is on Free", charge.id, record.client_id)
+                logger.warning("Charge %s refunded: %s is on Free", charge.id, current.client_id)
 
-        return self._apply(event.id, record, event.created, change, now, ordered=False)
+        return self._reverse(event, charge, change, now)
 
     def dispute_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         dispute_id = event.data.object.id
@@ -148,16 +163,11 @@ class Reversals(StripeBase):
         charge = self._retrieve_charge(dispute.charge) if dispute is not None else None
         if dispute is None or charge is None:
             return EventOutcome.UNMATCHED
-        found = self._payment(charge)
-        if not isinstance(found, tuple):
-            return found
-        record, invoice = found
-        period = invoice.service_period()
 
-        def change(current: ClientRecord) -> None:
+        def change(current: ClientRecord, period: tuple[int, int] | None) -> None:
             set_dispute(current, dispute.id, dispute.status not in DISPUTE_CLOSED, now)
             lost = dispute.status == "lost" and period is not None
             if lost and period is not None and revoke_period(current, period[1], now):
-                logger.warning("Dispute %s lost: %s is on Free", dispute.id, record.client_id)
+                logger.warning("Dispute %s lost: %s is on Free", dispute.id, current.client_id)
 
-        return self._apply(event.id, record, event.created, change, now, ordered=False)
+        return self._reverse(event, charge, change, now)
