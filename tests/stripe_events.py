@@ -30,10 +30,16 @@ import stripe
 
 API_VERSION = "2026-10-28.endive"
 
+#: Every event type Stripe sends with a subscription as its object.
 SubscriptionEventType = Literal[
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
+    "customer.subscription.trial_will_end",
 ]
 InvoiceEventType = Literal["invoice.paid", "invoice.payment_failed"]
 SubscriptionStatus = Literal[

@@ -27,11 +27,9 @@ from .client import (
 from .objects import StripeEvent, Subscription
 from .sync import ENDED, PLAN_IN_FORCE
 from .webhook import (
-    DISPUTE_EVENTS,
     HANDLED_EVENTS,
-    INVOICE_EVENTS,
+    HANDLERS,
     MAX_WEBHOOK_BYTES,
-    SUBSCRIPTION_EVENTS,
     WEBHOOK_TOLERANCE,
     WebhookMixin,
 )
@@ -43,13 +41,11 @@ class StripeBilling(CheckoutMixin, WebhookMixin):
 
 __all__ = [
     "CHECKOUT_IDEMPOTENCY_WINDOW",
-    "DISPUTE_EVENTS",
     "ENDED",
     "HANDLED_EVENTS",
-    "INVOICE_EVENTS",
+    "HANDLERS",
     "MAX_WEBHOOK_BYTES",
     "PLAN_IN_FORCE",
-    "SUBSCRIPTION_EVENTS",
     "WEBHOOK_TOLERANCE",
     "CheckoutSession",
     "StripeBilling",

@@ -25,6 +25,22 @@ from .client import is_missing, stripe_failure
 logger = logging.getLogger("openclaw_billing.stripe")
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Callable[..., Any])
+
+#: The attribute :func:`handles` puts on a handler: the event types it handles.
+HANDLES = "stripe_event_types"
+
+
+def handles(*types: str) -> Callable[[H], H]:
+    """Registers a webhook handler (a method ``(self, event, now) -> EventOutcome | None``)
+    for these event types, where it is written: the webhook's table of handlers and the
+    handled event types are collected from these marks (:mod:`.webhook`)."""
+
+    def mark(handler: H) -> H:
+        setattr(handler, HANDLES, types)
+        return handler
+
+    return mark
 
 
 class StripeBase:

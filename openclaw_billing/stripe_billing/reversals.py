@@ -26,7 +26,7 @@ from .. import cycles, ledger
 from ..models import ClientRecord
 from ..plans import PlanId, get_plan
 from ..store.base import EventOutcome
-from .base import StripeBase
+from .base import StripeBase, handles
 from .client import plan_for_prices
 from .objects import Charge, Dispute, Invoice, InvoicePaymentList, StripeEvent
 
@@ -138,6 +138,7 @@ class Reversals(StripeBase):
             event.id, record, event.created, lambda r: change(r, period), now, ordered=False
         )
 
+    @handles("charge.refunded")
     def charge_refunded(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         charge_id = event.data.object.id
         charge = self._retrieve_charge(charge_id) if charge_id else None
@@ -153,6 +154,7 @@ class Reversals(StripeBase):
 
         return self._reverse(event, charge, change, now)
 
+    @handles("charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed")
     def dispute_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         dispute_id = event.data.object.id
         if dispute_id is None:

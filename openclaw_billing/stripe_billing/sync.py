@@ -21,7 +21,7 @@ from .. import ledger
 from ..models import ClientRecord
 from ..settings import Settings
 from ..store.base import EventOutcome
-from .base import StripeBase, unlink_customer
+from .base import StripeBase, handles, unlink_customer
 from .client import plan_for_prices
 from .objects import (
     PERIOD_INVOICES,
@@ -128,6 +128,11 @@ class SubscriptionSync(StripeBase):
 
         return self._apply(event.id, record, event.created, change, now, ordered=ordered)
 
+    @handles(
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+    )
     def subscription_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         sub_id = event.data.object.id
         if sub_id is None:
@@ -135,6 +140,7 @@ class SubscriptionSync(StripeBase):
         sub = self._retrieve_subscription(sub_id)
         return EventOutcome.UNMATCHED if sub is None else self._sync(event, sub, now)
 
+    @handles("invoice.paid", "invoice.payment_failed")
     def invoice_event(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         invoice_id = event.data.object.id
         if invoice_id is None:
@@ -157,6 +163,7 @@ class SubscriptionSync(StripeBase):
             paid = invoice.service_period()
         return self._sync(event, sub, now, paid=paid, ordered=False)
 
+    @handles("checkout.session.completed")
     def checkout_completed(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         session_id = event.data.object.id
         if session_id is None:
@@ -184,6 +191,7 @@ class SubscriptionSync(StripeBase):
 
         return self._apply(event.id, record, event.created, link, now)
 
+    @handles("customer.deleted")
     def customer_deleted(self, event: StripeEvent, now: datetime) -> EventOutcome | None:
         customer_id = event.data.object.id
         if customer_id is None:

@@ -1,5 +1,9 @@
 """Webhook deliveries: verification at the edge, then one handler per event type.
 
+Each handler is registered where it is written, with :func:`.base.handles`; the table of
+handlers (:data:`HANDLERS`) and the handled types (:data:`HANDLED_EVENTS`) are collected from
+those marks, so a new event type is one handler (and its test and its line in the docs).
+
 The raw body is verified (``STRIPE_WEBHOOK_SECRET``, 300 s tolerance, future timestamps
 refused too) before anything is parsed, and the parse is bounded: a body nested too deeply to
 parse, an event ``created`` outside what a datetime holds or later than the signature allows,
@@ -28,6 +32,7 @@ from ..errors import (
     StripeNotConfigured,
 )
 from ..store.base import EventOutcome
+from .base import HANDLES
 from .objects import StripeEvent
 from .reversals import Reversals
 from .sync import SubscriptionSync
@@ -36,24 +41,6 @@ logger = logging.getLogger("openclaw_billing.stripe")
 
 WEBHOOK_TOLERANCE = 300
 MAX_WEBHOOK_BYTES = 1_000_000
-
-SUBSCRIPTION_EVENTS = frozenset(
-    {
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-    }
-)
-INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_failed"})
-DISPUTE_EVENTS = frozenset(
-    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
-)
-HANDLED_EVENTS = (
-    frozenset({"checkout.session.completed", "customer.deleted", "charge.refunded"})
-    | SUBSCRIPTION_EVENTS
-    | INVOICE_EVENTS
-    | DISPUTE_EVENTS
-)
 
 Handler = Callable[[StripeEvent, datetime], EventOutcome | None]
 
@@ -101,27 +88,34 @@ class WebhookMixin(SubscriptionSync, Reversals):
                 raise LivemodeMismatch()
         return event
 
-    def _handlers(self) -> dict[str, Handler]:
-        handlers: dict[str, Handler] = {
-            "checkout.session.completed": self.checkout_completed,
-            "customer.deleted": self.customer_deleted,
-            "charge.refunded": self.charge_refunded,
-        }
-        handlers |= dict.fromkeys(SUBSCRIPTION_EVENTS, self.subscription_event)
-        handlers |= dict.fromkeys(INVOICE_EVENTS, self.invoice_event)
-        handlers |= dict.fromkeys(DISPUTE_EVENTS, self.dispute_event)
-        return handlers
-
     def handle(self, event: StripeEvent, *, now: datetime | None = None) -> EventOutcome | None:
         """Apply a verified event exactly once. Returns the outcome, or None for an event that
         changes nothing (a type not handled, or an object of no client's plans: acknowledged
         as ``ignored``)."""
         now = now or utcnow()
-        handler = self._handlers().get(event.type)
-        if handler is None:
+        name = HANDLERS.get(event.type)
+        if name is None:
             logger.info("Ignored Stripe event %s of type %s", event.id, event.type)
             return None
+        handler: Handler = getattr(self, name)
         outcome = handler(event, now)
         shown = outcome.value if outcome else "ignored"
         logger.info("Stripe event %s (%s): %s", event.id, event.type, shown)
         return outcome
+
+
+def handler_table(cls: type) -> dict[str, str]:
+    """Event type -> the name of the method of ``cls`` registered for it with ``handles``.
+    Two handlers for one type is a programming error, refused at import."""
+    table: dict[str, str] = {}
+    for name in dir(cls):
+        for event_type in getattr(getattr(cls, name), HANDLES, ()):
+            if event_type in table:
+                raise TypeError(f"{event_type} has two handlers: {table[event_type]}, {name}")
+            table[event_type] = name
+    return table
+
+
+#: The table of handlers: event type -> handler method name.
+HANDLERS = handler_table(WebhookMixin)
+HANDLED_EVENTS = frozenset(HANDLERS)
