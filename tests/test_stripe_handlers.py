@@ -16,7 +16,6 @@ from openclaw_billing.stripe_billing.webhook import handler_table
 
 def test_every_handled_type_has_one_handler_method() -> None:
     assert set(HANDLERS) == HANDLED_EVENTS
-    assert len(HANDLED_EVENTS) == 11
     for event_type, name in HANDLERS.items():
         assert callable(getattr(StripeBilling, name)), event_type
 
