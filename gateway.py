@@ -83,7 +83,19 @@ logger = logging.getLogger("openclaw_billing.gateway")
 class JobCreate(BaseModel):
     """The job body of the delivery summary's intake example."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_name": "Feature Build",
+                    "description": "Add user authentication",
+                    "task_type": "feature_build",
+                    "priority": "P1",
+                }
+            ]
+        },
+    )
 
     project_name: Annotated[
         str,

@@ -5,8 +5,9 @@ mass assignment, input bounds).
 The OpenAPI document is the app's own list of routes with what each needs: its security scheme
 (``ClientKey`` or ``AdminToken``), path and query parameters and its JSON body's schema.
 ``app.routes`` would not do: FastAPI keeps included routers there as opaque entries.
-A route added without a sample body (:data:`SAMPLE_BODIES`) or with a path parameter
-:func:`url` cannot fill fails the tests that need one, with a message saying what to add.
+A route's sample body is its request schema's first OpenAPI example (each input schema
+carries one); a route whose schema has none, or with a path parameter :func:`url` cannot
+fill, fails the tests that need one, with a message saying what to add.
 """
 
 from __future__ import annotations
@@ -20,20 +21,6 @@ ADMIN_SCHEME = "AdminToken"
 CLIENT_SCHEME = "ClientKey"
 _REF = "#/components/schemas/"
 
-#: A valid body per request schema (the smallest that passes validation).
-SAMPLE_BODIES: dict[str, dict[str, Any]] = {
-    "ClientCreate": {"name": "Sample Co", "email": "sample@acmecorp.com", "plan": "free"},
-    "CreditsAdd": {"credits": 5, "reason": "sample"},
-    "CheckoutRequest": {"plan": "starter"},
-    "PortalRequest": {},
-    "JobCreate": {"project_name": "Sample", "description": "A sample job"},
-    "KeyCreate": {"label": "sample"},
-    "KeyRotate": {"grace_seconds": 0},
-    "KeyExpiry": {"expires_at": None},
-    "PlanChange": {"plan": "starter"},
-    "PolicyUpdate": {"rate_limit_per_minute": None, "ip_allowlist": []},
-}
-
 
 @dataclass(frozen=True)
 class Operation:
@@ -44,6 +31,8 @@ class Operation:
     query_params: dict[str, dict[str, Any]]
     #: The component name of the JSON body's schema, or None for no parsed body.
     body_schema: str | None
+    #: That schema's first example, if it has one.
+    body_example: dict[str, Any] | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -59,10 +48,11 @@ class Operation:
     def sample_body(self) -> dict[str, Any] | None:
         if self.body_schema is None:
             return None
-        assert self.body_schema in SAMPLE_BODIES, (
-            f"{self}: add a valid {self.body_schema} to tests/openapi_routes.py SAMPLE_BODIES"
+        assert self.body_example is not None, (
+            f"{self}: give {self.body_schema} a valid example "
+            '(model_config = ConfigDict(json_schema_extra={"examples": [...]}))'
         )
-        return dict(SAMPLE_BODIES[self.body_schema])
+        return dict(self.body_example)
 
     def url(self, **ids: str) -> str:
         """The path with its parameters filled from ``ids`` (``client_id=...``, ...)."""
@@ -83,10 +73,17 @@ def _body_schema(operation: dict[str, Any]) -> str | None:
     raise AssertionError(f"a request body without a named schema: {schema}")
 
 
+def _first_example(components: dict[str, Any], name: str | None) -> dict[str, Any] | None:
+    examples = components.get(name, {}).get("examples") if name is not None else None
+    return dict(examples[0]) if examples else None
+
+
 def operations(app: FastAPI) -> list[Operation]:
     """Every operation of ``app``'s OpenAPI document, in document order."""
     found = []
-    for path, item in app.openapi()["paths"].items():
+    document = app.openapi()
+    components = document["components"]["schemas"]
+    for path, item in document["paths"].items():
         for method, operation in item.items():
             params = operation.get("parameters", [])
             schemes = {name for req in operation.get("security", []) for name in req}
@@ -97,7 +94,8 @@ def operations(app: FastAPI) -> list[Operation]:
                     schemes=frozenset(schemes),
                     path_params=tuple(p["name"] for p in params if p["in"] == "path"),
                     query_params={p["name"]: p["schema"] for p in params if p["in"] == "query"},
-                    body_schema=_body_schema(operation),
+                    body_schema=(body := _body_schema(operation)),
+                    body_example=_first_example(components, body),
                 )
             )
     return found

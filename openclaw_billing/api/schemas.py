@@ -87,7 +87,8 @@ Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_one_line)]
 
 class StrictInput(BaseModel):
     """A request body: an unknown field is refused, so a client can never set its own
-    credits, plan or id."""
+    credits, plan or id. Each one carries a valid example (``json_schema_extra``), shown in
+    the OpenAPI document and sent by the tests that cover every route."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -154,6 +155,8 @@ RedirectUrl = Annotated[
 
 
 class CheckoutRequest(StrictInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan": "starter"}]})
+
     plan: PlanId
     success_url: RedirectUrl | None = None
     cancel_url: RedirectUrl | None = None
@@ -165,6 +168,8 @@ class CheckoutPublic(BaseModel):
 
 
 class PortalRequest(StrictInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
+
     return_url: RedirectUrl | None = None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
 from ..audit import AuditEvent
@@ -22,12 +22,22 @@ MAX_CREDIT_ADJUSTMENT = 1_000_000
 
 
 class ClientCreate(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "Acme Corp", "email": "api@acmecorp.com", "plan": "pro"}]
+        }
+    )
+
     name: Name
     email: Email
     plan: PlanId = PlanId.FREE
 
 
 class CreditsAdd(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"credits": 50, "reason": "Q1 promotional credit"}]}
+    )
+
     credits: int = Field(
         ge=-MAX_CREDIT_ADJUSTMENT,
         le=MAX_CREDIT_ADJUSTMENT,
@@ -141,6 +151,8 @@ Network = Annotated[
 
 
 class KeyCreate(StrictInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"label": "ci"}]})
+
     label: Label | None = None
     expires_at: Instant | None = Field(
         default=None, description="When the key stops working (ISO 8601 with a zone); in future."
@@ -148,6 +160,10 @@ class KeyCreate(StrictInput):
 
 
 class KeyRotate(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"grace_seconds": 3600, "label": "ci-2"}]}
+    )
+
     grace_seconds: int = Field(
         ge=0,
         le=int(MAX_ROTATION_GRACE.total_seconds()),
@@ -158,6 +174,8 @@ class KeyRotate(StrictInput):
 
 
 class KeyExpiry(StrictInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"expires_at": None}]})
+
     expires_at: Instant | None = Field(
         description="When the key stops working (in the future), or null for never."
     )
@@ -176,10 +194,18 @@ class KeyList(BaseModel):
 
 
 class PlanChange(StrictInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan": "starter"}]})
+
     plan: PlanId
 
 
 class PolicyUpdate(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"rate_limit_per_minute": None, "ip_allowlist": []}]
+        }
+    )
+
     rate_limit_per_minute: int | None = Field(
         ge=1, le=1_000_000, strict=True, description="Requests per minute; null: the plan's limit."
     )
