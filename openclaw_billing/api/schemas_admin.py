@@ -201,9 +201,7 @@ class PlanChange(StrictInput):
 
 class PolicyUpdate(StrictInput):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"rate_limit_per_minute": None, "ip_allowlist": []}]
-        }
+        json_schema_extra={"examples": [{"rate_limit_per_minute": None, "ip_allowlist": []}]}
     )
 
     rate_limit_per_minute: int | None = Field(
