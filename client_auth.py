@@ -24,6 +24,7 @@ from openclaw_billing.api.deps import (
     require_client,
     run_billing,
 )
+from openclaw_billing.api.docs_pages import docs_router
 from openclaw_billing.api.errors import install_error_handlers
 from openclaw_billing.api.routes import router
 from openclaw_billing.api.schemas import ErrorPublic
@@ -93,6 +94,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "appending",
     "can_submit_job",
     "deduct_job_credit",
+    "docs_router",
     "ends_torn",
     "get_client_by_api_key",
     "get_rate_limiter",

@@ -58,6 +58,7 @@ from client_auth import (
     UtcDatetime,
     append,
     appending,
+    docs_router,
     ends_torn,
     get_rate_limiter,
     get_service,
@@ -576,12 +577,15 @@ class QuietStartupRefusal:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="OpenClaw gateway", version="0.1.0", lifespan=lifespan)
+    title = "OpenClaw gateway"
+    # /docs and /redoc from files shipped in the package: they work on an offline host.
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     install_body_limit(app)  # 413 before a large body is read (OPENCLAW_MAX_BODY_BYTES)
     app.add_middleware(QuietStartupRefusal, owner=app)
     app.include_router(client_auth_router)
     app.include_router(router)
+    app.include_router(docs_router(title=title))
     return app
 
 

@@ -21,6 +21,7 @@ from client_auth import (
     CurrentClient,
     DeferredClient,
     deduct_job_credit,
+    docs_router,
     get_service,
     install_body_limit,
     install_error_handlers,
@@ -46,10 +47,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-app = FastAPI(lifespan=lifespan)
+app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None)
 install_error_handlers(app)  # one error shape for the whole app, your routes included
 install_body_limit(app)  # 413 for a body over OPENCLAW_MAX_BODY_BYTES, before it is read
 app.include_router(client_auth_router)  # /api/billing/* and /api/admin/*
+app.include_router(docs_router(title="My gateway"))  # /docs and /redoc, offline
 
 
 class JobCreate(BaseModel):

@@ -97,6 +97,16 @@ def test_a_host_routes_http_error_keeps_the_shape_and_the_headers(host: tuple[st
     assert_rate_limited_answer(response, 9)
 
 
+def test_the_guides_host_app_serves_its_docs_pages_offline(host: tuple[str, Path]) -> None:
+    base, _ = host
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        response = httpx.get(f"{base}{page}")
+        assert response.status_code == 200
+        assert "://" not in response.text
+        assert f'src="/billing/static/{asset}"' in response.text
+        assert httpx.get(f"{base}/billing/static/{asset}").status_code == 200
+
+
 def test_the_guides_host_app_writes_no_key_to_its_access_log(tmp_path: Path) -> None:
     """The lifespan of the guide's section 1 redacts uvicorn's access log, so a key a client
     put in a URL, or the admin token pasted into a path, never reaches the log file."""

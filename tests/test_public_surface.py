@@ -40,6 +40,7 @@ EXPECTED = [
     "appending",
     "can_submit_job",
     "deduct_job_credit",
+    "docs_router",
     "ends_torn",
     "get_client_by_api_key",
     "get_rate_limiter",

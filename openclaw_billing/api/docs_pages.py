@@ -1,0 +1,74 @@
+"""``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) that work offline: their scripts, styles and
+icon are files shipped in the package (``openclaw_billing/static/``, listed in its
+``ASSETS.txt``), served under ``/billing/static/``; nothing is fetched from a CDN, no web font
+is loaded and Swagger UI's online validator is off.
+
+A host app turns off FastAPI's own pages (``FastAPI(docs_url=None, redoc_url=None)``) and
+includes :func:`docs_router`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+
+from ..errors import NotFound
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_PREFIX = "/billing/static"
+#: The only files served, with their media types: nothing else of the folder is reachable.
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "htmx.min.js": "text/javascript",
+    "favicon.png": "image/png",
+}
+#: The files change only with a release of the package.
+ASSET_CACHE = "public, max-age=86400"
+
+
+def asset_url(name: str) -> str:
+    return f"{STATIC_PREFIX}/{name}"
+
+
+def docs_router(*, title: str, openapi_url: str = "/openapi.json") -> APIRouter:
+    """``/docs``, ``/redoc`` and the files they load, for the app whose OpenAPI document is
+    at ``openapi_url``. Not part of the OpenAPI document itself."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/docs")
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{title} - Swagger UI",
+            swagger_js_url=asset_url("swagger-ui-bundle.js"),
+            swagger_css_url=asset_url("swagger-ui.css"),
+            swagger_favicon_url=asset_url("favicon.png"),
+            # Swagger UI would send the document to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @router.get("/redoc")
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{title} - ReDoc",
+            redoc_js_url=asset_url("redoc.standalone.js"),
+            redoc_favicon_url=asset_url("favicon.png"),
+            with_google_fonts=False,
+        )
+
+    @router.get(f"{STATIC_PREFIX}/{{name}}")
+    def asset(name: str) -> FileResponse:
+        media_type = ASSETS.get(name)
+        if media_type is None:
+            raise NotFound()
+        return FileResponse(
+            STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": ASSET_CACHE}
+        )
+
+    return router
