@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian's chromium drives the browser tests (Playwright cannot download its own browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium > /dev/null
 
 .PHONY: run test lint typecheck pytest bench clean
 
@@ -28,8 +32,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
+
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests"
+	$(APT_INSTALL) || { $(SUDO) apt-get update -q > /dev/null && $(APT_INSTALL); }
 
 ## Benchmarks (bench/): intake with auth and charge vs a bare endpoint, per backend, store size
 ## and worker count; writes BENCHMARKS.md (about 13 minutes; needs PostgreSQL on 127.0.0.1).

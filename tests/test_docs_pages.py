@@ -70,3 +70,18 @@ def test_nothing_else_of_the_package_is_served(http: TestClient, name: str) -> N
 def test_the_pages_are_not_in_the_openapi_document(http: TestClient) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert not any(p in ("/docs", "/redoc") or p.startswith("/billing/static") for p in paths)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_pages_may_load_from_the_gateway_only(http: TestClient, page: str) -> None:
+    policy = http.get(page).headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    script = directives["script-src"].split()
+    assert script[0] == "'self'"
+    assert all(source.startswith("'sha256-") for source in script[1:])  # never unsafe-inline
+    assert len(script) == (2 if page == "/docs" else 1)
+    for name in ("img-src", "connect-src", "style-src"):
+        assert "://" not in directives[name]
+        assert "*" not in directives[name]

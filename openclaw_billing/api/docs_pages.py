@@ -3,12 +3,19 @@ icon are files shipped in the package (``openclaw_billing/static/``, listed in i
 ``ASSETS.txt``), served under ``/billing/static/``; nothing is fetched from a CDN, no web font
 is loaded and Swagger UI's online validator is off.
 
+Both pages carry a Content-Security-Policy that lets them load from the gateway only, so the
+browser asks no other host for anything (ReDoc's footer would fetch its logo from
+cdn.redoc.ly); the one inline script, Swagger UI's start-up, is allowed by its hash.
+
 A host app turns off FastAPI's own pages (``FastAPI(docs_url=None, redoc_url=None)``) and
 includes :func:`docs_router`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -31,8 +38,28 @@ ASSETS = {
 ASSET_CACHE = "public, max-age=86400"
 
 
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
 def asset_url(name: str) -> str:
     return f"{STATIC_PREFIX}/{name}"
+
+
+def with_policy(page: HTMLResponse) -> HTMLResponse:
+    """``page`` with a Content-Security-Policy: everything from the gateway itself, inline
+    styles (both viewers style their elements at run time), inline scripts only by hash, no
+    framing."""
+    body = bytes(page.body).decode()
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(body)
+    )
+    page.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page
 
 
 def docs_router(*, title: str, openapi_url: str = "/openapi.json") -> APIRouter:
@@ -42,24 +69,28 @@ def docs_router(*, title: str, openapi_url: str = "/openapi.json") -> APIRouter:
 
     @router.get("/docs")
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{title} - Swagger UI",
-            swagger_js_url=asset_url("swagger-ui-bundle.js"),
-            swagger_css_url=asset_url("swagger-ui.css"),
-            swagger_favicon_url=asset_url("favicon.png"),
-            # Swagger UI would send the document to validator.swagger.io for a badge.
-            swagger_ui_parameters={"validatorUrl": None},
+        return with_policy(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{title} - Swagger UI",
+                swagger_js_url=asset_url("swagger-ui-bundle.js"),
+                swagger_css_url=asset_url("swagger-ui.css"),
+                swagger_favicon_url=asset_url("favicon.png"),
+                # Swagger UI would send the document to validator.swagger.io for a badge.
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @router.get("/redoc")
     def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{title} - ReDoc",
-            redoc_js_url=asset_url("redoc.standalone.js"),
-            redoc_favicon_url=asset_url("favicon.png"),
-            with_google_fonts=False,
+        return with_policy(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{title} - ReDoc",
+                redoc_js_url=asset_url("redoc.standalone.js"),
+                redoc_favicon_url=asset_url("favicon.png"),
+                with_google_fonts=False,
+            )
         )
 
     @router.get(f"{STATIC_PREFIX}/{{name}}")
