@@ -57,6 +57,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_PG_URL",
     "FILE_BACKENDS",
+    "ROW_LOCK_BACKENDS",
     "SQL_BACKENDS",
     "add_client",
     "all_clients",
@@ -75,6 +76,8 @@ BACKENDS = ["json", "sqlite", "postgresql"]
 FILE_BACKENDS = ["json", "sqlite"]
 #: The SQL backends: one schema (openclaw_billing/store/sql_schema.py), upgraded in place.
 SQL_BACKENDS = ["sqlite", "postgresql"]
+#: Backends where writers of different rows run at once (row locks, not one write lock).
+ROW_LOCK_BACKENDS = ["postgresql"]
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_HOWTO = (
     "start PostgreSQL on 127.0.0.1:5432 (trust auth, database test) or set OPENCLAW_TEST_PG_URL"

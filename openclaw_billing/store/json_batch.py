@@ -48,7 +48,7 @@ class JsonBatch(WorkingCopies):
                 self._check_new_keys(record)
                 line, parsed = self._checked(record, last=last)
             except BillingError:
-                self._working[client_id] = self._last_kept(client_id)
+                self.restore(client_id)
                 raise
             self.kept[client_id], self.lines[client_id] = parsed, line
             self._claimed.update(dict.fromkeys(record_digests(record), client_id))
@@ -63,7 +63,8 @@ class JsonBatch(WorkingCopies):
             if owner is not None and owner != record.client_id:
                 raise DuplicateClient("This key already belongs to another client")
 
-    def _last_kept(self, client_id: str) -> ClientRecord:
-        """A copy of the client as this batch last kept it, or as the file has it."""
+    def restore(self, client_id: str) -> ClientRecord:
+        """The client as this batch last kept it, or as the file has it (a copy)."""
         kept = self.kept.get(client_id) or self._state.clients[client_id]
-        return kept.model_copy(deep=True)
+        working = self._working[client_id] = kept.model_copy(deep=True)
+        return working

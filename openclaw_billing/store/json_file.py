@@ -165,26 +165,27 @@ class JsonFileStore(MutatingStore):
             events = state.events
         if events != state.events or outbox != state.outbox:
             meta_raw = render_meta(events, outbox)
-        clients, by_digest = state.clients, state.by_digest
+        clients, by_digest = dict(state.clients) if records else state.clients, state.by_digest
         lines, positions = list(state.lines), state.positions
-        if records:
-            clients = {**clients, **{r.client_id: r for r in records}}
         for record in records:
-            if any(by_digest.get(d) != record.client_id for d in record_digests(record)):
+            cid = record.client_id
+            if any(by_digest.get(d) != cid for d in record_digests(record)):
                 by_digest = dict(by_digest) if by_digest is state.by_digest else by_digest
-                by_digest.update(dict.fromkeys(record_digests(record), record.client_id))
+                by_digest.update(dict.fromkeys(record_digests(record), cid))
             # Only the changed clients' lines are serialised; the others are the bytes there.
-            position = positions.get(record.client_id)
+            # The cache holds each record as a reader parses it from its line.
+            position = positions.get(cid)
             if position is None:
-                positions = {**positions, record.client_id: len(lines)}
+                positions = {**positions, cid: len(lines)}
                 if lines:  # the last line so far gets its comma
                     lines[-1] += b","
-                lines.append(self._checked_line(record, last=True))
+                line, clients[cid] = self._checked(record, last=True)
+                lines.append(line)
+            elif cid in checked:  # rendered and parsed back already (a batch)
+                lines[position], clients[cid] = checked[cid], record
             else:
-                line = checked.get(record.client_id)
-                last = position == len(lines) - 1
-                lines[position] = (
-                    line if line is not None else self._checked_line(record, last=last)
+                lines[position], clients[cid] = self._checked(
+                    record, last=position == len(lines) - 1
                 )
         raw = render(meta_raw, tuple(lines))
         try:
@@ -203,9 +204,6 @@ class JsonFileStore(MutatingStore):
         self._remember(
             State(raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox)
         )
-
-    def _checked_line(self, record: ClientRecord, *, last: bool) -> bytes:
-        return self._checked(record, last=last)[0]
 
     @staticmethod
     def _checked(record: ClientRecord, *, last: bool) -> tuple[bytes, ClientRecord]:

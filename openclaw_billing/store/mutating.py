@@ -37,11 +37,16 @@ class Staged(Protocol):
         cannot hold it (a key digest another client has, a record that would not load): then
         nothing of this mutation is kept and :meth:`record` gives the last kept state again."""
 
+    def restore(self, client_id: str) -> ClientRecord:
+        """Make the client's working copy the last kept state again (a fresh copy), after a
+        refused change; returns it."""
+
 
 class WorkingCopies:
-    """The ``record`` half of :class:`Staged`: each client of a batch is copied from
-    ``stored`` the first time a mutation asks for it; a backend's ``keep`` may put back
-    another copy (after a refused write)."""
+    """The ``record`` and ``restore`` half of :class:`Staged`: each client of a batch is
+    copied from ``stored`` the first time a mutation asks for it, and again from it when a
+    refusal puts the last kept state back (a backend keeps ``stored`` up to date, or
+    overrides ``restore``)."""
 
     def __init__(self, stored: Mapping[str, ClientRecord]) -> None:
         self._stored = stored
@@ -54,6 +59,10 @@ class WorkingCopies:
             if stored is None:
                 return None
             working = self._working[client_id] = stored.model_copy(deep=True)
+        return working
+
+    def restore(self, client_id: str) -> ClientRecord:
+        working = self._working[client_id] = self._stored[client_id].model_copy(deep=True)
         return working
 
 
@@ -89,11 +98,17 @@ def _apply(
     error: BillingError | None = None
     try:
         result, changed = mutation.change(record)
-        dirty = dirty or changed
-        if mutation.audit is not None:
-            event = mutation.audit(result)
     except BillingError as exc:
+        # Refused: nothing of the change is kept, even if it had begun (changes should
+        # validate first); a due reset still is.
         error = exc
+        record = staged.restore(mutation.client_id)
+        reset = ledger.roll_cycle(record, mutation.now)
+        dirty = reset is not None
+    else:
+        dirty = dirty or changed
+        # Outside the try: an audit that fails is a bug, and stores none of the batch.
+        event = None if mutation.audit is None else mutation.audit(result)
     if dirty or event is not None:
         try:
             staged.keep(mutation.client_id, record if dirty else None, event)

@@ -234,33 +234,30 @@ class SqlStore(MutatingStore):
             return self._load(conn, rows), int(total.scalar_one())
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
+        refused: BillingError | None = None
         with self._tx() as conn:
             row = self._lock_row(conn, client_id)
             if row is None:
                 raise ClientNotFound()
             if not is_expired(row.billing_cycle_end, now):
                 return self._charge_locked(conn, row, job_id, cost, now)
-        # The cycle ended: roll it and charge with the shared rules, in one transaction.
-
-        def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
-            existing = self._find_job(record.client_id, job_id)
-            if existing is not None:
-                return existing._replace(credits_remaining=record.credits_remaining), False
-            result = ledger.charge(record, job_id, cost, now)
-            return result, not result.replayed
-
-        return self.mutate(client_id, now, change)
-
-    def _find_job(self, client_id: str, job_id: str) -> ChargeResult | None:
-        with self._tx(write=False) as conn:
-            found = conn.execute(
-                select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
-                    ledger_rows.c.client_id == client_id, ledger_rows.c.job_id == job_id
-                )
-            ).first()
-        if found is None:
-            return None
-        return ChargeResult(client_id, job_id, found.cost, found.charged_at, None, replayed=True)
+            # The cycle ended: roll it with the shared rules and charge, in this transaction
+            # and on this connection (a second one could wait on a pool this one holds).
+            [before] = self._load(conn, [row])
+            record = before.model_copy(deep=True)
+            reset = ledger.roll_cycle(record, now)
+            save(conn, before, record)
+            rolled = self._lock_row(conn, client_id)
+            assert rolled is not None  # locked by this transaction
+            try:
+                result = self._charge_locked(conn, rolled, job_id, cost, now)
+            except BillingError as exc:  # refused: the reset is stored all the same
+                refused = exc
+        if reset is not None:
+            log_cycle_reset(client_id, record.metadata.cycle_allowance)
+        if refused is not None:
+            raise refused
+        return result
 
     @staticmethod
     def _charge_locked(

@@ -54,7 +54,7 @@ class SqlBatch(WorkingCopies):
                     self._audit.insert(self._conn, event)
         except (IntegrityError, BillingError) as exc:
             if again:
-                self._working[client_id] = self._kept[client_id].model_copy(deep=True)
+                self.restore(client_id)
             if isinstance(exc, IntegrityError):
                 raise integrity_error(exc, "This key already belongs to another client") from None
             raise

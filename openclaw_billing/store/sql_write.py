@@ -124,20 +124,25 @@ def _new_summaries(
 
 
 def _save_keys(conn: Connection, before: ClientRecord, after: ClientRecord) -> list[dict[str, Any]]:
-    """Update the keys that changed; return the rows of the new ones, for the caller to insert."""
+    """Update the keys that changed, only in the columns that changed (``touch_key`` writes
+    ``last_used_at`` without the client's lock: writing back the value read would undo a use
+    recorded meanwhile); return the rows of the new ones, for the caller to insert."""
     cid = after.client_id
     known = {k.key_id: k for k in before.api_keys}
     for k in after.api_keys:
-        if k.key_id in known and k != known[k.key_id]:
+        old = known.get(k.key_id)
+        if old is None or k == old:
+            continue
+        changed = {
+            name: getattr(k, name)
+            for name in ("label", "expires_at", "revoked_at", "last_used_at")
+            if getattr(k, name) != getattr(old, name)
+        }
+        if changed:
             conn.execute(
                 update(api_key_rows)
                 .where(api_key_rows.c.client_id == cid, api_key_rows.c.key_id == k.key_id)
-                .values(
-                    label=k.label,
-                    expires_at=k.expires_at,
-                    revoked_at=k.revoked_at,
-                    last_used_at=k.last_used_at,
-                )
+                .values(**changed)
             )
     return [key_row(cid, k) for k in after.api_keys if k.key_id not in known]
 

@@ -20,6 +20,7 @@ from openclaw_billing.errors import (
     ClientNotFound,
     DuplicateClient,
     InsufficientCredits,
+    KeyNotFound,
     StoreUnavailable,
     UnstorableChange,
 )
@@ -32,6 +33,8 @@ from openclaw_billing.store.base import Mutation, Outcome
 from openclaw_billing.store.files import write_atomic
 from openclaw_billing.store.sql import SqlStore
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    ROW_LOCK_BACKENDS,
+    SQL_BACKENDS,
     add_client,
     assert_invariants,
     reopen,
@@ -342,3 +345,87 @@ def test_outcome_unwrap() -> None:
     assert Outcome(3).unwrap() == 3
     with pytest.raises(ClientNotFound):
         Outcome[int](error=ClientNotFound()).unwrap()
+
+
+def test_a_refused_change_leaves_nothing_even_if_it_had_begun(store: Store) -> None:
+    """Changes should validate before they mutate; one that does not still leaves nothing:
+    the next mutation of the client starts from what was last kept."""
+    a, a0 = limited(store, "A")
+
+    def half_done(record: ClientRecord) -> tuple[None, bool]:
+        record.credits_remaining = 0
+        raise InsufficientCredits()
+
+    outcomes = store.mutate_batch(
+        [Mutation(a.client_id, T1, half_done), Mutation(a.client_id, T1, credits(1))]
+    )
+    assert [type(o.error) if o.error else None for o in outcomes] == [InsufficientCredits, None]
+    assert balance(store, a.client_id) == a0 + 1
+
+
+def test_an_audit_that_fails_stores_none_of_the_batch(store: Store) -> None:
+    a, a0, b, b0 = two_limited(store)
+
+    def broken_audit(result: ClientRecord) -> NewAuditEvent:
+        raise KeyNotFound()  # a bug: an audit never refuses
+
+    with pytest.raises(KeyNotFound):
+        store.mutate_batch(
+            [
+                Mutation(a.client_id, T1, credits(5), credits_event(a.client_id)),
+                Mutation(b.client_id, T1, credits(5), broken_audit),
+            ]
+        )
+    assert (balance(store, a.client_id), balance(store, b.client_id)) == (a0, b0)
+    assert events_of(store) == []
+
+
+def test_a_refused_write_after_a_partial_one_leaves_nothing(store: Store, store_url: str) -> None:
+    """B takes A's older key: on SQL B's row update succeeds before the key insert fails, so
+    only the mutation's savepoint keeps the row and the event from being stored."""
+    a, _, b, _ = two_limited(store)
+    store.issue_key(a.client_id, access.new_key_record(generate_key(), T1), T1)  # a newer key
+    stolen = access.new_key_record(generate_key(), T1).model_copy(update={"digest": a.api_key_hash})
+    b_before = store.get_client(b.client_id)
+    later = T1 + timedelta(seconds=1)
+    [outcome] = store.mutate_batch(
+        [Mutation(b.client_id, later, changes.issue_key(stolen, later), credits_event(b.client_id))]
+    )
+    assert isinstance(outcome.error, DuplicateClient)
+    with reopen(store_url) as again:
+        assert again.get_client(b.client_id) == b_before
+        assert events_of(again) == []
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_sql_locks_a_batchs_rows_in_id_order(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same order in every process (a set's order depends on each process's hash seed),
+    so two batches over the same clients can never wait for each other."""
+    ids = [limited(store, name)[0].client_id for name in "ABCDE"]
+    locked: list[str] = []
+    lock_row = SqlStore._lock_row
+
+    def recording(conn: Any, client_id: str) -> Any:
+        locked.append(client_id)
+        return lock_row(conn, client_id)
+
+    monkeypatch.setattr(SqlStore, "_lock_row", staticmethod(recording))
+    store.mutate_batch([Mutation(cid, T1, credits(1)) for cid in reversed(ids)] * 2)
+    assert locked == sorted(ids)
+
+
+@pytest.mark.parametrize("store_url", ROW_LOCK_BACKENDS, indirect=True)
+def test_a_key_change_keeps_a_use_recorded_meanwhile(store: Store) -> None:
+    """touch_key writes a key's last use without the client's lock; a change of the key
+    committed after it writes only what it changed, so the use stays recorded."""
+    a, _ = limited(store, "A")
+    key_id = a.api_keys[0].key_id
+    expiry = T1 + timedelta(days=30)
+
+    def expire_after_a_use(record: ClientRecord) -> tuple[ClientRecord, bool]:
+        store.touch_key(a.client_id, key_id, T1)  # another request's use, committed meanwhile
+        return changes.set_key_expiry(key_id, expiry, T1)(record)
+
+    store.mutate(a.client_id, T1, expire_after_a_use)
+    [key] = (k for k in store.get_client(a.client_id).api_keys if k.key_id == key_id)  # type: ignore[union-attr]
+    assert (key.expires_at, key.last_used_at) == (expiry, T1)

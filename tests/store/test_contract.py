@@ -18,6 +18,7 @@ import pytest
 
 from openclaw_billing import ledger
 from openclaw_billing.errors import (
+    BillingError,
     ClientInactive,
     ClientNotFound,
     CreditLimitReached,
@@ -36,7 +37,7 @@ from openclaw_billing.models import (
     CycleSummary,
 )
 from openclaw_billing.plans import PlanId
-from openclaw_billing.store import Store
+from openclaw_billing.store import Store, open_store
 from openclaw_billing.store.base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from openclaw_billing.store.capabilities import EventIdTransfer
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -1147,3 +1148,43 @@ def test_charges_racing_across_the_cycle_end_reset_once_and_lose_nothing(store: 
     late = after + SECOND
     assert all(store.charge("c1", job_id, 0.5, late).replayed for job_id in sorted(ok))
     assert stored(store, "c1") == record
+
+
+def test_charges_that_each_roll_a_cycle_at_once_all_succeed(store_url: str) -> None:
+    """Clients whose cycles end together, each charged at the same instant from its own
+    thread: every charge rolls its cycle and succeeds, with no wait for a connection (the SQL
+    charge that rolls a cycle once took a second pooled connection while holding one, so 10
+    of them at once on PostgreSQL waited out the lock timeout and got 503s)."""
+    count = 12
+    with reopen(store_url) as setup:
+        records = [make_record(f"c{i}")[0] for i in range(count)]
+        for record in records:
+            setup.create_client(record)
+    ids = [record.client_id for record in records]
+    later = END + timedelta(minutes=1)
+    barrier = threading.Barrier(count, timeout=WAIT)
+    results: dict[str, str] = {}
+    store = open_store(store_url, lock_timeout=2.0)
+    try:
+
+        def charge(client_id: str) -> None:
+            barrier.wait()
+            try:
+                store.charge(client_id, "job-at-the-turn", 0.5, later)
+                results[client_id] = "charged"
+            except BillingError as exc:
+                results[client_id] = type(exc).__name__
+
+        threads = [threading.Thread(target=charge, args=(cid,)) for cid in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 2)
+        assert results == dict.fromkeys(ids, "charged")
+        for cid in ids:
+            record = stored(store, cid)
+            assert len(record.metadata.cycle_history) == 1
+            assert ledger_ids(record) == ["job-at-the-turn"]
+        assert_invariants(store)
+    finally:
+        store.close()
