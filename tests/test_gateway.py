@@ -19,6 +19,7 @@ import gateway
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.settings import get_settings
+from openclaw_billing.store import json_file
 from tests.factories import JOB_BODY, create_client, create_client_at, submit_job
 from tests.server import REPO_ROOT, clean_env, free_port, log_path, running_gateway
 
@@ -246,6 +247,35 @@ def test_a_job_that_cannot_be_queued_is_refunded(
 
 
 # -- secrets never in URLs or logs; files 0600 ----------------------------------------------------
+
+
+def test_a_store_failure_shows_the_client_no_path_and_no_system_error(
+    http: TestClient,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The 503's detail (the store file's path, the system's error) goes to the log only."""
+    client = create_client(http, "free")
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json_file, "write_atomic", disk_full)
+    for response in (
+        submit_job(http, client["api_key"]),
+        http.put(
+            f"/api/admin/clients/{client['client_id']}/credits",
+            headers={"X-Auth-Token": ADMIN_TOKEN},
+            json={"credits": 5, "reason": "promo"},
+        ),
+    ):
+        assert response.status_code == 503
+        assert response.json()["message"] == StoreUnavailable.message
+        assert str(env) not in response.text
+        assert "No space" not in response.text
+    assert f"Cannot write the billing store {env}" in caplog.text
+    assert "No space left on device" in caplog.text
 
 
 def _secured_routes(http: TestClient, scheme: str) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BillingError
+from ..errors import BillingError, StoreUnavailable
 
 logger = logging.getLogger("openclaw_billing.api")
 
@@ -57,10 +57,14 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def billing_error_response(exc: BillingError) -> JSONResponse:
+    message = exc.message
     if exc.status_code >= 500:
         logger.warning("%s: %s", exc.code, exc.message)
+    if isinstance(exc, StoreUnavailable):
+        # The detail (a file's path, the system's error) is for the operator's log only.
+        message = StoreUnavailable.message
     return JSONResponse(
-        error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+        error_body(exc.code, message), status_code=exc.status_code, headers=exc.headers
     )
 
 
