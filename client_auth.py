@@ -44,7 +44,7 @@ from openclaw_billing.errors import (
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
-from openclaw_billing.safetext import ONE_LINE, EscapeControls
+from openclaw_billing.safetext import MULTI_LINE, ONE_LINE, EscapeControls
 from openclaw_billing.service import (
     BillingService,
     can_submit_job,
@@ -82,6 +82,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "EscapeControls",
     "FileLock",
     "InvalidApiKey",
+    "MULTI_LINE",
     "NotFound",
     "ONE_LINE",
     "PLANS",

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from client_auth import (
+    MULTI_LINE,
     ONE_LINE,
     PLANS,
     BillingError,
@@ -103,7 +104,10 @@ class JobCreate(BaseModel):
         StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
     ]
     description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=20_000, pattern=MULTI_LINE
+        ),
     ]
     task_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = (
         "feature_build"

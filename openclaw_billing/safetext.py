@@ -15,6 +15,7 @@ import re
 
 __all__ = [
     "CONTROLS",
+    "MULTI_LINE",
     "ONE_LINE",
     "PACKAGE_LOGGERS",
     "EscapeControls",
@@ -23,13 +24,20 @@ __all__ = [
     "protect_loggers",
 ]
 
+#: :data:`CONTROLS` but for the tab and the line breaks (LF, CR) of text of several lines.
+_CONTROLS_IN_TEXT = (
+    r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+)
 #: Characters no single-line text may hold: C0 and C1 controls and DEL (NUL included), the
 #: Unicode line and paragraph separators (U+2028, U+2029) and the bidirectional controls (they
 #: would forge or disguise lines in logs, the audit trail and the CLI's tables). A regular
 #: expression character class, valid in Python, pydantic (Rust) and JSON Schema alike.
-CONTROLS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+CONTROLS = rf"\x09\x0a\x0d{_CONTROLS_IN_TEXT}"
 #: The rule as a pattern: names, reasons, labels, job ids, path ids, query filters.
 ONE_LINE = rf"^[^{CONTROLS}]*$"
+#: Free text of several lines (a job's description): tabs and line breaks allowed, every
+#: other character of :data:`CONTROLS` (NUL, escape sequences, bidi controls) refused.
+MULTI_LINE = rf"^[^{_CONTROLS_IN_TEXT}]*$"
 #: The rule's characters, and lone surrogates (they cannot be written as UTF-8).
 _UNSAFE = re.compile(rf"[{CONTROLS}\ud800-\udfff]")
 

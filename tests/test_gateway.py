@@ -441,3 +441,19 @@ def test_a_refused_start_prints_its_message_without_a_traceback(
     assert "Traceback" not in done.stderr + done.stdout
     if problem == "corrupt store":
         assert store.read_text() == "{not json"  # left untouched
+
+
+@pytest.mark.parametrize(
+    "character", ["\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u202e"], ids=repr
+)
+def test_a_description_with_a_control_character_is_a_422_and_charges_nothing(
+    http: TestClient, character: str
+) -> None:
+    client = create_client(http, "free")
+    refused = submit_job(http, client["api_key"], description=f"Build{character}it")
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "validation_error"
+    # Text of several lines is a description's own: tabs and line breaks stay.
+    accepted = submit_job(http, client["api_key"], description="Build it:\n\t- login\r\n- logout")
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["credits_remaining"] == 4  # one charge, for the accepted job

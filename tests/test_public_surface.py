@@ -28,6 +28,7 @@ EXPECTED = [
     "EscapeControls",
     "FileLock",
     "InvalidApiKey",
+    "MULTI_LINE",
     "NotFound",
     "ONE_LINE",
     "PLANS",
