@@ -169,7 +169,9 @@ def test_writer_killed_at_random_moments_never_breaks_the_file(tmp_path: Path) -
     rng = random.Random(20260219)
     committed: list[str] = []
     for n in range(rounds):
-        acked = ctx.Value("i", 0)
+        # No lock: a child killed while holding a Value's lock would leave every later read
+        # of it waiting for ever. One aligned int is written and read whole.
+        acked = ctx.Value("i", 0, lock=False)
         writer = ctx.Process(target=write_forever, args=(str(path), "c1", f"r{n}", acked, T0))
         writer.start()
         target = rng.randint(1, 25)
@@ -300,7 +302,9 @@ def test_admin_actions_killed_at_random_moments_keep_change_and_event_together(
     rng = random.Random(20260220)
     committed: list[str] = []
     for n in range(rounds):
-        acked = ctx.Value("i", 0)
+        # No lock: a child killed while holding a Value's lock would leave every later read
+        # of it waiting for ever. One aligned int is written and read whole.
+        acked = ctx.Value("i", 0, lock=False)
         writer = ctx.Process(target=admin_forever, args=(str(path), cid, f"r{n}", acked, T0))
         writer.start()
         target = rng.randint(1, 10)
