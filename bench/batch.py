@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from config import DEFAULT_PG
 from seed import SeededStore, drop, seed_json, seed_postgres, seed_sqlite
 
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.store import Store, changes, open_store
 from openclaw_billing.store.base import Mutation
-
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def run(store: Store, ids: Sequence[str], count: int, batch: int) -> dict[str, float]:
@@ -51,7 +50,7 @@ def seeded(backend: str, folder: Path, clients: int) -> SeededStore:
         return seed_json(folder / "batch.json", clients)
     if backend == "sqlite":
         return seed_sqlite(folder / "batch.db", clients)
-    return seed_postgres(os.environ.get("OPENCLAW_TEST_PG_URL") or DEFAULT_PG_URL, clients)
+    return seed_postgres(os.environ.get("OPENCLAW_TEST_PG_URL") or DEFAULT_PG, clients)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,36 +62,45 @@ def with_policy(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
+def _served(page: HTMLResponse) -> HTMLResponse:
+    """A fresh response (each request gets its own) with ``page``'s body and policy."""
+    policy = page.headers["Content-Security-Policy"]
+    return HTMLResponse(bytes(page.body), headers={"Content-Security-Policy": policy})
+
+
 def docs_router(*, title: str, openapi_url: str = "/openapi.json") -> APIRouter:
     """``/docs``, ``/redoc`` and the files they load, for the app whose OpenAPI document is
     at ``openapi_url``. Not part of the OpenAPI document itself."""
     router = APIRouter(include_in_schema=False)
+    # Both pages are the same for every request: rendered and hashed once.
+    swagger_page = with_policy(
+        get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{title} - Swagger UI",
+            swagger_js_url=asset_url("swagger-ui-bundle.js"),
+            swagger_css_url=asset_url("swagger-ui.css"),
+            swagger_favicon_url=asset_url("favicon.png"),
+            # Swagger UI would send the document to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+    )
+    redoc_page = with_policy(
+        get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{title} - ReDoc",
+            redoc_js_url=asset_url("redoc.standalone.js"),
+            redoc_favicon_url=asset_url("favicon.png"),
+            with_google_fonts=False,
+        )
+    )
 
     @router.get("/docs")
     def swagger_ui() -> HTMLResponse:
-        return with_policy(
-            get_swagger_ui_html(
-                openapi_url=openapi_url,
-                title=f"{title} - Swagger UI",
-                swagger_js_url=asset_url("swagger-ui-bundle.js"),
-                swagger_css_url=asset_url("swagger-ui.css"),
-                swagger_favicon_url=asset_url("favicon.png"),
-                # Swagger UI would send the document to validator.swagger.io for a badge.
-                swagger_ui_parameters={"validatorUrl": None},
-            )
-        )
+        return _served(swagger_page)
 
     @router.get("/redoc")
     def redoc() -> HTMLResponse:
-        return with_policy(
-            get_redoc_html(
-                openapi_url=openapi_url,
-                title=f"{title} - ReDoc",
-                redoc_js_url=asset_url("redoc.standalone.js"),
-                redoc_favicon_url=asset_url("favicon.png"),
-                with_google_fonts=False,
-            )
-        )
+        return _served(redoc_page)
 
     @router.get(f"{STATIC_PREFIX}/{{name}}")
     def asset(name: str) -> FileResponse:
