@@ -11,10 +11,13 @@ import fcntl
 import json
 import multiprocessing
 import os
+import random
+import signal
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
@@ -309,6 +312,36 @@ def crash_during_admin_action(
 
 
 # -- kill -9 under load ----------------------------------------------------------------------
+
+
+def kill_after_acks(
+    ctx: ForkServerContext,
+    forever: Callable[..., None],
+    args: tuple[Any, ...],
+    rng: random.Random,
+    *,
+    most: int,
+    linger: float,
+) -> int:
+    """Run ``forever(*args, acked, T0)`` in a child; once it has acknowledged a random number
+    (1 to ``most``) of writes, wait up to ``linger`` seconds more (to land anywhere in a later
+    write) and kill -9 it. Returns how many writes it acknowledged."""
+    # No lock: a child killed while holding a Value's lock would leave every later read of
+    # it waiting for ever. One aligned int is written and read whole.
+    acked = ctx.Value("i", 0, lock=False)
+    writer = ctx.Process(target=forever, args=(*args, acked, T0))
+    writer.start()
+    target = rng.randint(1, most)
+    deadline = time.monotonic() + WAIT
+    while acked.value < target:  # bounded polling for progress
+        assert writer.is_alive(), writer.exitcode
+        assert time.monotonic() < deadline, "the writer made no progress"
+        time.sleep(0.001)
+    time.sleep(rng.uniform(0, linger))
+    writer.kill()
+    writer.join(WAIT)
+    assert writer.exitcode == -signal.SIGKILL
+    return int(acked.value)
 
 
 def write_forever(path: str, client_id: str, prefix: str, acked: Any, now: datetime) -> None:

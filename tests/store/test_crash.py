@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tests.store_helpers import (
     admin_forever,
     crash_during_admin_action,
     crash_during_charge,
+    kill_after_acks,
     ledger_ids,
     legacy_bytes,
     legacy_record,
@@ -169,22 +168,9 @@ def test_writer_killed_at_random_moments_never_breaks_the_file(tmp_path: Path) -
     rng = random.Random(20260219)
     committed: list[str] = []
     for n in range(rounds):
-        # No lock: a child killed while holding a Value's lock would leave every later read
-        # of it waiting for ever. One aligned int is written and read whole.
-        acked = ctx.Value("i", 0, lock=False)
-        writer = ctx.Process(target=write_forever, args=(str(path), "c1", f"r{n}", acked, T0))
-        writer.start()
-        target = rng.randint(1, 25)
-        deadline = time.monotonic() + WAIT
-        while acked.value < target:  # bounded polling for progress
-            assert writer.is_alive(), writer.exitcode
-            assert time.monotonic() < deadline, "the writer made no progress"
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0, 0.003))  # land anywhere in a later write
-        writer.kill()
-        writer.join(WAIT)
-        assert writer.exitcode == -signal.SIGKILL
-        returned = acked.value
+        returned = kill_after_acks(
+            ctx, write_forever, (str(path), "c1", f"r{n}"), rng, most=25, linger=0.003
+        )
 
         json.loads(path.read_bytes())  # parses as it is, before anyone reopens it
         (record,) = check_store_file(path)  # reopens (sweeps), then I1-I3, I5
@@ -302,22 +288,9 @@ def test_admin_actions_killed_at_random_moments_keep_change_and_event_together(
     rng = random.Random(20260220)
     committed: list[str] = []
     for n in range(rounds):
-        # No lock: a child killed while holding a Value's lock would leave every later read
-        # of it waiting for ever. One aligned int is written and read whole.
-        acked = ctx.Value("i", 0, lock=False)
-        writer = ctx.Process(target=admin_forever, args=(str(path), cid, f"r{n}", acked, T0))
-        writer.start()
-        target = rng.randint(1, 10)
-        deadline = time.monotonic() + WAIT
-        while acked.value < target:  # bounded polling for progress
-            assert writer.is_alive(), writer.exitcode
-            assert time.monotonic() < deadline, "the writer made no progress"
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0, 0.005))  # land anywhere in a later action
-        writer.kill()
-        writer.join(WAIT)
-        assert writer.exitcode == -signal.SIGKILL
-        returned = acked.value
+        returned = kill_after_acks(
+            ctx, admin_forever, (str(path), cid, f"r{n}"), rng, most=10, linger=0.005
+        )
 
         store = JsonFileStore(path)  # the restart catches the log up
         record = store.get_client(cid)
