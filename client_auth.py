@@ -63,6 +63,7 @@ from openclaw_billing.store.files import (
     open_append,
     private_directory,
 )
+from openclaw_billing.web import pages_router
 
 __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py pins)
     "BillingError",
@@ -104,6 +105,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "install_body_limit",
     "install_error_handlers",
     "open_append",
+    "pages_router",
     "private_directory",
     "redact_access_log",
     "refund_job_credit",

@@ -67,6 +67,7 @@ from client_auth import (
     install_body_limit,
     install_error_handlers,
     open_append,
+    pages_router,
     private_directory,
     redact_access_log,
     run_billing,
@@ -590,6 +591,7 @@ def create_app() -> FastAPI:
     app.include_router(client_auth_router)
     app.include_router(router)
     app.include_router(docs_router(title=title))
+    app.include_router(pages_router)  # the console and the portal
     return app
 
 

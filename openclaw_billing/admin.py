@@ -10,11 +10,13 @@ depends on the state under the lock (the plan left, the allowlist as stored).
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Self
 
 from pydantic import ValidationError
 
@@ -35,9 +37,19 @@ Detail = Mapping[str, DetailValue]
 
 
 class AdminActions:
-    """The admin actions; ``source`` (the admin's address) goes into each one's event."""
+    """The admin actions; ``source`` (the admin's address) goes into each one's event, and
+    :attr:`actor` (``admin``; ``console`` through :meth:`as_actor`) is who did it."""
 
     store: Store
+    #: Who the admin actions' events name as the actor.
+    actor: str = ADMIN_ACTOR
+
+    def as_actor(self, actor: str) -> Self:
+        """The same service, whose admin actions are recorded as done by ``actor`` (the
+        console's pages act as ``console``; the API stays ``admin``)."""
+        acting = copy.copy(self)
+        acting.actor = actor
+        return acting
 
     def create_client(
         self,
@@ -238,15 +250,15 @@ class AdminActions:
 
     # -- audit events -----------------------------------------------------------------------------
 
-    @staticmethod
     def _event(
+        self,
         action: AuditAction,
         client_id: str | None,
         source: str,
         at: datetime,
         detail: Detail | None,
         *,
-        actor: str = ADMIN_ACTOR,
+        actor: str | None = None,
     ) -> NewAuditEvent | None:
         """The event to record. A detail the secret guard refuses (see
         :mod:`openclaw_billing.audit`), or one holding a secret this process is configured with
@@ -260,7 +272,12 @@ class AdminActions:
 
         def build(facts: dict[str, DetailValue]) -> NewAuditEvent:
             return NewAuditEvent(
-                at=at, action=action, client_id=client_id, actor=actor, source=address, detail=facts
+                at=at,
+                action=action,
+                client_id=client_id,
+                actor=actor or self.actor,
+                source=address,
+                detail=facts,
             )
 
         try:

@@ -46,6 +46,7 @@ from .models import UtcDatetime
 __all__ = [
     "ADMIN_ACTOR",
     "ANONYMOUS_ACTOR",
+    "CONSOLE_ACTOR",
     "MAX_DETAIL_BYTES",
     "MAX_QUERY_LIMIT",
     "MAX_QUERY_OFFSET",
@@ -84,9 +85,17 @@ class AuditAction(StrEnum):
     AUTH_IP_DENIED = "auth.ip_denied"
     #: Authentication attempts from an address were throttled.
     AUTH_THROTTLED = "auth.throttled"
+    #: The operator signed in to the console with the admin token, or signed out.
+    CONSOLE_SIGN_IN = "console.sign_in"
+    CONSOLE_SIGN_OUT = "console.sign_out"
+    #: A client signed in to the portal with one of its keys, or signed out.
+    PORTAL_SIGN_IN = "portal.sign_in"
+    PORTAL_SIGN_OUT = "portal.sign_out"
 
 
 ADMIN_ACTOR = "admin"
+#: The operator acting through the console's pages (the admin API's actor is ``admin``).
+CONSOLE_ACTOR = "console"
 ANONYMOUS_ACTOR = "anonymous"
 
 
@@ -121,7 +130,7 @@ _SECRET_WORDS = frozenset(
     }
 )
 _DETAIL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_ACTOR = re.compile(r"^(?:admin|anonymous|client:[^\s]{1,100})$")
+_ACTOR = re.compile(r"^(?:admin|console|anonymous|client:[^\s]{1,100})$")
 
 DetailScalar = str | int | float | bool | None
 DetailValue = DetailScalar | list[DetailScalar]
@@ -164,7 +173,9 @@ class NewAuditEvent(BaseModel):
     at: UtcDatetime
     action: AuditAction
     client_id: Annotated[str | None, StringConstraints(min_length=1, max_length=100)] = None
-    actor: str = Field(max_length=110, description='"admin", "client:<id>" or "anonymous".')
+    actor: str = Field(
+        max_length=110, description='"admin", "console", "client:<id>" or "anonymous".'
+    )
     source: str = Field(
         min_length=1,
         max_length=MAX_SOURCE_LENGTH,
@@ -183,7 +194,7 @@ class NewAuditEvent(BaseModel):
     @classmethod
     def _valid_actor(cls, value: str) -> str:
         if _ACTOR.fullmatch(value) is None:
-            raise ValueError('actor must be "admin", "anonymous" or "client:<id>"')
+            raise ValueError('actor must be "admin", "console", "anonymous" or "client:<id>"')
         _no_secret(value)
         return value
 

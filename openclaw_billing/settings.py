@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .net import IPNetwork, parse_networks
+from .safetext import ONE_LINE
 
 #: Values copied from examples; a gateway that sells access must not run with any of them.
 PLACEHOLDER_SECRETS = frozenset(
@@ -30,6 +31,7 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_ADMIN_TOKEN_LENGTH = 16
+MIN_SESSION_SECRET_LENGTH = 32
 #: Request body cap (``OPENCLAW_MAX_BODY_BYTES``): default 128 KiB, allowed 1 KiB to 64 MiB. The
 #: default fits the largest valid job (a 20,000-character description) even when every
 #: character is sent as a 6-byte ``\uXXXX`` escape, as ``json.dumps`` writes non-ASCII text.
@@ -135,6 +137,26 @@ class Settings(BaseSettings):
         float, Field(validation_alias="STRIPE_TIMEOUT_SECONDS", gt=0, le=120)
     ] = 20.0
 
+    #: Signs the console's and the portal's session cookies. Unset: derived from the admin
+    #: token (so changing the token signs everyone out); neither set: the pages answer 503.
+    session_secret: Annotated[
+        SecretStr | None, Field(validation_alias="OPENCLAW_SESSION_SECRET")
+    ] = None
+    #: How long a console or portal session lasts after sign-in, in minutes (then sign in again).
+    session_minutes: Annotated[
+        int, Field(validation_alias="OPENCLAW_SESSION_MINUTES", ge=5, le=7 * 24 * 60)
+    ] = 8 * 60
+    #: The product name the console and the portal show (white-label).
+    brand_name: Annotated[
+        str,
+        Field(
+            validation_alias="OPENCLAW_BRAND_NAME",
+            min_length=1,
+            max_length=60,
+            pattern=ONE_LINE,
+        ),
+    ] = "OpenClaw"
+
     @property
     def success_url(self) -> str:
         return self.checkout_success_url or (
@@ -156,10 +178,17 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """The configured secrets that have no recognisable shape (unlike client keys): the
         admin token and the Stripe keys. Never logged, audited or echoed."""
-        values = (self.admin_token, self.stripe_secret_key, self.stripe_webhook_secret)
+        values = (
+            self.admin_token,
+            self.stripe_secret_key,
+            self.stripe_webhook_secret,
+            self.session_secret,
+        )
         return tuple(v.get_secret_value() for v in values if v is not None and v.get_secret_value())
 
-    @field_validator("admin_token", "stripe_secret_key", "stripe_webhook_secret", mode="before")
+    @field_validator(
+        "admin_token", "stripe_secret_key", "stripe_webhook_secret", "session_secret", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -199,6 +228,18 @@ class Settings(BaseSettings):
                 "OPENCLAW_AUTH_FAILURE_LIMIT must be one limit such as 20/minute or "
                 "10 per 5 minutes"
             )
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _refuse_weak_session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SESSION_SECRET_LENGTH:
+            raise ValueError(
+                f"OPENCLAW_SESSION_SECRET must be at least {MIN_SESSION_SECRET_LENGTH} "
+                "characters, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("OPENCLAW_SESSION_SECRET is a placeholder; generate a real one")
         return value
 
     @cached_property

@@ -35,7 +35,7 @@ LAZY_DRIVER_IMPORTS = {
 PURE = ["ledger", "access", "plans", "cycles", "keys", "models", "safetext", "net"]
 STORE = ["store"]
 SERVICE = ["service", "admin"]
-API = ["api"]
+API = ["api", "web"]
 CLI = ["cli"]
 
 

@@ -61,7 +61,7 @@ def declared_length(headers: Headers) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-class _Guard:
+class BodyGuard:
     """Counts the body as the app reads it and stops the app once it passes ``limit``."""
 
     def __init__(self, limit: int, receive: Receive, send: Send | None = None) -> None:
@@ -144,7 +144,7 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             await _send_response(too_large_response(), send)
             return
-        guard = _Guard(limit, receive, send)
+        guard = BodyGuard(limit, receive, send)
         try:
             await self.app(scope, guard.receive, guard.send)
         except Exception:
@@ -212,7 +212,7 @@ class BodyLimitedRoute(BillingRoute):
             declared = declared_length(request.headers)
             if declared is not None and declared > limit:
                 return too_large_response()
-            guard = _Guard(limit, request.receive)
+            guard = BodyGuard(limit, request.receive)
             try:
                 response = await handler(Request(request.scope, guard.receive))
             except Exception as exc:
@@ -231,6 +231,7 @@ class BodyLimitedRoute(BillingRoute):
 __all__ = [
     "DEFAULT_PATH_LIMITS",
     "WEBHOOK_PATH",
+    "BodyGuard",
     "BodyLimitMiddleware",
     "BodyLimitedRoute",
     "install_body_limit",

@@ -264,6 +264,21 @@ def _authenticate(
     response: Response,
     api_key: str | None,
 ) -> ClientRecord:
+    client = verify_client_key(service, limiter, address, api_key)
+    state = limiter.hit_client(client.client_id, client_limit(client))
+    if state is not None:
+        response.headers.update(state.headers())
+        setattr(request.state, RATE_LIMIT_HEADERS_STATE, state.headers())  # for error answers
+    return client
+
+
+def verify_client_key(
+    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
+) -> ClientRecord:
+    """The active client owning ``api_key``, presented from ``address``: the check of every
+    route that takes a key and of the portal's sign-in. Throttled per address before the key
+    is looked at; a failure is counted and audited (401 ``invalid_api_key``, 403
+    ``ip_not_allowed``)."""
     limiter.check_auth(address)  # before the key is looked at: a right guess is not confirmed
     if api_key is None:
         raise InvalidApiKey()
@@ -284,10 +299,6 @@ def _authenticate(
             actor=client_actor(client.client_id),
         )
         raise IpNotAllowed()
-    state = limiter.hit_client(client.client_id, client_limit(client))
-    if state is not None:
-        response.headers.update(state.headers())
-        setattr(request.state, RATE_LIMIT_HEADERS_STATE, state.headers())  # for error answers
     return client
 
 
@@ -335,6 +346,19 @@ def require_admin(
         expected = settings.admin_token.get_secret_value() if settings.admin_token else None
         if _credential_in_query(request, expected):
             raise AdminTokenInQuery()
+    verify_admin_token(settings, service, limiter, address, token)
+
+
+def verify_admin_token(
+    settings: Settings,
+    service: BillingService,
+    limiter: RateLimiter,
+    address: str,
+    token: str | None,
+) -> None:
+    """``token`` must equal ``OPENCLAW_ADMIN_TOKEN`` (constant-time): the check of the admin
+    routes and of the console's sign-in. None configured: 503, never open. Throttled per
+    address before the token is compared; a failure is counted and audited (401)."""
     if settings.admin_token is None:
         raise AdminTokenNotConfigured()
     limiter.check_auth(address)  # before the token is compared: a right guess is not confirmed

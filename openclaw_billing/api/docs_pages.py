@@ -33,6 +33,8 @@ ASSETS = {
     "redoc.standalone.js": "text/javascript",
     "htmx.min.js": "text/javascript",
     "favicon.png": "image/png",
+    "pages.css": "text/css",
+    "pages.js": "text/javascript",
 }
 #: The files change only with a release of the package.
 ASSET_CACHE = "public, max-age=86400"
@@ -101,6 +103,16 @@ def docs_router(*, title: str, openapi_url: str = "/openapi.json") -> APIRouter:
     @router.get("/redoc")
     def redoc() -> HTMLResponse:
         return _served(redoc_page)
+
+    router.include_router(assets_router())
+    return router
+
+
+def assets_router() -> APIRouter:
+    """The files of :data:`ASSETS` under ``/billing/static/`` (the docs pages and the console
+    and portal both load from it; a host app that includes both routers serves it twice, the
+    same files)."""
+    router = APIRouter(include_in_schema=False)
 
     @router.get(f"{STATIC_PREFIX}/{{name}}")
     def asset(name: str) -> FileResponse:

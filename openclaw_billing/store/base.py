@@ -19,6 +19,7 @@ from ..cycles import is_expired
 from ..errors import BillingError
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord
 from ..plans import PlanId
+from ..sessions import SessionStore
 from . import changes
 from .changes import Change
 
@@ -89,6 +90,8 @@ class Store(ABC):
     location: str
     #: The append-only audit log, kept by the same backend (set by each implementation).
     audit: AuditLog
+    #: The console's and the portal's sign-in sessions, kept by the same backend.
+    sessions: SessionStore
 
     @abstractmethod
     def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:

@@ -61,6 +61,7 @@ from .json_format import (
     render_meta,
 )
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
+from .sessions_json import JsonSessionStore, sessions_path
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -81,6 +82,7 @@ class JsonFileStore(MutatingStore):
         self.audit = JsonAuditLog(
             audit_path(self.path), lock_timeout=lock_timeout, outbox=lambda: self._current().outbox
         )
+        self.sessions = JsonSessionStore(sessions_path(self.path), lock_timeout=lock_timeout)
         self._state: State = EMPTY
         #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
         self._previous: State = EMPTY

@@ -50,6 +50,7 @@ from ..plans import PlanId
 from .audit_sql import SqlAuditLog
 from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
+from .sessions_sql import SqlSessionStore
 from .sql_batch import SqlBatch
 from .sql_engine import integrity_error, logger, open_engines
 from .sql_read import key_missing, load_account, load_records, locate
@@ -111,6 +112,7 @@ class SqlStore(MutatingStore):
                 f"Cannot open the billing database {self.location}: {type(exc.orig).__name__}"
             ) from exc
         self.audit = SqlAuditLog(self._tx, dialect=self.dialect, location=self.location)
+        self.sessions = SqlSessionStore(self._tx, dialect=self.dialect)
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -1,0 +1,20 @@
+"""The operator console (``/billing/console/``) and the client portal (``/billing/portal/``):
+server-rendered pages (Jinja2 templates, htmx), shipped in the package with every file they
+load. A host app mounts them with ``app.include_router(pages_router)`` and nothing else.
+
+Like :mod:`openclaw_billing.api`, this is the HTTP layer: it calls the service, never the
+store's primitives beyond its sessions.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..api.docs_pages import assets_router
+from .console import router as console_router
+
+pages_router = APIRouter(include_in_schema=False)
+pages_router.include_router(console_router)
+pages_router.include_router(assets_router())
+
+__all__ = ["pages_router"]

@@ -1,0 +1,264 @@
+"""Sessions of the pages: signing in and out, and the dependencies that give each page its
+signed-in operator (:data:`ConsoleUser`) or client (:data:`PortalUser`).
+
+* The console signs in with the admin token, the portal with one of the client's API keys,
+  through the very checks of the API (:func:`~openclaw_billing.api.deps.verify_admin_token`,
+  :func:`~openclaw_billing.api.deps.verify_client_key`): failures count against the same
+  brute-force throttle per address and are audited the same way. The secret travels in a POST
+  body only, never in a URL.
+* A session is checked on every request: its cookie's signature and age, then the stored
+  session (not ended, not expired, of this side). A console session also ends when the admin
+  token changes; a portal session when its key is revoked or expires, or the client is
+  deactivated (then every portal session of the client is deleted), or the request comes from
+  outside the client's IP allowlist.
+* Every POST of a signed-in page passes the same-origin check and carries the session's CSRF
+  token (form field ``csrf_token`` or header ``X-CSRF-Token``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..api.deps import (
+    ClientAddress,
+    RateLimiterDep,
+    ServiceDep,
+    SettingsDep,
+    verify_admin_token,
+    verify_client_key,
+)
+from ..audit import CONSOLE_ACTOR, AuditAction, client_actor
+from ..cycles import utcnow
+from ..keys import digest_key
+from ..models import ClientRecord
+from ..ratelimit import RateLimiter
+from ..service import BillingService
+from ..sessions import CONSOLE_SUBJECT, Session, SessionKind, new_token, token_digest
+from ..settings import Settings
+from .pages import SignInRequired
+from .security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    CookieJar,
+    Side,
+    admin_binding,
+    check_csrf,
+    check_same_origin,
+    csrf_token,
+    session_secret,
+)
+
+CONSOLE_PATH = "/billing/console"
+PORTAL_PATH = "/billing/portal"
+JARS: dict[Side, CookieJar] = {
+    "console": CookieJar("console", f"{CONSOLE_PATH}/"),
+    "portal": CookieJar("portal", f"{PORTAL_PATH}/"),
+}
+#: Methods that change nothing: no CSRF token needed.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """What every page of a signed-in side has."""
+
+    session: Session
+    #: The token every form of this session carries (see :mod:`.security`).
+    csrf: str
+    #: The address the request comes from (for the audit events of its actions).
+    address: str
+
+
+@dataclass(frozen=True)
+class Operator(SignedIn):
+    #: The service, acting as ``console`` in the audit log.
+    service: BillingService
+
+
+@dataclass(frozen=True)
+class Customer(SignedIn):
+    client: ClientRecord
+    service: BillingService
+
+
+def _lifetime(settings: Settings) -> int:
+    return settings.session_minutes * 60
+
+
+async def _signed_in(request: Request, settings: Settings, session: Session) -> str:
+    """For a request of a live session: the same-origin check and the CSRF token of a request
+    that changes something; returns the session's CSRF token for the page's forms."""
+    secret = session_secret(settings)
+    if request.method not in SAFE_METHODS:
+        check_same_origin(request)
+        submitted = request.headers.get(CSRF_HEADER)
+        if submitted is None:
+            value = (await request.form()).get(CSRF_FIELD)
+            submitted = value if isinstance(value, str) else None
+        check_csrf(secret, session.digest, submitted)
+    return csrf_token(secret, session.digest)
+
+
+def _session(request: Request, settings: Settings, service: BillingService, side: Side) -> Session:
+    """The request's live session of ``side`` (blocking: it reads the store)."""
+    secret = session_secret(settings)
+    token = JARS[side].read_session(request, secret, _lifetime(settings))
+    if token is None:
+        had_cookie = JARS[side].session_name in request.cookies
+        raise SignInRequired(side, "expired" if had_cookie else None)
+    session = service.store.sessions.get(token_digest(token), utcnow())
+    if session is None or session.kind != SessionKind(side):
+        raise SignInRequired(side, "expired")
+    if side == "console" and (
+        session.binding is None or session.binding != admin_binding(settings)
+    ):
+        raise SignInRequired(side, "expired")  # the admin token changed since the sign-in
+    return session
+
+
+def _portal_client(
+    request: Request, settings: Settings, service: BillingService, address: str
+) -> tuple[Session, ClientRecord]:
+    """The portal session and its client, while the client is active, the session's key
+    usable and the address allowed (blocking: it reads the store)."""
+    session = _session(request, settings, service, "portal")
+    client = service.store.get_client(session.subject)
+    if client is None or not client.active:
+        service.store.sessions.end_subject(SessionKind.PORTAL, session.subject)
+        raise SignInRequired("portal", "inactive")
+    key = next((k for k in client.api_keys if k.key_id == session.key_id), None)
+    if key is None or not key.usable(utcnow()):
+        service.store.sessions.end(session.digest)
+        raise SignInRequired("portal", "key")
+    if not service.address_allowed(client, address):
+        raise SignInRequired("portal", "address")
+    return session, client
+
+
+async def console_user(
+    request: Request, settings: SettingsDep, service: ServiceDep, address: ClientAddress
+) -> Operator:
+    session = await run_in_threadpool(_session, request, settings, service, "console")
+    csrf = await _signed_in(request, settings, session)
+    service = service.as_actor(CONSOLE_ACTOR)
+    return Operator(session=session, csrf=csrf, address=address, service=service)
+
+
+async def portal_user(
+    request: Request, settings: SettingsDep, service: ServiceDep, address: ClientAddress
+) -> Customer:
+    session, client = await run_in_threadpool(_portal_client, request, settings, service, address)
+    csrf = await _signed_in(request, settings, session)
+    return Customer(session=session, csrf=csrf, address=address, client=client, service=service)
+
+
+ConsoleUser = Annotated[Operator, Depends(console_user)]
+PortalUser = Annotated[Customer, Depends(portal_user)]
+
+
+# -- signing in and out ----------------------------------------------------------------------
+
+
+def _open_session(
+    request: Request,
+    response: Response,
+    settings: Settings,
+    service: BillingService,
+    session_for: Session,
+    token: str,
+) -> None:
+    service.store.sessions.create(session_for, session_for.created_at)
+    side: Side = session_for.kind.value
+    JARS[side].set_session(response, request, token, session_secret(settings), _lifetime(settings))
+
+
+def sign_in_console(
+    request: Request,
+    response: Response,
+    settings: Settings,
+    service: BillingService,
+    limiter: RateLimiter,
+    address: str,
+    token: str | None,
+) -> None:
+    """Check the admin token as the admin API does, then open a console session."""
+    verify_admin_token(settings, service, limiter, address, token or None)
+    now = utcnow()
+    secret_token = new_token()
+    session = Session(
+        digest=token_digest(secret_token),
+        kind=SessionKind.CONSOLE,
+        subject=CONSOLE_SUBJECT,
+        binding=admin_binding(settings),
+        created_at=now,
+        expires_at=now + timedelta(seconds=_lifetime(settings)),
+    )
+    _open_session(request, response, settings, service, session, secret_token)
+    service.record_audit(AuditAction.CONSOLE_SIGN_IN, actor=CONSOLE_ACTOR, source=address, now=now)
+
+
+def sign_in_portal(
+    request: Request,
+    response: Response,
+    settings: Settings,
+    service: BillingService,
+    limiter: RateLimiter,
+    address: str,
+    api_key: str | None,
+) -> ClientRecord:
+    """Check the key as every keyed route does, then open a portal session for its client."""
+    client = verify_client_key(service, limiter, address, (api_key or "").strip() or None)
+    key = client.key_by_digest(digest_key((api_key or "").strip()))
+    assert key is not None  # verify_client_key found the client by this very digest
+    now = utcnow()
+    secret_token = new_token()
+    session = Session(
+        digest=token_digest(secret_token),
+        kind=SessionKind.PORTAL,
+        subject=client.client_id,
+        key_id=key.key_id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=_lifetime(settings)),
+    )
+    _open_session(request, response, settings, service, session, secret_token)
+    service.record_audit(
+        AuditAction.PORTAL_SIGN_IN,
+        client_id=client.client_id,
+        actor=client_actor(client.client_id),
+        source=address,
+        detail={"key_id": key.key_id},
+        now=now,
+    )
+    return client
+
+
+def sign_out(
+    request: Request, response: Response, service: BillingService, user: SignedIn, side: Side
+) -> None:
+    """End the session in the store (every copy of the cookie stops working) and clear the
+    cookie."""
+    service.store.sessions.end(user.session.digest)
+    JARS[side].clear_session(response, request)
+    action = AuditAction.CONSOLE_SIGN_OUT if side == "console" else AuditAction.PORTAL_SIGN_OUT
+    actor = CONSOLE_ACTOR if side == "console" else client_actor(user.session.subject)
+    client_id = None if side == "console" else user.session.subject
+    service.record_audit(action, client_id=client_id, actor=actor, source=user.address)
+
+
+__all__ = [
+    "CONSOLE_PATH",
+    "PORTAL_PATH",
+    "ConsoleUser",
+    "Customer",
+    "Operator",
+    "PortalUser",
+    "RateLimiterDep",
+    "sign_in_console",
+    "sign_in_portal",
+    "sign_out",
+]

@@ -1,0 +1,188 @@
+"""The operator console under ``/billing/console/``: sign in with the admin token, then the
+clients, one client, creating a client.
+
+Every action calls the same :class:`~openclaw_billing.service.BillingService` method as the
+admin API, with the same validated input (the API's schemas, plus the form's CSRF token), so
+it is checked, atomic and audited the same way; its events name ``console`` as the actor.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from ..api.deps import ClientAddress, RateLimiterDep, ServiceDep, SettingsDep
+from ..api.routes import ClientId
+from ..api.schemas import UsagePublic
+from ..api.schemas_admin import ClientCreate
+from ..audit import MAX_QUERY_OFFSET
+from ..errors import BillingError, InvalidAdminToken, RateLimited
+from ..plans import PLANS, PlanId
+from .auth import CONSOLE_PATH, JARS, ConsoleUser, sign_in_console, sign_out
+from .pages import PageRoute, redirect, render
+from .security import session_secret
+
+router = APIRouter(prefix=CONSOLE_PATH, route_class=PageRoute, include_in_schema=False)
+
+#: Clients per page of the clients list.
+PAGE_SIZE = 50
+#: What the sign-in page says for each ``reason`` it can be sent with (never free text).
+SIGN_IN_REASONS = {
+    "expired": "Your session has ended. Sign in again.",
+    "signed_out": "You have signed out.",
+}
+
+
+class ClientCreateForm(ClientCreate):
+    """The create-client form: the API's body, plus the form's CSRF token."""
+
+    csrf_token: str
+
+
+# -- signing in and out ----------------------------------------------------------------------
+
+
+@router.get("/sign-in")
+def sign_in_page(
+    request: Request,
+    settings: SettingsDep,
+    reason: Annotated[str | None, Query(max_length=20)] = None,
+) -> HTMLResponse:
+    return _sign_in_form(request, settings, notice=SIGN_IN_REASONS.get(reason or ""))
+
+
+def _sign_in_form(
+    request: Request,
+    settings: SettingsDep,
+    *,
+    notice: str | None = None,
+    error: BillingError | None = None,
+) -> HTMLResponse:
+    """The sign-in page, with a fresh form token (and its cookie when needed); a refused
+    sign-in shows it again with the refusal, under the refusal's status."""
+    jar = JARS["console"]
+    token, cookie = jar.signin_form(request, session_secret(settings))
+    context = {"side": "console", "notice": notice, "csrf": token, "error": error}
+    status = 200 if error is None else error.status_code
+    response = render(request, "console/sign_in.html", context, status_code=status)
+    response.headers.update(error.headers if error is not None and error.headers else {})
+    jar.set_signin(response, request, cookie)
+    return response
+
+
+@router.post("/sign-in")
+def sign_in(
+    request: Request,
+    settings: SettingsDep,
+    service: ServiceDep,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
+    admin_token: Annotated[str, Form(max_length=512)] = "",
+    csrf_token: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    secret = session_secret(settings)
+    JARS["console"].check_signin(request, secret, csrf_token)
+    response = redirect(request, f"{CONSOLE_PATH}/")
+    try:
+        sign_in_console(request, response, settings, service, limiter, address, admin_token)
+    except (InvalidAdminToken, RateLimited) as exc:
+        return _sign_in_form(request, settings, error=exc)
+    return response
+
+
+@router.post("/sign-out")
+def sign_out_console(request: Request, user: ConsoleUser, service: ServiceDep) -> Response:
+    response = redirect(request, f"{CONSOLE_PATH}/sign-in?reason=signed_out")
+    sign_out(request, response, service, user, "console")
+    return response
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request, user: ConsoleUser) -> Response:
+    return redirect(request, f"{CONSOLE_PATH}/clients")
+
+
+@router.get("/clients")
+def clients_page(
+    request: Request,
+    user: ConsoleUser,
+    plan: Annotated[PlanId | None, Query()] = None,
+    active: Annotated[bool | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
+) -> HTMLResponse:
+    page, total = user.service.list_clients(
+        active=active, plan=plan, offset=offset, limit=PAGE_SIZE
+    )
+    rows = [(record, UsagePublic.of(record)) for record in page]
+    template = "console/clients_table.html" if _is_htmx(request) else "console/clients.html"
+    return render(
+        request,
+        template,
+        {
+            "side": "console",
+            "csrf": user.csrf,
+            "rows": rows,
+            "total": total,
+            "offset": offset,
+            "page_size": PAGE_SIZE,
+            "plans": list(PLANS.values()),
+            "plan": plan.value if plan else "",
+            "active": "" if active is None else str(active).lower(),
+        },
+    )
+
+
+@router.get("/clients/new")
+def new_client_page(request: Request, user: ConsoleUser) -> HTMLResponse:
+    return render(
+        request,
+        "console/client_new.html",
+        {"side": "console", "csrf": user.csrf, "plans": list(PLANS.values())},
+    )
+
+
+@router.post("/clients")
+def create_client(
+    request: Request, user: ConsoleUser, form: Annotated[ClientCreateForm, Form()]
+) -> HTMLResponse:
+    record, api_key = user.service.create_client(
+        name=form.name, email=form.email, plan=form.plan, source=user.address
+    )
+    return render(
+        request,
+        "console/key_shown.html",
+        {
+            "side": "console",
+            "csrf": user.csrf,
+            "record": record,
+            "api_key": api_key,
+            "created": True,
+        },
+        status_code=201,
+    )
+
+
+@router.get("/clients/{client_id}")
+def client_page(request: Request, user: ConsoleUser, client_id: ClientId) -> HTMLResponse:
+    record = user.service.get_client(client_id)
+    return render(
+        request,
+        "console/client.html",
+        {
+            "side": "console",
+            "csrf": user.csrf,
+            "record": record,
+            "usage": UsagePublic.of(record),
+            "plan": PLANS[record.plan],
+        },
+    )
+
+
+def _is_htmx(request: Request) -> bool:
+    """An htmx request for a part of the page (not a boosted whole page)."""
+    return request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers
