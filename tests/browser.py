@@ -14,8 +14,10 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, Route, sync_playwright
 
 from tests.backends import service_unavailable
@@ -49,15 +51,19 @@ class Visit:
 
 
 @contextmanager
-def offline_page(base_url: str) -> Iterator[Visit]:
-    """A fresh headless page that can reach ``base_url``'s host and port only."""
+def offline_page(base_url: str, *, clipboard: bool = False) -> Iterator[Visit]:
+    """A fresh headless page that can reach ``base_url``'s host and port only (``clipboard``:
+    the page may write and read the clipboard, for copy buttons)."""
     allowed = urlsplit(base_url).netloc
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            page = browser.new_page()
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            if clipboard:
+                context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+            page = context.new_page()
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             visit = Visit(page)
 
@@ -82,3 +88,27 @@ def offline_page(base_url: str) -> Iterator[Visit]:
             yield visit
         finally:
             browser.close()
+
+
+#: axe-core impacts that fail a test: a page may not have these.
+SERIOUS_IMPACTS = frozenset({"serious", "critical"})
+
+
+def accessibility_violations(page: Page) -> list[str]:
+    """The serious and critical WCAG violations axe-core finds on the page as it is now, one
+    line each (rule, impact, how many elements)."""
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} on {len(v['nodes'])} element(s)"
+        for v in results.response["violations"]
+        if v.get("impact") in SERIOUS_IMPACTS
+    ]
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save the page as ``<name>.png`` into ``OPENCLAW_SCREENSHOT_DIR`` when it is set (the
+    README's images: ``OPENCLAW_SCREENSHOT_DIR=docs/images make pytest``); else nothing."""
+    directory = os.environ.get("OPENCLAW_SCREENSHOT_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
