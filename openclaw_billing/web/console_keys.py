@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from ..access import find_key
 from ..api.routes import ClientId, KeyId
 from ..api.schemas_admin import ApiKeyPublic
+from ..cycles import utcnow
 from ..errors import BillingError
 from ..models import ApiKeyRecord, ClientRecord
 from .auth import CONSOLE_PATH, ConsoleUser, Operator
@@ -65,7 +66,7 @@ def rotate_key(
         )
     except BillingError as exc:
         return refused(request, user, client_id, exc)
-    replaced = ApiKeyPublic.of(find_key(record, key_id))
+    replaced = ApiKeyPublic.of(find_key(record, key_id), utcnow())
     return _key_shown(request, user, record, key, plaintext, replaced=replaced)
 
 
@@ -117,7 +118,7 @@ def _key_shown(
             "csrf": user.csrf,
             "record": record,
             "api_key": plaintext,
-            "key": ApiKeyPublic.of(key),
+            "key": ApiKeyPublic.of(key, utcnow()),
             "replaced": replaced,
             "client_url": client_url(record.client_id),
         },
