@@ -189,8 +189,9 @@ def client_page(
     request: Request,
     user: ConsoleUser,
     client_id: ClientId,
-    notice: Annotated[str | None, Query(max_length=30)] = None,
+    notice: str | None = None,
 ) -> HTMLResponse:
+    """The client's page; ``notice`` is a code of :data:`NOTICES` (anything else: none)."""
     return client_page_response(request, user, client_id, notice=NOTICES.get(notice or ""))
 
 
