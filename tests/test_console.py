@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from http.cookies import SimpleCookie
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from openclaw_billing.audit import AuditAction
 from openclaw_billing.service import BillingService
 from openclaw_billing.settings import get_settings
 from openclaw_billing.web.security import CONTENT_SECURITY_POLICY
+from tests.factories import create_client
 
 CONSOLE = "/billing/console"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -245,20 +247,30 @@ def test_an_invalid_form_is_a_422_page_naming_the_fields(http: TestClient) -> No
     assert "Acme\nCorp" not in answer.text
 
 
+def assert_safe_page(answer: httpx.Response, shown_text: str = "") -> None:
+    """The pages' headers, and no inline script, style or event handler attribute (in the
+    page without ``shown_text``: escaped text the page shows, which may read ``onerror=``)."""
+    text = answer.text.replace(shown_text, "") if shown_text else answer.text
+    assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text) is None
+    assert re.search(r"\son[a-z]+=", text) is None  # no event handler attributes
+    assert 'style="' not in text
+
+
 def test_every_page_carries_the_policy_and_no_inline_script(http: TestClient) -> None:
     pages = [f"{CONSOLE}/sign-in"]
     sign_in(http)
-    pages += [f"{CONSOLE}/clients", f"{CONSOLE}/clients/new"]
+    client = f"{CONSOLE}/clients/{create_client(http)['client_id']}"
+    pages += [f"{CONSOLE}/clients", f"{CONSOLE}/clients/new", f"{CONSOLE}/audit"]
+    pages += [client, f"{client}/jobs", f"{client}/audit"]
     for path in pages:
         answer = http.get(path)
-        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-        assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
-        assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
-        assert answer.headers["cache-control"] == "no-store"
-        assert answer.headers["x-frame-options"] == "DENY"
-        assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", answer.text) is None
-        assert re.search(r"\son[a-z]+=", answer.text) is None  # no event handler attributes
-        assert 'style="' not in answer.text
+        assert answer.status_code == 200, path
+        assert_safe_page(answer)
 
 
 def test_an_unknown_client_is_a_404_page(http: TestClient) -> None:

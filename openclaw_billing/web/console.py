@@ -1,5 +1,6 @@
 """The operator console under ``/billing/console/``: sign in with the admin token, then the
-clients, one client, creating a client.
+clients and creating a client (one client's page and its actions are in
+:mod:`.console_client`, the audit log in :mod:`.console_audit`).
 
 Every action calls the same :class:`~openclaw_billing.service.BillingService` method as the
 admin API, with the same validated input (the API's schemas, plus the form's CSRF token), so
@@ -14,7 +15,6 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from ..api.deps import ClientAddress, RateLimiterDep, ServiceDep, SettingsDep
-from ..api.routes import ClientId
 from ..api.schemas import UsagePublic
 from ..api.schemas_admin import ClientCreate
 from ..audit import MAX_QUERY_OFFSET
@@ -164,22 +164,6 @@ def create_client(
             "created": True,
         },
         status_code=201,
-    )
-
-
-@router.get("/clients/{client_id}")
-def client_page(request: Request, user: ConsoleUser, client_id: ClientId) -> HTMLResponse:
-    record = user.service.get_client(client_id)
-    return render(
-        request,
-        "console/client.html",
-        {
-            "side": "console",
-            "csrf": user.csrf,
-            "record": record,
-            "usage": UsagePublic.of(record),
-            "plan": PLANS[record.plan],
-        },
     )
 
 

@@ -77,6 +77,18 @@ def redirect(request: Request, url: str) -> Response:
     return response
 
 
+def is_fragment_request(request: Request) -> bool:
+    """An htmx request for a part of a page (``hx-get`` with a target): the route answers
+    with the part's template alone. Not a boosted whole page, nor htmx restoring a page of its
+    history (it asks for the whole page, with ``HX-Request`` too)."""
+    headers = request.headers
+    return (
+        headers.get("hx-request") == "true"
+        and "hx-boosted" not in headers
+        and "hx-history-restore-request" not in headers
+    )
+
+
 def error_page(request: Request, side: Side, exc: BillingError) -> HTMLResponse:
     message = exc.message
     if exc.status_code >= 500:
