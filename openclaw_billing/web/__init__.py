@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..api.docs_pages import assets_router
+from .branding import router as branding_router
 from .console import router as console_router
 from .portal import router as portal_router
 from .portal_billing import router as portal_billing_router
@@ -19,6 +20,7 @@ pages_router = APIRouter(include_in_schema=False)
 pages_router.include_router(console_router)
 pages_router.include_router(portal_router)
 pages_router.include_router(portal_billing_router)
+pages_router.include_router(branding_router)
 pages_router.include_router(assets_router())
 
 __all__ = ["pages_router"]
