@@ -49,6 +49,7 @@ PACKAGE_LOGGERS = (
     "openclaw_billing.ratelimit",
     "openclaw_billing.store",
     "openclaw_billing.stripe",
+    "openclaw_billing.web",
 )
 
 
