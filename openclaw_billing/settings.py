@@ -14,6 +14,7 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .branding import LogoRefused, read_logo
 from .net import IPNetwork, parse_networks
 from .safetext import ONE_LINE
 
@@ -156,6 +157,9 @@ class Settings(BaseSettings):
             pattern=ONE_LINE,
         ),
     ] = "OpenClaw"
+    #: The logo the console and the portal show (white-label): a PNG, JPEG, SVG or WebP file
+    #: of at most 512 KB, checked when the settings are built (see :mod:`.branding`).
+    brand_logo: Annotated[Path | None, Field(validation_alias="OPENCLAW_BRAND_LOGO")] = None
 
     @property
     def success_url(self) -> str:
@@ -209,6 +213,25 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("brand_logo", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("brand_logo")
+    @classmethod
+    def _readable_logo(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        path = value.expanduser().absolute()  # a later change of directory changes nothing
+        try:
+            read_logo(path)
+        except LogoRefused as exc:
+            raise ValueError(f"OPENCLAW_BRAND_LOGO: {exc}") from None
+        return path
 
     @field_validator("trusted_proxies")
     @classmethod

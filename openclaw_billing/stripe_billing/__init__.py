@@ -16,7 +16,7 @@ nothing.
 
 from __future__ import annotations
 
-from .checkout import CHECKOUT_IDEMPOTENCY_WINDOW, CheckoutMixin, CheckoutSession
+from .checkout import CHECKOUT_IDEMPOTENCY_WINDOW, CheckoutMixin, CheckoutSession, CheckoutState
 from .client import (
     build_stripe_client,
     get_stripe_client,
@@ -48,6 +48,7 @@ __all__ = [
     "PLAN_IN_FORCE",
     "WEBHOOK_TOLERANCE",
     "CheckoutSession",
+    "CheckoutState",
     "StripeBilling",
     "StripeEvent",
     "Subscription",

@@ -29,6 +29,7 @@ from .client import (
     price_for_plan,
     stripe_failure,
 )
+from .objects import CheckoutSession as StripeCheckoutSession
 from .sync import ENDED
 
 logger = logging.getLogger("openclaw_billing.stripe")
@@ -42,6 +43,17 @@ MAX_KEYS_PER_WINDOW = 10
 class CheckoutSession(NamedTuple):
     checkout_url: str
     session_id: str
+
+
+class CheckoutState(NamedTuple):
+    """One of a client's Checkout Sessions as Stripe has it now."""
+
+    #: Stripe completed it: the customer paid (the plan changes when the events arrive).
+    complete: bool
+    #: The plan it buys (its metadata), if one of the catalogue's.
+    plan: PlanId | None
+    #: The subscription it created, once complete.
+    subscription: str | None
 
 
 class CheckoutMixin(StripeBase):
@@ -140,6 +152,25 @@ class CheckoutMixin(StripeBase):
             raise StripeRequestFailed("Stripe returned a Checkout Session without a URL")
         logger.info("Checkout session %s for %s (%s)", session.id, record.client_id, plan.value)
         return CheckoutSession(session.url, session.id)
+
+    def read_checkout(self, record: ClientRecord, session_id: str) -> CheckoutState | None:
+        """The Checkout Session ``session_id`` as Stripe has it now, if it is one of
+        ``record``'s (None: Stripe has no such session, or it is another client's). It only
+        reads: the client changes when the webhook's events arrive, never here, so a page
+        that shows this cannot grant a plan Stripe has not confirmed."""
+        found = self._read(
+            f"checkout.session {session_id}",
+            lambda: self.client.v1.checkout.sessions.retrieve(session_id),
+            StripeCheckoutSession,
+        )
+        if found is None or found.client_hint() != record.client_id:
+            return None
+        named = (found.metadata or {}).get("plan")
+        return CheckoutState(
+            complete=found.status == "complete",
+            plan=next((plan for plan in PlanId if plan.value == named), None),
+            subscription=found.subscription,
+        )
 
     def create_portal(self, record: ClientRecord, *, return_url: str | None = None) -> str:
         """A customer-portal session. A customer Stripe no longer has is unlinked (409

@@ -110,6 +110,8 @@ class CheckoutSession(_Loose):
     customer: Ref | None = None
     subscription: Ref | None = None
     metadata: dict[str, str] | None = None
+    #: ``open``, ``complete`` (paid, or no payment due) or ``expired``.
+    status: StripeEnum | None = None
 
     def client_hint(self) -> str | None:
         return client_id_of(self.client_reference_id) or client_id_of(

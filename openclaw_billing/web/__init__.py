@@ -11,11 +11,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..api.docs_pages import assets_router
+from .branding import router as branding_router
 from .console import router as console_router
 from .console_actions import router as console_actions_router
 from .console_audit import router as console_audit_router
 from .console_client import router as console_client_router
 from .console_keys import router as console_keys_router
+from .portal import router as portal_router
+from .portal_billing import router as portal_billing_router
 
 pages_router = APIRouter(include_in_schema=False)
 pages_router.include_router(console_router)  # first: /clients/new before /clients/{id}
@@ -23,6 +26,9 @@ pages_router.include_router(console_client_router)
 pages_router.include_router(console_actions_router)
 pages_router.include_router(console_keys_router)
 pages_router.include_router(console_audit_router)
+pages_router.include_router(portal_router)
+pages_router.include_router(portal_billing_router)
+pages_router.include_router(branding_router)
 pages_router.include_router(assets_router())
 
 __all__ = ["pages_router"]

@@ -58,9 +58,11 @@ def render(
     *,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """The page ``template`` with ``context`` (plus the brand), with the pages' headers."""
+    """The page ``template`` with ``context`` (plus the brand: its name, and whether there is
+    a logo to show), with the pages' headers."""
     settings = get_settings()
-    values = {"brand_name": settings.brand_name, **context}
+    brand = {"brand_name": settings.brand_name, "brand_logo": settings.brand_logo is not None}
+    values = {**brand, **context}
     response = TEMPLATES.TemplateResponse(request, template, values, status_code=status_code)
     response.headers.update(PAGE_HEADERS)
     return response

@@ -1,0 +1,253 @@
+"""The client portal under ``/billing/portal/``: sign in with one of the client's API keys,
+then the dashboard (credits, the cycle, the status and what to do about it, recent jobs, the
+plans). Upgrading and managing billing through Stripe are in :mod:`.portal_billing`.
+
+The key is posted in the sign-in form's body and exchanged for a session (see :mod:`.auth`);
+it is never put in a URL, a page or a log line. A portal page shows the signed-in client's own
+record and nothing else: no route takes a client id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from ..api.deps import (
+    CREDENTIAL_QUERY_PARAMS,
+    ClientAddress,
+    CredentialsInQuery,
+    RateLimiterDep,
+    ServiceDep,
+    SettingsDep,
+)
+from ..api.schemas import UsagePublic
+from ..errors import BillingError, InvalidApiKey, IpNotAllowed, RateLimited
+from ..models import ClientRecord, CostEntry
+from ..plans import PLANS, Plan, PlanId
+from ..settings import Settings
+from ..stripe_billing import ENDED
+from ..stripe_billing.client import configured_prices
+from .auth import JARS, PORTAL_PATH, PortalUser, sign_in_portal, sign_out
+from .pages import PageRoute, redirect, render
+from .security import session_secret
+
+router = APIRouter(prefix=PORTAL_PATH, route_class=PageRoute, include_in_schema=False)
+
+#: Ledger entries the dashboard lists (the newest of the current cycle).
+RECENT_JOBS = 20
+#: What the sign-in page says for each ``reason`` it can be sent with (never free text).
+SIGN_IN_REASONS = {
+    "expired": "Your session has ended. Sign in again.",
+    "signed_out": "You have signed out.",
+    "inactive": "This account is deactivated. Contact {brand} support.",
+    "key": (
+        "The API key you signed in with has been revoked or has expired. "
+        "Sign in with a current key."
+    ),
+    "address": (
+        "Your account does not accept requests from this network address. Connect from an "
+        "allowed address, or contact {brand} support."
+    ),
+}
+#: What each refusing status means for the client, and what to do about it.
+STATUS_ADVICE = {
+    "past_due": (
+        "Your last payment did not go through, so no job is accepted until it is paid. "
+        "Update your card in Manage billing."
+    ),
+    "paused": ("Your subscription is paused, so no job is accepted. Resume it in Manage billing."),
+    "disputed": (
+        "A payment of your subscription is disputed, so no job is accepted until the dispute "
+        "is settled. Contact {brand} support."
+    ),
+    "limit_reached": (
+        "You have used every credit of this cycle. Upgrade your plan, or wait until "
+        "{cycle_end}, when your credits renew."
+    ),
+}
+#: A client key anywhere in a query string (``oc_live_``, in any case).
+_KEY_IN_TEXT = re.compile(r"oc_live_", re.IGNORECASE)
+DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
+
+
+# -- signing in and out ----------------------------------------------------------------------
+
+
+def _key_in_url(request: Request) -> bool:
+    """Whether the URL carries a key (a form sent by GET, a link someone made): refused, and
+    the key is not used."""
+    for name, value in request.query_params.multi_items():
+        if name.strip().lower().replace("-", "_") in CREDENTIAL_QUERY_PARAMS:
+            return True
+        if _KEY_IN_TEXT.search(name) or _KEY_IN_TEXT.search(value):
+            return True
+    return False
+
+
+def _key_in_url_error() -> CredentialsInQuery:
+    return CredentialsInQuery(
+        "An API key was sent in this page's address, where browsers and servers keep it in "
+        "their logs. It was not used: sign in with the form, and rotate that key."
+    )
+
+
+@router.get("/sign-in")
+def sign_in_page(
+    request: Request,
+    settings: SettingsDep,
+    reason: Annotated[str | None, Query(max_length=20)] = None,
+) -> HTMLResponse:
+    if _key_in_url(request):
+        return _sign_in_form(request, settings, error=_key_in_url_error())
+    notice = SIGN_IN_REASONS.get(reason or "")
+    if notice is not None:
+        notice = notice.format(brand=settings.brand_name)
+    return _sign_in_form(request, settings, notice=notice)
+
+
+def _sign_in_form(
+    request: Request,
+    settings: Settings,
+    *,
+    notice: str | None = None,
+    error: BillingError | None = None,
+) -> HTMLResponse:
+    """The sign-in page, with a fresh form token (and its cookie when needed); a refused
+    sign-in shows it again with the refusal, under the refusal's status. The key field is
+    always empty: a key that was sent is never written back into a page."""
+    jar = JARS["portal"]
+    token, cookie = jar.signin_form(request, session_secret(settings))
+    context = {"side": "portal", "notice": notice, "csrf": token, "error": error}
+    status = 200 if error is None else error.status_code
+    response = render(request, "portal/sign_in.html", context, status_code=status)
+    response.headers.update(error.headers if error is not None and error.headers else {})
+    jar.set_signin(response, request, cookie)
+    return response
+
+
+@router.post("/sign-in")
+def sign_in(
+    request: Request,
+    settings: SettingsDep,
+    service: ServiceDep,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
+    api_key: Annotated[str, Form(max_length=512)] = "",
+    csrf_token: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    JARS["portal"].check_signin(request, session_secret(settings), csrf_token)
+    if _key_in_url(request):
+        return _sign_in_form(request, settings, error=_key_in_url_error())
+    response = redirect(request, f"{PORTAL_PATH}/")
+    try:
+        sign_in_portal(request, response, settings, service, limiter, address, api_key)
+    except (InvalidApiKey, IpNotAllowed, RateLimited) as exc:
+        return _sign_in_form(request, settings, error=exc)
+    return response
+
+
+@router.post("/sign-out")
+def sign_out_portal(request: Request, user: PortalUser, service: ServiceDep) -> Response:
+    response = redirect(request, f"{PORTAL_PATH}/sign-in?reason=signed_out")
+    sign_out(request, response, service, user, "portal")
+    return response
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One plan of the catalogue as the client sees it."""
+
+    plan: Plan
+    current: bool
+    #: Above the client's plan (more jobs per cycle).
+    above: bool
+    #: An upgrade the client can buy through Checkout now.
+    offered: bool
+
+
+def has_live_subscription(record: ClientRecord) -> bool:
+    """A subscription that has not ended: its plan changes in Stripe's portal, never through a
+    second checkout (which would bill twice; see ``create_checkout``)."""
+    status = record.metadata.subscription_status
+    return record.stripe_subscription_id is not None and status not in ENDED | {None}
+
+
+def plans_above(record: ClientRecord) -> list[PlanId]:
+    """The plans of the catalogue above the client's (more jobs per cycle)."""
+    order = list(PLANS)
+    return order[order.index(record.plan) + 1 :]
+
+
+def offered_plans(settings: Settings, record: ClientRecord) -> set[PlanId]:
+    """The upgrades Checkout sells here: plans above the client's with a price configured,
+    Stripe set up, and no live subscription (whose plan changes in Stripe's portal)."""
+    if settings.stripe_secret_key is None or has_live_subscription(record):
+        return set()
+    prices = configured_prices(settings)
+    return {plan for plan in plans_above(record) if prices.get(plan)}
+
+
+def recent_jobs(record: ClientRecord) -> list[CostEntry]:
+    """This cycle's ledger entries, newest first, at most :data:`RECENT_JOBS`."""
+    entries = sorted(record.metadata.cost_log, key=lambda e: e.timestamp, reverse=True)
+    return entries[:RECENT_JOBS]
+
+
+@dataclass(frozen=True)
+class Meter:
+    """The usage bar: credits used of this cycle's credits, amber from 75 %, red from 90 %."""
+
+    value: int
+    max: int
+    low: int
+    high: int
+
+    @classmethod
+    def of(cls, usage: UsagePublic) -> Meter | None:
+        if usage.credits_remaining is None:
+            return None  # unlimited: nothing to fill
+        total = max(1, usage.credits_used + usage.credits_remaining)
+        return cls(usage.credits_used, total, total * 3 // 4, total * 9 // 10)
+
+
+def status_advice(settings: Settings, record: ClientRecord, status: str) -> str | None:
+    """What a refusing ``status`` means and what to do about it; None while jobs run."""
+    advice = STATUS_ADVICE.get(status)
+    if advice is None:
+        return None
+    cycle_end = record.billing_cycle_end.strftime(DATE_FORMAT)
+    return advice.format(brand=settings.brand_name, cycle_end=cycle_end)
+
+
+def dashboard_context(settings: Settings, record: ClientRecord) -> dict[str, Any]:
+    usage = UsagePublic.of(record)
+    offered, above = offered_plans(settings, record), plans_above(record)
+    return {
+        "record": record,
+        "usage": usage,
+        "meter": Meter.of(usage),
+        "plan": PLANS[record.plan],
+        "advice": status_advice(settings, record, usage.status),
+        "jobs": recent_jobs(record),
+        "jobs_total": len(record.metadata.cost_log),
+        "plans": [
+            PlanRow(p, p.id == record.plan, p.id in above, p.id in offered) for p in PLANS.values()
+        ],
+        "stripe": settings.stripe_secret_key is not None,
+        "live_subscription": has_live_subscription(record),
+        "date_format": DATE_FORMAT,
+    }
+
+
+@router.get("/")
+def dashboard(request: Request, user: PortalUser, settings: SettingsDep) -> HTMLResponse:
+    record = user.service.get_client(user.client.client_id)
+    context = {"side": "portal", "section": "dashboard", "csrf": user.csrf}
+    return render(request, "portal/dashboard.html", context | dashboard_context(settings, record))
