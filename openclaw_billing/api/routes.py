@@ -12,6 +12,7 @@ from ..access import find_key
 from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, AuditQuery
 from ..errors import PayloadTooLarge
 from ..plans import PlanId
+from ..store.query import ClientQuery
 from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
@@ -170,7 +171,8 @@ def list_clients(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ClientList:
     """List clients, optionally filtered by active status and plan. Keys are never listed."""
-    page, total = service.list_clients(active=active, plan=plan, offset=offset, limit=limit)
+    query = ClientQuery(plan=plan, active=active, offset=offset, limit=limit)
+    page, total = service.list_clients(query)
     return ClientList(
         clients=[ClientPublic.of(r) for r in page], total=total, offset=offset, limit=limit
     )
