@@ -216,7 +216,7 @@ class SqlStore(MutatingStore):
 
     def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
         with self._tx(write=False) as conn:
-            rows, total = sql_query.page(conn, query, self.dialect)
+            rows, total = sql_query.page(conn, query)
             return self._load(conn, rows), total
 
     def overview(self, now: datetime) -> StoreOverview:

@@ -5,8 +5,10 @@ records (:mod:`.json_query`); the contract suite holds the two to the same answe
 
 Case-insensitive search and the name order read ``name_key`` and ``email_key``, the folded
 name and email written with every record (:func:`.query.fold`), so no backend's own idea of
-case or collation decides; on PostgreSQL the name order compares bytes (``COLLATE "C"``), as
-SQLite and Python compare code points.
+case or collation decides: both columns have PostgreSQL's "C" collation (bytes, which is
+code point order in UTF-8), as SQLite and Python compare.
+
+Needs SQLite 3.25 or later (a window function counts a search's matches).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     and_,
     bindparam,
     case,
@@ -90,73 +93,91 @@ def conditions(query: ClientQuery) -> list[ColumnElement[bool]]:
     return found
 
 
-def order(sort: ClientSort, dialect: str) -> list[ColumnElement[Any]]:
-    """The ORDER BY of a sort, ending with creation order."""
+def order(sort: ClientSort) -> list[ColumnElement[Any]]:
+    """The ORDER BY of a sort, ending with creation order. (``name_key`` compares by code
+    point on every backend; unlimited plans' NULL credits go last without NULLS LAST, which
+    SQLite has only since 3.30.)"""
     if sort is ClientSort.NEWEST:
         return [_c.seq.desc()]
     keys: dict[ClientSort, list[ColumnElement[Any]]] = {
         ClientSort.CREATED: [],
-        ClientSort.NAME: [_c.name_key.collate("C") if dialect == "postgresql" else _c.name_key],
-        ClientSort.CREDITS_LEFT: [_c.credits_remaining.asc().nulls_last()],
+        ClientSort.NAME: [_c.name_key],
+        ClientSort.CREDITS_LEFT: [_c.credits_remaining.is_(None), _c.credits_remaining],
         ClientSort.USAGE: [_c.cycle_jobs.desc()],
         ClientSort.SPEND: [_c.total_spent.desc()],
     }
     return [*keys[sort], _c.seq.asc()]
 
 
-def page(conn: Connection, query: ClientQuery, dialect: str) -> tuple[list[Row[Any]], int]:
-    """The client rows of one page, and how many match (in the caller's read transaction)."""
+def page(conn: Connection, query: ClientQuery) -> tuple[list[Row[Any]], int]:
+    """The client rows of one page, and how many match (in the caller's read transaction).
+
+    A search reads every client (a substring has no index), so its page and its count come
+    from one pass: the ids of the page with the count of all matches (a window function),
+    then those rows. Without one, the count is cheap (an index, or one filtered pass) and
+    the page a sorted read."""
     where = conditions(query)
-    total = conn.execute(select(func.count()).select_from(clients).where(*where)).scalar_one()
-    if query.limit == 0:
-        return [], int(total)
-    rows = conn.execute(
-        select(clients)
-        .where(*where)
-        .order_by(*order(query.sort, dialect))
-        .offset(query.offset)
-        .limit(query.limit)
-    ).all()
-    return list(rows), int(total)
+    search = query.needle is not None
+    if search and query.limit > 0:
+        picked = conn.execute(_paged(select(_c.seq, func.count().over()), where, query)).all()
+        if picked:
+            seqs = [seq for seq, _ in picked]
+            by_seq = {r.seq: r for r in conn.execute(select(clients).where(_c.seq.in_(seqs)))}
+            return [by_seq[seq] for seq in seqs], int(picked[0][1])
+    total = int(conn.execute(select(func.count()).select_from(clients).where(*where)).scalar_one())
+    if search or query.limit == 0:  # nothing on this page (past the last match, or none)
+        return [], total
+    return list(conn.execute(_paged(select(clients), where, query)).all()), total
+
+
+def _paged(
+    statement: Select[Any], where: list[ColumnElement[bool]], query: ClientQuery
+) -> Select[Any]:
+    return (
+        statement.where(*where).order_by(*order(query.sort)).offset(query.offset).limit(query.limit)
+    )
 
 
 def overview(conn: Connection, now: datetime, location: str) -> StoreOverview:
     """The figures of :class:`.query.StoreOverview` (in the caller's read transaction: one
-    snapshot): one pass over the clients, grouped by plan and standing, and a count of the
-    ledger's index per day."""
+    snapshot): the clients by plan and standing (from an index), one pass over the clients
+    for the rest (no grouping: sorting 100,000 rows into groups costs more than the pass),
+    and a count of the ledger's index per day."""
     counts = {plan: [0, 0, 0] for plan in PlanId}  # active, inactive, paying
-    limited = due = jobs = credits = 0
+    for plan, active, number in conn.execute(
+        select(_c.plan, _c.active, func.count()).group_by(_c.plan, _c.active)
+    ):
+        _figures(counts, plan, location)[0 if active else 1] += int(number)
     active, limited_plan = _c.active.is_(True), _c.credits_remaining.is_not(None)
-    for row in conn.execute(
+    paying = [_count_if(and_(_PAYING, _c.plan == plan.value)) for plan in counts]
+    *by_plan, limited, due, jobs, credits = conn.execute(
         select(
-            _c.plan,
-            _c.active,
-            func.count(),
-            _count_if(_PAYING),
+            *paying,
             _count_if(_AT_LIMIT),
             _count_if(_PAST_DUE),
             _sum_if(active, _c.cycle_jobs),
             _sum_if(and_(active, limited_plan), _c.cycle_jobs),
-        ).group_by(_c.plan, _c.active)
-    ):
-        try:
-            figures = counts[PlanId(row[0])]
-        except ValueError:
-            raise StoreCorrupt(
-                f"The billing database {location} holds an unknown plan {row[0]!r}"
-            ) from None
-        figures[0 if row[1] else 1] += int(row[2])
-        figures[2] += int(row[3])
-        limited, due = limited + int(row[4]), due + int(row[5])
-        jobs, credits = jobs + int(row[6]), credits + int(row[7])
+        )
+    ).one()
+    for figures, number in zip(counts.values(), by_plan, strict=True):
+        figures[2] = int(number)
     return StoreOverview(
         plans=tuple(PlanFigures(plan, *figures) for plan, figures in counts.items()),
-        jobs_this_cycle=jobs,
-        credits_used_this_cycle=credits,
-        at_limit=limited,
-        past_due=due,
+        jobs_this_cycle=int(jobs),
+        credits_used_this_cycle=int(credits),
+        at_limit=int(limited),
+        past_due=int(due),
         jobs_by_day=tuple(DayJobs(day, _jobs_on(conn, day)) for day in overview_days(now)),
     )
+
+
+def _figures(counts: dict[PlanId, list[int]], plan: str, location: str) -> list[int]:
+    try:
+        return counts[PlanId(plan)]
+    except ValueError:
+        raise StoreCorrupt(
+            f"The billing database {location} holds an unknown plan {plan!r}"
+        ) from None
 
 
 def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:

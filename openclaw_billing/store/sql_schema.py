@@ -76,6 +76,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 #: (already 64-bit; a BIGINT primary key there would not be the rowid).
 RowId = BigInteger().with_variant(Integer, "sqlite")
 
+#: Text compared by code point on every backend (SQLite's default; PostgreSQL's "C" collation).
+FoldedText = Text().with_variant(Text(collation="C"), "postgresql")
+
 metadata_obj = MetaData()
 
 schema_version = Table(
@@ -109,12 +112,16 @@ clients = Table(
     Column("rate_limit_per_minute", BigInteger, nullable=True),
     Column("ip_allowlist", JSON, nullable=True),
     #: Version 4. ``query.fold`` of the name and the email: what search and the name order
-    #: read. ``cycle_jobs``: the jobs charged in the stored cycle (its ledger rows; the charge
-    #: adds one, every other write sets it from the record).
-    Column("name_key", Text, nullable=False),
-    Column("email_key", Text, nullable=False),
+    #: read, compared by code point (PostgreSQL: the "C" collation, as SQLite and Python).
+    #: ``cycle_jobs``: the jobs charged in the stored cycle (its ledger rows; the charge adds
+    #: one, every other write sets it from the record).
+    Column("name_key", FoldedText, nullable=False),
+    Column("email_key", FoldedText, nullable=False),
     Column("cycle_jobs", BigInteger, nullable=False, default=0),
+    #: The name order; a search reads the second index alone; the overview counts by the third.
     Index("ix_openclaw_clients_name", "name_key"),
+    Index("ix_openclaw_clients_search", "name_key", "email_key", "client_id"),
+    Index("ix_openclaw_clients_plan", "plan", "active"),
 )
 api_key_rows = Table(
     "openclaw_api_keys",
@@ -271,13 +278,18 @@ def add_query_columns(conn: Connection) -> None:
     :func:`.query.fold` every write uses, not by the database's own case rules) and the jobs of
     their stored cycle; the ledger rows older than the previous cycle marked archived; the
     indexes of the operator's reads."""
-    table, ledger = clients.name, ledger_rows.name
-    for column, kind in (("name_key", "TEXT"), ("email_key", "TEXT"), ("cycle_jobs", "BIGINT")):
-        default = "0" if kind == "BIGINT" else "''"
+    added = (
+        (clients.c.name_key, "''"),
+        (clients.c.email_key, "''"),
+        (clients.c.cycle_jobs, "0"),
+        (ledger_rows.c.archived, "false"),
+    )
+    for column, default in added:
+        kind = column.type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(
-            f"ALTER TABLE {table} ADD COLUMN {column} {kind} NOT NULL DEFAULT {default}"
+            f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {kind} "
+            f"NOT NULL DEFAULT {default}"
         )
-    conn.exec_driver_sql(f"ALTER TABLE {ledger} ADD COLUMN archived BOOLEAN NOT NULL DEFAULT false")
     rows = conn.execute(select(clients.c.seq, clients.c.name, clients.c.email)).all()
     if rows:
         conn.execute(

@@ -67,7 +67,12 @@ def _release_2(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
 
 
 #: What version 4 added: its indexes, then its columns (table, column).
-VERSION_4_INDEXES = ("ix_openclaw_clients_name", "ix_openclaw_ledger_day")
+VERSION_4_INDEXES = (
+    "ix_openclaw_clients_name",
+    "ix_openclaw_clients_search",
+    "ix_openclaw_clients_plan",
+    "ix_openclaw_ledger_day",
+)
 VERSION_4_COLUMNS = (
     ("openclaw_clients", "name_key"),
     ("openclaw_clients", "email_key"),
