@@ -112,20 +112,21 @@ def order(sort: ClientSort) -> list[ColumnElement[Any]]:
 def page(conn: Connection, query: ClientQuery) -> tuple[list[Row[Any]], int]:
     """The client rows of one page, and how many match (in the caller's read transaction).
 
-    A search reads every client (a substring has no index), so its page and its count come
-    from one pass: the ids of the page with the count of all matches (a window function),
-    then those rows. Without one, the count is cheap (an index, or one filtered pass) and
-    the page a sorted read."""
+    A search (a substring has no index) or ``at_limit`` (its credits change with every charge,
+    so no index holds them) reads every client, and is expected to match few: its page and
+    its count come from one pass, the ids of the page with the count of all matches (a window
+    function), then those rows. Any other query counts from an index or one cheap pass and
+    reads its page in order."""
     where = conditions(query)
-    search = query.needle is not None
-    if search and query.limit > 0:
+    one_pass = query.needle is not None or query.status is ClientStatus.AT_LIMIT
+    if one_pass and query.limit > 0:
         picked = conn.execute(_paged(select(_c.seq, func.count().over()), where, query)).all()
         if picked:
             seqs = [seq for seq, _ in picked]
             by_seq = {r.seq: r for r in conn.execute(select(clients).where(_c.seq.in_(seqs)))}
             return [by_seq[seq] for seq in seqs], int(picked[0][1])
     total = int(conn.execute(select(func.count()).select_from(clients).where(*where)).scalar_one())
-    if search or query.limit == 0:  # nothing on this page (past the last match, or none)
+    if one_pass or query.limit == 0:  # nothing on this page (past the last match, or none)
         return [], total
     return list(conn.execute(_paged(select(clients), where, query)).all()), total
 
@@ -140,27 +141,28 @@ def _paged(
 
 def overview(conn: Connection, now: datetime, location: str) -> StoreOverview:
     """The figures of :class:`.query.StoreOverview` (in the caller's read transaction: one
-    snapshot): the clients by plan and standing (from an index), one pass over the clients
-    for the rest (no grouping: sorting 100,000 rows into groups costs more than the pass),
-    and a count of the ledger's index per day."""
+    snapshot). From indexes: the clients by plan and standing, the paying subscriptions by
+    plan, the clients past due, the jobs of each day. What the charge changes (credits left,
+    the cycle's jobs) has no index: one pass over the clients sums it, without grouping
+    (sorting 100,000 rows into groups costs more than the pass)."""
     counts = {plan: [0, 0, 0] for plan in PlanId}  # active, inactive, paying
     for plan, active, number in conn.execute(
         select(_c.plan, _c.active, func.count()).group_by(_c.plan, _c.active)
     ):
         _figures(counts, plan, location)[0 if active else 1] += int(number)
+    for plan, number in conn.execute(
+        select(_c.plan, func.count()).where(_PAYING).group_by(_c.plan)
+    ):
+        _figures(counts, plan, location)[2] = int(number)
+    due = conn.execute(select(func.count()).where(_PAST_DUE)).scalar_one()
     active, limited_plan = _c.active.is_(True), _c.credits_remaining.is_not(None)
-    paying = [_count_if(and_(_PAYING, _c.plan == plan.value)) for plan in counts]
-    *by_plan, limited, due, jobs, credits = conn.execute(
+    limited, jobs, credits = conn.execute(
         select(
-            *paying,
             _count_if(_AT_LIMIT),
-            _count_if(_PAST_DUE),
             _sum_if(active, _c.cycle_jobs),
             _sum_if(and_(active, limited_plan), _c.cycle_jobs),
         )
     ).one()
-    for figures, number in zip(counts.values(), by_plan, strict=True):
-        figures[2] = int(number)
     return StoreOverview(
         plans=tuple(PlanFigures(plan, *figures) for plan, figures in counts.items()),
         jobs_this_cycle=int(jobs),

@@ -118,10 +118,13 @@ clients = Table(
     Column("name_key", FoldedText, nullable=False),
     Column("email_key", FoldedText, nullable=False),
     Column("cycle_jobs", BigInteger, nullable=False, default=0),
-    #: The name order; a search reads the second index alone; the overview counts by the third.
+    #: The name order; a search reads the second index alone; the overview counts clients by
+    #: plan and standing from the third, past due and paying subscriptions from the fourth.
+    #: None is on a column the charge changes.
     Index("ix_openclaw_clients_name", "name_key"),
     Index("ix_openclaw_clients_search", "name_key", "email_key", "client_id"),
     Index("ix_openclaw_clients_plan", "plan", "active"),
+    Index("ix_openclaw_clients_status", "subscription_status", "plan", "stripe_subscription_id"),
 )
 api_key_rows = Table(
     "openclaw_api_keys",

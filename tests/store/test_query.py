@@ -135,6 +135,8 @@ def test_pages_and_totals(built: Store, store_url: str) -> None:
     assert ids(built, sort=ClientSort.NEWEST, offset=9) == (["c01"], 10)
     assert ids(built, offset=10) == ([], 10)
     assert ids(built, search="acme", offset=50) == ([], 3)
+    assert ids(built, status=ClientStatus.AT_LIMIT, offset=1) == ([], 1)
+    assert ids(built, search="acme", limit=0) == ([], 3)
     assert ids(built, limit=0) == ([], 10)
     for sort, expected in SORTS.items():  # pages of 3 add up to the whole order
         pages = [ids(built, sort=sort, offset=o, limit=3)[0] for o in range(0, 10, 3)]

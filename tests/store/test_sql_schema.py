@@ -71,6 +71,7 @@ VERSION_4_INDEXES = (
     "ix_openclaw_clients_name",
     "ix_openclaw_clients_search",
     "ix_openclaw_clients_plan",
+    "ix_openclaw_clients_status",
     "ix_openclaw_ledger_day",
 )
 VERSION_4_COLUMNS = (
