@@ -40,7 +40,8 @@ $(CHROMIUM):
 	$(APT_INSTALL) || { $(SUDO) apt-get update -q > /dev/null && $(APT_INSTALL); }
 
 ## Benchmarks (bench/): intake with auth and charge vs a bare endpoint, per backend, store size
-## and worker count; writes BENCHMARKS.md (about 13 minutes; needs PostgreSQL on 127.0.0.1).
+## and worker count, and the operator's reads at 100,000 clients; writes BENCHMARKS.md (about
+## 16 minutes; needs PostgreSQL on 127.0.0.1).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

@@ -78,6 +78,7 @@ def _add_history(url: str, client_id: str, rows: int, cycles: int) -> None:
                         "cycle_no": i % cycles,
                         "cost": 0.0,
                         "charged_at": now - timedelta(days=30 * cycles),
+                        "archived": i % cycles < cycles - 1,  # older than the previous cycle
                     }
                     for i in range(rows)
                 ],

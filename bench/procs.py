@@ -425,3 +425,27 @@ def run_store_batch(work: Path, timing: Timing, postgres_url: str | None) -> dic
         raise RuntimeError(f"store batch failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_console_store(work: Path, timing: Timing) -> dict[str, Any]:
+    """``bench/console_store.py`` (the operator's reads: each order of the client list, a
+    search, a status filter, a deep page, the overview) on SQLite and the JSON store, in its
+    own process."""
+    cmd = [
+        PYTHON,
+        str(BENCH / "console_store.py"),
+        "--dir",
+        str(work / "console"),
+        "--clients",
+        str(timing.console_clients),
+        "--runs",
+        str(timing.console_runs),
+        "--backend",
+        "sqlite",
+        "json",
+    ]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"console store failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

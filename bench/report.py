@@ -1,5 +1,5 @@
-"""The benchmark report: BENCHMARKS.md from the rows, the in-process breakdowns, the floor and
-the machine, with each goal's verdict."""
+"""The benchmark report: BENCHMARKS.md from the rows, the in-process breakdowns, the floor, the
+operator's reads and the machine, with each goal's verdict."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from config import (
     ANALYSIS,
     BACKEND_NAMES,
     BUSY,
+    CONSOLE_GOAL_MS,
     FLAT_GOAL,
     FLOOR_BATCH,
     HISTORY_ROWS,
@@ -150,6 +151,37 @@ def _breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _console(console: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The operator's reads (``bench/console_store.py``): a table, and the SQLite verdicts."""
+    backends = [b for b in ("sqlite", "json") if b in console]
+    lines = [
+        f"`bench/console_store.py`: `BillingService.list_clients` (a page of {console['page']}) "
+        "and `BillingService.overview` in one thread, no HTTP, over a store of "
+        f"{console['clients']:,} clients (a mix of plans and standings, a third of them with "
+        f"jobs this cycle); {console['runs']} calls each after a warm-up: median / p95 wall "
+        "ms, and the median CPU ms of the process in brackets. Goal on SQLite: the median "
+        f"at most {CONSOLE_GOAL_MS:.0f} ms (the console's page answers within 300 ms). The "
+        "JSON store's numbers are for information.",
+        "",
+        "| Read | " + " | ".join(BACKEND_NAMES[b] for b in backends) + " |",
+        "|---" * (len(backends) + 1) + "|",
+    ]
+    verdicts = []
+    for label in console[backends[0]]:
+        cells = []
+        for b in backends:
+            m = console[b][label]
+            cells.append(f"{m['median_ms']:,.1f} / {m['p95_ms']:,.1f} ({m['cpu_ms']:,.1f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, m in console.get("sqlite", {}).items():
+        met = m["median_ms"] <= CONSOLE_GOAL_MS
+        verdicts.append(
+            f"console read `{label}` at {console['clients']:,} clients on SQLite ≤ "
+            f"{CONSOLE_GOAL_MS:.0f} ms: {'met' if met else 'MISSED'} ({m['median_ms']:,.1f} ms)"
+        )
+    return lines, verdicts
+
+
 def _limits(
     rows: Sequence[Row],
     breakdowns: Sequence[dict[str, Any]],
@@ -260,6 +292,7 @@ def write_report(
     fsync_ms: float,
     floor: dict[str, Any] | None,
     elapsed_s: float,
+    console: dict[str, Any] | None = None,
 ) -> list[str]:
     main = [r for r in rows if r.config.section == "main"]
     more = [r for r in rows if r.config.section == "concurrency"]
@@ -279,6 +312,8 @@ def write_report(
         )
     flat_lines, flat_verdicts = _flatness(main, breakdowns)
     verdicts += flat_verdicts
+    console_lines, console_verdicts = _console(console) if console else ([], [])
+    verdicts += console_verdicts
     met = sum(v.split(": ", 1)[1].startswith("met") for v in verdicts)
     command = ".venv/bin/python bench/run.py --quick" if quick else "make bench"
     out = [
@@ -341,6 +376,10 @@ def write_report(
         "",
         *_breakdown_table(breakdowns),
         "",
+        "### The operator's reads (SQLite, and the JSON store for information)",
+        "",
+        *(console_lines or ["(not measured in this run)"]),
+        "",
         "## Goals",
         "",
         f"{met} of {len(verdicts)} met.",
@@ -384,6 +423,8 @@ def write_report(
         "```",
         "make bench                              # the full run; writes BENCHMARKS.md",
         ".venv/bin/python bench/run.py --quick   # smoke run; writes bench/results/",
+        "cd bench && ../.venv/bin/python console_store.py --dir /tmp/console --table"
+        "  # the operator's reads alone",
         "```",
         "",
         "Raw numbers (every round, CPU, statuses, in-process steps): "

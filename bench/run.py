@@ -5,10 +5,12 @@ For every configuration (backend x clients in the store x uvicorn workers x conn
 gateway (``uvicorn gateway:app``) over a freshly reset, seeded store and the bare app
 (``uvicorn bench.bare_app:app``, same worker count) are loaded alternately by the same
 generator (``bench/load.py``, its own process): bare, billing, bare, billing, ... Each row's
-billing/bare ratio comes from those interleaved rounds.
+billing/bare ratio comes from those interleaved rounds. Before them, in processes of their own:
+the floor (``bench/floor.py``), the store's batch primitive (``bench/batch.py``) and the
+operator's reads (``bench/console_store.py``, 100,000 clients on SQLite and the JSON store).
 
-    .venv/bin/python bench/run.py            # the full set (make bench), about 13 minutes
-    .venv/bin/python bench/run.py --quick    # a smoke run, about a minute
+    .venv/bin/python bench/run.py            # the full set (make bench), about 16 minutes
+    .venv/bin/python bench/run.py --quick    # a smoke run, about two minutes
 
 Everything it makes lives in bench/results/ (git-ignored) and a /dev/shm directory removed at
 the end; PostgreSQL schemas it creates are dropped. Only loopback addresses are used.
@@ -47,6 +49,7 @@ from procs import (
     fsync_latency_ms,
     run_breakdown,
     run_config,
+    run_console_store,
     run_floor,
     run_store_batch,
     start_server,
@@ -121,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor = run_floor(work, timing)
     floor["store_batch"] = run_store_batch(work, timing, pg_url)
     print(f"floor: {floor}", flush=True)
+    console = run_console_store(work, timing)
+    print(f"console reads: {console}", flush=True)
     print(f"{len(configs)} configurations; writing {output}", flush=True)
 
     rows: list[Row] = []
@@ -203,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fsync_ms,
         floor,
         time.monotonic() - began,
+        console,
     )
     raw = {
         "machine": info,
@@ -210,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": [r.summary() for r in rows],
         "in_process": breakdowns,
         "floor": floor,
+        "console": console,
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = "quick" if args.quick else "latest"

@@ -199,7 +199,7 @@ def reset(store: SeededStore) -> None:
             conn.execute(
                 update(clients)
                 .where(clients.c.client_id.in_(store.bench_ids))
-                .values(credits_remaining=BENCH_CREDITS, total_spent=0.0, cycle_no=0)
+                .values(credits_remaining=BENCH_CREDITS, total_spent=0.0, cycle_no=0, cycle_jobs=0)
             )
     finally:
         engine.dispose()

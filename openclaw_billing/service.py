@@ -31,10 +31,11 @@ from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
 from .net import IPNetwork, address_allowed, parse_networks
-from .plans import PlanId
+from .reports import Overview, overview_of
 from .safetext import is_one_line
 from .settings import get_settings
 from .store import Store, open_store
+from .store.query import FIRST_PAGE, ClientQuery
 
 logger = logging.getLogger("openclaw_billing")
 
@@ -56,21 +57,21 @@ class BillingService(AdminActions):
         return self.store.refresh_cycle(client_id, now or utcnow())
 
     def list_clients(
-        self,
-        *,
-        active: bool | None = None,
-        plan: PlanId | None = None,
-        offset: int = 0,
-        limit: int = 100,
-        now: datetime | None = None,
+        self, query: ClientQuery = FIRST_PAGE, *, now: datetime | None = None
     ) -> tuple[list[ClientRecord], int]:
-        """A page of clients as they stand now: a cycle that has ended is shown reset (without
-        writing; the write happens on the client's next access)."""
+        """A page of clients (see :class:`~.store.ClientQuery`) as they stand now: a cycle that
+        has ended is shown reset (without writing; the write happens on the client's next
+        access). Filters and orders read the stored state (see :mod:`.store.query`)."""
         now = now or utcnow()
-        page, total = self.store.list_clients(active=active, plan=plan, offset=offset, limit=limit)
+        page, total = self.store.list_clients(query)
         for record in page:
             _roll_view(record, now)
         return page, total
+
+    def overview(self, *, now: datetime | None = None) -> Overview:
+        """The store's figures at ``now`` with the monthly recurring revenue of each plan."""
+        now = now or utcnow()
+        return overview_of(self.store.overview(now), now)
 
     # -- the contract ----------------------------------------------------------------------
 

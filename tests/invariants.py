@@ -9,14 +9,13 @@ from pathlib import Path
 
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.migrate import all_clients
 
 KEY_RE = re.compile(rb"oc_live_[0-9a-f]{32}")
 
 
 def records_of(path: Path) -> list[ClientRecord]:
-    store = JsonFileStore(path)
-    page, _ = store.list_clients(limit=10**9)
-    return page
+    return all_clients(JsonFileStore(path))
 
 
 def check_record(record: ClientRecord) -> None:

@@ -32,6 +32,7 @@ from openclaw_billing.store.migrate import MigrationError, check_source_exists, 
 from tests.backends import (  # noqa: F401 - the fixture "store_url"
     SQL_BACKENDS,
     _pg_schema,
+    all_clients,
     pg_base_url,
     store_url_fixture,
 )
@@ -86,8 +87,7 @@ def pg_url() -> Iterator[str]:
 def _fingerprints(url: str) -> dict[str, object]:
     store = open_store(url)
     try:
-        page, _ = store.list_clients(limit=10**6)
-        return {r.client_id: fingerprint(r) for r in page}
+        return {r.client_id: fingerprint(r) for r in all_clients(store)}
     finally:
         store.close()
 
@@ -99,7 +99,7 @@ def test_1000_clients_migrate_with_identical_balances_and_keys_keep_working(
 ) -> None:
     source = env / "source.json"
     keys = seed_json(source, 1000)
-    active = {r.client_id: r.active for r in JsonFileStore(source).list_clients(limit=2000)[0]}
+    active = {r.client_id: r.active for r in all_clients(JsonFileStore(source))}
     target = store_url  # a fresh SQLite file or PostgreSQL schema
     started = time.perf_counter()
     result = runner.invoke(app, ["migrate", "--from", str(source), "--to", target])

@@ -265,7 +265,7 @@ def test_every_page_carries_the_policy_and_no_inline_script(http: TestClient) ->
     pages = [f"{CONSOLE}/sign-in"]
     sign_in(http)
     client = f"{CONSOLE}/clients/{create_client(http)['client_id']}"
-    pages += [f"{CONSOLE}/clients", f"{CONSOLE}/clients/new", f"{CONSOLE}/audit"]
+    pages += [f"{CONSOLE}/", f"{CONSOLE}/clients", f"{CONSOLE}/clients/new", f"{CONSOLE}/audit"]
     pages += [client, f"{client}/jobs", f"{client}/audit"]
     for path in pages:
         answer = http.get(path)

@@ -12,7 +12,7 @@ What is checked:
   and for a deliberate error example (a block without ``--fail-with-body``) the status of the
   error code its sample shows;
 * every ```json sample that directly follows a ```bash block is that block's real output,
-  up to ids, keys and timestamps;
+  up to ids, keys, timestamps and dates;
 * the delivery summary's four curl examples still give the summary's results.
 
 Blocks the test must not run use other fence languages (```shell, ```text, ```python, ...).
@@ -88,6 +88,7 @@ _PLACEHOLDERS = (
     (re.compile(r"key_[0-9a-f]{12}"), "<key_id>"),
     (_UUID_RE, "<uuid>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00"), "<timestamp>"),
+    (re.compile(r"\d{4}-\d\d-\d\d"), "<date>"),
     (re.compile(r"[0-9a-f]{64}"), "<sha256>"),
 )
 

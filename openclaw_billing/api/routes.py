@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 from ..access import find_key
 from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, AuditQuery
 from ..errors import PayloadTooLarge
-from ..plans import PlanId
 from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
@@ -46,6 +45,7 @@ from .schemas_admin import (
     PolicyPublic,
     PolicyUpdate,
 )
+from .schemas_reports import ClientListQuery, OverviewPublic
 
 #: Path ids and query filters follow the one-line rule: a NUL byte or a line break is a 422,
 #: never a database error or a forged log line.
@@ -158,22 +158,24 @@ def create_client(body: ClientCreate, service: ServiceDep, source: ClientAddress
     return ApiKeyCreated.with_key(record, api_key)
 
 
-@admin_router.get("/clients")
-def list_clients(
-    service: ServiceDep,
-    active: Annotated[
-        bool | None, Query(description="Only active (true) or inactive (false).")
-    ] = None,
-    plan: PlanId | None = None,
-    # Bounded: a larger offset overflowed SQL's 64-bit OFFSET (a 500 on SQLite).
-    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> ClientList:
-    """List clients, optionally filtered by active status and plan. Keys are never listed."""
-    page, total = service.list_clients(active=active, plan=plan, offset=offset, limit=limit)
+@admin_router.get("/clients", responses=_errors(422))
+def list_clients(service: ServiceDep, params: Annotated[ClientListQuery, Query()]) -> ClientList:
+    """List clients: filter by active status, plan, standing and a search; sort; page.
+    Keys are never listed."""
+    page, total = service.list_clients(params.query())
     return ClientList(
-        clients=[ClientPublic.of(r) for r in page], total=total, offset=offset, limit=limit
+        clients=[ClientPublic.of(r) for r in page],
+        total=total,
+        offset=params.offset,
+        limit=params.limit,
     )
+
+
+@admin_router.get("/overview")
+def get_overview(service: ServiceDep) -> OverviewPublic:
+    """The store's figures now: clients by plan, this cycle's jobs and credits, clients at
+    their limit or past due, jobs of the last 30 days, monthly recurring revenue by plan."""
+    return OverviewPublic.of(service.overview())
 
 
 @admin_router.get("/clients/{client_id}", responses=_errors(404))

@@ -12,8 +12,18 @@ from __future__ import annotations
 from ..errors import ConfigurationError
 from .base import Store
 from .json_file import JsonFileStore
+from .query import ClientQuery, ClientSort, ClientStatus, StoreOverview
 
-__all__ = ["JsonFileStore", "SqlStore", "Store", "open_store"]
+__all__ = [
+    "ClientQuery",
+    "ClientSort",
+    "ClientStatus",
+    "JsonFileStore",
+    "SqlStore",
+    "Store",
+    "StoreOverview",
+    "open_store",
+]
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 

@@ -22,6 +22,7 @@ from ..plans import PlanId
 from ..sessions import SessionStore
 from . import changes
 from .changes import Change
+from .query import FIRST_PAGE, ClientQuery, StoreOverview
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ class Store(ABC):
     """Persistent clients and their ledgers. Implementations are safe to share between
     threads, and between processes that open the same location.
 
-    A backend implements the abstract primitives (ten). ``mutate`` is a batch of one
+    A backend implements the abstract primitives (eleven). ``mutate`` is a batch of one
     :meth:`mutate_batch`; the named admin actions (``add_credits``, ``issue_key`` ...) and
     ``refresh_cycle`` are concrete: each is one :meth:`mutate` with its change from
     :mod:`.changes`, so a new admin action widens neither this class nor any backend.
@@ -141,15 +142,14 @@ class Store(ABC):
         complete."""
 
     @abstractmethod
-    def list_clients(
-        self,
-        *,
-        active: bool | None = None,
-        plan: PlanId | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[ClientRecord], int]:
-        """One page of clients in creation order, and the total that match the filters."""
+    def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
+        """One page of the clients that match ``query``, in its order, and how many match
+        (rules in :mod:`.query`). Records as stored: an ended cycle is not rolled."""
+
+    @abstractmethod
+    def overview(self, now: datetime) -> StoreOverview:
+        """The figures of the whole store at ``now`` (see :class:`.query.StoreOverview`), from
+        one snapshot; on SQL computed by the database, not by loading every record."""
 
     def refresh_cycle(self, client_id: str, now: datetime) -> ClientRecord:
         """Atomically start the current cycle if the stored one has ended (exactly once, however

@@ -44,7 +44,6 @@ from ..errors import (
     UnstorableChange,
 )
 from ..models import ChargeResult, ClientRecord
-from ..plans import PlanId
 from .audit_json import JsonAuditLog, audit_path
 from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from .filelock import FileLock
@@ -60,7 +59,9 @@ from .json_format import (
     render,
     render_meta,
 )
+from .json_query import overview_of, select_clients
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
+from .query import FIRST_PAGE, ClientQuery, StoreOverview
 from .sessions_json import JsonSessionStore, sessions_path
 
 logger = logging.getLogger("openclaw_billing.store")
@@ -260,21 +261,12 @@ class JsonFileStore(MutatingStore):
             return None
         return state.clients[client_id].model_copy(deep=True)
 
-    def list_clients(
-        self,
-        *,
-        active: bool | None = None,
-        plan: PlanId | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[ClientRecord], int]:
-        matching = [
-            r
-            for r in self._current().clients.values()
-            if (active is None or r.active == active) and (plan is None or r.plan == plan)
-        ]
-        page = [r.model_copy(deep=True) for r in matching[offset : offset + limit]]
-        return page, len(matching)
+    def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
+        page, total = select_clients(self._current().clients.values(), query)
+        return [r.model_copy(deep=True) for r in page], total
+
+    def overview(self, now: datetime) -> StoreOverview:
+        return overview_of(list(self._current().clients.values()), now)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         def change(record: ClientRecord) -> tuple[ChargeResult, bool]:

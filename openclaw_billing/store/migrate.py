@@ -31,6 +31,7 @@ from ..models import ClientRecord
 from . import SQL_SCHEMES, Store, open_store
 from .audit_json import audit_path
 from .capabilities import EventIdTransfer
+from .query import ClientQuery
 
 PAGE = 500
 
@@ -89,10 +90,10 @@ def fingerprint(record: ClientRecord) -> Fingerprint:
 
 def all_clients(store: Store) -> list[ClientRecord]:
     """Every client of ``store``, in creation order, a page at a time."""
-    first, total = store.list_clients(limit=PAGE)
+    first, total = store.list_clients(ClientQuery(limit=PAGE))
     records = list(first)
     while len(records) < total:
-        page, _ = store.list_clients(offset=len(records), limit=PAGE)
+        page, _ = store.list_clients(ClientQuery(offset=len(records), limit=PAGE))
         if not page:
             break
         records.extend(page)
@@ -110,7 +111,7 @@ def copy_store(
     verify. Returns the number of clients and of audit events copied; raises ``BillingError``
     on refusal or mismatch."""
     source_ids, target_ids = event_ids(source), event_ids(target)
-    _, existing = target.list_clients(limit=1)
+    _, existing = target.list_clients(ClientQuery(limit=0))
     if existing and not into_non_empty:
         raise ConfigurationError(
             f"The target {target.location} already holds {existing} clients; "

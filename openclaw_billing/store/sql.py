@@ -25,7 +25,6 @@ from sqlalchemy import (
     Row,
     bindparam,
     delete,
-    func,
     insert,
     or_,
     select,
@@ -46,10 +45,11 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..models import ChargeResult, ClientRecord
-from ..plans import PlanId
+from . import sql_query
 from .audit_sql import SqlAuditLog
 from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
+from .query import FIRST_PAGE, ClientQuery, StoreOverview
 from .sessions_sql import SqlSessionStore
 from .sql_batch import SqlBatch
 from .sql_engine import integrity_error, logger, open_engines
@@ -75,6 +75,7 @@ _TAKE_CREDIT = (
     .where(clients.c.client_id == bindparam("b_client"), clients.c.credits_remaining > 0)
     .values(
         credits_remaining=clients.c.credits_remaining - 1,
+        cycle_jobs=clients.c.cycle_jobs + 1,
         total_spent=bindparam("b_spent"),
         updated_at=bindparam("b_now"),
     )
@@ -83,7 +84,11 @@ _TAKE_CREDIT = (
 _LOG_ONLY = (
     update(clients)
     .where(clients.c.client_id == bindparam("b_client"))
-    .values(total_spent=bindparam("b_spent"), updated_at=bindparam("b_now"))
+    .values(
+        cycle_jobs=clients.c.cycle_jobs + 1,
+        total_spent=bindparam("b_spent"),
+        updated_at=bindparam("b_now"),
+    )
 )
 _INSERT_LEDGER = insert(ledger_rows)
 
@@ -211,29 +216,14 @@ class SqlStore(MutatingStore):
             if found.rowcount == 0 and key_missing(conn, client_id, key_id):
                 raise KeyNotFound()
 
-    def list_clients(
-        self,
-        *,
-        active: bool | None = None,
-        plan: PlanId | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[ClientRecord], int]:
-        conditions = []
-        if active is not None:
-            conditions.append(clients.c.active == active)
-        if plan is not None:
-            conditions.append(clients.c.plan == plan.value)
+    def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
         with self._tx(write=False) as conn:
-            total = conn.execute(select(func.count()).select_from(clients).where(*conditions))
-            rows = conn.execute(
-                select(clients)
-                .where(*conditions)
-                .order_by(clients.c.seq)
-                .offset(offset)
-                .limit(limit)
-            ).all()
-            return self._load(conn, rows), int(total.scalar_one())
+            rows, total = sql_query.page(conn, query)
+            return self._load(conn, rows), total
+
+    def overview(self, now: datetime) -> StoreOverview:
+        with self._tx(write=False) as conn:
+            return sql_query.overview(conn, now, self.location)
 
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         refused: BillingError | None = None

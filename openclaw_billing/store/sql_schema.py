@@ -30,8 +30,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
+    inspect,
     literal,
     select,
     update,
@@ -39,14 +41,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from ..errors import StoreCorrupt
+from .query import fold
 
 logger = logging.getLogger("openclaw_billing.store")
 
 #: 1: the first release. 2: several API keys per client (``openclaw_api_keys``), and each
 #: client's rate-limit override and IP allowlist. 3: every column holding credits, amounts,
 #: counts, Unix times or row ids is 64-bit (BIGINT; a 32-bit ``stripe_event_at`` refused
-#: every Stripe event after January 2038 on PostgreSQL).
-SCHEMA_VERSION = 3
+#: every Stripe event after January 2038 on PostgreSQL). 4: what the operator's reads need
+#: (:mod:`.sql_query`): each client's folded name and email and the jobs of its cycle, and
+#: which ledger rows a record no longer holds; with their indexes.
+SCHEMA_VERSION = 4
 
 #: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
 SCHEMA_LOCK = 0x0C1A_B111
@@ -70,6 +75,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 #: A 64-bit row id that autoincrements: BIGSERIAL on PostgreSQL, SQLite's INTEGER PRIMARY KEY
 #: (already 64-bit; a BIGINT primary key there would not be the rowid).
 RowId = BigInteger().with_variant(Integer, "sqlite")
+
+#: Text compared by code point on every backend (SQLite's default; PostgreSQL's "C" collation).
+FoldedText = Text().with_variant(Text(collation="C"), "postgresql")
 
 metadata_obj = MetaData()
 
@@ -103,6 +111,20 @@ clients = Table(
     Column("metadata_extra", JSON, nullable=False),
     Column("rate_limit_per_minute", BigInteger, nullable=True),
     Column("ip_allowlist", JSON, nullable=True),
+    #: Version 4. ``query.fold`` of the name and the email: what search and the name order
+    #: read, compared by code point (PostgreSQL: the "C" collation, as SQLite and Python).
+    #: ``cycle_jobs``: the jobs charged in the stored cycle (its ledger rows; the charge adds
+    #: one, every other write sets it from the record).
+    Column("name_key", FoldedText, nullable=False),
+    Column("email_key", FoldedText, nullable=False),
+    Column("cycle_jobs", BigInteger, nullable=False, default=0),
+    #: The name order; a search reads the second index alone; the overview counts clients by
+    #: plan and standing from the third, past due and paying subscriptions from the fourth.
+    #: None is on a column the charge changes.
+    Index("ix_openclaw_clients_name", "name_key"),
+    Index("ix_openclaw_clients_search", "name_key", "email_key", "client_id"),
+    Index("ix_openclaw_clients_plan", "plan", "active"),
+    Index("ix_openclaw_clients_status", "subscription_status", "plan", "stripe_subscription_id"),
 )
 api_key_rows = Table(
     "openclaw_api_keys",
@@ -128,8 +150,22 @@ ledger_rows = Table(
     Column("cycle_no", BigInteger, nullable=False),
     Column("cost", Float, nullable=False),
     Column("charged_at", UtcDateTime, nullable=False),
+    #: Version 4: a row of a cycle older than the previous one, which the client's record no
+    #: longer holds (set when a cycle ends; kept so that a job id is never charged twice).
+    Column("archived", Boolean, nullable=False, default=False),
     UniqueConstraint("client_id", "job_id", name="uq_openclaw_ledger_job"),
     Index("ix_openclaw_ledger_cycle", "client_id", "cycle_no"),
+)
+#: Version 4: the jobs of a day among the rows records hold, counted from the index alone. The
+#: condition is written as the queries write it (SQLite's planner matches it by its form), and
+#: its column is in the index too, so that SQLite counts without reading the table.
+_HELD = ~ledger_rows.c.archived
+Index(
+    "ix_openclaw_ledger_day",
+    ledger_rows.c.charged_at,
+    ledger_rows.c.archived,
+    sqlite_where=_HELD,
+    postgresql_where=_HELD,
 )
 adjustment_rows = Table(
     "openclaw_credit_adjustments",
@@ -208,6 +244,8 @@ def upgrade(conn: Connection, version: int, *, dialect: str, location: str) -> N
         )
     if version < 3:
         widen_integers(conn, dialect=dialect)
+    if version < 4:
+        add_query_columns(conn)
     conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
     logger.warning(
         "Upgraded the billing database %s from schema version %d to %d",
@@ -224,7 +262,9 @@ def widen_integers(conn: Connection, *, dialect: str) -> None:
     if dialect != "postgresql":
         return
     for table in (clients, api_key_rows, ledger_rows, adjustment_rows, summary_rows):
-        wide = [c for c in table.columns if isinstance(c.type, BigInteger)]
+        # The columns a later version adds are not there yet (they come 64-bit).
+        there = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        wide = [c for c in table.columns if isinstance(c.type, BigInteger) and c.name in there]
         changes = ", ".join(f'ALTER COLUMN "{c.name}" TYPE BIGINT' for c in wide)
         conn.exec_driver_sql(f"ALTER TABLE {table.name} {changes}")
         for column in wide:
@@ -234,3 +274,45 @@ def widen_integers(conn: Connection, *, dialect: str) -> None:
                 ).scalar()
                 if sequence is not None:
                     conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} AS BIGINT")
+
+
+def add_query_columns(conn: Connection) -> None:
+    """Version 4: the clients' folded name and email (computed here by the same
+    :func:`.query.fold` every write uses, not by the database's own case rules) and the jobs of
+    their stored cycle; the ledger rows older than the previous cycle marked archived; the
+    indexes of the operator's reads."""
+    added = (
+        (clients.c.name_key, "''"),
+        (clients.c.email_key, "''"),
+        (clients.c.cycle_jobs, "0"),
+        (ledger_rows.c.archived, "false"),
+    )
+    for column, default in added:
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(
+            f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {kind} "
+            f"NOT NULL DEFAULT {default}"
+        )
+    rows = conn.execute(select(clients.c.seq, clients.c.name, clients.c.email)).all()
+    if rows:
+        conn.execute(
+            update(clients)
+            .where(clients.c.seq == bindparam("b_seq"))
+            .values(name_key=bindparam("b_name"), email_key=bindparam("b_email")),
+            [{"b_seq": r.seq, "b_name": fold(r.name), "b_email": fold(r.email)} for r in rows],
+        )
+    own = ledger_rows.c.client_id == clients.c.client_id
+    conn.execute(
+        update(clients).values(
+            cycle_jobs=select(func.count())
+            .where(own, ledger_rows.c.cycle_no == clients.c.cycle_no)
+            .scalar_subquery()
+        )
+    )
+    conn.execute(
+        update(ledger_rows)
+        .where(ledger_rows.c.cycle_no < select(clients.c.cycle_no - 1).where(own).scalar_subquery())
+        .values(archived=True)
+    )
+    for index in (*clients.indexes, *ledger_rows.indexes):
+        index.create(conn, checkfirst=True)

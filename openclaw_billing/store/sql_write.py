@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, update
 
 from ..models import ApiKeyRecord, ClientRecord, CostEntry
+from .query import fold
 from .sql_schema import adjustment_rows, api_key_rows, clients, ledger_rows, summary_rows
 
 
@@ -42,6 +43,9 @@ def columns(record: ClientRecord) -> dict[str, Any]:
         "metadata_extra": dict(meta.model_extra or {}),
         "rate_limit_per_minute": record.rate_limit_per_minute,
         "ip_allowlist": list(record.ip_allowlist),
+        "name_key": fold(record.name),
+        "email_key": fold(record.email),
+        "cycle_jobs": len(meta.cost_log),
     }
 
 
@@ -60,6 +64,16 @@ def save(
     summaries, entries = _new_summaries(before, after, new_record=new_record)
     old_no, new_no = len(before.metadata.cycle_history), len(after.metadata.cycle_history)
     same_cycle = old_no == new_no
+    if not same_cycle and not new_record:  # the record no longer holds the cycles before these
+        conn.execute(
+            update(ledger_rows)
+            .where(
+                ledger_rows.c.client_id == cid,
+                ledger_rows.c.cycle_no < new_no - 1,
+                ~ledger_rows.c.archived,
+            )
+            .values(archived=True)
+        )
     kept = {e.job_id for e in before.metadata.cost_log} if same_cycle else set()
     gone = kept - {e.job_id for e in after.metadata.cost_log}
     if gone:  # a refund
@@ -119,7 +133,7 @@ def _new_summaries(
             }
         )
         if new_record:
-            entries += [_ledger_row(cid, no, e) for e in s.entries]
+            entries += [_ledger_row(cid, no, e, archived=no < new_no - 1) for e in s.entries]
     return summaries, entries
 
 
@@ -147,13 +161,16 @@ def _save_keys(conn: Connection, before: ClientRecord, after: ClientRecord) -> l
     return [key_row(cid, k) for k in after.api_keys if k.key_id not in known]
 
 
-def _ledger_row(client_id: str, cycle_no: int, entry: CostEntry) -> dict[str, Any]:
+def _ledger_row(
+    client_id: str, cycle_no: int, entry: CostEntry, *, archived: bool = False
+) -> dict[str, Any]:
     return {
         "client_id": client_id,
         "job_id": entry.job_id,
         "cycle_no": cycle_no,
         "cost": entry.cost,
         "charged_at": entry.timestamp,
+        "archived": archived,
     }
 
 

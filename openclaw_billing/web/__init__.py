@@ -17,6 +17,7 @@ from .console_actions import router as console_actions_router
 from .console_audit import router as console_audit_router
 from .console_client import router as console_client_router
 from .console_keys import router as console_keys_router
+from .console_overview import router as console_overview_router
 from .portal import router as portal_router
 from .portal_billing import router as portal_billing_router
 
@@ -26,6 +27,7 @@ pages_router.include_router(console_client_router)
 pages_router.include_router(console_actions_router)
 pages_router.include_router(console_keys_router)
 pages_router.include_router(console_audit_router)
+pages_router.include_router(console_overview_router)
 pages_router.include_router(portal_router)
 pages_router.include_router(portal_billing_router)
 pages_router.include_router(branding_router)

@@ -1,6 +1,6 @@
 """The operator console under ``/billing/console/``: sign in with the admin token, then the
-clients and creating a client (one client's page and its actions are in
-:mod:`.console_client`, the audit log in :mod:`.console_audit`).
+clients and creating a client (the overview is in :mod:`.console_overview`, one client's page
+and its actions in :mod:`.console_client`, the audit log in :mod:`.console_audit`).
 
 Every action calls the same :class:`~openclaw_billing.service.BillingService` method as the
 admin API, with the same validated input (the API's schemas, plus the form's CSRF token), so
@@ -10,6 +10,7 @@ it is checked, atomic and audited the same way; its events name ``console`` as t
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -20,14 +21,25 @@ from ..api.schemas_admin import ClientCreate
 from ..audit import MAX_QUERY_OFFSET
 from ..errors import BillingError, InvalidAdminToken, RateLimited
 from ..plans import PLANS, PlanId
+from ..safetext import ONE_LINE
+from ..store.query import MAX_SEARCH_LENGTH, ClientQuery, ClientSort, ClientStatus
 from .auth import CONSOLE_PATH, JARS, ConsoleUser, sign_in_console, sign_out
-from .pages import PageRoute, redirect, render
+from .pages import PageRoute, is_fragment_request, redirect, render
 from .security import session_secret
 
 router = APIRouter(prefix=CONSOLE_PATH, route_class=PageRoute, include_in_schema=False)
 
 #: Clients per page of the clients list.
 PAGE_SIZE = 50
+#: The clients list's orders, as the sort menu names them.
+SORT_LABELS = {
+    ClientSort.CREATED: "Oldest first",
+    ClientSort.NEWEST: "Newest first",
+    ClientSort.NAME: "Name",
+    ClientSort.USAGE: "Most used this cycle",
+    ClientSort.CREDITS_LEFT: "Fewest credits left",
+    ClientSort.SPEND: "Most spent",
+}
 #: What the sign-in page says for each ``reason`` it can be sent with (never free text).
 SIGN_IN_REASONS = {
     "expired": "Your session has ended. Sign in again.",
@@ -102,37 +114,54 @@ def sign_out_console(request: Request, user: ConsoleUser, service: ServiceDep) -
 # -- clients ---------------------------------------------------------------------------------
 
 
-@router.get("/")
-def home(request: Request, user: ConsoleUser) -> Response:
-    return redirect(request, f"{CONSOLE_PATH}/clients")
-
-
 @router.get("/clients")
 def clients_page(
     request: Request,
     user: ConsoleUser,
+    q: Annotated[str, Query(max_length=MAX_SEARCH_LENGTH, pattern=ONE_LINE)] = "",
     plan: Annotated[PlanId | None, Query()] = None,
-    active: Annotated[bool | None, Query()] = None,
+    status: Annotated[ClientStatus | None, Query()] = None,
+    sort: Annotated[ClientSort, Query()] = ClientSort.CREATED,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
 ) -> HTMLResponse:
-    page, total = user.service.list_clients(
-        active=active, plan=plan, offset=offset, limit=PAGE_SIZE
+    """Search by name, email or id; filter by plan and status; sort; 50 a page. Typing in the
+    search box or changing a filter swaps only the table (htmx); without JavaScript the form
+    reloads the page."""
+    query = ClientQuery(
+        search=q.strip() or None,
+        plan=plan,
+        status=status,
+        sort=sort,
+        offset=offset,
+        limit=PAGE_SIZE,
     )
+    page, total = user.service.list_clients(query)
     rows = [(record, UsagePublic.of(record)) for record in page]
-    template = "console/clients_table.html" if _is_htmx(request) else "console/clients.html"
+    template = (
+        "console/clients_table.html" if is_fragment_request(request) else "console/clients.html"
+    )
+    filters = {
+        "q": q,
+        "plan": plan.value if plan else "",
+        "status": status.value if status else "",
+        "sort": sort.value,
+    }
     return render(
         request,
         template,
         {
             "side": "console",
+            "section": "clients",
             "csrf": user.csrf,
             "rows": rows,
             "total": total,
             "offset": offset,
             "page_size": PAGE_SIZE,
             "plans": list(PLANS.values()),
-            "plan": plan.value if plan else "",
-            "active": "" if active is None else str(active).lower(),
+            "statuses": list(ClientStatus),
+            "sorts": SORT_LABELS,
+            "filters": filters,
+            "page_query": urlencode({k: v for k, v in filters.items() if v}),
         },
     )
 
@@ -165,8 +194,3 @@ def create_client(
         },
         status_code=201,
     )
-
-
-def _is_htmx(request: Request) -> bool:
-    """An htmx request for a part of the page (not a boosted whole page)."""
-    return request.headers.get("hx-request") == "true" and "hx-boosted" not in request.headers

@@ -4,6 +4,7 @@ capabilities.py); code that needs one refuses clearly a store without it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 
 from openclaw_billing.errors import ConfigurationError
 from openclaw_billing.models import ChargeResult, ClientRecord
-from openclaw_billing.store import JsonFileStore, Store
+from openclaw_billing.store import ClientQuery, JsonFileStore, Store, StoreOverview
 from openclaw_billing.store.base import Mutation, Outcome
 from openclaw_billing.store.capabilities import EventIdTransfer
 from openclaw_billing.store.migrate import copy_store
+from openclaw_billing.store.query import FIRST_PAGE
 from tests.backends import add_client
 
 
@@ -36,8 +38,11 @@ class PrimitivesOnly(Store):
     def get_client_by_key_digest(self, digest: str, *, ledger: bool = True) -> ClientRecord | None:
         return self.inner.get_client_by_key_digest(digest, ledger=ledger)
 
-    def list_clients(self, **filters: Any) -> tuple[list[ClientRecord], int]:
-        return self.inner.list_clients(**filters)
+    def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
+        return self.inner.list_clients(query)
+
+    def overview(self, now: datetime) -> StoreOverview:
+        return self.inner.overview(now)
 
     def charge(self, *args: Any) -> ChargeResult:
         return self.inner.charge(*args)

@@ -37,7 +37,7 @@ from openclaw_billing.models import (
     CycleSummary,
 )
 from openclaw_billing.plans import PlanId
-from openclaw_billing.store import Store, open_store
+from openclaw_billing.store import ClientQuery, Store, open_store
 from openclaw_billing.store.base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from openclaw_billing.store.capabilities import EventIdTransfer
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -224,7 +224,8 @@ def test_list_filters_paginates_and_keeps_creation_order(store: Store, store_url
         offset: int = 0,
         limit: int = 100,
     ) -> tuple[list[str], int]:
-        records, total = listing.list_clients(active=active, plan=plan, offset=offset, limit=limit)
+        query = ClientQuery(active=active, plan=plan, offset=offset, limit=limit)
+        records, total = listing.list_clients(query)
         return [r.client_id for r in records], total
 
     assert ids(store) == (["m", "b", "z", "a", "k"], 5)
@@ -566,7 +567,7 @@ def test_set_active_soft_deletes_and_restores(store: Store, store_url: str) -> N
     assert off == stored(store, cid)
     with reopen(store_url) as again:
         assert not stored(again, cid).active
-        assert again.list_clients(active=False)[1] == 1
+        assert again.list_clients(ClientQuery(active=False))[1] == 1
     found = store.get_client_by_key_digest(digest_key(key))
     assert found is not None
     assert not found.active  # soft delete: the record stays
@@ -981,7 +982,7 @@ def test_everything_survives_a_restart(store_url: str) -> None:
             assert again.get_client_by_key_digest(record.api_key_hash) == record
         assert again.get_client_by_key_digest(digest_key(key_a)) == before[0]
         assert [r.client_id for r in before] == [ida, idb, idc]
-        assert again.list_clients(active=False) == ([before[2]], 1)
+        assert again.list_clients(ClientQuery(active=False)) == ([before[2]], 1)
         assert again.find_client_by_stripe(subscription_id="sub_b") == before[1]
         assert again.apply_stripe_event("evt_b", ref_b, 1_000, link("x", "y"), T1)[0] == (
             EventOutcome.DUPLICATE

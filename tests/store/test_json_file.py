@@ -27,6 +27,7 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import json_format, open_store
 from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.migrate import all_clients
 from tests.invariants import KEY_RE, check_store_file
 from tests.store_helpers import CYCLE, T0, ledger_ids, make_record, temp_files
 
@@ -108,7 +109,7 @@ def test_a_refused_or_idle_write_leaves_the_file_untouched(
 
 
 def snapshot(store: JsonFileStore) -> tuple[list[ClientRecord], dict[str, datetime]]:
-    return store.list_clients(limit=10_000)[0], store.stripe_event_ids()
+    return all_clients(store), store.stripe_event_ids()
 
 
 def client_lines(path: Path) -> list[str]:

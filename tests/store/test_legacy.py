@@ -21,6 +21,7 @@ from openclaw_billing.keys import digest_key, generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService, set_service
+from openclaw_billing.store import ClientQuery
 from openclaw_billing.store.json_file import JsonFileStore
 from tests.factories import submit_job
 from tests.invariants import KEY_RE, check_record
@@ -141,7 +142,7 @@ def test_legacy_file_loads_and_reads_do_not_rewrite_it(legacy: Legacy) -> None:
     ent = store.get_client("ent")
     assert ent is not None
     assert ent.credits_remaining is None
-    assert store.list_clients(plan=PlanId.ENTERPRISE)[1] == 1
+    assert store.list_clients(ClientQuery(plan=PlanId.ENTERPRISE))[1] == 1
     store.check()
     JsonFileStore(legacy.path)  # reopening reads it again, no more
     assert legacy.untouched()

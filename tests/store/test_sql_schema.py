@@ -5,13 +5,16 @@ Version 1 had one key per client and no per-client policy. Version 3 made every 
 credits, amounts, counts, Unix times or row ids 64-bit: a real version 2 database (its tables as
 release 2 created them, its rows written by the store's own statements) is upgraded, and values
 past 2^31 (a Stripe event after January 2038, a large balance, a ledger row id) are stored from
-then on."""
+then on. Version 4 added what the operator's reads need: a version 3 database is given its
+folded names and emails, each client's jobs of its cycle and the archived ledger rows, and then
+answers as the JSON store does on the same data."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import BigInteger, Integer, MetaData, create_engine, insert, text
@@ -20,11 +23,14 @@ from openclaw_billing.access import new_key_record
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.keys import digest_key, generate_key
 from openclaw_billing.models import ClientRecord
-from openclaw_billing.store import Store, sql_schema
+from openclaw_billing.store import ClientQuery, ClientSort, Store, sql_schema
 from openclaw_billing.store.base import StripeRef
+from openclaw_billing.store.json_file import JsonFileStore
+from tests import console_data
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
     SQL_BACKENDS,
     add_client,
+    all_clients,
     assert_invariants,
     reopen,
     store_url_fixture,
@@ -39,7 +45,8 @@ BIG_BALANCE = 5_000_000_000
 
 def _version_2_tables() -> MetaData:
     """The tables as release 2 created them: this release's, with every 64-bit column back at
-    32 bits (the only change of version 3)."""
+    32 bits (the only change of version 3), and, until release 2's store has written its rows,
+    version 4's columns (:func:`_drop_version_4` takes them away)."""
     v2 = MetaData()
     for table in sql_schema.metadata_obj.sorted_tables:
         copy = table.to_metadata(v2)
@@ -57,6 +64,33 @@ def _release_2(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
         patch.setattr(sql_schema, "SCHEMA_VERSION", 2)
         with reopen(url) as store:
             yield store
+
+
+#: What version 4 added: its indexes, then its columns (table, column).
+VERSION_4_INDEXES = (
+    "ix_openclaw_clients_name",
+    "ix_openclaw_clients_search",
+    "ix_openclaw_clients_plan",
+    "ix_openclaw_clients_status",
+    "ix_openclaw_ledger_day",
+)
+VERSION_4_COLUMNS = (
+    ("openclaw_clients", "name_key"),
+    ("openclaw_clients", "email_key"),
+    ("openclaw_clients", "cycle_jobs"),
+    ("openclaw_ledger", "archived"),
+)
+
+
+def _drop_version_4(url: str) -> None:
+    """Take away what version 4 added (as release 3 left a database)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for index in VERSION_4_INDEXES:
+            conn.execute(text(f"DROP INDEX {index}"))
+        for table, column in VERSION_4_COLUMNS:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    engine.dispose()
 
 
 def _column_types(url: str) -> dict[str, str]:
@@ -106,10 +140,11 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
             assert _column_types(store_url)["openclaw_clients.stripe_event_at"] == "integer"
         before = old.get_client(client_id)
     assert before is not None
+    _drop_version_4(store_url)
     assert _version(store_url) == 2
 
     with reopen(store_url) as upgraded:
-        assert _version(store_url) == sql_schema.SCHEMA_VERSION == 3
+        assert _version(store_url) == sql_schema.SCHEMA_VERSION
         kept = upgraded.get_client(client_id)
         assert kept == before  # every field, the ledger and the summary included
         found = upgraded.get_client_by_key_digest(digest_key(key))
@@ -148,7 +183,7 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
         assert_invariants(upgraded)
 
     with reopen(store_url) as again:  # nothing more to upgrade; everything reads back
-        assert _version(store_url) == 3
+        assert _version(store_url) == sql_schema.SCHEMA_VERSION
         final = again.get_client(client_id)
         assert final is not None
         assert final.metadata.stripe_event_at == AFTER_2038
@@ -180,6 +215,7 @@ def test_a_version_1_database_is_upgraded_and_its_keys_keep_working(store_url: s
         conn.execute(text("ALTER TABLE openclaw_clients DROP COLUMN ip_allowlist"))
         conn.execute(text("UPDATE openclaw_schema_version SET version = 1"))
     engine.dispose()
+    _drop_version_4(store_url)
     with reopen(store_url) as upgraded:
         stored = upgraded.get_client(record.client_id)
         assert stored is not None
@@ -191,6 +227,42 @@ def test_a_version_1_database_is_upgraded_and_its_keys_keep_working(store_url: s
         upgraded.set_policy(record.client_id, T0, rate_limit_per_minute=3, ip_allowlist=[])
         upgraded.issue_key(record.client_id, new_key_record(generate_key(), T0), T0)
     assert _version(store_url) == sql_schema.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_a_version_3_database_is_upgraded_for_the_operators_reads(
+    store_url: str, tmp_path: Path
+) -> None:
+    with reopen(store_url) as first:
+        console_data.build(first)
+        before = all_clients(first)
+    _drop_version_4(store_url)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE openclaw_schema_version SET version = 3"))
+    engine.dispose()
+
+    reference = JsonFileStore(tmp_path / "reference.json")
+    console_data.build(reference)
+    with reopen(store_url) as upgraded:
+        assert _version(store_url) == sql_schema.SCHEMA_VERSION == 4
+        assert all_clients(upgraded) == before
+        for query in (
+            ClientQuery(search="STRASSE"),
+            ClientQuery(search="déjà"),
+            ClientQuery(sort=ClientSort.NAME),
+            ClientQuery(sort=ClientSort.USAGE),
+        ):
+            assert _ids(upgraded, query) == _ids(reference, query), query
+        # c10's first job is two cycles back: archived by the upgrade, not counted.
+        assert upgraded.overview(console_data.NOW) == reference.overview(console_data.NOW)
+        upgraded.charge("c07", "new-job", 1.0, console_data.NOW)  # the new columns keep up
+        by_usage = ["c02", "c01", "c03", "c04", "c06", "c07", "acme-8", "c09", "c10", "c05"]
+        assert _ids(upgraded, ClientQuery(sort=ClientSort.USAGE)) == by_usage
+
+
+def _ids(store: Store, query: ClientQuery) -> list[str]:
+    return [r.client_id for r in store.list_clients(query)[0]]
 
 
 def _noop(record: ClientRecord) -> None:
