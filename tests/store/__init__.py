@@ -3,8 +3,9 @@
 The storage contract, on every backend (the ``store`` fixture of tests/backends.py):
 ``test_contract.py`` (every Store primitive), ``test_contract_audit.py`` (an admin action and
 its audit event are one step; a read is one snapshot), ``test_contract_access.py`` (keys,
-policy, plan change and the authentication read), ``test_bounds.py`` (boundary values) and
-``test_model.py`` (a reference model of the billing rules).
+policy, plan change and the authentication read), ``test_bounds.py`` (boundary values),
+``test_query.py`` (the operator's reads: client queries and the overview, and the SQL backends
+answering as the JSON store) and ``test_model.py`` (a reference model of the billing rules).
 
 What one backend does on its own: the JSON file (``test_json_file.py``, ``test_legacy.py``,
 ``test_corrupt.py``, ``test_crash.py``, ``test_concurrency.py``, ``test_filelock.py``), the SQL
