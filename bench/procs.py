@@ -449,3 +449,24 @@ def run_console_store(work: Path, timing: Timing) -> dict[str, Any]:
         raise RuntimeError(f"console store failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_console_pages(work: Path, timing: Timing) -> dict[str, Any]:
+    """``bench/console_pages.py`` (the console's pages over HTTP on SQLite at
+    ``timing.console_clients`` clients), in its own process. Its exit status 1 (a clients
+    page's p95 over the goal) is a result, not a failure: the report says MISSED."""
+    cmd = [
+        PYTHON,
+        str(BENCH / "console_pages.py"),
+        "--dir",
+        str(work / "console-pages"),
+        "--clients",
+        str(timing.console_clients),
+        "--runs",
+        str(2 * timing.console_runs),
+    ]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"console pages failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

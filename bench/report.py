@@ -173,6 +173,27 @@ def _console(console: dict[str, Any]) -> tuple[list[str], list[str]]:
             m = console[b][label]
             cells.append(f"{m['median_ms']:,.1f} / {m['p95_ms']:,.1f} ({m['cpu_ms']:,.1f})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    pages = console.get("pages")
+    if pages:
+        lines += [
+            "",
+            f"`bench/console_pages.py`: the console's pages over HTTP (`uvicorn gateway:app`, one "
+            f"worker, a signed-in session) on SQLite with {pages['clients']:,} clients, "
+            f"{pages['runs']} requests each after a warm-up. Goal: every clients page's p95 at "
+            f"most {pages['goal_ms']:.0f} ms.",
+            "",
+            "| Page | median ms | p95 ms |",
+            "|---|---|---|",
+        ]
+        for label, m in pages["pages"].items():
+            lines.append(f"| {label} | {m['median_ms']:,.1f} | {m['p95_ms']:,.1f} |")
+            if label.startswith("clients"):
+                met = m["p95_ms"] <= pages["goal_ms"]
+                verdicts.append(
+                    f"console page `{label}` p95 at {pages['clients']:,} clients on SQLite ≤ "
+                    f"{pages['goal_ms']:.0f} ms: {'met' if met else 'MISSED'} "
+                    f"({m['p95_ms']:,.1f} ms)"
+                )
     for label, m in console.get("sqlite", {}).items():
         met = m["median_ms"] <= CONSOLE_GOAL_MS
         verdicts.append(

@@ -6,8 +6,9 @@ gateway (``uvicorn gateway:app``) over a freshly reset, seeded store and the bar
 (``uvicorn bench.bare_app:app``, same worker count) are loaded alternately by the same
 generator (``bench/load.py``, its own process): bare, billing, bare, billing, ... Each row's
 billing/bare ratio comes from those interleaved rounds. Before them, in processes of their own:
-the floor (``bench/floor.py``), the store's batch primitive (``bench/batch.py``) and the
-operator's reads (``bench/console_store.py``, 100,000 clients on SQLite and the JSON store).
+the floor (``bench/floor.py``), the store's batch primitive (``bench/batch.py``), the
+operator's reads (``bench/console_store.py``, 100,000 clients on SQLite and the JSON store) and
+the console's pages over HTTP (``bench/console_pages.py``, 100,000 clients on SQLite).
 
     .venv/bin/python bench/run.py            # the full set (make bench), about 16 minutes
     .venv/bin/python bench/run.py --quick    # a smoke run, about two minutes
@@ -49,6 +50,7 @@ from procs import (
     fsync_latency_ms,
     run_breakdown,
     run_config,
+    run_console_pages,
     run_console_store,
     run_floor,
     run_store_batch,
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor["store_batch"] = run_store_batch(work, timing, pg_url)
     print(f"floor: {floor}", flush=True)
     console = run_console_store(work, timing)
+    console["pages"] = run_console_pages(work, timing)
     print(f"console reads: {console}", flush=True)
     print(f"{len(configs)} configurations; writing {output}", flush=True)
 
