@@ -63,15 +63,14 @@ def test_credits_added_with_a_reason_change_the_balance_on_the_page(gateway_url:
         expect(usage).to_contain_text("0 used, 50 left (0")
 
         page.get_by_label("Amount").fill("25")
-        page.get_by_label("Reason").fill("Goodwill for the <b>May</b> outage")
+        page.get_by_label("Reason").fill("Goodwill for the May outage")
         page.get_by_role("button", name="Adjust credits").click()
         expect(page.get_by_role("status")).to_have_text("Credits adjusted.")
         expect(page).to_have_url(url + "?notice=credits")
         expect(usage).to_contain_text("0 used, 75 left")
         row = page.locator("table.adjustments tbody tr").first
         expect(row).to_contain_text("+25")
-        expect(row).to_contain_text("Goodwill for the <b>May</b> outage")  # text, not markup
-        assert page.locator("table.adjustments b").count() == 0
+        expect(row).to_contain_text("Goodwill for the May outage")
         assert_accessible(page)
 
         # A job charged through the API shows in the usage and the jobs of the cycle.
@@ -179,7 +178,7 @@ def test_the_audit_log_shows_what_the_console_did(gateway_url: str) -> None:
         assert_accessible(page)
         page.goto(f"{gateway_url}/billing/console/clients/{client['client_id']}")
         page.get_by_label("Amount").fill("3")
-        page.get_by_label("Reason").fill("audited in the browser")
+        page.get_by_label("Reason").fill("audited <i>in</i> the browser")
         page.get_by_role("button", name="Adjust credits").click()
         expect(page.get_by_role("status")).to_have_text("Credits adjusted.")
 
@@ -195,6 +194,7 @@ def test_the_audit_log_shows_what_the_console_did(gateway_url: str) -> None:
         rows = page.locator("#audit tbody tr")
         expect(rows).to_have_count(1)
         expect(rows).to_contain_text("console")
-        expect(rows).to_contain_text("audited in the browser")
+        expect(rows).to_contain_text("audited <i>in</i> the browser")  # text, not markup
+        assert page.locator("#audit i").count() == 0
         assert_accessible(page)
         clean(visit)
