@@ -3,15 +3,18 @@ cannot download its own browser on this network; ``make test`` installs the Debi
 
 :func:`offline_page` opens a page that may only talk to the gateway under test: any request to
 another host is aborted and recorded, so a test can assert that a page needs nothing from the
-internet. Without chromium the tests that need it fail under ``CI=true`` and skip elsewhere
-with how to enable them.
+internet. A test may also let it reach a local fake of a third party (``also_allow``), or name
+a third party's origin whose requests a local fake answers instead (``stand_ins``: Stripe's
+Checkout page, served by tests/fake_stripe.py): the browser sees the third party's origin, and
+still nothing leaves the machine. Without chromium the tests that
+need it fail under ``CI=true`` and skip elsewhere with how to enable them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +51,28 @@ class Visit:
     errors: list[str] = field(default_factory=list)
     #: What the browser refused by the page's Content-Security-Policy (console errors).
     refused: list[str] = field(default_factory=list)
+    #: Requests to a stand-in's origin, answered by the local server standing in for it.
+    served: list[str] = field(default_factory=list)
 
 
 @contextmanager
-def offline_page(base_url: str, *, clipboard: bool = False) -> Iterator[Visit]:
+def offline_page(
+    base_url: str,
+    *,
+    clipboard: bool = False,
+    also_allow: Iterable[str] = (),
+    stand_ins: Mapping[str, str] | None = None,
+) -> Iterator[Visit]:
     """A fresh headless page that can reach ``base_url``'s host and port only (``clipboard``:
-    the page may write and read the clipboard, for copy buttons)."""
-    allowed = urlsplit(base_url).netloc
+    the page may write and read the clipboard, for copy buttons). ``also_allow``: base URLs of
+    other local servers it may reach too. ``stand_ins`` maps an origin
+    (``https://checkout.stripe.com``) to the base URL of a local server that answers its
+    requests instead, redirects included (they are listed in :attr:`Visit.served`). Both take
+    loopback addresses only: nothing else is ever reached."""
+    allowed = {loopback(url) for url in (base_url, *also_allow)}
+    local = {origin.rstrip("/"): target for origin, target in (stand_ins or {}).items()}
+    for target in local.values():
+        loopback(target)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"]
@@ -69,8 +87,14 @@ def offline_page(base_url: str, *, clipboard: bool = False) -> Iterator[Visit]:
 
             def only_the_gateway(route: Route) -> None:
                 url = route.request.url
-                if urlsplit(url).netloc == allowed or url.startswith(("data:", "blob:")):
+                parts = urlsplit(url)
+                target = local.get(f"{parts.scheme}://{parts.netloc}")
+                if parts.netloc in allowed or url.startswith(("data:", "blob:")):
                     route.continue_()
+                elif target is not None:
+                    visit.served.append(url)
+                    where = target.rstrip("/") + url.split(parts.netloc, 1)[1]
+                    route.fulfill(response=route.fetch(url=where, max_redirects=0))
                 else:
                     visit.elsewhere.append(url)
                     route.abort()
@@ -88,6 +112,14 @@ def offline_page(base_url: str, *, clipboard: bool = False) -> Iterator[Visit]:
             yield visit
         finally:
             browser.close()
+
+
+def loopback(base_url: str) -> str:
+    """The host and port of ``base_url``, a server on this machine (else ValueError)."""
+    parts = urlsplit(base_url)
+    if parts.hostname not in {"127.0.0.1", "::1", "localhost"}:
+        raise ValueError(f"{base_url} is not on this machine")
+    return parts.netloc
 
 
 #: axe-core impacts that fail a test: a page may not have these.

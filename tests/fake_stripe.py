@@ -11,7 +11,9 @@ Routes: ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/<id>``,
 ``POST /v1/billing_portal/sessions``, and ``GET`` of ``/v1/subscriptions/<id>``,
 ``/v1/invoices/<id>``, ``/v1/customers/<id>``, ``/v1/charges/<id>``, ``/v1/disputes/<id>`` and
 ``/v1/invoice_payments?payment[payment_intent]=...`` (from settable dicts of the same names).
-Anything else answers 404 like Stripe's "Unrecognized request URL".
+Anything else answers 404 like Stripe's "Unrecognized request URL". A session's hosted
+Checkout page is served at its path (``/c/pay/<id>``) on the fake's host, where a browser can
+pay (:mod:`tests.fake_stripe_pages`).
 
 Where the code depends on it, it behaves as Stripe does: a deleted customer
 (``deleted_customers``) is "No such customer" (400 ``resource_missing``) to Checkout and the
@@ -47,6 +49,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from tests.fake_stripe_pages import CHECKOUT_PATH, checkout_page, success_location
 from tests.stripe_events import (
     checkout_session_completed,
     customer_object,
@@ -105,6 +108,8 @@ class _Response:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+    #: A page for a browser instead of a JSON body (the hosted Checkout page).
+    html: str | None = None
 
 
 class StripeRequestError(Exception):
@@ -214,9 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
             pairs += parse_qsl(body, keep_blank_values=True)
         headers = {name.lower(): value for name, value in self.headers.items()}
         response = fake._handle(self.command, split.path, decode_params(pairs), headers)
-        payload = json.dumps(response.body, indent=2).encode("utf-8")
+        if response.html is None:
+            payload = json.dumps(response.body, indent=2).encode("utf-8")
+            content_type = "application/json"
+        else:
+            payload, content_type = response.html.encode("utf-8"), "text/html; charset=utf-8"
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Request-Id", _new_id("req_"))
         self.send_header("Stripe-Version", headers.get("stripe-version", API_VERSION))
@@ -358,6 +367,8 @@ class FakeStripe:
     def _handle(self, method: str, path: str, params: Params, headers: dict[str, str]) -> _Response:
         if path.startswith("/_fake/"):
             return self._simulate(method, path)
+        if path.startswith(CHECKOUT_PATH):
+            return self._hosted_checkout(method, path.removeprefix(CHECKOUT_PATH))
         if self._delay > 0:
             self._closing.wait(self._delay)
         key = headers.get("idempotency-key") if method == "POST" else None
@@ -453,13 +464,9 @@ class FakeStripe:
         /_fake/events/<id>/resend``: Stripe redelivers an event. No auth, like a browser."""
         parts = path.strip("/").split("/")
         if method == "POST" and parts[1:3] == ["checkout", "sessions"] and parts[-1] == "pay":
-            with self._lock:
-                session = self.checkout_sessions.get(parts[3])
-                if session is None:
-                    return _Response(404, error_body("invalid_request_error", "No such session"))
-                events = self.pay(session, self._session_params[parts[3]])
-            for event in events:
-                self._deliver_later(event)
+            events = self._pay_and_deliver(parts[3])
+            if events is None:
+                return _Response(404, error_body("invalid_request_error", "No such session"))
             return _Response(200, {"events": [e["id"] for e in events]})
         if method == "POST" and parts[1] == "events" and parts[-1] == "resend":
             found = self.events.get(parts[2])
@@ -468,6 +475,37 @@ class FakeStripe:
             self._deliver_later(found)
             return _Response(200, {"events": [found["id"]]})
         return _Response(404, error_body("invalid_request_error", f"No fake route {path}"))
+
+    def _pay_and_deliver(
+        self, session_id: str, *, open_only: bool = False
+    ) -> list[dict[str, Any]] | None:
+        """The customer pays the session (None: no such session; ``open_only``: nothing
+        happens to a session already complete); its events are delivered to ``webhook_url``
+        moments later, as Stripe does."""
+        with self._lock:
+            session = self.checkout_sessions.get(session_id)
+            if session is None:
+                return None
+            if open_only and session["status"] != "open":
+                return []
+            events = self.pay(session, self._session_params[session_id])
+        for event in events:
+            self._deliver_later(event)
+        return events
+
+    def _hosted_checkout(self, method: str, session_id: str) -> _Response:
+        """The session's hosted Checkout page (``GET``); paying on it (``POST``) pays an open
+        session and sends the browser to its ``success_url``, as Stripe does."""
+        with self._lock:
+            session = self.checkout_sessions.get(session_id)
+            params = self._session_params.get(session_id, {})
+        if session is None:
+            return _Response(404, {}, html="<!doctype html><title>No such checkout</title>")
+        if method == "POST":
+            self._pay_and_deliver(session_id, open_only=True)
+            return _Response(303, {}, {"Location": success_location(session)}, html="")
+        price = (params.get("line_items") or [{}])[0].get("price", "")
+        return _Response(200, {}, html=checkout_page(session, price))
 
     def pay(self, session: dict[str, Any], params: Params) -> list[dict[str, Any]]:
         """Complete a subscription-mode session: a customer and an active subscription for its

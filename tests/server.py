@@ -45,16 +45,18 @@ def running_gateway(
     log_level: str = "warning",
     app: str = "gateway:app",
     ready_path: str = "/health",
+    port: int | None = None,
 ) -> Iterator[str]:
     """Start ``uvicorn gateway:app`` (or another ``app``, a host app of the tests, ready when
-    ``ready_path`` answers 200) on a free loopback port over a store in ``state_dir``; yields
-    its base URL. Start-up failures carry the server's output, which is kept in
-    :func:`log_path` (``log_level="info"`` writes the access log there too).
+    ``ready_path`` answers 200) on a free loopback port (or ``port``, for a test that must name
+    the gateway's address in its settings, e.g. ``OPENCLAW_PUBLIC_URL``) over a store in
+    ``state_dir``; yields its base URL. Start-up failures carry the server's output, which is
+    kept in :func:`log_path` (``log_level="info"`` writes the access log there too).
 
     The server leads its own process group and is stopped with SIGTERM (never SIGINT, which a
     suite started in the background ignores), then SIGKILL, and whatever of its group is left
     (workers) is killed: nothing outlives the block, even when the test fails."""
-    port = free_port()
+    port = free_port() if port is None else port
     env = clean_env() | {
         "OPENCLAW_BILLING_DB": str(state_dir / "clients.json"),
         "OPENCLAW_JOBS_FILE": str(state_dir / "jobs.jsonl"),

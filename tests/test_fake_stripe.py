@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 import stripe
 from stripe.params.checkout import SessionCreateParams
@@ -276,6 +277,37 @@ def test_checkout_with_customer_and_known_prices(
         )
     retrieved = client.v1.checkout.sessions.retrieve(session.id)
     assert retrieved.id == session.id
+
+
+def test_the_hosted_checkout_page_pays_once_and_returns_to_the_success_url(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    success = "https://app.example.test/billing/success?session_id={CHECKOUT_SESSION_ID}"
+    session = client.v1.checkout.sessions.create(params=checkout_params(success_url=success))
+    assert session.url is not None
+    page_url = session.url.replace("https://checkout.stripe.com", fake.base_url)
+    page = httpx.get(page_url)
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert 'data-price="price_pro"' in page.text
+    assert f'<form method="post" action="/c/pay/{session.id}">' in page.text
+    assert '<a href="https://app.example.test/billing/cancel">Back</a>' in page.text
+
+    for _ in range(2):  # paying twice (a double click) pays once
+        paid = httpx.post(page_url)
+        assert paid.status_code == 303
+        assert paid.headers["location"] == success.replace("{CHECKOUT_SESSION_ID}", session.id)
+    assert fake.checkout_sessions[session.id]["status"] == "complete"
+    assert len(fake.subscriptions) == 1
+    assert sorted(e["type"] for e in fake.events.values()) == [
+        "checkout.session.completed",
+        "customer.subscription.created",
+    ]
+    done = httpx.get(page_url).text
+    assert "This checkout is complete." in done
+    assert "<form" not in done
+    assert httpx.get(f"{fake.base_url}/c/pay/cs_test_unknown").status_code == 404
+    assert fake.requests_to("GET", "/c/") == []  # a browser's page, not a request to the API
 
 
 def test_billing_portal_session(fake: FakeStripe, client: stripe.StripeClient) -> None:
