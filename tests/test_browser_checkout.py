@@ -7,17 +7,18 @@ The page may reach the gateway and the fake only: nothing leaves the machine. Wh
 needs the browser to be on Stripe's own origin (``https://checkout.stripe.com``), the fake
 answers for it (``stand_ins`` of :func:`tests.browser.offline_page`).
 
-Two tests are expected to fail, each on a defect of the portal that only a browser shows:
+Two behaviours only a browser shows are checked here, each once a defect of the portal:
 
-* Chromium applies the pages' ``form-action 'self'`` to the redirect that answers a form, so
-  the Upgrade and Manage billing buttons (a form whose answer is a 303 to Stripe) are refused
-  by the policy and the browser stays on the dashboard.
+* Chromium applies a page's ``form-action`` to the redirect that answers a form, so the
+  portal's policy names Stripe's Checkout and customer portal for its Upgrade and Manage
+  billing buttons (a form whose answer is a 303 to Stripe).
 * The portal's session cookie is ``SameSite=Strict``, so when Stripe's site sends the browser
-  back to the success page the cookie is not sent: the client lands on the sign-in page.
+  back the cookie is not sent: the page Stripe returns to sends the browser to itself once
+  (a navigation of this site, which carries the cookie) instead of asking to sign in.
 
-Until they are fixed, the other tests start Checkout with the Upgrade form's own fields
-through the browser's request context, and pay on the fake's page at its own address (the same
-site as the gateway), so the rest of the flow is checked."""
+The other tests start Checkout with the Upgrade form's own fields through the browser's
+request context, and pay on the fake's page at its own address (the same site as the
+gateway), so the rest of the flow is checked on its own."""
 
 from __future__ import annotations
 
@@ -188,10 +189,6 @@ def test_leaving_checkout_comes_back_to_a_page_saying_nothing_changed(gateway: G
         clean(visit)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="form-action 'self' refuses the Upgrade form's redirect to Stripe in Chromium",
-)
 def test_the_upgrade_button_takes_the_browser_to_stripes_checkout(gateway: Gateway) -> None:
     client = new_client(gateway.url, "free", "Button Corp")
     with offline_page(gateway.url, stand_ins={STRIPE_CHECKOUT: gateway.fake.base_url}) as visit:
@@ -203,10 +200,6 @@ def test_the_upgrade_button_takes_the_browser_to_stripes_checkout(gateway: Gatew
         clean(visit)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="form-action 'self' refuses the Manage billing form's redirect to Stripe in Chromium",
-)
 def test_the_manage_billing_button_takes_the_browser_to_stripes_portal(gateway: Gateway) -> None:
     client = new_client(gateway.url, "free", "Manager Corp")
     with offline_page(
@@ -224,11 +217,6 @@ def test_the_manage_billing_button_takes_the_browser_to_stripes_portal(gateway: 
         assert visit.refused == []
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="the portal's SameSite=Strict cookie is not sent when Stripe's site sends the "
-    "browser back: the success page asks to sign in",
-)
 def test_coming_back_from_stripes_site_keeps_the_portal_session(gateway: Gateway) -> None:
     client = new_client(gateway.url, "free", "Returning Corp")
     with offline_page(gateway.url, stand_ins={STRIPE_CHECKOUT: gateway.fake.base_url}) as visit:

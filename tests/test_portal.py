@@ -18,7 +18,7 @@ from openclaw_billing.ledger import OPEN_DISPUTES
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.service import BillingService
 from openclaw_billing.settings import get_settings
-from openclaw_billing.web.security import CONTENT_SECURITY_POLICY
+from openclaw_billing.web.security import PORTAL_CONTENT_SECURITY_POLICY
 from tests.factories import create_client, submit_job
 from tests.test_console import cookie_attributes, form_token
 from tests.test_console import sign_in as console_sign_in
@@ -64,7 +64,7 @@ def set_state(service: BillingService, client_id: str, **state: Any) -> None:
 
 
 def test_pages_need_a_session(http: TestClient) -> None:
-    for path in ("/", "/checkout/success", "/checkout/cancel"):
+    for path in ("/", "/checkout/success?resumed=1", "/checkout/cancel?resumed=1"):
         answer = http.get(f"{PORTAL}{path}", follow_redirects=False)
         assert answer.status_code == 303
         assert answer.headers["location"] == f"{PORTAL}/sign-in"
@@ -405,7 +405,8 @@ def test_every_page_carries_the_policy_and_no_inline_script(http: TestClient) ->
     pages += [f"{PORTAL}/checkout/success?session_id=nope"]  # the 422 page
     for path in pages:
         answer = http.get(path)
-        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        policy = answer.headers["content-security-policy"]
+        assert policy == PORTAL_CONTENT_SECURITY_POLICY, path
         assert answer.headers["cache-control"] == "no-store"
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["x-content-type-options"] == "nosniff"
@@ -413,3 +414,39 @@ def test_every_page_carries_the_policy_and_no_inline_script(http: TestClient) ->
         assert re.search(r"\son[a-z]+=", answer.text) is None, path
         assert 'style="' not in answer.text, path
         assert "<style" not in answer.text, path
+
+
+def test_back_from_stripe_without_the_cookie_the_page_sends_the_browser_to_itself(
+    http: TestClient,
+) -> None:
+    """Stripe's redirect is another site's navigation: the SameSite=Strict cookie is left
+    out. The page sends the browser to itself once (a navigation of this site, with the
+    cookie); a second arrival without it signs in."""
+    key = create_client(http, "pro")["api_key"]
+    portal_sign_in(http, key)
+    cookies = dict(http.cookies)
+    http.cookies.clear()
+    for path, query in (
+        ("checkout/success", "?session_id=cs_test_abc"),
+        ("checkout/cancel", ""),
+    ):
+        bounce = http.get(f"{PORTAL}/{path}{query}", follow_redirects=False)
+        assert bounce.status_code == 200
+        again = f"{PORTAL}/{path}{query}{'&amp;' if query else '?'}resumed=1"
+        assert f'<meta http-equiv="refresh" content="0;url={again}">' in bounce.text
+        assert bounce.headers["content-security-policy"] == PORTAL_CONTENT_SECURITY_POLICY
+        second = http.get(again.replace("&amp;", "&"), follow_redirects=False)
+        assert second.status_code == 303
+        assert second.headers["location"] == f"{PORTAL}/sign-in"
+        with TestClient(http.app, cookies=cookies) as back:
+            page = back.get(again.replace("&amp;", "&"), follow_redirects=False)
+        assert page.status_code == 200
+        assert "http-equiv" not in page.text
+
+
+def test_a_console_cookie_is_no_portal_session_on_the_return_pages(http: TestClient) -> None:
+    console_sign_in(http)
+    http.cookies.set("oc_portal", http.cookies["oc_console"])
+    answer = http.get(f"{PORTAL}/checkout/cancel", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"{PORTAL}/sign-in?reason=expired"

@@ -157,8 +157,21 @@ async def portal_user(
     return Customer(session=session, csrf=csrf, address=address, client=client, service=service)
 
 
+async def returning_portal_user(
+    request: Request, settings: SettingsDep, service: ServiceDep, address: ClientAddress
+) -> Customer | None:
+    """For the pages Stripe sends the browser back to: None when the request carries no
+    portal cookie at all. The cookie is ``SameSite=Strict``, so the browser leaves it out of a
+    navigation another site started (Stripe's redirect); the page then sends the browser to
+    itself once (:data:`RESUMED`), a navigation of this site, which carries it."""
+    if JARS["portal"].session_name not in request.cookies:
+        return None
+    return await portal_user(request, settings, service, address)
+
+
 ConsoleUser = Annotated[Operator, Depends(console_user)]
 PortalUser = Annotated[Customer, Depends(portal_user)]
+ReturningCustomer = Annotated[Customer | None, Depends(returning_portal_user)]
 
 
 # -- signing in and out ----------------------------------------------------------------------
@@ -258,6 +271,7 @@ __all__ = [
     "Operator",
     "PortalUser",
     "RateLimiterDep",
+    "ReturningCustomer",
     "sign_in_console",
     "sign_in_portal",
     "sign_out",

@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from ..api.bodylimit import BodyGuard, declared_length
 from ..errors import BillingError, PayloadTooLarge, StoreUnavailable
 from ..settings import get_settings
-from .security import PAGE_HEADERS, Side
+from .security import PAGE_HEADERS, PORTAL_CONTENT_SECURITY_POLICY, Side
 
 logger = logging.getLogger("openclaw_billing.web")
 
@@ -65,6 +65,8 @@ def render(
     values = {**brand, **context}
     response = TEMPLATES.TemplateResponse(request, template, values, status_code=status_code)
     response.headers.update(PAGE_HEADERS)
+    if context.get("side") == "portal":
+        response.headers["Content-Security-Policy"] = PORTAL_CONTENT_SECURITY_POLICY
     return response
 
 

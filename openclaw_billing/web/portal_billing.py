@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -25,8 +26,8 @@ from ..models import ClientRecord
 from ..plans import PLANS, PlanId
 from ..settings import Settings
 from ..stripe_billing import PLAN_IN_FORCE, StripeBilling
-from .auth import PORTAL_PATH, PortalUser
-from .pages import PageRoute, redirect, render
+from .auth import PORTAL_PATH, PortalUser, ReturningCustomer
+from .pages import PageRoute, SignInRequired, redirect, render
 from .portal import DATE_FORMAT, plans_above
 
 logger = logging.getLogger("openclaw_billing.web")
@@ -138,13 +139,27 @@ def checkout_outcome(
     return Outcome.CONFIRMING, state.plan
 
 
+def resume(request: Request, path: str, query: dict[str, str], resumed: bool) -> HTMLResponse:
+    """A page Stripe sent the browser back to, reached without the portal's cookie: the
+    browser is sent to the same page once more by this site itself (a refresh), which carries
+    the ``SameSite=Strict`` cookie; if it still has none, it signs in."""
+    if resumed:
+        raise SignInRequired("portal")
+    again = f"{path}?{urlencode({**query, 'resumed': '1'})}"
+    return render(request, "portal/resume.html", {"side": "portal", "csrf": "", "again": again})
+
+
 @router.get("/checkout/success")
 def checkout_success(
     request: Request,
-    user: PortalUser,
+    user: ReturningCustomer,
     billing: StripeDep,
     session_id: Annotated[str | None, Query(max_length=260, pattern=SESSION_ID_PATTERN)] = None,
+    resumed: Annotated[bool, Query()] = False,
 ) -> HTMLResponse:
+    if user is None:
+        found = {} if session_id is None else {"session_id": session_id}
+        return resume(request, SUCCESS_PATH, found, resumed)
     record = user.service.get_client(user.client.client_id)
     outcome, bought = checkout_outcome(billing, record, session_id)
     context = {
@@ -161,7 +176,11 @@ def checkout_success(
 
 
 @router.get("/checkout/cancel")
-def checkout_cancel(request: Request, user: PortalUser) -> HTMLResponse:
+def checkout_cancel(
+    request: Request, user: ReturningCustomer, resumed: Annotated[bool, Query()] = False
+) -> HTMLResponse:
+    if user is None:
+        return resume(request, CANCEL_PATH, {}, resumed)
     record = user.service.get_client(user.client.client_id)
     context = {"side": "portal", "csrf": user.csrf, "record": record, "plan": PLANS[record.plan]}
     return render(request, "portal/checkout_cancel.html", context)

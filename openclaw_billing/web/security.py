@@ -15,8 +15,10 @@ the same-origin check and the response headers of every page.
   (double submit). A POST whose ``Origin`` or ``Sec-Fetch-Site`` says another site sent it is
   refused before anything else.
 * **Headers.** A Content-Security-Policy with no inline script or style at all, no framing,
-  forms posting only to the gateway; ``Cache-Control: no-store`` (pages show balances and, once,
-  keys); ``Referrer-Policy: same-origin``; ``X-Content-Type-Options: nosniff``.
+  forms posting only to the gateway (the portal's may end at Stripe's Checkout and customer
+  portal, where its Upgrade and Manage billing forms are redirected); ``Cache-Control:
+  no-store`` (pages show balances and, once, keys); ``Referrer-Policy: same-origin``;
+  ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from ..settings import Settings
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+#: Where the portal's Upgrade and Manage billing forms end up: Stripe's hosted Checkout and
+#: customer portal. Chromium applies ``form-action`` to the redirect that answers a form, so the
+#: portal's policy names them (and nothing else); the console's allows the gateway only.
+STRIPE_PAGES = ("https://checkout.stripe.com", "https://billing.stripe.com")
+PORTAL_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "form-action 'self'", "form-action 'self' " + " ".join(STRIPE_PAGES)
 )
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
