@@ -90,6 +90,15 @@ def test_credits_added_with_a_reason_change_the_balance_on_the_page(gateway_url:
         assert_accessible(page)
         page.goto(url)
         screenshot(page, "console-client")
+
+        # The overview counts the job among this cycle's, and in today's bar of the chart.
+        page.goto(f"{gateway_url}/billing/console/")
+        jobs = page.locator(".figures li", has_text="jobs this cycle").locator(".figure")
+        assert int(jobs.inner_text()) >= 1
+        today = page.locator("svg.chart rect title").last.text_content() or ""
+        assert not today.endswith(": 0 jobs")
+        assert_accessible(page)
+        screenshot(page, "console-overview")
         clean(visit)
     assert detail(gateway_url, client["client_id"])["credits_remaining"] == 74
 

@@ -100,7 +100,7 @@ def test_past_cycles_are_summarised(
     text = console.http.get(f"{CONSOLE}/clients/{client_id}").text
     [row] = re.findall(r"<table class=\"history\">.*?</table>", text, re.S)
     cells = re.findall(r"<td>(.*?)</td>", row.split("<tbody>")[1], re.S)
-    assert cells[1:] == ["pro", "200", "-10 (1)", "1", "0.0", "189"]
+    assert cells[1:] == ["pro", "200", "-10 (1)", "1", "0.00", "189"]
     assert "No job this cycle." in text
 
 

@@ -36,6 +36,15 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templat
 TEMPLATES.env.autoescape = True  # every template, whatever its name
 
 
+def money(value: float) -> str:
+    """A job's cost or a total spent as the pages show it: two decimals, thousands grouped
+    (the ledger keeps the cost the gateway charged, in its own unit)."""
+    return f"{value:,.2f}"
+
+
+TEMPLATES.env.filters["money"] = money
+
+
 class SignInRequired(Exception):
     """No valid session for this side: the browser is sent to the sign-in page, with the
     reason (a code the sign-in page maps to its message, never free text)."""
