@@ -86,6 +86,8 @@ def test_the_overview_needs_a_session(http: TestClient) -> None:
     [
         ("", ["Acme Corp", "Beta Labs", "Gamma Inc", "Delta LLC"]),
         ("q=acme+CORP", ["Acme Corp"]),
+        ("q=acme+corp&plan=&status=&sort=created", ["Acme Corp"]),  # the form's empty fields
+        ("q=&plan=&status=&sort=", ["Acme Corp", "Beta Labs", "Gamma Inc", "Delta LLC"]),
         ("q=LABS", ["Beta Labs"]),
         ("q=acmecorp.com", ["Acme Corp", "Beta Labs", "Gamma Inc", "Delta LLC"]),
         ("plan=starter", ["Beta Labs"]),

@@ -92,7 +92,7 @@ class AdminTokenInQuery(CredentialsInQuery):
     )
 
 
-def _credential_in_query(request: Request, admin_token: str | None = None) -> bool:
+def credential_in_query(request: Request, admin_token: str | None = None) -> bool:
     """Whether the query string carries a credential: a parameter named like one, a value
     that looks like a client key, or (on admin routes) the admin token itself."""
     for name, value in request.query_params.multi_items():
@@ -231,7 +231,7 @@ async def client_check(
 ) -> ClientCheck:
     """This request's :class:`ClientCheck` (and the ``ClientKey`` scheme in OpenAPI). A key
     in the query string is refused here, at once (401 ``credentials_in_query``)."""
-    if request.scope.get("query_string") and _credential_in_query(request):
+    if request.scope.get("query_string") and credential_in_query(request):
         raise CredentialsInQuery()
     check = ClientCheck(
         partial(_authenticate, service, limiter, address, request, response, api_key)
@@ -344,7 +344,7 @@ def require_admin(
     client key) in the query string is 401 ``credentials_in_query``, before anything else."""
     if request.scope.get("query_string"):
         expected = settings.admin_token.get_secret_value() if settings.admin_token else None
-        if _credential_in_query(request, expected):
+        if credential_in_query(request, expected):
             raise AdminTokenInQuery()
     verify_admin_token(settings, service, limiter, address, token)
 

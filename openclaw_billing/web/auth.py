@@ -26,9 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ..api.deps import (
     ClientAddress,
+    CredentialsInQuery,
     RateLimiterDep,
     ServiceDep,
     SettingsDep,
+    credential_in_query,
     verify_admin_token,
     verify_client_key,
 )
@@ -36,7 +38,7 @@ from ..audit import CONSOLE_ACTOR, AuditAction, client_actor
 from ..cycles import utcnow
 from ..keys import digest_key
 from ..models import ClientRecord
-from ..ratelimit import RateLimiter
+from ..ratelimit import RateLimiter, client_limit
 from ..service import BillingService
 from ..sessions import CONSOLE_SUBJECT, Session, SessionKind, new_token, token_digest
 from ..settings import Settings
@@ -104,8 +106,26 @@ async def _signed_in(request: Request, settings: Settings, session: Session) -> 
     return csrf_token(secret, session.digest)
 
 
+#: What a page answers when its address carries a key or the admin token.
+CREDENTIAL_IN_URL = (
+    "A key or token was sent in this page's address, where browsers and servers keep it in "
+    "their logs. It was not used: rotate it (or change the admin token)."
+)
+
+
+def refuse_credentials_in_url(request: Request, settings: Settings) -> None:
+    """The API's rule on every page: a query string holding a key, a parameter named like a
+    credential, or the admin token itself is ``401 credentials_in_query`` (never used)."""
+    if not request.scope.get("query_string"):
+        return
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if credential_in_query(request, token):
+        raise CredentialsInQuery(CREDENTIAL_IN_URL)
+
+
 def _session(request: Request, settings: Settings, service: BillingService, side: Side) -> Session:
     """The request's live session of ``side`` (blocking: it reads the store)."""
+    refuse_credentials_in_url(request, settings)
     secret = session_secret(settings)
     token = JARS[side].read_session(request, secret, _lifetime(settings))
     if token is None:
@@ -164,6 +184,7 @@ async def returning_portal_user(
     portal cookie at all. The cookie is ``SameSite=Strict``, so the browser leaves it out of a
     navigation another site started (Stripe's redirect); the page then sends the browser to
     itself once (:data:`RESUMED`), a navigation of this site, which carries it."""
+    refuse_credentials_in_url(request, settings)
     if JARS["portal"].session_name not in request.cookies:
         return None
     return await portal_user(request, settings, service, address)
@@ -200,6 +221,7 @@ def sign_in_console(
     token: str | None,
 ) -> None:
     """Check the admin token as the admin API does, then open a console session."""
+    check_same_origin(request)
     verify_admin_token(settings, service, limiter, address, token or None)
     now = utcnow()
     secret_token = new_token()
@@ -224,8 +246,11 @@ def sign_in_portal(
     address: str,
     api_key: str | None,
 ) -> ClientRecord:
-    """Check the key as every keyed route does, then open a portal session for its client."""
+    """Check the key as every keyed route does (and count the sign-in against the client's
+    requests per minute), then open a portal session for its client."""
+    check_same_origin(request)
     client = verify_client_key(service, limiter, address, (api_key or "").strip() or None)
+    limiter.hit_client(client.client_id, client_limit(client))  # a sign-in is a request too
     key = client.key_by_digest(digest_key((api_key or "").strip()))
     assert key is not None  # verify_client_key found the client by this very digest
     now = utcnow()

@@ -18,12 +18,18 @@ from fastapi.responses import HTMLResponse
 from ..api.deps import ClientAddress, RateLimiterDep, ServiceDep, SettingsDep
 from ..api.schemas import UsagePublic
 from ..api.schemas_admin import ClientCreate
-from ..audit import MAX_QUERY_OFFSET
 from ..errors import BillingError, InvalidAdminToken, RateLimited
-from ..plans import PLANS, PlanId
-from ..safetext import ONE_LINE
-from ..store.query import MAX_SEARCH_LENGTH, ClientQuery, ClientSort, ClientStatus
-from .auth import CONSOLE_PATH, JARS, ConsoleUser, sign_in_console, sign_out
+from ..plans import PLANS
+from ..store.query import ClientSort, ClientStatus
+from .auth import (
+    CONSOLE_PATH,
+    JARS,
+    ConsoleUser,
+    refuse_credentials_in_url,
+    sign_in_console,
+    sign_out,
+)
+from .forms import ClientFilters
 from .pages import PageRoute, is_fragment_request, redirect, render
 from .security import session_secret
 
@@ -62,6 +68,7 @@ def sign_in_page(
     settings: SettingsDep,
     reason: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
+    refuse_credentials_in_url(request, settings)
     return _sign_in_form(request, settings, notice=SIGN_IN_REASONS.get(reason or ""))
 
 
@@ -116,52 +123,31 @@ def sign_out_console(request: Request, user: ConsoleUser, service: ServiceDep) -
 
 @router.get("/clients")
 def clients_page(
-    request: Request,
-    user: ConsoleUser,
-    q: Annotated[str, Query(max_length=MAX_SEARCH_LENGTH, pattern=ONE_LINE)] = "",
-    plan: Annotated[PlanId | None, Query()] = None,
-    status: Annotated[ClientStatus | None, Query()] = None,
-    sort: Annotated[ClientSort, Query()] = ClientSort.CREATED,
-    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_OFFSET)] = 0,
+    request: Request, user: ConsoleUser, filters: Annotated[ClientFilters, Query()]
 ) -> HTMLResponse:
     """Search by name, email or id; filter by plan and status; sort; 50 a page. Typing in the
     search box or changing a filter swaps only the table (htmx); without JavaScript the form
     reloads the page."""
-    query = ClientQuery(
-        search=q.strip() or None,
-        plan=plan,
-        status=status,
-        sort=sort,
-        offset=offset,
-        limit=PAGE_SIZE,
-    )
-    page, total = user.service.list_clients(query)
+    page, total = user.service.list_clients(filters.query(PAGE_SIZE))
     rows = [(record, UsagePublic.of(record)) for record in page]
-    template = (
-        "console/clients_table.html" if is_fragment_request(request) else "console/clients.html"
-    )
-    filters = {
-        "q": q,
-        "plan": plan.value if plan else "",
-        "status": status.value if status else "",
-        "sort": sort.value,
-    }
+    fragment = is_fragment_request(request)
+    values = filters.values()
     return render(
         request,
-        template,
+        "console/clients_table.html" if fragment else "console/clients.html",
         {
             "side": "console",
             "section": "clients",
             "csrf": user.csrf,
             "rows": rows,
             "total": total,
-            "offset": offset,
+            "offset": filters.offset,
             "page_size": PAGE_SIZE,
             "plans": list(PLANS.values()),
             "statuses": list(ClientStatus),
             "sorts": SORT_LABELS,
-            "filters": filters,
-            "page_query": urlencode({k: v for k, v in filters.items() if v}),
+            "filters": {"q": "", "plan": "", "status": "", "sort": "created", **values},
+            "page_query": urlencode(values),
         },
     )
 

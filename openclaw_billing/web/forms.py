@@ -33,7 +33,9 @@ from ..api.schemas_admin import (
     PolicyUpdate,
 )
 from ..audit import MAX_QUERY_OFFSET, AuditAction
+from ..plans import PlanId
 from ..safetext import ONE_LINE
+from ..store.query import MAX_SEARCH_LENGTH, ClientQuery, ClientSort, ClientStatus
 
 #: Integers as a form sends them (bounded here only so ``int()`` is cheap; the schema bounds).
 _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
@@ -128,18 +130,8 @@ class PolicyForm(FormInput, PolicyUpdate):
     line_lists = ("ip_allowlist",)
 
 
-class AuditFilters(BaseModel):
-    """The audit log page's filters: the query parameters of ``GET /api/admin/audit``, with
-    the same constraints, from a GET form that sends its empty fields as ``""`` (no filter).
-    ``since`` and ``until`` without a zone are UTC, as in the API."""
-
-    client_id: (
-        Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=ONE_LINE)] | None
-    ) = None
-    action: AuditAction | None = None
-    since: IsoDatetime | None = None
-    until: IsoDatetime | None = None
-    offset: int = Field(default=0, ge=0, le=MAX_QUERY_OFFSET)
+class GetFilters(BaseModel):
+    """The filters of a page's GET form, which sends its empty fields as ``""``: no filter."""
 
     @model_validator(mode="before")
     @classmethod
@@ -149,8 +141,54 @@ class AuditFilters(BaseModel):
         return {name: value for name, value in data.items() if value != ""}
 
 
+class AuditFilters(GetFilters):
+    """The audit log page's filters: the query parameters of ``GET /api/admin/audit``, with
+    the same constraints. ``since`` and ``until`` without a zone are UTC, as in the API."""
+
+    client_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=ONE_LINE)] | None
+    ) = None
+    action: AuditAction | None = None
+    since: IsoDatetime | None = None
+    until: IsoDatetime | None = None
+    offset: int = Field(default=0, ge=0, le=MAX_QUERY_OFFSET)
+
+
+class ClientFilters(GetFilters):
+    """The clients page's search, filters, order and page: the client query of
+    ``GET /api/admin/clients``, with the same bounds."""
+
+    q: Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=ONE_LINE)] = ""
+    plan: PlanId | None = None
+    status: ClientStatus | None = None
+    sort: ClientSort = ClientSort.CREATED
+    offset: int = Field(default=0, ge=0, le=MAX_QUERY_OFFSET)
+
+    def query(self, limit: int) -> ClientQuery:
+        return ClientQuery(
+            search=self.q.strip() or None,
+            plan=self.plan,
+            status=self.status,
+            sort=self.sort,
+            offset=self.offset,
+            limit=limit,
+        )
+
+    def values(self) -> dict[str, str]:
+        """The filters as the form shows them and the pager's links carry them (the page's
+        offset apart; empty ones left out)."""
+        found = {
+            "q": self.q,
+            "plan": self.plan.value if self.plan else "",
+            "status": self.status.value if self.status else "",
+            "sort": self.sort.value if self.sort != ClientSort.CREATED else "",
+        }
+        return {name: value for name, value in found.items() if value}
+
+
 __all__ = [
     "AuditFilters",
+    "ClientFilters",
     "CreditsForm",
     "FormInput",
     "KeyCreateForm",

@@ -9,7 +9,6 @@ record and nothing else: no route takes a client id.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,12 +16,12 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from ..api.deps import (
-    CREDENTIAL_QUERY_PARAMS,
     ClientAddress,
     CredentialsInQuery,
     RateLimiterDep,
     ServiceDep,
     SettingsDep,
+    credential_in_query,
 )
 from ..api.schemas import UsagePublic
 from ..errors import BillingError, InvalidApiKey, IpNotAllowed, RateLimited
@@ -69,8 +68,6 @@ STATUS_ADVICE = {
         "{cycle_end}, when your credits renew."
     ),
 }
-#: A client key anywhere in a query string (``oc_live_``, in any case).
-_KEY_IN_TEXT = re.compile(r"oc_live_", re.IGNORECASE)
 DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 
@@ -79,13 +76,8 @@ DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 def _key_in_url(request: Request) -> bool:
     """Whether the URL carries a key (a form sent by GET, a link someone made): refused, and
-    the key is not used."""
-    for name, value in request.query_params.multi_items():
-        if name.strip().lower().replace("-", "_") in CREDENTIAL_QUERY_PARAMS:
-            return True
-        if _KEY_IN_TEXT.search(name) or _KEY_IN_TEXT.search(value):
-            return True
-    return False
+    the key is not used (the API's rule, :func:`~openclaw_billing.api.deps.credential_in_query`)."""
+    return bool(request.scope.get("query_string")) and credential_in_query(request)
 
 
 def _key_in_url_error() -> CredentialsInQuery:

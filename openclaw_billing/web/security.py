@@ -35,7 +35,7 @@ from itsdangerous import BadSignature, TimestampSigner
 
 from ..errors import BillingError
 from ..keys import secret_matches
-from ..settings import Settings
+from ..settings import Settings, get_settings
 
 #: The pages' policy: every script, style, image and request from the gateway only.
 CONTENT_SECURITY_POLICY = (
@@ -94,13 +94,23 @@ def _mac(secret: bytes, purpose: str, value: str) -> str:
     return hmac.new(secret, f"{purpose}\0{value}".encode(), hashlib.sha256).hexdigest()
 
 
+#: The binding of console sessions when the session secret is derived from the admin token:
+#: the cookies' signatures already change with the token, so nothing of it is stored.
+DERIVED_BINDING = "token-derived-secret"
+
+
 def admin_binding(settings: Settings) -> str | None:
-    """What ties a console session to the admin token it was opened with (a digest, never the
-    token): a session whose binding differs from today's token's is over."""
+    """What ties a console session to the admin token it was opened with: a session whose
+    binding differs from today's is over. With ``OPENCLAW_SESSION_SECRET`` set, an HMAC of the
+    token under that secret (which the store never holds, so a copy of the store cannot test
+    guesses of the token); without it, a constant, since the cookie's key is derived from the
+    token and a changed token already fails every signature. None: no token configured."""
     if settings.admin_token is None:
         return None
+    if settings.session_secret is None:
+        return DERIVED_BINDING
     token = settings.admin_token.get_secret_value()
-    return hashlib.sha256(f"openclaw-console\0{token}".encode()).hexdigest()
+    return _mac(session_secret(settings), "console-binding", token)
 
 
 @dataclass(frozen=True)
@@ -200,7 +210,10 @@ def check_csrf(secret: bytes, session_digest: str, submitted: str | None) -> Non
 
 
 def is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether cookies must be ``Secure``: the page came over https, or the gateway's public
+    address is https (behind a proxy that ends TLS and that uvicorn was not told to trust, the
+    request itself looks like http)."""
+    return request.url.scheme == "https" or get_settings().public_url.startswith("https://")
 
 
 def check_same_origin(request: Request) -> None:
