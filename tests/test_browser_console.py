@@ -148,3 +148,28 @@ def test_the_accessibility_check_can_fail(gateway_url: str) -> None:
         visit.page.set_content('<html lang="en"><body><img src="data:,"></body></html>')
         found = accessibility_violations(visit.page)
     assert sorted(line.split(" ")[0] for line in found) == ["document-title", "image-alt"]
+
+
+def test_the_clients_search_filters_as_you_type(gateway_url: str) -> None:
+    """htmx sends the form's empty fields too; the table follows the search box, the status
+    menu narrows it, and the page's address keeps the filters."""
+    with offline_page(gateway_url) as visit:
+        page = visit.page
+        sign_in(page, gateway_url)
+        create_client(page, gateway_url, "Zebra Search Co", plan="starter")
+        create_client(page, gateway_url, "Yak Search Co", plan="pro")
+        page.goto(f"{gateway_url}/billing/console/clients")
+        rows = page.locator("table.clients tbody tr")
+        with page.expect_response(lambda r: "/billing/console/clients?" in r.url) as found:
+            page.get_by_label("Search").fill("zebra search")
+        assert found.value.status == 200
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Zebra Search Co")
+        expect(page).to_have_url(re.compile(r"q=zebra(\+|%20)search"))
+        page.get_by_label("Search").fill("search co")
+        expect(rows).to_have_count(2)
+        page.get_by_label("Plan").select_option("pro")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Yak Search Co")
+        assert accessibility_violations(page) == []
+        clean(visit)
