@@ -18,10 +18,11 @@ signed-in operator (:data:`ConsoleUser`) or client (:data:`PortalUser`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..api.deps import (
@@ -36,13 +37,14 @@ from ..api.deps import (
 )
 from ..audit import CONSOLE_ACTOR, AuditAction, client_actor
 from ..cycles import utcnow
+from ..errors import BillingError, ClientNotFound
 from ..keys import digest_key
 from ..models import ClientRecord
 from ..ratelimit import RateLimiter, client_limit
 from ..service import BillingService
 from ..sessions import CONSOLE_SUBJECT, Session, SessionKind, new_token, token_digest
 from ..settings import Settings
-from .pages import SignInRequired
+from .pages import SignInRequired, render
 from .security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -84,6 +86,7 @@ class Operator(SignedIn):
 
 @dataclass(frozen=True)
 class Customer(SignedIn):
+    #: The signed-in client, read once per request with its cycle brought up to date.
     client: ClientRecord
     service: BillingService
 
@@ -147,7 +150,10 @@ def _portal_client(
     """The portal session and its client, while the client is active, the session's key
     usable and the address allowed (blocking: it reads the store)."""
     session = _session(request, settings, service, "portal")
-    client = service.store.get_client(session.subject)
+    try:  # the record as the page shows it: its cycle brought up to date
+        client: ClientRecord | None = service.get_client(session.subject)
+    except ClientNotFound:
+        client = None
     if client is None or not client.active:
         service.store.sessions.end_subject(SessionKind.PORTAL, session.subject)
         raise SignInRequired("portal", "inactive")
@@ -183,7 +189,7 @@ async def returning_portal_user(
     """For the pages Stripe sends the browser back to: None when the request carries no
     portal cookie at all. The cookie is ``SameSite=Strict``, so the browser leaves it out of a
     navigation another site started (Stripe's redirect); the page then sends the browser to
-    itself once (:data:`RESUMED`), a navigation of this site, which carries it."""
+    itself once (``resumed=1``), a navigation of this site, which carries it."""
     refuse_credentials_in_url(request, settings)
     if JARS["portal"].session_name not in request.cookies:
         return None
@@ -203,12 +209,28 @@ def _open_session(
     response: Response,
     settings: Settings,
     service: BillingService,
-    session_for: Session,
-    token: str,
+    kind: SessionKind,
+    subject: str,
+    now: datetime,
+    *,
+    key_id: str | None = None,
+    binding: str | None = None,
 ) -> None:
-    service.store.sessions.create(session_for, session_for.created_at)
-    side: Side = session_for.kind.value
-    JARS[side].set_session(response, request, token, session_secret(settings), _lifetime(settings))
+    """Store a new session of ``kind`` for ``subject`` and set its cookie on ``response``."""
+    token = new_token()
+    lifetime = _lifetime(settings)
+    session = Session(
+        digest=token_digest(token),
+        kind=kind,
+        subject=subject,
+        key_id=key_id,
+        binding=binding,
+        created_at=now,
+        expires_at=now + timedelta(seconds=lifetime),
+    )
+    service.store.sessions.create(session, now)
+    side: Side = kind.value
+    JARS[side].set_session(response, request, token, session_secret(settings), lifetime)
 
 
 def sign_in_console(
@@ -224,16 +246,16 @@ def sign_in_console(
     check_same_origin(request)
     verify_admin_token(settings, service, limiter, address, token or None)
     now = utcnow()
-    secret_token = new_token()
-    session = Session(
-        digest=token_digest(secret_token),
-        kind=SessionKind.CONSOLE,
-        subject=CONSOLE_SUBJECT,
+    _open_session(
+        request,
+        response,
+        settings,
+        service,
+        SessionKind.CONSOLE,
+        CONSOLE_SUBJECT,
+        now,
         binding=admin_binding(settings),
-        created_at=now,
-        expires_at=now + timedelta(seconds=_lifetime(settings)),
     )
-    _open_session(request, response, settings, service, session, secret_token)
     service.record_audit(AuditAction.CONSOLE_SIGN_IN, actor=CONSOLE_ACTOR, source=address, now=now)
 
 
@@ -249,21 +271,23 @@ def sign_in_portal(
     """Check the key as every keyed route does (and count the sign-in against the client's
     requests per minute), then open a portal session for its client."""
     check_same_origin(request)
-    client = verify_client_key(service, limiter, address, (api_key or "").strip() or None)
+    presented = (api_key or "").strip() or None
+    client = verify_client_key(service, limiter, address, presented)
     limiter.hit_client(client.client_id, client_limit(client))  # a sign-in is a request too
-    key = client.key_by_digest(digest_key((api_key or "").strip()))
+    assert presented is not None  # verify_client_key refuses a missing key
+    key = client.key_by_digest(digest_key(presented))
     assert key is not None  # verify_client_key found the client by this very digest
     now = utcnow()
-    secret_token = new_token()
-    session = Session(
-        digest=token_digest(secret_token),
-        kind=SessionKind.PORTAL,
-        subject=client.client_id,
+    _open_session(
+        request,
+        response,
+        settings,
+        service,
+        SessionKind.PORTAL,
+        client.client_id,
+        now,
         key_id=key.key_id,
-        created_at=now,
-        expires_at=now + timedelta(seconds=_lifetime(settings)),
     )
-    _open_session(request, response, settings, service, session, secret_token)
     service.record_audit(
         AuditAction.PORTAL_SIGN_IN,
         client_id=client.client_id,
@@ -273,6 +297,28 @@ def sign_in_portal(
         now=now,
     )
     return client
+
+
+def sign_in_form(
+    request: Request,
+    settings: Settings,
+    side: Side,
+    *,
+    notice: str | None = None,
+    error: BillingError | None = None,
+) -> HTMLResponse:
+    """A side's sign-in page (``<side>/sign_in.html``), with a fresh form token (and its
+    cookie when needed); a refused sign-in shows it again with the refusal, under the
+    refusal's status. The secret's field is always empty: what was sent is never written
+    back into a page."""
+    jar = JARS[side]
+    token, cookie = jar.signin_form(request, session_secret(settings))
+    context = {"side": side, "notice": notice, "csrf": token, "error": error}
+    status = 200 if error is None else error.status_code
+    response = render(request, f"{side}/sign_in.html", context, status_code=status)
+    response.headers.update(error.headers if error is not None and error.headers else {})
+    jar.set_signin(response, request, cookie)
+    return response
 
 
 def sign_out(
@@ -298,6 +344,7 @@ __all__ = [
     "RateLimiterDep",
     "ReturningCustomer",
     "sign_in_console",
+    "sign_in_form",
     "sign_in_portal",
     "sign_out",
 ]

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from ..api.deps import ClientAddress, RateLimiterDep, ServiceDep, SettingsDep
 from ..api.schemas import UsagePublic
 from ..api.schemas_admin import ClientCreate
-from ..errors import BillingError, InvalidAdminToken, RateLimited
+from ..errors import InvalidAdminToken, RateLimited
 from ..plans import PLANS
 from ..store.query import ClientSort, ClientStatus
 from .auth import (
@@ -27,8 +27,10 @@ from .auth import (
     ConsoleUser,
     refuse_credentials_in_url,
     sign_in_console,
+    sign_in_form,
     sign_out,
 )
+from .console_keys import key_shown
 from .forms import ClientFilters
 from .pages import PageRoute, is_fragment_request, redirect, render
 from .security import session_secret
@@ -69,26 +71,8 @@ def sign_in_page(
     reason: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     refuse_credentials_in_url(request, settings)
-    return _sign_in_form(request, settings, notice=SIGN_IN_REASONS.get(reason or ""))
-
-
-def _sign_in_form(
-    request: Request,
-    settings: SettingsDep,
-    *,
-    notice: str | None = None,
-    error: BillingError | None = None,
-) -> HTMLResponse:
-    """The sign-in page, with a fresh form token (and its cookie when needed); a refused
-    sign-in shows it again with the refusal, under the refusal's status."""
-    jar = JARS["console"]
-    token, cookie = jar.signin_form(request, session_secret(settings))
-    context = {"side": "console", "notice": notice, "csrf": token, "error": error}
-    status = 200 if error is None else error.status_code
-    response = render(request, "console/sign_in.html", context, status_code=status)
-    response.headers.update(error.headers if error is not None and error.headers else {})
-    jar.set_signin(response, request, cookie)
-    return response
+    notice = SIGN_IN_REASONS.get(reason or "")
+    return sign_in_form(request, settings, "console", notice=notice)
 
 
 @router.post("/sign-in")
@@ -107,7 +91,7 @@ def sign_in(
     try:
         sign_in_console(request, response, settings, service, limiter, address, admin_token)
     except (InvalidAdminToken, RateLimited) as exc:
-        return _sign_in_form(request, settings, error=exc)
+        return sign_in_form(request, settings, "console", error=exc)
     return response
 
 
@@ -168,15 +152,4 @@ def create_client(
     record, api_key = user.service.create_client(
         name=form.name, email=form.email, plan=form.plan, source=user.address
     )
-    return render(
-        request,
-        "console/key_shown.html",
-        {
-            "side": "console",
-            "csrf": user.csrf,
-            "record": record,
-            "api_key": api_key,
-            "created": True,
-        },
-        status_code=201,
-    )
+    return key_shown(request, user, record, record.api_keys[0], api_key, created=True)

@@ -44,7 +44,7 @@ def issue_key(
         )
     except BillingError as exc:
         return refused(request, user, client_id, exc)
-    return _key_shown(request, user, record, key, plaintext)
+    return key_shown(request, user, record, key, plaintext)
 
 
 @router.post("/clients/{client_id}/keys/{key_id}/rotate")
@@ -67,7 +67,7 @@ def rotate_key(
     except BillingError as exc:
         return refused(request, user, client_id, exc)
     replaced = ApiKeyPublic.of(find_key(record, key_id), utcnow())
-    return _key_shown(request, user, record, key, plaintext, replaced=replaced)
+    return key_shown(request, user, record, key, plaintext, replaced=replaced)
 
 
 @router.post("/clients/{client_id}/keys/{key_id}/revoke")
@@ -101,7 +101,7 @@ def set_key_expiry(
     )
 
 
-def _key_shown(
+def key_shown(
     request: Request,
     user: Operator,
     record: ClientRecord,
@@ -109,7 +109,10 @@ def _key_shown(
     plaintext: str,
     *,
     replaced: ApiKeyPublic | None = None,
+    created: bool = False,
 ) -> HTMLResponse:
+    """The page that shows a new key, once: after issuing or rotating one (``replaced``: the
+    old key and how long it still works), or creating the client (``created``)."""
     return render(
         request,
         "console/key_shown.html",
@@ -121,6 +124,7 @@ def _key_shown(
             "key": ApiKeyPublic.of(key, utcnow()),
             "replaced": replaced,
             "client_url": client_url(record.client_id),
+            "created": created,
         },
         status_code=201,
     )

@@ -24,13 +24,13 @@ from ..api.deps import (
     credential_in_query,
 )
 from ..api.schemas import UsagePublic
-from ..errors import BillingError, InvalidApiKey, IpNotAllowed, RateLimited
+from ..errors import InvalidApiKey, IpNotAllowed, RateLimited
 from ..models import ClientRecord, CostEntry
 from ..plans import PLANS, Plan, PlanId
 from ..settings import Settings
 from ..stripe_billing import ENDED
 from ..stripe_billing.client import configured_prices
-from .auth import JARS, PORTAL_PATH, PortalUser, sign_in_portal, sign_out
+from .auth import JARS, PORTAL_PATH, PortalUser, sign_in_form, sign_in_portal, sign_out
 from .pages import PageRoute, redirect, render
 from .security import session_secret
 
@@ -94,31 +94,11 @@ def sign_in_page(
     reason: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     if _key_in_url(request):
-        return _sign_in_form(request, settings, error=_key_in_url_error())
+        return sign_in_form(request, settings, "portal", error=_key_in_url_error())
     notice = SIGN_IN_REASONS.get(reason or "")
     if notice is not None:
         notice = notice.format(brand=settings.brand_name)
-    return _sign_in_form(request, settings, notice=notice)
-
-
-def _sign_in_form(
-    request: Request,
-    settings: Settings,
-    *,
-    notice: str | None = None,
-    error: BillingError | None = None,
-) -> HTMLResponse:
-    """The sign-in page, with a fresh form token (and its cookie when needed); a refused
-    sign-in shows it again with the refusal, under the refusal's status. The key field is
-    always empty: a key that was sent is never written back into a page."""
-    jar = JARS["portal"]
-    token, cookie = jar.signin_form(request, session_secret(settings))
-    context = {"side": "portal", "notice": notice, "csrf": token, "error": error}
-    status = 200 if error is None else error.status_code
-    response = render(request, "portal/sign_in.html", context, status_code=status)
-    response.headers.update(error.headers if error is not None and error.headers else {})
-    jar.set_signin(response, request, cookie)
-    return response
+    return sign_in_form(request, settings, "portal", notice=notice)
 
 
 @router.post("/sign-in")
@@ -133,12 +113,12 @@ def sign_in(
 ) -> Response:
     JARS["portal"].check_signin(request, session_secret(settings), csrf_token)
     if _key_in_url(request):
-        return _sign_in_form(request, settings, error=_key_in_url_error())
+        return sign_in_form(request, settings, "portal", error=_key_in_url_error())
     response = redirect(request, f"{PORTAL_PATH}/")
     try:
         sign_in_portal(request, response, settings, service, limiter, address, api_key)
     except (InvalidApiKey, IpNotAllowed, RateLimited) as exc:
-        return _sign_in_form(request, settings, error=exc)
+        return sign_in_form(request, settings, "portal", error=exc)
     return response
 
 
@@ -240,6 +220,6 @@ def dashboard_context(settings: Settings, record: ClientRecord) -> dict[str, Any
 
 @router.get("/")
 def dashboard(request: Request, user: PortalUser, settings: SettingsDep) -> HTMLResponse:
-    record = user.service.get_client(user.client.client_id)
+    record = user.client  # read by the session's check, its cycle brought up to date
     context = {"side": "portal", "section": "dashboard", "csrf": user.csrf}
     return render(request, "portal/dashboard.html", context | dashboard_context(settings, record))

@@ -160,7 +160,7 @@ def checkout_success(
     if user is None:
         found = {} if session_id is None else {"session_id": session_id}
         return resume(request, SUCCESS_PATH, found, resumed)
-    record = user.service.get_client(user.client.client_id)
+    record = user.client  # read by the session's check, its cycle brought up to date
     outcome, bought = checkout_outcome(billing, record, session_id)
     context = {
         "side": "portal",
@@ -181,6 +181,6 @@ def checkout_cancel(
 ) -> HTMLResponse:
     if user is None:
         return resume(request, CANCEL_PATH, {}, resumed)
-    record = user.service.get_client(user.client.client_id)
+    record = user.client  # read by the session's check, its cycle brought up to date
     context = {"side": "portal", "csrf": user.csrf, "record": record, "plan": PLANS[record.plan]}
     return render(request, "portal/checkout_cancel.html", context)
