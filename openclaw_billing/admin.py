@@ -6,6 +6,10 @@ Every action hands its event to the store with its change (``Store.mutate(..., a
 action is either done and recorded, or neither is (``StoreUnavailable``, a 503). The event is
 built, and checked by the secret guard, before the store's lock is taken, except where it
 depends on the state under the lock (the plan left, the allowlist as stored).
+
+Every change of an existing client is written by :meth:`AdminActions._mutate`, which then drops
+the client from this process's key cache (:mod:`openclaw_billing.keycache`): the next request
+sees the change.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Self
+from typing import Self, TypeVar
 
 from pydantic import ValidationError
 
@@ -24,16 +28,20 @@ from .access import new_client, new_key_record
 from .audit import ADMIN_ACTOR, MAX_SOURCE_LENGTH, AuditAction, DetailValue, NewAuditEvent
 from .cycles import utcnow
 from .errors import InvalidRequest
+from .keycache import KeyCache
 from .keys import generate_key
 from .models import ApiKeyRecord, ClientRecord
 from .net import UNKNOWN_ADDRESS, parse_networks
 from .plans import PlanId
 from .settings import get_settings
 from .store import Store, changes
+from .store.base import AuditFor
+from .store.changes import Change
 
 logger = logging.getLogger("openclaw_billing")
 
 Detail = Mapping[str, DetailValue]
+T = TypeVar("T")
 
 
 class AdminActions:
@@ -41,6 +49,7 @@ class AdminActions:
     :attr:`actor` (``admin``; ``console`` through :meth:`as_actor`) is who did it."""
 
     store: Store
+    key_cache: KeyCache
     #: Who the admin actions' events name as the actor.
     actor: str = ADMIN_ACTOR
 
@@ -86,9 +95,7 @@ class AdminActions:
         now = now or utcnow()
         detail: Detail = {"amount": amount, "reason": reason}
         audit = self._admin(AuditAction.CLIENT_CREDITS, client_id, source, now, detail)
-        record = self.store.mutate(
-            client_id, now, changes.add_credits(amount, reason, now), audit=audit
-        )
+        record = self._mutate(client_id, now, changes.add_credits(amount, reason, now), audit=audit)
         logger.info("Added %+d credits for %s: %r", amount, client_id, reason)
         return record
 
@@ -104,7 +111,7 @@ class AdminActions:
         now = now or utcnow()
         action = AuditAction.CLIENT_REACTIVATE if active else AuditAction.CLIENT_DEACTIVATE
         audit = self._admin(action, client_id, source, now, {})
-        record = self.store.mutate(client_id, now, changes.set_active(active, now), audit=audit)
+        record = self._mutate(client_id, now, changes.set_active(active, now), audit=audit)
         logger.info("%s client %s", "Reactivated" if active else "Deactivated", client_id)
         return record
 
@@ -131,7 +138,7 @@ class AdminActions:
         audit = self._admin(AuditAction.KEY_ISSUE, client_id, source, now, detail)
         change = changes.issue_key(key_record, now)
         with _invalid_request():
-            record = self.store.mutate(client_id, now, change, audit=audit)
+            record = self._mutate(client_id, now, change, audit=audit)
         logger.info("Issued key %s for %s", key_record.key_id, client_id)
         return record, key_record, key
 
@@ -158,7 +165,7 @@ class AdminActions:
         }
         audit = self._admin(AuditAction.KEY_ROTATE, client_id, source, now, detail)
         change = changes.rotate_key(key_id, key_record, grace, now)
-        record = self.store.mutate(client_id, now, change, audit=audit)
+        record = self._mutate(client_id, now, change, audit=audit)
         logger.info(
             "Rotated key %s of %s to %s (grace %ds)",
             key_id,
@@ -179,7 +186,7 @@ class AdminActions:
         """Revoke a key; revoking it again changes nothing but is recorded like the first."""
         now = now or utcnow()
         audit = self._admin(AuditAction.KEY_REVOKE, client_id, source, now, {"key_id": key_id})
-        record = self.store.mutate(client_id, now, changes.revoke_key(key_id, now), audit=audit)
+        record = self._mutate(client_id, now, changes.revoke_key(key_id, now), audit=audit)
         logger.info("Revoked key %s of %s", key_id, client_id)
         return record
 
@@ -198,7 +205,7 @@ class AdminActions:
         audit = self._admin(AuditAction.KEY_EXPIRY, client_id, source, now, detail)
         change = changes.set_key_expiry(key_id, expires_at, now)
         with _invalid_request():
-            return self.store.mutate(client_id, now, change, audit=audit)
+            return self._mutate(client_id, now, change, audit=audit)
 
     def set_policy(
         self,
@@ -226,7 +233,7 @@ class AdminActions:
             return self._event(AuditAction.CLIENT_POLICY, client_id, source, now, detail)
 
         with _invalid_request():
-            return self.store.mutate(client_id, now, change, audit=audit)
+            return self._mutate(client_id, now, change, audit=audit)
 
     def change_plan(
         self,
@@ -244,9 +251,21 @@ class AdminActions:
             return self._event(AuditAction.CLIENT_PLAN_CHANGE, client_id, source, now, detail)
 
         change = changes.change_plan(plan, now)
-        left, record = self.store.mutate(client_id, now, change, audit=audit)
+        left, record = self._mutate(client_id, now, change, audit=audit)
         logger.info("Changed plan of %s from %s to %s", client_id, left.value, plan.value)
         return left, record
+
+    # -- the one write of every change above ---------------------------------------------------
+
+    def _mutate(self, client_id: str, now: datetime, change: Change[T], audit: AuditFor[T]) -> T:
+        """``Store.mutate``, then this process forgets what it cached about the client's keys
+        (a revoked key, a deactivated client, a new allowlist or plan is seen by the next
+        request, not ``OPENCLAW_KEY_CACHE_SECONDS`` later). Forgotten whatever the outcome:
+        a refused change may still have written a due reset, and forgetting costs one read."""
+        try:
+            return self.store.mutate(client_id, now, change, audit=audit)
+        finally:
+            self.key_cache.forget_client(client_id)
 
     # -- audit events -----------------------------------------------------------------------------
 

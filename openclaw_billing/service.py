@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
-from .access import KEY_TOUCH_INTERVAL
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .cycles import as_utc, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
+from .keycache import REFUSED, KeyCache, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
@@ -47,8 +47,15 @@ Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
 
 class BillingService(AdminActions):
-    def __init__(self, store: Store) -> None:
+    """``key_cache``: this worker's cache of verified keys (by default one of its own, for
+    ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
+    share it."""
+
+    def __init__(self, store: Store, *, key_cache: KeyCache | None = None) -> None:
         self.store = store
+        if key_cache is None:
+            key_cache = KeyCache(get_settings().key_cache_seconds)
+        self.key_cache = key_cache
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -81,22 +88,47 @@ class BillingService(AdminActions):
         """The active client owning ``api_key``, or None for a missing, malformed, unknown,
         revoked or expired key or an inactive client (all the same None).
 
-        ``ledger=False`` is authentication only (the HTTP dependency): the record's ledger
-        parts may be empty (see ``Store.get_client_by_key_digest``), so the cost of a request
-        does not grow with the jobs the client has run this cycle."""
+        ``ledger=False`` is authentication only (the HTTP dependency, :meth:`verify_key`): the
+        record's ledger parts may be empty (see ``Store.get_client_by_key_digest``), so the
+        cost of a request does not grow with the jobs the client has run this cycle, and the
+        answer may come from this worker's key cache. ``ledger=True`` always reads the store."""
+        verified = self.verify_key(api_key, now=now, ledger=ledger)
+        return None if verified is None else verified.client
+
+    def verify_key(
+        self, api_key: str | None, *, now: datetime | None = None, ledger: bool = False
+    ) -> VerifiedKey | None:
+        """The active client owning ``api_key`` and the id of that key, or None (as
+        :meth:`authenticate`).
+
+        Without the ledger, what the store said about the key is taken from this worker's
+        :class:`~.keycache.KeyCache` while it is at most ``OPENCLAW_KEY_CACHE_SECONDS`` old
+        (changes made through this service drop the client's entries at once). Every answer
+        checks the client's status and the key's revocation and expiry at ``now``: a key
+        stops at its ``expires_at`` exactly, cached or not. The key's last use is recorded at
+        most once per ``KEY_TOUCH_INTERVAL`` either way."""
         if not api_key or not is_well_formed(api_key):
             return None
         now = now or utcnow()
         digest = digest_key(api_key)
-        record = self.store.get_client_by_key_digest(digest, ledger=ledger)
-        key = None if record is None else record.key_by_digest(digest)
-        if record is None or key is None or not digests_match(key.digest, digest):
+        cached = None if ledger else self.key_cache.get(digest)
+        if cached is REFUSED:
             return None
-        if not record.active or not key.usable(now):
+        if cached is None:
+            ticket = self.key_cache.ticket()
+            record = self.store.get_client_by_key_digest(digest, ledger=ledger)
+            key = None if record is None else record.key_by_digest(digest)
+            if key is not None and not digests_match(key.digest, digest):
+                record = key = None
+            if not ledger:
+                self.key_cache.put(digest, record, ticket)
+        else:
+            record, key = cached
+        if record is None or key is None or not record.active or not key.usable(now):
             return None
-        if key.last_used_at is None or now - key.last_used_at >= KEY_TOUCH_INTERVAL:
+        if self.key_cache.claim_touch(digest, key.last_used_at, now):
             self._touch(record.client_id, key.key_id, now)
-        return record
+        return VerifiedKey(record, key.key_id)
 
     def _touch(self, client_id: str, key_id: str, now: datetime) -> None:
         # Best effort: a busy store must not turn a valid key into a refused request.

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     billing_threads: Annotated[
         int, Field(validation_alias="OPENCLAW_BILLING_THREADS", ge=1, le=64)
     ] = 2
+    #: How long a worker believes what the store said about a key (seconds; 0: never, read
+    #: the store on every request): the bound on how late a revocation, deactivation or policy
+    #: change made by another worker or instance is seen (see :mod:`.keycache`).
+    key_cache_seconds: Annotated[
+        float,
+        Field(validation_alias="OPENCLAW_KEY_CACHE_SECONDS", ge=0, le=60, allow_inf_nan=False),
+    ] = 1.0
     #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
     public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
         "http://localhost:18789"

@@ -36,6 +36,7 @@ from ..errors import (
     InvalidApiKey,
     IpNotAllowed,
 )
+from ..keycache import VerifiedKey
 from ..keys import display_prefix, is_well_formed, secret_matches
 from ..models import ClientRecord
 from ..net import resolve_client_address
@@ -191,33 +192,41 @@ class ClientCheck:
     file in one hand-off instead of two).
 
     :meth:`client` runs the check once and returns the client, or raises the check's error
-    (again on every later call). If the route is never reached because its body fails
+    (again on every later call); then :attr:`key_id` names the key it accepted. If the route is never reached because its body fails
     validation, the validation handler (:func:`~openclaw_billing.api.errors.validation_answer`)
     settles the check first, so a bad key still gets 401 rather than 422 and a client's
     invalid request still counts against its rate limit, exactly as with ``CurrentClient``."""
 
-    __slots__ = ("_check", "_client", "_error")
+    __slots__ = ("_check", "_error", "_verified")
 
-    def __init__(self, check: Callable[[], ClientRecord]) -> None:
+    def __init__(self, check: Callable[[], VerifiedKey]) -> None:
         self._check = check
-        self._client: ClientRecord | None = None
+        self._verified: VerifiedKey | None = None
         self._error: BillingError | None = None
 
     def client(self) -> ClientRecord:
         """The authenticated client (blocking: call it on a billing thread, first thing)."""
         if self._error is not None:
             raise self._error
-        if self._client is None:
+        if self._verified is None:
             try:
-                self._client = self._check()
+                self._verified = self._check()
             except BillingError as exc:
                 self._error = exc
                 raise
-        return self._client
+        return self._verified.client
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key that authenticated the request, once :meth:`client` has
+        returned (before that: its error, or ``RuntimeError`` if it has not run)."""
+        if self._verified is None:
+            raise self._error or RuntimeError("the key check has not run: call client() first")
+        return self._verified.key_id
 
     async def settle(self) -> None:
         """Run the check if it has not run (on the billing threads); raise its error."""
-        if self._client is None:
+        if self._verified is None:
             await run_billing(self.client)
 
 
@@ -263,13 +272,14 @@ def _authenticate(
     request: Request,
     response: Response,
     api_key: str | None,
-) -> ClientRecord:
-    client = verify_client_key(service, limiter, address, api_key)
+) -> VerifiedKey:
+    verified = verify_key(service, limiter, address, api_key)
+    client = verified.client
     state = limiter.hit_client(client.client_id, client_limit(client))
     if state is not None:
         response.headers.update(state.headers())
         setattr(request.state, RATE_LIMIT_HEADERS_STATE, state.headers())  # for error answers
-    return client
+    return verified
 
 
 def verify_client_key(
@@ -279,16 +289,24 @@ def verify_client_key(
     route that takes a key and of the portal's sign-in. Throttled per address before the key
     is looked at; a failure is counted and audited (401 ``invalid_api_key``, 403
     ``ip_not_allowed``)."""
+    return verify_key(service, limiter, address, api_key).client
+
+
+def verify_key(
+    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
+) -> VerifiedKey:
+    """:func:`verify_client_key`, with the id of the key (``BillingService.verify_key``)."""
     limiter.check_auth(address)  # before the key is looked at: a right guess is not confirmed
     if api_key is None:
         raise InvalidApiKey()
     too_long = len(api_key) > MAX_SECRET_HEADER_LENGTH
-    client = None if too_long else service.authenticate(api_key, ledger=False)
-    if client is None:
+    verified = None if too_long else service.verify_key(api_key)
+    if verified is None:
         prefix = display_prefix(api_key) if is_well_formed(api_key) else None
         detail: dict[str, DetailValue] = {} if prefix is None else {"key_prefix": prefix}
         _auth_failed(service, limiter, address, AuditAction.AUTH_KEY_FAILED, detail=detail)
         raise InvalidApiKey()
+    client = verified.client
     if not service.address_allowed(client, address):  # a valid key from outside its allowlist
         _auth_failed(
             service,
@@ -299,7 +317,7 @@ def verify_client_key(
             actor=client_actor(client.client_id),
         )
         raise IpNotAllowed()
-    return client
+    return verified
 
 
 def _auth_failed(

@@ -115,8 +115,13 @@ class StripeBase:
         # skewed clock, a crafted payload within the signature's tolerance) counts as now, so
         # the real events that follow it are never "stale".
         created = min(created, int(now.timestamp()))
-        store = self.service.store
-        outcome, _ = store.apply_stripe_event(event_id, ref, created, change, now, ordered=ordered)
+        apply = self.service.store.apply_stripe_event
+        try:
+            outcome, _ = apply(event_id, ref, created, change, now, ordered=ordered)
+        finally:
+            # Like an admin action's: this process's next request sees what the event changed
+            # (a plan, a status), not OPENCLAW_KEY_CACHE_SECONDS later.
+            self.service.key_cache.forget_client(record.client_id)
         return outcome
 
     # -- a customer Stripe no longer has ------------------------------------------------------
