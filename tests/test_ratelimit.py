@@ -21,7 +21,6 @@ from pydantic import ValidationError
 import gateway
 from conftest import ADMIN_TOKEN
 from openclaw_billing import ratelimit
-from openclaw_billing.cycles import utcnow
 from openclaw_billing.errors import ConfigurationError, RateLimited
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PLANS, PlanId
@@ -75,10 +74,9 @@ def bad_key(n: int) -> dict[str, str]:
 
 
 def set_override(client_id: str, per_minute: int | None) -> ClientRecord:
-    """The client's rate-limit override, written through the store."""
-    return get_service().store.set_policy(
-        client_id, utcnow(), rate_limit_per_minute=per_minute, ip_allowlist=[]
-    )
+    """The client's rate-limit override, set as the admin API sets it: through the service, so
+    this process's key cache drops the client and its next request has the new limit."""
+    return get_service().set_policy(client_id, rate_limit_per_minute=per_minute, ip_allowlist=[])
 
 
 @contextmanager
