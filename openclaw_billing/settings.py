@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     billing_threads: Annotated[
         int, Field(validation_alias="OPENCLAW_BILLING_THREADS", ge=1, le=64)
     ] = 2
+    #: Who commits the worker's store changes in batches (see :mod:`.committer`): a thread of
+    #: its own (``thread``) or the event loop's thread (``loop``).
+    committer: Annotated[
+        Literal["thread", "loop"], Field(validation_alias="OPENCLAW_COMMITTER")
+    ] = "thread"
     #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
     public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
         "http://localhost:18789"
