@@ -41,6 +41,7 @@ from openclaw_billing.errors import (
     PaymentPastDue,
     StoreUnavailable,
 )
+from openclaw_billing.jobs import Charged, NewJob, StoredJob
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
@@ -55,6 +56,7 @@ from openclaw_billing.service import (
     set_service,
 )
 from openclaw_billing.settings import get_settings
+from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.store.filelock import FileLock
 from openclaw_billing.store.files import (
     append,
@@ -70,6 +72,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "BillingService",
     "BodyLimitedRoute",
     "ChargeResult",
+    "Charged",
     "ClientCheck",
     "ClientInactive",
     "ClientNotFound",
@@ -83,13 +86,16 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "EscapeControls",
     "FileLock",
     "InvalidApiKey",
+    "JobStorage",
     "MULTI_LINE",
+    "NewJob",
     "NotFound",
     "ONE_LINE",
     "PLANS",
     "PaymentPastDue",
     "ServiceDep",
     "StoreUnavailable",
+    "StoredJob",
     "SubmitDecision",
     "UtcDatetime",
     "append",

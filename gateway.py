@@ -53,8 +53,11 @@ from client_auth import (
     ErrorPublic,
     EscapeControls,
     FileLock,
+    JobStorage,
+    NewJob,
     NotFound,
     ServiceDep,
+    StoredJob,
     StoreUnavailable,
     UtcDatetime,
     append,
@@ -236,6 +239,11 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         self._refresh()
         return self._jobs.get(job_id)
+
+    def all(self) -> list[JobRecord]:
+        self._refresh()
+        with self._read_lock:
+            return list(self._jobs.values())
 
     def for_client(self, client_id: str, since: datetime | None) -> list[JobRecord]:
         self._refresh()
@@ -430,9 +438,40 @@ async def intake(
     With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
     charge (idempotent per job id) and the queued job (one per id) happen at most once; the job
     file keeps a hash of the body and the first answer's credits to answer retries with."""
-    # The key check, the charge and the job file run as one job on the worker's billing
-    # threads (OPENCLAW_BILLING_THREADS): one hand-off per request instead of two.
-    return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
+    if not isinstance(service.store, JobStorage):
+        # A store that keeps no jobs: the job file, after the charge (see _intake).
+        return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
+    check = client
+    verified = await run_billing(check.client)  # 401/403/429 before anything else
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
+        raise InvalidIdempotencyKey()
+    keyed = idempotency_key is not None
+    cid = verified.client_id
+    job_id = idempotent_job_id(cid, idempotency_key) if idempotency_key else str(uuid.uuid4())
+    body_hash = request_hash(body) if keyed else None
+    job = NewJob(fields=body.model_dump(), request_hash=body_hash)
+    charged = await service.accept(service.charge_of(cid, job_id=job_id, job=job))
+    stored = charged.job
+    assert stored is not None  # a job was given: the new one or the first request's
+    if charged.charge.replayed:
+        if stored.request_hash != body_hash:
+            raise IdempotencyConflict()
+        response.headers[REPLAYED_HEADER] = "true"
+    return _accepted(_record_of(stored))
+
+
+def _record_of(job: StoredJob) -> JobRecord:
+    """A stored job as the gateway's job (its fields were validated on the way in)."""
+    values: dict[str, Any] = {
+        **job.fields,
+        "job_id": job.job_id,
+        "client_id": job.client_id,
+        "status": "queued",
+        "created_at": job.created_at,
+        "request_hash": job.request_hash,
+        "credits_remaining": job.credits_remaining,
+    }
+    return JobRecord.model_construct(**values)
 
 
 def _intake(
@@ -470,10 +509,15 @@ def _intake(
 
 
 @router.get("/api/jobs", tags=["jobs"], responses=_errors(401, 429, 503))
-def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
+def list_jobs(client: CurrentClient, service: ServiceDep, jobs: JobsDep) -> JobList:
     """The calling client's jobs within its plan's history window, oldest first."""
     days = PLANS[client.plan].history_days
-    listed = jobs.for_client(client.client_id, _history_start(days, utcnow()))
+    since = _history_start(days, utcnow())
+    listed = (
+        [_record_of(job) for job in service.store.client_jobs(client.client_id, since)]
+        if isinstance(service.store, JobStorage)
+        else jobs.for_client(client.client_id, since)
+    )
     return JobList(jobs=[job.public() for job in listed], history_days=days)
 
 
@@ -481,10 +525,15 @@ def list_jobs(client: CurrentClient, jobs: JobsDep) -> JobList:
 def get_job(
     job_id: Annotated[str, PathParam(max_length=100, pattern=ONE_LINE)],
     client: CurrentClient,
+    service: ServiceDep,
     jobs: JobsDep,
 ) -> Job:
     """One of the calling client's jobs; another client's job is simply not found."""
-    job = jobs.get(job_id)
+    if isinstance(service.store, JobStorage):
+        stored = service.store.get_job(client.client_id, job_id)
+        job = None if stored is None else _record_of(stored)
+    else:
+        job = jobs.get(job_id)
     since = _history_start(PLANS[client.plan].history_days, utcnow())
     if job is None or job.client_id != client.client_id or (since and job.created_at < since):
         raise NotFound("Job not found")
@@ -549,9 +598,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise  # as it is: a host or a test that runs the lifespan sees the real error
     settings = get_settings()
     app.state.jobs = JobStore(settings.jobs_file, lock_timeout=settings.store_lock_timeout)
+    _import_job_file(get_service().store, app.state.jobs)
     if settings.admin_token is None:
         logger.warning("OPENCLAW_ADMIN_TOKEN is not set: admin routes answer 503")
     yield
+
+
+def _import_job_file(store: object, jobs: JobStore) -> None:
+    """A store that keeps the jobs with their charges takes over the job file of an earlier
+    release: its jobs are imported (once each, however many workers start), then served from
+    the store."""
+    if not isinstance(store, JobStorage):
+        return
+    fields = set(JobCreate.model_fields)
+    found = [
+        StoredJob(
+            client_id=job.client_id,
+            job_id=job.job_id,
+            created_at=job.created_at,
+            fields={name: value for name, value in job.model_dump().items() if name in fields},
+            request_hash=job.request_hash,
+            credits_remaining=job.credits_remaining,
+        )
+        for job in jobs.all()
+    ]
+    if found and (imported := store.import_jobs(found)):
+        logger.warning("Imported %d jobs from the job file %s into the store", imported, jobs.path)
 
 
 class QuietStartupRefusal:

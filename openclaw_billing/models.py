@@ -108,7 +108,13 @@ class ApiKeyRecord(_Model):
     last_used_at: UtcDatetime | None = None
 
     def usable(self, now: datetime) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+        return key_usable(self.revoked_at, self.expires_at, now)
+
+
+def key_usable(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a key works at ``now``: not revoked and not past its expiry (the one rule; the
+    SQL store's charge asks it of the key's columns)."""
+    return revoked_at is None and (expires_at is None or now < expires_at)
 
 
 def legacy_key_id(digest: str) -> str:

@@ -24,8 +24,10 @@ from datetime import datetime
 
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
+from .committer import CommitterKind, new_committer
 from .cycles import as_utc, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
+from .jobs import Charged, NewJob
 from .keycache import REFUSED, KeyCache, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
@@ -35,6 +37,7 @@ from .reports import Overview, overview_of
 from .safetext import is_one_line
 from .settings import get_settings
 from .store import Store, open_store
+from .store.base import Charge
 from .store.query import FIRST_PAGE, ClientQuery
 
 logger = logging.getLogger("openclaw_billing")
@@ -51,11 +54,24 @@ class BillingService(AdminActions):
     ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
     share it."""
 
-    def __init__(self, store: Store, *, key_cache: KeyCache | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        committer: CommitterKind = "thread",
+        key_cache: KeyCache | None = None,
+    ) -> None:
         self.store = store
+        #: Commits this process's charges in batches (see :mod:`.committer`).
+        self.committer = new_committer(store, committer)
         if key_cache is None:
             key_cache = KeyCache(get_settings().key_cache_seconds)
         self.key_cache = key_cache
+
+    def close(self) -> None:
+        """Commit what is queued, then close the store."""
+        self.committer.close()
+        self.store.close()
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -162,7 +178,28 @@ class BillingService(AdminActions):
         cost: float = 0.0,
         now: datetime | None = None,
     ) -> ChargeResult:
-        """Atomic check-and-charge of one job (see ``Store.charge``)."""
+        """Atomic check-and-charge of one job (see ``Store.charge``), committed with the
+        changes that arrive together (see :mod:`.committer`)."""
+        charge = self.charge_of(client_id, job_id=job_id, cost=cost, now=now)
+        return self.settled(self.committer.run(charge)).charge
+
+    async def accept(self, charge: Charge) -> Charged:
+        """Charge a job and store it in one atomic step (see ``Store.accept``), committed with
+        the changes that arrive together; for async callers (the gateway's intake)."""
+        return self.settled(await self.committer.run_async(charge))
+
+    def charge_of(
+        self,
+        client_id: str,
+        *,
+        job_id: str | None = None,
+        cost: float = 0.0,
+        now: datetime | None = None,
+        job: NewJob | None = None,
+        key_id: str | None = None,
+    ) -> Charge:
+        """A charge checked at the edge: ``job_id`` (a new UUID when None) and ``cost`` within
+        their bounds (``ValueError``), ``client_id`` one line (else ``ClientNotFound``)."""
         job_id = job_id if job_id is not None else str(uuid.uuid4())
         if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID_LENGTH:
             raise ValueError(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
@@ -176,14 +213,25 @@ class BillingService(AdminActions):
             raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
         if not isinstance(client_id, str) or not is_one_line(client_id):
             raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
-        result = self.store.charge(client_id, job_id, amount, now or utcnow())
+        return Charge(client_id, job_id, amount, now or utcnow(), job=job, key_id=key_id)
+
+    @staticmethod
+    def settled(charged: Charged) -> Charged:
+        """The summary's log line of a charge that was made (a replay logs nothing)."""
+        result = charged.charge
         if result.replayed:
             pass
         elif result.credits_remaining is None:
-            logger.info("Logged job for %s (unlimited plan): job submission %s", client_id, job_id)
+            logger.info(
+                "Logged job for %s (unlimited plan): job submission %s",
+                result.client_id,
+                result.job_id,
+            )
         else:
-            logger.info("Deducted credit for %s: job submission %s", client_id, job_id)
-        return result
+            logger.info(
+                "Deducted credit for %s: job submission %s", result.client_id, result.job_id
+            )
+        return charged
 
     def refund(self, client_id: str, job_id: str, *, now: datetime | None = None) -> bool:
         """Give back the credit of a charged job that could not be queued."""
@@ -264,7 +312,7 @@ def get_service() -> BillingService:
             settings = get_settings()
             store = open_store(settings.billing_db, lock_timeout=settings.store_lock_timeout)
             logger.info("Billing store: %s", store.location)
-            _default = BillingService(store)
+            _default = BillingService(store, committer=settings.committer)
         return _default
 
 
@@ -273,7 +321,7 @@ def set_service(service: BillingService | None) -> None:
     global _default
     with _default_lock:
         if _default is not None and _default is not service:
-            _default.store.close()
+            _default.close()
         _default = service
 
 

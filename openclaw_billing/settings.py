@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     billing_threads: Annotated[
         int, Field(validation_alias="OPENCLAW_BILLING_THREADS", ge=1, le=64)
     ] = 2
+    #: Who commits the worker's store changes in batches (see :mod:`.committer`): a thread of
+    #: its own (``thread``) or the event loop's thread (``loop``).
+    committer: Annotated[
+        Literal["thread", "loop"], Field(validation_alias="OPENCLAW_COMMITTER")
+    ] = "thread"
     #: How long a worker believes what the store said about a key (seconds; 0: never, read
     #: the store on every request): the bound on how late a revocation, deactivation or policy
     #: change made by another worker or instance is seen (see :mod:`.keycache`).

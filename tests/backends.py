@@ -33,6 +33,7 @@ A test module uses them by importing the fixture functions (registered under the
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store, migrate, open_store
+from openclaw_billing.store.capabilities import JobStorage
 from tests.invariants import check_record
 from tests.store_helpers import T0, make_record
 
@@ -61,6 +63,7 @@ __all__ = [
     "SQL_BACKENDS",
     "add_client",
     "all_clients",
+    "all_jobs",
     "assert_invariants",
     "file_store_url",
     "fresh_pg_url",
@@ -217,6 +220,21 @@ def add_client(
 def all_clients(store: Store) -> list[ClientRecord]:
     """Every stored client, in creation order."""
     return migrate.all_clients(store)
+
+
+def all_jobs(store: Store, jobs_file: Path) -> list[tuple[str, str]]:
+    """Every accepted job as (client id, job id): from the store when it keeps them, else
+    from the gateway's job file (a store without ``JobStorage``)."""
+    if isinstance(store, JobStorage):
+        return [
+            (job.client_id, job.job_id)
+            for record in all_clients(store)
+            for job in store.client_jobs(record.client_id)
+        ]
+    if not jobs_file.exists():
+        return []
+    lines = (json.loads(line) for line in jobs_file.read_text().splitlines() if line.strip())
+    return [(job["client_id"], job["job_id"]) for job in lines]
 
 
 def assert_invariants(store: Store) -> list[ClientRecord]:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,16 @@ def free_port() -> int:
 @contextmanager
 def running_gateway(
     state_dir: Path,
+    **options: Any,
+) -> Iterator[str]:
+    """:func:`gateway_process`, yielding only its base URL."""
+    with gateway_process(state_dir, **options) as (base, _):
+        yield base
+
+
+@contextmanager
+def gateway_process(
+    state_dir: Path,
     *,
     workers: int = 1,
     admin_token: str = ADMIN_TOKEN,
@@ -46,12 +57,13 @@ def running_gateway(
     app: str = "gateway:app",
     ready_path: str = "/health",
     port: int | None = None,
-) -> Iterator[str]:
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start ``uvicorn gateway:app`` (or another ``app``, a host app of the tests, ready when
     ``ready_path`` answers 200) on a free loopback port (or ``port``, for a test that must name
     the gateway's address in its settings, e.g. ``OPENCLAW_PUBLIC_URL``) over a store in
-    ``state_dir``; yields its base URL. Start-up failures carry the server's output, which is
-    kept in :func:`log_path` (``log_level="info"`` writes the access log there too).
+    ``state_dir``; yields its base URL and the server's process. Start-up failures carry the
+    server's output, which is kept in :func:`log_path` (``log_level="info"`` writes the access
+    log there too).
 
     The server leads its own process group and is stopped with SIGTERM (never SIGINT, which a
     suite started in the background ignores), then SIGKILL, and whatever of its group is left
@@ -106,7 +118,7 @@ def running_gateway(
         # give the others a moment by polling a few more times.
         for _ in range(workers * 3):
             httpx.get(f"{base}{ready_path}", timeout=5)
-        yield base
+        yield base, proc
     finally:
         stop(proc, timeout=15)
         log.close()

@@ -29,18 +29,19 @@ JOB = {"project_name": "p", "description": "d"}
 def _peak_concurrency(
     monkeypatch: pytest.MonkeyPatch, threads: int, requests: int, barrier: int = 0
 ) -> int:
-    """The most charges that ran at once during a burst of ``requests`` intakes. With
-    ``barrier``, charges meet in groups of that size (a charge that waits 10 s in vain fails
-    the burst); otherwise each holds its thread for a while, giving others time to pile up."""
+    """The most key checks that ran at once during a burst of ``requests`` intakes. With
+    ``barrier``, checks meet in groups of that size (a check that waits 10 s in vain fails
+    the burst); otherwise each holds its thread for a while, giving others time to pile up.
+    (The charges themselves are committed by the worker's committer: tests/test_committer.py.)"""
     monkeypatch.setenv("OPENCLAW_BILLING_THREADS", str(threads))
     get_settings.cache_clear()
     service = get_service()
     _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
     running, peak, lock = 0, 0, threading.Lock()
-    charge = service.store.charge
+    authenticate = service.authenticate
     together = threading.Barrier(barrier, timeout=10) if barrier else None
 
-    def slow_charge(*args: Any) -> Any:
+    def slow_check(*args: Any, **kwargs: Any) -> Any:
         nonlocal running, peak
         with lock:
             running += 1
@@ -50,12 +51,12 @@ def _peak_concurrency(
                 together.wait()
             else:
                 time.sleep(0.2)
-            return charge(*args)
+            return authenticate(*args, **kwargs)
         finally:
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(service.store, "charge", slow_charge)
+    monkeypatch.setattr(service, "authenticate", slow_check)
     app = gateway.create_app()
 
     async def burst() -> list[int]:
@@ -81,7 +82,7 @@ def test_billing_work_never_exceeds_its_threads(env: Path, monkeypatch: pytest.M
 
 
 def test_billing_threads_do_run_in_parallel(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # With 3 threads, 3 charges run together (a barrier proves it): the limit above is the
+    # With 3 threads, 3 key checks run together (a barrier proves it): the limit above is the
     # setting, not an accident of scheduling.
     assert _peak_concurrency(monkeypatch, threads=3, requests=6, barrier=3) == 3
 

@@ -32,7 +32,6 @@ the server's log included) and the job file against the ledger.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from schemathesis.config import SchemathesisConfig
 import gateway
 from conftest import ADMIN_TOKEN
 from openclaw_billing.store import open_store
-from tests.backends import FILE_BACKENDS, assert_invariants, file_store_url
+from tests.backends import FILE_BACKENDS, all_jobs, assert_invariants, file_store_url
 from tests.factories import create_client_at
 from tests.fake_stripe import FakeStripe
 from tests.invariants import KEY_RE
@@ -133,19 +132,14 @@ def test_r22_invariants_hold_after_fuzzing(live: Live) -> None:
     store = open_store(live.store_url)
     try:
         records = {r.client_id: r for r in assert_invariants(store)}  # I1-I3
+        jobs = all_jobs(store, live.state_dir / "jobs.jsonl")
     finally:
         store.close()
     # I3 across the gateway: every queued job is charged exactly once in its client's ledger.
-    jobs_file = live.state_dir / "jobs.jsonl"
-    jobs = (
-        [json.loads(line) for line in jobs_file.read_text().splitlines()]
-        if jobs_file.exists()
-        else []
-    )
     if live.calls:  # (not when this test runs alone)
         assert jobs, "no job was ever accepted: the fuzzer did not reach the charging path"
     for client_id, record in records.items():
-        queued = sorted(j["job_id"] for j in jobs if j["client_id"] == client_id)
+        queued = sorted(job_id for owner, job_id in jobs if owner == client_id)
         assert sorted(e.job_id for e in record.metadata.cost_log) == queued, client_id
     # I5: no plaintext key in the store, the job file, the audit log or the server's log.
     for path in live.state_dir.iterdir():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import multiprocessing as mp
 import threading
 import time
@@ -27,7 +26,7 @@ from conftest import ADMIN_TOKEN
 from openclaw_billing.cycles import CYCLE_LENGTH
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
-from tests.backends import assert_invariants, reopen, store_url_fixture  # noqa: F401
+from tests.backends import all_jobs, assert_invariants, reopen, store_url_fixture  # noqa: F401
 from tests.factories import JOB_BODY, create_client_at
 from tests.invariants import check_store_file
 from tests.server import running_gateway
@@ -135,13 +134,13 @@ def test_r1_exactly_the_credits_are_sold_across_workers_and_processes(
     ledger = detail["metadata"]["cost_log"]
     assert len(ledger) == CREDITS
     assert len({entry["job_id"] for entry in ledger}) == CREDITS
-    jobs = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
-    assert len(jobs) == CREDITS
-    assert {job["job_id"] for job in jobs} == {entry["job_id"] for entry in ledger}
     if store_url.endswith(".json"):
         check_store_file(tmp_path / "clients.json", keys=[key])
     with reopen(store_url) as store:
         assert_invariants(store)
+        jobs = all_jobs(store, tmp_path / "jobs.jsonl")
+    assert len(jobs) == CREDITS
+    assert {job_id for _, job_id in jobs} == {entry["job_id"] for entry in ledger}
 
 
 @pytest.mark.slow

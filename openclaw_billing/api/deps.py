@@ -192,10 +192,11 @@ class ClientCheck:
     file in one hand-off instead of two).
 
     :meth:`client` runs the check once and returns the client, or raises the check's error
-    (again on every later call); then :attr:`key_id` names the key it accepted. If the route is never reached because its body fails
-    validation, the validation handler (:func:`~openclaw_billing.api.errors.validation_answer`)
-    settles the check first, so a bad key still gets 401 rather than 422 and a client's
-    invalid request still counts against its rate limit, exactly as with ``CurrentClient``."""
+    (again on every later call); then :attr:`key_id` names the key it accepted. If the route
+    is never reached because its body fails validation, the validation handler
+    (:func:`~openclaw_billing.api.errors.validation_answer`) settles the check first, so a bad
+    key still gets 401 rather than 422 and a client's invalid request still counts against its
+    rate limit, exactly as with ``CurrentClient``."""
 
     __slots__ = ("_check", "_error", "_verified")
 

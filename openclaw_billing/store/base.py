@@ -17,6 +17,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, cast
 from ..audit import AuditLog, NewAuditEvent
 from ..cycles import is_expired
 from ..errors import BillingError
+from ..jobs import Charged, NewJob
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord
 from ..plans import PlanId
 from ..sessions import SessionStore
@@ -63,6 +64,26 @@ class Mutation(Generic[T]):
 
 
 @dataclass(frozen=True)
+class Charge:
+    """One job's charge, as :meth:`Store.mutate_batch` takes it (the hot path: a backend may
+    apply it without loading the whole record). Its outcome's result is a
+    :class:`~openclaw_billing.jobs.Charged`. ``job``: the job to store in the same atomic
+    step (see :mod:`openclaw_billing.jobs`); ``key_id``: the key the request was
+    authenticated with, re-checked in that step."""
+
+    client_id: str
+    job_id: str
+    cost: float
+    now: datetime
+    job: NewJob | None = None
+    key_id: str | None = None
+
+
+#: What one entry of a batch may be.
+Operation = Mutation[Any] | Charge
+
+
+@dataclass(frozen=True)
 class Outcome(Generic[T]):
     """What one mutation of a batch came to: its result, or the refusal that stopped it (and
     then nothing of it was stored)."""
@@ -81,8 +102,8 @@ class Store(ABC):
     """Persistent clients and their ledgers. Implementations are safe to share between
     threads, and between processes that open the same location.
 
-    A backend implements the abstract primitives (eleven). ``mutate`` is a batch of one
-    :meth:`mutate_batch`; the named admin actions (``add_credits``, ``issue_key`` ...) and
+    A backend implements the abstract primitives (ten). ``mutate`` and ``charge`` are batches
+    of one :meth:`mutate_batch`; the named admin actions (``add_credits``, ``issue_key`` ...) and
     ``refresh_cycle`` are concrete: each is one :meth:`mutate` with its change from
     :mod:`.changes`, so a new admin action widens neither this class nor any backend.
     Capabilities a backend may lack are protocols of their own (:mod:`.capabilities`)."""
@@ -100,12 +121,12 @@ class Store(ABC):
         Raises ``DuplicateClient`` if the id or key digest exists."""
 
     @abstractmethod
-    def mutate_batch(self, batch: Sequence[Mutation[Any]]) -> list[Outcome[Any]]:
-        """Apply each mutation to its client, in order, in one atomic step: one transaction
-        (SQL) or one file write and fsync (JSON) for the whole batch. Each mutation keeps its
-        own outcome: a refused one (a ``BillingError`` from its change, ``ClientNotFound``, a
-        record the store cannot hold) stores nothing of its own and leaves the others as they
-        are; mutations of the same client see the ones before them.
+    def mutate_batch(self, batch: Sequence[Operation]) -> list[Outcome[Any]]:
+        """Apply each mutation (or :class:`Charge`) to its client, in order, in one atomic
+        step: one transaction (SQL) or one file write and fsync (JSON) for the whole batch.
+        Each mutation keeps its own outcome: a refused one (a ``BillingError`` from its change,
+        ``ClientNotFound``, a record the store cannot hold) stores nothing of its own and leaves
+        the others as they are; mutations of the same client see the ones before them.
 
         For each, under its client's lock: roll the cycle if due, apply ``change`` and keep the
         record with the audit event that ``audit`` makes from the change's result: either both
@@ -159,7 +180,6 @@ class Store(ABC):
             return current  # the read path: only a due reset needs the lock
         return self.mutate(client_id, now, changes.read)
 
-    @abstractmethod
     def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
         """Atomic check-and-charge of one job: roll the cycle if due, then charge one credit
         (unlimited plans: log only) and record ``job_id`` and ``cost`` in the ledger.
@@ -167,6 +187,14 @@ class Store(ABC):
         A job id already charged returns its first result (``replayed=True``) and charges
         nothing. Raises ``CreditLimitReached``, ``ClientInactive`` or ``ClientNotFound``.
         """
+        return self.accept(Charge(client_id, job_id, cost, now)).charge
+
+    def accept(self, charge: Charge) -> Charged:
+        """:meth:`charge`, storing ``charge.job`` with it in the same atomic step and
+        re-checking ``charge.key_id`` (rules in :mod:`openclaw_billing.jobs`). A store without
+        :class:`~.capabilities.JobStorage` refuses a job."""
+        [outcome] = self.mutate_batch([charge])
+        return cast(Charged, outcome.unwrap())
 
     def refund(self, client_id: str, job_id: str, now: datetime) -> bool:
         """Atomically undo the current cycle's charge of ``job_id`` (its job could not be

@@ -6,8 +6,11 @@ so a backend that cannot offer it still implements the whole Store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from ..jobs import StoredJob
 
 
 @runtime_checkable
@@ -20,3 +23,19 @@ class EventIdTransfer(Protocol):
 
     def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
         """Remember these event ids as processed; ids already known stay."""
+
+
+@runtime_checkable
+class JobStorage(Protocol):
+    """Keeps the jobs accepted with their charges (``Store.accept`` with a job), in the same
+    atomic step as the charge. The SQL stores have it."""
+
+    def get_job(self, client_id: str, job_id: str) -> StoredJob | None:
+        """The client's job with this id, or None (another client's job is not found)."""
+
+    def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
+        """The client's jobs created at ``since`` or later (None: all), oldest first."""
+
+    def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
+        """Store jobs accepted before jobs lived in the store (a job file's), those not
+        stored yet; returns how many were new. Their charges are not touched."""

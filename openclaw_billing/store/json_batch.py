@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..audit import NewAuditEvent
-from ..errors import BillingError, DuplicateClient
+from ..errors import BillingError, DuplicateClient, UnstorableChange
+from ..jobs import StoredJob
 from ..models import ClientRecord
 from .json_format import State, record_digests
 from .mutating import WorkingCopies
@@ -40,8 +41,14 @@ class JsonBatch(WorkingCopies):
         return list(self.kept.values())
 
     def keep(
-        self, client_id: str, record: ClientRecord | None, event: NewAuditEvent | None
+        self,
+        client_id: str,
+        record: ClientRecord | None,
+        event: NewAuditEvent | None,
+        job: StoredJob | None = None,
     ) -> None:
+        if job is not None:
+            raise UnstorableChange("This store does not keep jobs")
         if record is not None:
             last = self._state.positions[client_id] == len(self._state.lines) - 1
             try:
@@ -54,6 +61,9 @@ class JsonBatch(WorkingCopies):
             self._claimed.update(dict.fromkeys(record_digests(record), client_id))
         if event is not None:
             self.events.append(event)
+
+    def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
+        return None
 
     def _check_new_keys(self, record: ClientRecord) -> None:
         """A key of ``record`` must not be another client's (digests are unique), in the file

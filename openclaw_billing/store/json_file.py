@@ -34,7 +34,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from .. import access, ledger
+from .. import access
 from ..audit import AuditEvent, NewAuditEvent
 from ..cycles import utcnow
 from ..errors import (
@@ -43,7 +43,7 @@ from ..errors import (
     StoreUnavailable,
     UnstorableChange,
 )
-from ..models import ChargeResult, ClientRecord
+from ..models import ClientRecord
 from .audit_json import JsonAuditLog, audit_path
 from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
 from .filelock import FileLock
@@ -267,13 +267,6 @@ class JsonFileStore(MutatingStore):
 
     def overview(self, now: datetime) -> StoreOverview:
         return overview_of(list(self._current().clients.values()), now)
-
-    def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
-        def change(record: ClientRecord) -> tuple[ChargeResult, bool]:
-            result = ledger.charge(record, job_id, cost, now)
-            return result, not result.replayed
-
-        return self.mutate(client_id, now, change)
 
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         # A note of use, not an access to the account: no cycle roll, no updated_at.

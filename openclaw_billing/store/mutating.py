@@ -14,11 +14,12 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from .. import ledger
+from .. import jobs, ledger
 from ..audit import NewAuditEvent
 from ..errors import BillingError, ClientNotFound
+from ..jobs import Charged, StoredJob
 from ..models import ClientRecord, CycleSummary
-from .base import EventOutcome, Mutation, Outcome, Store
+from .base import Charge, EventOutcome, Mutation, Operation, Outcome, Store
 
 
 class Staged(Protocol):
@@ -30,12 +31,20 @@ class Staged(Protocol):
         object until a ``keep`` fails); None if no such client."""
 
     def keep(
-        self, client_id: str, record: ClientRecord | None, event: NewAuditEvent | None
+        self,
+        client_id: str,
+        record: ClientRecord | None,
+        event: NewAuditEvent | None,
+        job: StoredJob | None = None,
     ) -> None:
         """Keep one mutation's work for the batch's write: the changed record (None:
-        unchanged) and its audit event (None: none). Raises ``BillingError`` when the store
-        cannot hold it (a key digest another client has, a record that would not load): then
+        unchanged), its audit event (None: none) and the job accepted with a charge (None:
+        none). Raises ``BillingError`` when the store cannot hold it (a key digest another
+        client has, a record that would not load, a job on a store that keeps none): then
         nothing of this mutation is kept and :meth:`record` gives the last kept state again."""
+
+    def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
+        """The client's job stored under ``job_id`` (by the store or earlier in this batch)."""
 
     def restore(self, client_id: str) -> ClientRecord:
         """Make the client's working copy the last kept state again (a fresh copy), after a
@@ -76,17 +85,43 @@ class MutatingStore(Store):
         that was kept in one atomic step (one transaction, one file write), or raise
         ``StoreUnavailable`` having written none of it."""
 
-    def mutate_batch(self, batch: Sequence[Mutation[Any]]) -> list[Outcome[Any]]:
+    def mutate_batch(self, batch: Sequence[Operation]) -> list[Outcome[Any]]:
         resets: list[tuple[str, int | None]] = []
         with self._batch([m.client_id for m in batch]) as staged:
-            outcomes = [_apply(staged, mutation, resets) for mutation in batch]
+            outcomes = [
+                self._charge(staged, op, resets)
+                if isinstance(op, Charge)
+                else _apply(staged, op, resets)
+                for op in batch
+            ]
         for client_id, allowance in resets:  # once the batch is stored
             log_cycle_reset(client_id, allowance)
         return outcomes
 
+    def _charge(
+        self, staged: Staged, op: Charge, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Charged]:
+        """One charge of a batch, by the rules of :func:`.jobs.accept` applied to the record
+        (a backend with a faster path overrides this)."""
+        accepted: list[StoredJob | None] = [None]
+
+        def change(record: ClientRecord) -> tuple[Charged, bool]:
+            stored = staged.stored_job(op.client_id, op.job_id)
+            charged, accepted[0] = jobs.accept(
+                record, op.job_id, op.cost, op.now, job=op.job, stored=stored, key_id=op.key_id
+            )
+            return charged, not charged.charge.replayed
+
+        mutation = Mutation(op.client_id, op.now, change)
+        return _apply(staged, mutation, resets, job=lambda: accepted[0])
+
 
 def _apply(
-    staged: Staged, mutation: Mutation[Any], resets: list[tuple[str, int | None]]
+    staged: Staged,
+    mutation: Mutation[Any],
+    resets: list[tuple[str, int | None]],
+    *,
+    job: Callable[[], StoredJob | None] = lambda: None,
 ) -> Outcome[Any]:
     record = staged.record(mutation.client_id)
     if record is None:
@@ -109,9 +144,10 @@ def _apply(
         dirty = dirty or changed
         # Outside the try: an audit that fails is a bug, and stores none of the batch.
         event = None if mutation.audit is None else mutation.audit(result)
-    if dirty or event is not None:
+    kept_job = None if error is not None else job()
+    if dirty or event is not None or kept_job is not None:
         try:
-            staged.keep(mutation.client_id, record if dirty else None, event)
+            staged.keep(mutation.client_id, record if dirty else None, event, kept_job)
         except BillingError as exc:
             return Outcome(error=exc)
     if reset is not None:

@@ -18,40 +18,32 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import (
-    Connection,
-    Row,
-    bindparam,
-    delete,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Row, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .. import access, ledger
+from .. import access
 from ..audit import NewAuditEvent
 from ..cycles import is_expired
 from ..errors import (
     BillingError,
     ClientNotFound,
-    CreditLimitReached,
     DuplicateClient,
     KeyNotFound,
     StoreUnavailable,
 )
-from ..models import ChargeResult, ClientRecord
+from ..jobs import Charged, StoredJob
+from ..models import ClientRecord
 from . import sql_query
 from .audit_sql import SqlAuditLog
-from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
+from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
 from .query import FIRST_PAGE, ClientQuery, StoreOverview
 from .sessions_sql import SqlSessionStore
 from .sql_batch import SqlBatch
+from .sql_charge import charge_locked, client_jobs, find_job, import_jobs, lock_row
 from .sql_engine import integrity_error, logger, open_engines
 from .sql_read import key_missing, load_account, load_records, locate
 from .sql_schema import (
@@ -59,38 +51,8 @@ from .sql_schema import (
     clients,
     create_schema,
     event_rows,
-    ledger_rows,
 )
 from .sql_write import columns, save
-
-# The hot path's statements, built once: constructing a statement costs more in Python than
-# SQLite takes to run it.
-_LOCK_ROW = select(clients).where(clients.c.client_id == bindparam("b_client")).with_for_update()
-_FIND_JOB = select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
-    ledger_rows.c.client_id == bindparam("b_client"), ledger_rows.c.job_id == bindparam("b_job")
-)
-#: Charge a limited plan: one conditional UPDATE (no credit left: no row).
-_TAKE_CREDIT = (
-    update(clients)
-    .where(clients.c.client_id == bindparam("b_client"), clients.c.credits_remaining > 0)
-    .values(
-        credits_remaining=clients.c.credits_remaining - 1,
-        cycle_jobs=clients.c.cycle_jobs + 1,
-        total_spent=bindparam("b_spent"),
-        updated_at=bindparam("b_now"),
-    )
-)
-#: An unlimited plan: log the spend only.
-_LOG_ONLY = (
-    update(clients)
-    .where(clients.c.client_id == bindparam("b_client"))
-    .values(
-        cycle_jobs=clients.c.cycle_jobs + 1,
-        total_spent=bindparam("b_spent"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_INSERT_LEDGER = insert(ledger_rows)
 
 
 class SqlStore(MutatingStore):
@@ -149,7 +111,7 @@ class SqlStore(MutatingStore):
 
     @staticmethod
     def _lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
-        return conn.execute(_LOCK_ROW, {"b_client": client_id}).first()
+        return lock_row(conn, client_id)
 
     def _load(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[ClientRecord]:
         """Whole records for client rows (see :func:`.sql_read.load_records`)."""
@@ -159,13 +121,33 @@ class SqlStore(MutatingStore):
     def _batch(self, client_ids: Sequence[str]) -> Iterator[Staged]:
         try:
             with self._tx() as conn:
-                # Row locks in one order (by id): two batches never wait for each other.
-                locked = (self._lock_row(conn, cid) for cid in sorted(set(client_ids)))
-                rows = [row for row in locked if row is not None]
-                stored = {r.client_id: r for r in self._load(conn, rows)}
-                yield SqlBatch(conn, stored, self.audit, client_ids)
+                yield SqlBatch(conn, self._load, self.audit, client_ids)
         except IntegrityError as exc:
             raise integrity_error(exc, "This key already belongs to another client") from None
+
+    def _charge(
+        self, staged: Staged, op: Charge, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Charged]:
+        batch = cast(SqlBatch, staged)
+        row = batch.row(op.client_id)
+        if row is None:
+            batch.charged(op.client_id, wrote=False)
+            return Outcome(error=ClientNotFound())
+        if is_expired(row.billing_cycle_end, op.now):
+            # The cycle ended: roll it with the shared rules (kept even if the charge is
+            # refused), then charge the new cycle's row. The ledger table, not the record,
+            # says whether the id was ever charged.
+            allowance = batch.roll(op.client_id, op.now)
+            resets.append((op.client_id, allowance))
+            row = batch.row(op.client_id)
+            assert row is not None  # locked by this transaction
+        try:
+            charged = charge_locked(batch.conn, row, op)
+        except BillingError as exc:  # decided before anything was written
+            batch.charged(op.client_id, wrote=False)
+            return Outcome(error=exc)
+        batch.charged(op.client_id, wrote=True)
+        return Outcome(charged)
 
     # -- Store API ------------------------------------------------------------------------
 
@@ -225,68 +207,19 @@ class SqlStore(MutatingStore):
         with self._tx(write=False) as conn:
             return sql_query.overview(conn, now, self.location)
 
-    def charge(self, client_id: str, job_id: str, cost: float, now: datetime) -> ChargeResult:
-        refused: BillingError | None = None
-        with self._tx() as conn:
-            row = self._lock_row(conn, client_id)
-            if row is None:
-                raise ClientNotFound()
-            if not is_expired(row.billing_cycle_end, now):
-                return self._charge_locked(conn, row, job_id, cost, now)
-            # The cycle ended: roll it with the shared rules and charge, in this transaction
-            # and on this connection (a second one could wait on a pool this one holds).
-            [before] = self._load(conn, [row])
-            record = before.model_copy(deep=True)
-            reset = ledger.roll_cycle(record, now)
-            save(conn, before, record)
-            rolled = self._lock_row(conn, client_id)
-            assert rolled is not None  # locked by this transaction
-            try:
-                result = self._charge_locked(conn, rolled, job_id, cost, now)
-            except BillingError as exc:  # refused: the reset is stored all the same
-                refused = exc
-        if reset is not None:
-            log_cycle_reset(client_id, record.metadata.cycle_allowance)
-        if refused is not None:
-            raise refused
-        return result
+    # -- jobs (JobStorage) -------------------------------------------------------------------
 
-    @staticmethod
-    def _charge_locked(
-        conn: Connection, row: Row[Any], job_id: str, cost: float, now: datetime
-    ) -> ChargeResult:
-        """The hot path, under the row lock: replay, checks, conditional UPDATE, ledger row."""
-        cid = row.client_id
-        existing = conn.execute(_FIND_JOB, {"b_client": cid, "b_job": job_id}).first()
-        if existing is not None:
-            return ChargeResult(
-                cid, job_id, existing.cost, existing.charged_at, row.credits_remaining, True
-            )
-        refused = ledger.refusal(
-            active=row.active,
-            subscription_status=row.subscription_status,
-            disputed=bool(ledger.dispute_ids(row.metadata_extra)),
-            credits_remaining=row.credits_remaining,
-        )
-        if refused is not None:
-            raise refused.error()
-        spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
-        remaining = row.credits_remaining
-        statement = _LOG_ONLY if remaining is None else _TAKE_CREDIT
-        params = {"b_client": cid, "b_spent": spent, "b_now": now}
-        if conn.execute(statement, params).rowcount != 1:
-            raise CreditLimitReached()
-        ledger_row = {
-            "client_id": cid,
-            "job_id": job_id,
-            "cycle_no": row.cycle_no,
-            "cost": cost,
-            "charged_at": now,
-        }
-        conn.execute(_INSERT_LEDGER, ledger_row)
-        return ChargeResult(
-            cid, job_id, cost, now, None if remaining is None else remaining - 1, replayed=False
-        )
+    def get_job(self, client_id: str, job_id: str) -> StoredJob | None:
+        with self._tx(write=False) as conn:
+            return find_job(conn, client_id, job_id)
+
+    def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
+        with self._tx(write=False) as conn:
+            return client_jobs(conn, client_id, since)
+
+    def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
+        with self._tx() as conn:
+            return import_jobs(conn, jobs)
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None

@@ -50,8 +50,9 @@ logger = logging.getLogger("openclaw_billing.store")
 #: counts, Unix times or row ids is 64-bit (BIGINT; a 32-bit ``stripe_event_at`` refused
 #: every Stripe event after January 2038 on PostgreSQL). 4: what the operator's reads need
 #: (:mod:`.sql_query`): each client's folded name and email and the jobs of its cycle, and
-#: which ledger rows a record no longer holds; with their indexes.
-SCHEMA_VERSION = 4
+#: which ledger rows a record no longer holds; with their indexes. 5: the jobs accepted with
+#: their charges (a new table, which ``create_all`` adds to an older database).
+SCHEMA_VERSION = 5
 
 #: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
 SCHEMA_LOCK = 0x0C1A_B111
@@ -193,6 +194,21 @@ summary_rows = Table(
     Column("spend", Float, nullable=False),
     Column("credits_left", BigInteger, nullable=True),
     UniqueConstraint("client_id", "cycle_no", name="uq_openclaw_summary_cycle"),
+)
+#: Version 5: each job accepted with its charge, written in the charge's transaction.
+job_rows = Table(
+    "openclaw_jobs",
+    metadata_obj,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), ForeignKey("openclaw_clients.client_id"), nullable=False),
+    Column("job_id", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    #: The job's fields as a JSON object of strings.
+    Column("fields", Text, nullable=False),
+    Column("request_hash", String(128)),
+    Column("credits_remaining", BigInteger),
+    UniqueConstraint("client_id", "job_id", name="uq_openclaw_jobs_job"),
+    Index("ix_openclaw_jobs_created", "client_id", "created_at"),
 )
 event_rows = Table(
     "openclaw_stripe_events",

@@ -27,7 +27,7 @@ from openclaw_billing.errors import (
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
-from openclaw_billing.store import JsonFileStore, Store, changes, json_format
+from openclaw_billing.store import JsonFileStore, Store, changes, json_format, sql_charge
 from openclaw_billing.store import json_file as json_file_module
 from openclaw_billing.store.base import Mutation, Outcome
 from openclaw_billing.store.files import write_atomic
@@ -403,13 +403,13 @@ def test_sql_locks_a_batchs_rows_in_id_order(store: Store, monkeypatch: pytest.M
     so two batches over the same clients can never wait for each other."""
     ids = [limited(store, name)[0].client_id for name in "ABCDE"]
     locked: list[str] = []
-    lock_row = SqlStore._lock_row
+    lock_row = sql_charge.lock_row
 
     def recording(conn: Any, client_id: str) -> Any:
         locked.append(client_id)
         return lock_row(conn, client_id)
 
-    monkeypatch.setattr(SqlStore, "_lock_row", staticmethod(recording))
+    monkeypatch.setattr(sql_charge, "lock_row", recording)
     store.mutate_batch([Mutation(cid, T1, credits(1)) for cid in reversed(ids)] * 2)
     assert locked == sorted(ids)
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from openclaw_billing.errors import ConfigurationError
-from openclaw_billing.models import ChargeResult, ClientRecord
+from openclaw_billing.models import ClientRecord
 from openclaw_billing.store import ClientQuery, JsonFileStore, Store, StoreOverview
-from openclaw_billing.store.base import Mutation, Outcome
+from openclaw_billing.store.base import Operation, Outcome
 from openclaw_billing.store.capabilities import EventIdTransfer
 from openclaw_billing.store.migrate import copy_store
 from openclaw_billing.store.query import FIRST_PAGE
@@ -29,7 +29,7 @@ class PrimitivesOnly(Store):
     def create_client(self, record: ClientRecord, *, audit: Any = None) -> None:
         self.inner.create_client(record, audit=audit)
 
-    def mutate_batch(self, batch: Sequence[Mutation[Any]]) -> list[Outcome[Any]]:
+    def mutate_batch(self, batch: Sequence[Operation]) -> list[Outcome[Any]]:
         return self.inner.mutate_batch(batch)
 
     def get_client(self, client_id: str) -> ClientRecord | None:
@@ -43,9 +43,6 @@ class PrimitivesOnly(Store):
 
     def overview(self, now: datetime) -> StoreOverview:
         return self.inner.overview(now)
-
-    def charge(self, *args: Any) -> ChargeResult:
-        return self.inner.charge(*args)
 
     def touch_key(self, *args: Any) -> None:
         self.inner.touch_key(*args)

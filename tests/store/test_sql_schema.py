@@ -21,10 +21,12 @@ from sqlalchemy import BigInteger, Integer, MetaData, create_engine, insert, tex
 
 from openclaw_billing.access import new_key_record
 from openclaw_billing.errors import StoreUnavailable
+from openclaw_billing.jobs import NewJob
 from openclaw_billing.keys import digest_key, generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.store import ClientQuery, ClientSort, Store, sql_schema
-from openclaw_billing.store.base import StripeRef
+from openclaw_billing.store.base import Charge, StripeRef
+from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.store.json_file import JsonFileStore
 from tests import console_data
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -245,7 +247,7 @@ def test_a_version_3_database_is_upgraded_for_the_operators_reads(
     reference = JsonFileStore(tmp_path / "reference.json")
     console_data.build(reference)
     with reopen(store_url) as upgraded:
-        assert _version(store_url) == sql_schema.SCHEMA_VERSION == 4
+        assert _version(store_url) == sql_schema.SCHEMA_VERSION
         assert all_clients(upgraded) == before
         for query in (
             ClientQuery(search="STRASSE"),
@@ -267,3 +269,25 @@ def _ids(store: Store, query: ClientQuery) -> list[str]:
 
 def _noop(record: ClientRecord) -> None:
     """A Stripe change that changes nothing but the newest event time."""
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_a_version_4_database_gains_the_jobs_table(store_url: str) -> None:
+    with reopen(store_url) as first:
+        record, _ = add_client(first)
+        first.charge(record.client_id, "job-old", 0.5, T0)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE openclaw_jobs"))
+        conn.execute(text("UPDATE openclaw_schema_version SET version = 4"))
+    engine.dispose()
+    with reopen(store_url) as upgraded:
+        assert isinstance(upgraded, JobStorage)
+        assert upgraded.client_jobs(record.client_id) == []
+        charge = Charge(record.client_id, "job-new", 1.0, T0, job=NewJob({"name": "x"}))
+        charged = upgraded.accept(charge)
+        assert charged.charge.credits_remaining == 198
+        assert upgraded.get_job(record.client_id, "job-new") == charged.job
+        # The charge made before the upgrade is still known: its id is not charged again.
+        assert upgraded.charge(record.client_id, "job-old", 0.5, T0).replayed
+    assert _version(store_url) == sql_schema.SCHEMA_VERSION == 5

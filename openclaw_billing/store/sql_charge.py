@@ -1,0 +1,179 @@
+"""The SQL store's hot path: a charge and its job as a few statements on the locked client
+row, in the batch's transaction (for :class:`.sql.SqlStore`), and the jobs' reads.
+
+The statements ask the questions of :func:`openclaw_billing.jobs.accept` in its order: the
+job stored under the id (a retry: the first answer), the key re-checked, the ledger row of
+the id (a replay), the refusal (:func:`openclaw_billing.ledger.refusal`), then one conditional
+``UPDATE ... WHERE credits_remaining > 0``, the ledger row and the job row. A refusal is
+decided before anything is written, so it needs no savepoint to be undone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+
+from .. import ledger
+from ..errors import CreditLimitReached, InvalidApiKey
+from ..jobs import Charged, StoredJob, new_job
+from ..models import ChargeResult, key_usable
+from .base import Charge
+from .sql_schema import api_key_rows, clients, job_rows, ledger_rows
+
+# Built once: constructing a statement costs more in Python than SQLite takes to run it.
+LOCK_ROW = select(clients).where(clients.c.client_id == bindparam("b_client")).with_for_update()
+_FIND_CHARGE = select(ledger_rows.c.cost, ledger_rows.c.charged_at).where(
+    ledger_rows.c.client_id == bindparam("b_client"), ledger_rows.c.job_id == bindparam("b_job")
+)
+_FIND_JOB = select(job_rows).where(
+    job_rows.c.client_id == bindparam("b_client"), job_rows.c.job_id == bindparam("b_job")
+)
+_FIND_KEY = select(api_key_rows.c.revoked_at, api_key_rows.c.expires_at).where(
+    api_key_rows.c.client_id == bindparam("b_client"), api_key_rows.c.key_id == bindparam("b_key")
+)
+#: Charge a limited plan: one conditional UPDATE (no credit left: no row).
+_TAKE_CREDIT = (
+    update(clients)
+    .where(clients.c.client_id == bindparam("b_client"), clients.c.credits_remaining > 0)
+    .values(
+        credits_remaining=clients.c.credits_remaining - 1,
+        cycle_jobs=clients.c.cycle_jobs + 1,
+        total_spent=bindparam("b_spent"),
+        updated_at=bindparam("b_now"),
+    )
+)
+#: An unlimited plan: log the spend only.
+_LOG_ONLY = (
+    update(clients)
+    .where(clients.c.client_id == bindparam("b_client"))
+    .values(
+        cycle_jobs=clients.c.cycle_jobs + 1,
+        total_spent=bindparam("b_spent"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_INSERT_LEDGER = insert(ledger_rows)
+_INSERT_JOB = insert(job_rows)
+
+
+def lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
+    """Lock the client's row for the transaction and read it (None: no such client)."""
+    return conn.execute(LOCK_ROW, {"b_client": client_id}).first()
+
+
+def charge_locked(conn: Connection, row: Row[Any], op: Charge) -> Charged:
+    """One charge on the client's locked ``row`` (its cycle current). Raises the refusal,
+    having written nothing."""
+    cid, job_id, now = row.client_id, op.job_id, op.now
+    params = {"b_client": cid, "b_job": job_id}
+    stored = conn.execute(_FIND_JOB, params).first()
+    if stored is not None:
+        return _replayed(conn, row, job_of(stored))
+    if op.key_id is not None:
+        key = conn.execute(_FIND_KEY, {"b_client": cid, "b_key": op.key_id}).first()
+        if key is None or not key_usable(key.revoked_at, key.expires_at, now):
+            raise InvalidApiKey()
+    existing = conn.execute(_FIND_CHARGE, params).first()
+    if existing is not None:
+        result = ChargeResult(
+            cid, job_id, existing.cost, existing.charged_at, row.credits_remaining, True
+        )
+    else:
+        result = _take(conn, row, job_id, op.cost, now)
+    if op.job is None:
+        return Charged(result, None)
+    job = new_job(cid, job_id, op.job, result)
+    conn.execute(_INSERT_JOB, job_values(job))
+    return Charged(result, job)
+
+
+def _take(conn: Connection, row: Row[Any], job_id: str, cost: float, now: datetime) -> ChargeResult:
+    refused = ledger.refusal(
+        active=row.active,
+        subscription_status=row.subscription_status,
+        disputed=bool(ledger.dispute_ids(row.metadata_extra)),
+        credits_remaining=row.credits_remaining,
+    )
+    if refused is not None:
+        raise refused.error()
+    cid, remaining = row.client_id, row.credits_remaining
+    spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
+    statement = _LOG_ONLY if remaining is None else _TAKE_CREDIT
+    if conn.execute(statement, {"b_client": cid, "b_spent": spent, "b_now": now}).rowcount != 1:
+        raise CreditLimitReached()
+    conn.execute(
+        _INSERT_LEDGER,
+        {
+            "client_id": cid,
+            "job_id": job_id,
+            "cycle_no": row.cycle_no,
+            "cost": cost,
+            "charged_at": now,
+        },
+    )
+    return ChargeResult(
+        cid, job_id, cost, now, None if remaining is None else remaining - 1, replayed=False
+    )
+
+
+def _replayed(conn: Connection, row: Row[Any], job: StoredJob) -> Charged:
+    charge = conn.execute(_FIND_CHARGE, {"b_client": row.client_id, "b_job": job.job_id}).first()
+    cost, at = (charge.cost, charge.charged_at) if charge is not None else (0.0, job.created_at)
+    result = ChargeResult(row.client_id, job.job_id, cost, at, row.credits_remaining, True)
+    return Charged(result, job)
+
+
+def job_values(job: StoredJob) -> dict[str, Any]:
+    """The ``openclaw_jobs`` row of a job."""
+    return {
+        "client_id": job.client_id,
+        "job_id": job.job_id,
+        "created_at": job.created_at,
+        "fields": json.dumps(job.fields, ensure_ascii=False, separators=(",", ":")),
+        "request_hash": job.request_hash,
+        "credits_remaining": job.credits_remaining,
+    }
+
+
+def job_of(row: Row[Any]) -> StoredJob:
+    return StoredJob.model_construct(
+        client_id=row.client_id,
+        job_id=row.job_id,
+        created_at=row.created_at,
+        fields=json.loads(row.fields),
+        request_hash=row.request_hash,
+        credits_remaining=row.credits_remaining,
+    )
+
+
+def find_job(conn: Connection, client_id: str, job_id: str) -> StoredJob | None:
+    row = conn.execute(_FIND_JOB, {"b_client": client_id, "b_job": job_id}).first()
+    return None if row is None else job_of(row)
+
+
+def client_jobs(conn: Connection, client_id: str, since: datetime | None) -> list[StoredJob]:
+    query = select(job_rows).where(job_rows.c.client_id == client_id)
+    if since is not None:
+        query = query.where(job_rows.c.created_at >= since)
+    return [job_of(r) for r in conn.execute(query.order_by(job_rows.c.created_at, job_rows.c.id))]
+
+
+def import_jobs(conn: Connection, jobs: Sequence[StoredJob]) -> int:
+    """Insert the jobs not stored yet (by client and id) whose client exists."""
+    known_clients = set(conn.execute(select(clients.c.client_id)).scalars())
+    have = {
+        (r.client_id, r.job_id)
+        for r in conn.execute(select(job_rows.c.client_id, job_rows.c.job_id))
+    }
+    fresh: dict[tuple[str, str], StoredJob] = {}
+    for job in jobs:
+        key = (job.client_id, job.job_id)
+        if job.client_id in known_clients and key not in have:
+            fresh.setdefault(key, job)
+    if fresh:
+        conn.execute(_INSERT_JOB, [job_values(j) for j in fresh.values()])
+    return len(fresh)
