@@ -348,6 +348,7 @@ def _intake_keyed(
     service: BillingService,
     jobs: JobStore,
     response: Response,
+    key_id: str,
 ) -> JobAccepted:
     job_id = idempotent_job_id(client_id, key)
     body_hash = request_hash(body)
@@ -356,7 +357,7 @@ def _intake_keyed(
     existing = jobs.get(job_id)
     if existing is not None:
         return _replay(existing, body_hash, response)
-    charge = service.charge(client_id, job_id=job_id)
+    charge = service.charge(client_id, job_id=job_id, key_id=key_id)
     if charge.replayed:
         # Charged by another request with this key that has not queued the job yet (or
         # has just queued it, or died in between).
@@ -442,7 +443,7 @@ async def intake(
         # A store that keeps no jobs: the job file, after the charge (see _intake).
         return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
     check = client
-    verified = await run_billing(check.client)  # 401/403/429 before anything else
+    verified = await check.resolve()  # 401/403/429 before anything else
     if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
         raise InvalidIdempotencyKey()
     keyed = idempotency_key is not None
@@ -450,7 +451,9 @@ async def intake(
     job_id = idempotent_job_id(cid, idempotency_key) if idempotency_key else str(uuid.uuid4())
     body_hash = request_hash(body) if keyed else None
     job = NewJob(fields=body.model_dump(), request_hash=body_hash)
-    charged = await service.accept(service.charge_of(cid, job_id=job_id, job=job))
+    # The charge re-checks the key in its atomic step: the check above may be a cached one.
+    charge = service.charge_of(cid, job_id=job_id, job=job, key_id=check.key_id)
+    charged = await service.accept(charge)
     stored = charged.job
     assert stored is not None  # a job was given: the new one or the first request's
     if charged.charge.replayed:
@@ -486,9 +489,11 @@ def _intake(
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
             raise InvalidIdempotencyKey()
-        return _intake_keyed(body, client.client_id, idempotency_key, service, jobs, response)
+        return _intake_keyed(
+            body, client.client_id, idempotency_key, service, jobs, response, check.key_id
+        )
     job_id = str(uuid.uuid4())
-    charge = service.charge(client.client_id, job_id=job_id)
+    charge = service.charge(client.client_id, job_id=job_id, key_id=check.key_id)
     job = JobRecord(
         **body.model_dump(), job_id=job_id, client_id=client.client_id, created_at=charge.charged_at
     )

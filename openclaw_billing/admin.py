@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Self, TypeVar
+from typing import Self, TypeVar, cast
 
 from pydantic import ValidationError
 
 from .access import new_client, new_key_record
 from .audit import ADMIN_ACTOR, MAX_SOURCE_LENGTH, AuditAction, DetailValue, NewAuditEvent
+from .committer import ThreadCommitter
 from .cycles import utcnow
 from .errors import InvalidRequest
 from .keycache import KeyCache
@@ -35,7 +36,7 @@ from .net import UNKNOWN_ADDRESS, parse_networks
 from .plans import PlanId
 from .settings import get_settings
 from .store import Store, changes
-from .store.base import AuditFor
+from .store.base import AuditFor, Mutation
 from .store.changes import Change
 
 logger = logging.getLogger("openclaw_billing")
@@ -50,6 +51,8 @@ class AdminActions:
 
     store: Store
     key_cache: KeyCache
+    #: Commits the changes in batches with the worker's others (see :mod:`.committer`).
+    committer: ThreadCommitter
     #: Who the admin actions' events name as the actor.
     actor: str = ADMIN_ACTOR
 
@@ -258,12 +261,13 @@ class AdminActions:
     # -- the one write of every change above ---------------------------------------------------
 
     def _mutate(self, client_id: str, now: datetime, change: Change[T], audit: AuditFor[T]) -> T:
-        """``Store.mutate``, then this process forgets what it cached about the client's keys
+        """``Store.mutate`` through the worker's committer (batched with the changes that
+        arrive together), then this process forgets what it cached about the client's keys
         (a revoked key, a deactivated client, a new allowlist or plan is seen by the next
         request, not ``OPENCLAW_KEY_CACHE_SECONDS`` later). Forgotten whatever the outcome:
         a refused change may still have written a due reset, and forgetting costs one read."""
         try:
-            return self.store.mutate(client_id, now, change, audit=audit)
+            return cast(T, self.committer.run(Mutation(client_id, now, change, audit)))
         finally:
             self.key_cache.forget_client(client_id)
 

@@ -162,6 +162,9 @@ class RateLimiter:
         retry_after_error: float = STORAGE_RETRY_SECONDS,
     ) -> None:
         self.location = redacted(storage_url)
+        #: The counters live in this process (``memory://``): a check never waits on I/O, so
+        #: it may run on the event loop's thread.
+        self.in_process = storage_url.startswith("memory://")
         self._storage = open_storage(storage_url)
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._prefix = key_prefix

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
+from .access import KEY_TOUCH_INTERVAL
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .committer import CommitterKind, new_committer
@@ -146,6 +147,22 @@ class BillingService(AdminActions):
             self._touch(record.client_id, key.key_id, now)
         return VerifiedKey(record, key.key_id)
 
+    def known_key(self, api_key: str, address: str, *, now: datetime | None = None) -> bool:
+        """Whether :meth:`verify_key` would accept ``api_key`` from ``address`` from this
+        worker's cache alone, writing nothing (no store read, no last use due, an allowed
+        address): then the whole key check can run without waiting on I/O."""
+        if not is_well_formed(api_key):
+            return False
+        now = now or utcnow()
+        cached = self.key_cache.get(digest_key(api_key))
+        if cached is None or cached is REFUSED:
+            return False
+        record, key = cached
+        if not record.active or not key.usable(now) or not self.address_allowed(record, address):
+            return False
+        last = key.last_used_at
+        return last is not None and now - last < KEY_TOUCH_INTERVAL
+
     def _touch(self, client_id: str, key_id: str, now: datetime) -> None:
         # Best effort: a busy store must not turn a valid key into a refused request.
         try:
@@ -177,10 +194,12 @@ class BillingService(AdminActions):
         job_id: str | None = None,
         cost: float = 0.0,
         now: datetime | None = None,
+        key_id: str | None = None,
     ) -> ChargeResult:
         """Atomic check-and-charge of one job (see ``Store.charge``), committed with the
-        changes that arrive together (see :mod:`.committer`)."""
-        charge = self.charge_of(client_id, job_id=job_id, cost=cost, now=now)
+        changes that arrive together (see :mod:`.committer`). ``key_id``: the key the caller
+        was authenticated with, checked again in the charge's atomic step."""
+        charge = self.charge_of(client_id, job_id=job_id, cost=cost, now=now, key_id=key_id)
         return self.settled(self.committer.run(charge)).charge
 
     async def accept(self, charge: Charge) -> Charged:

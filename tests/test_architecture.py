@@ -32,9 +32,9 @@ LAZY_DRIVER_IMPORTS = {
 
 
 #: Pure rules: transitions and values, no I/O, no orchestration.
-PURE = ["ledger", "access", "plans", "cycles", "keys", "models", "safetext", "net"]
+PURE = ["ledger", "access", "jobs", "plans", "cycles", "keys", "models", "safetext", "net"]
 STORE = ["store"]
-SERVICE = ["service", "admin", "reports"]
+SERVICE = ["service", "admin", "reports", "committer"]
 API = ["api", "web"]
 CLI = ["cli"]
 

@@ -38,7 +38,7 @@ def _peak_concurrency(
     service = get_service()
     _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
     running, peak, lock = 0, 0, threading.Lock()
-    authenticate = service.authenticate
+    verify_key = service.verify_key
     together = threading.Barrier(barrier, timeout=10) if barrier else None
 
     def slow_check(*args: Any, **kwargs: Any) -> Any:
@@ -51,12 +51,12 @@ def _peak_concurrency(
                 together.wait()
             else:
                 time.sleep(0.2)
-            return authenticate(*args, **kwargs)
+            return verify_key(*args, **kwargs)
         finally:
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(service, "authenticate", slow_check)
+    monkeypatch.setattr(service, "verify_key", slow_check)
     app = gateway.create_app()
 
     async def burst() -> list[int]:

@@ -198,12 +198,24 @@ class ClientCheck:
     key still gets 401 rather than 422 and a client's invalid request still counts against its
     rate limit, exactly as with ``CurrentClient``."""
 
-    __slots__ = ("_check", "_error", "_verified")
+    __slots__ = ("_check", "_error", "_inline", "_verified")
 
-    def __init__(self, check: Callable[[], VerifiedKey]) -> None:
+    def __init__(
+        self, check: Callable[[], VerifiedKey], inline: Callable[[], bool] = lambda: False
+    ) -> None:
         self._check = check
+        #: Whether the check can run now without waiting on I/O (see :meth:`resolve`).
+        self._inline = inline
         self._verified: VerifiedKey | None = None
         self._error: BillingError | None = None
+
+    async def resolve(self) -> ClientRecord:
+        """:meth:`client`, from the event loop: on its own thread when the check needs no I/O
+        (a key this worker verified a moment ago, counters in this process: no hand-off),
+        else on the billing threads."""
+        if self._verified is None and self._error is None and not self._inline():
+            return await run_billing(self.client)
+        return self.client()
 
     def client(self) -> ClientRecord:
         """The authenticated client (blocking: call it on a billing thread, first thing)."""
@@ -226,9 +238,8 @@ class ClientCheck:
         return self._verified.key_id
 
     async def settle(self) -> None:
-        """Run the check if it has not run (on the billing threads); raise its error."""
-        if self._verified is None:
-            await run_billing(self.client)
+        """Run the check if it has not run (see :meth:`resolve`); raise its error."""
+        await self.resolve()
 
 
 async def client_check(
@@ -244,7 +255,8 @@ async def client_check(
     if request.scope.get("query_string") and credential_in_query(request):
         raise CredentialsInQuery()
     check = ClientCheck(
-        partial(_authenticate, service, limiter, address, request, response, api_key)
+        partial(_authenticate, service, limiter, address, request, response, api_key),
+        partial(_answerable_now, service, limiter, address, api_key),
     )
     setattr(request.state, PENDING_CLIENT_CHECK_STATE, check)
     return check
@@ -263,7 +275,20 @@ async def require_client(check: DeferredClient) -> ClientRecord:
     its ledger parts (``metadata.cost_log``, ``credit_adjustments``, ``cycle_history``) may
     be empty, so authentication costs the same whatever the client's usage. Read the ledger
     with ``service.get_client(client.client_id)``."""
-    return await run_billing(check.client)
+    return await check.resolve()
+
+
+def _answerable_now(
+    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
+) -> bool:
+    """Whether the key check writes nothing and waits on nothing: rate-limit counters in this
+    process and a key this worker's cache accepts (see ``BillingService.known_key``)."""
+    return (
+        limiter.in_process
+        and api_key is not None
+        and len(api_key) <= MAX_SECRET_HEADER_LENGTH
+        and service.known_key(api_key, address)
+    )
 
 
 def _authenticate(
