@@ -203,6 +203,12 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
     refused = refusal_of(record)
     if refused is not None:
         raise refused.error()
+    return book_charge(record, job_id, cost, now)
+
+
+def book_charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> ChargeResult:
+    """What an accepted charge does to the record, with no check: :func:`charge` once it has
+    decided, and a journal replaying a charge decided before (the JSON store)."""
     if record.credits_remaining is not None:
         record.credits_remaining -= 1
     record.metadata.cost_log.append(CostEntry(timestamp=now, cost=cost, job_id=job_id))

@@ -4,7 +4,7 @@
   file should be (the log cannot be opened); SQL: a trigger refuses every insert into
   ``openclaw_audit_log`` (on PostgreSQL an error raised by the trigger, on SQLite a
   ``RAISE(ABORT)``), after the change's own statements ran in the same transaction.
-* :func:`change_refused`: the change cannot be written. JSON: the store file's atomic write
+* :func:`change_refused`: the change cannot be written. JSON: the append to the store's journal
   fails as a full disk would (``ENOSPC``); SQL: a trigger refuses every insert into and update
   of ``openclaw_clients``.
 
@@ -17,12 +17,11 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
-from openclaw_billing.store import Store, json_file
+from openclaw_billing.store import Store, json_replica
 from openclaw_billing.store.audit_json import audit_path
 from openclaw_billing.store.json_file import JsonFileStore
 
@@ -90,9 +89,9 @@ def change_refused(store: Store, url: str) -> Iterator[None]:
             yield
         return
 
-    def disk_full(target: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    def disk_full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(json_file, "write_atomic", disk_full)
+        patch.setattr(json_replica, "append", disk_full)
         yield

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.json_journal import journals
 from openclaw_billing.store.migrate import all_clients
 
 KEY_RE = re.compile(rb"oc_live_[0-9a-f]{32}")
@@ -41,12 +42,14 @@ def check_record(record: ClientRecord) -> None:
 
 
 def check_store_file(path: Path, keys: Iterable[str] = ()) -> list[ClientRecord]:
-    """I6 (parses), I1-I3 per client, I5 (no plaintext key in the file)."""
+    """I6 (parses), I1-I3 per client, I5 (no plaintext key in the snapshot or its journals)."""
     raw = path.read_bytes()
     json.loads(raw)
-    assert KEY_RE.search(raw) is None, "a plaintext key is stored"
-    for key in keys:
-        assert key.encode() not in raw
+    keys = list(keys)
+    for stored in (raw, *(p.read_bytes() for p in journals(path).values())):
+        assert KEY_RE.search(stored) is None, "a plaintext key is stored"
+        for key in keys:
+            assert key.encode() not in stored
     records = records_of(path)
     for record in records:
         check_record(record)

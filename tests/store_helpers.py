@@ -28,12 +28,13 @@ from typing import Any
 
 from openclaw_billing.access import new_client
 from openclaw_billing.errors import BillingError
+from openclaw_billing.jobs import NewJob
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ChargeResult, ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
-from openclaw_billing.store import audit_json, files, json_file
-from openclaw_billing.store.base import Store
+from openclaw_billing.store import audit_json, files, json_replica
+from openclaw_billing.store.base import Charge, Store
 from openclaw_billing.store.json_file import JsonFileStore
 
 #: The summary's example instant; every test passes time explicitly.
@@ -42,6 +43,8 @@ CYCLE = timedelta(days=30)
 #: Bound on any wait for a child process or a barrier: a hang fails the test, never blocks it.
 WAIT = 60.0
 CRASH_EXIT = 137
+#: The job a crashing charge accepts with it.
+CRASH_JOB = NewJob({"prompt": "crash test"})
 
 #: (job_id, outcome, result): outcome is "ok", "limit" or the name of another error.
 Outcome = tuple[str, str, ChargeResult | None]
@@ -228,7 +231,7 @@ class _CrashingFile:
 
 
 class _CrashingOs:
-    """Stands in for ``os`` inside the JSON store's modules (``json_file``, ``files``)."""
+    """Stands in for ``os`` inside the JSON store's modules (``json_replica``, ``files``)."""
 
     def __init__(self, crash: _Crash) -> None:
         self._crash = crash
@@ -261,7 +264,8 @@ class _CrashingOs:
         os.close(fd)
 
     def write(self, fd: int, data: bytes | memoryview) -> int:
-        """The audit log's append: dies half way through, that half on disk."""
+        """An append (the journal's, the audit log's): dies half way through, that half on
+        disk."""
         if self._crash.step("os.write"):
             os.write(fd, bytes(data[: len(data) // 2]))
             os._exit(CRASH_EXIT)
@@ -281,18 +285,23 @@ class _CrashingTempfile:
         return tempfile.mkstemp(**kwargs)
 
 
+def _hook(crash: _Crash) -> None:
+    for module in (json_replica, files):
+        module.__dict__["os"] = _CrashingOs(crash)
+        module.__dict__["tempfile"] = _CrashingTempfile(crash)
+
+
 def crash_during_charge(
     path: str, client_id: str, job_id: str, now: datetime, crash_at: int, out: Queue[Any]
 ) -> None:
-    """Child: open the store, then charge one job, dying at I/O step ``crash_at`` of the write
-    (0: never). A run that does not die reports the steps it went through."""
+    """Child: open the store, then charge one job (with its job fields), dying at I/O step
+    ``crash_at`` of the write (0: never). A run that does not die reports the steps it went
+    through."""
     store = JsonFileStore(path)  # opened before the hooks: its sweep is not under test here
     crash = _Crash(crash_at)
-    for module in (json_file, files):
-        module.__dict__["os"] = _CrashingOs(crash)
-        module.__dict__["tempfile"] = _CrashingTempfile(crash)
-    result = store.charge(client_id, job_id, 1.5, now)
-    out.put((crash.steps, result))
+    _hook(crash)
+    result = store.accept(Charge(client_id, job_id, 1.5, now, job=CRASH_JOB))
+    out.put((crash.steps, result.charge))
 
 
 def crash_during_admin_action(
@@ -303,9 +312,7 @@ def crash_during_admin_action(
     (0: never). A run that does not die reports the steps it went through."""
     store = JsonFileStore(path)
     crash = _Crash(crash_at)
-    for module in (json_file, files):
-        module.__dict__["os"] = _CrashingOs(crash)
-        module.__dict__["tempfile"] = _CrashingTempfile(crash)
+    _hook(crash)
     audit_json.__dict__["os"] = _CrashingOs(crash)
     BillingService(store).add_credits(client_id, 5, "crash test", now=now, source="203.0.113.9")
     out.put(crash.steps)

@@ -19,7 +19,7 @@ import gateway
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.settings import get_settings
-from openclaw_billing.store import json_file
+from openclaw_billing.store import json_replica
 from tests.factories import JOB_BODY, create_client, create_client_at, submit_job
 from tests.server import REPO_ROOT, clean_env, free_port, log_path, running_gateway
 
@@ -258,10 +258,10 @@ def test_a_store_failure_shows_the_client_no_path_and_no_system_error(
     """The 503's detail (the store file's path, the system's error) goes to the log only."""
     client = create_client(http, "free")
 
-    def disk_full(path: Path, data: bytes) -> None:
+    def disk_full(fd: int, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(json_file, "write_atomic", disk_full)
+    monkeypatch.setattr(json_replica, "append", disk_full)
     for response in (
         submit_job(http, client["api_key"]),
         http.put(

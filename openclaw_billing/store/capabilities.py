@@ -28,7 +28,7 @@ class EventIdTransfer(Protocol):
 @runtime_checkable
 class JobStorage(Protocol):
     """Keeps the jobs accepted with their charges (``Store.accept`` with a job), in the same
-    atomic step as the charge. The SQL stores have it."""
+    atomic step as the charge. The JSON and SQL stores have it."""
 
     def get_job(self, client_id: str, job_id: str) -> StoredJob | None:
         """The client's job with this id, or None (another client's job is not found)."""

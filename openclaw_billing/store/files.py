@@ -38,12 +38,29 @@ def fsync_directory(path: Path) -> None:
 
 def write_atomic(target: Path, data: bytes) -> None:
     """Replace ``target`` with ``data``, all or nothing (see the module docstring)."""
+    install(write_temp(target, data), target)
+
+
+def write_temp(target: Path, data: bytes) -> str:
+    """The first half of :func:`write_atomic`: ``data`` in a temp file beside ``target``
+    (``.<name>.<random>.tmp``, mode 0600), flushed and fsynced; returns its path."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def install(tmp: str, target: Path) -> None:
+    """The second half of :func:`write_atomic`: the temp file replaces ``target``, then the
+    directory is fsynced."""
+    try:
         os.replace(tmp, target)
     except BaseException:
         with suppress(FileNotFoundError):

@@ -1,44 +1,71 @@
-"""One batch of mutations on the JSON store, under the file lock (see
-:class:`~.mutating.Staged`): working copies of the clients it touches, and for each one kept,
-its record and its line, rendered and checked once, so that the whole batch is one file write
-and one fsync.
+"""One write to the JSON store, under the file lock (see :class:`~.mutating.Staged`): working
+copies of the clients it touches, and for each change kept, its journal line, rendered and
+checked once (parsed back as a reader parses it), so that the whole batch is one append and
+one fsync. A charge is kept as a delta (:meth:`JsonBatch.charge`): its line does not grow with
+the client's history; other changes keep the record whole.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from collections.abc import Iterable
+from typing import Any
 
+from .. import jobs, ledger
 from ..audit import NewAuditEvent
-from ..errors import BillingError, DuplicateClient, UnstorableChange
-from ..jobs import StoredJob
-from ..models import ClientRecord
-from .json_format import State, record_digests
-from .mutating import WorkingCopies
+from ..errors import BillingError, ClientNotFound, DuplicateClient, UnstorableChange
+from ..jobs import Charged, StoredJob
+from ..models import ChargeResult, ClientRecord
+from .base import Charge, Outcome
+from .json_format import client_line, record_digests
+from .json_journal import (
+    charge_entry,
+    charge_of,
+    events_entry,
+    job_entry,
+    record_entry,
+)
+from .json_state import State, checked_job, checked_record
 
 
-class Checked(Protocol):
-    """Renders a record's line and parses it back: the line and the record as parsed; raises
-    ``UnstorableChange`` if it would not load."""
-
-    def __call__(self, record: ClientRecord, *, last: bool) -> tuple[bytes, ClientRecord]: ...
-
-
-class JsonBatch(WorkingCopies):
-    def __init__(self, state: State, checked: Checked) -> None:
-        super().__init__(state.clients)
-        self._state = state
-        self._checked = checked
+class JsonBatch:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._working: dict[str, ClientRecord] = {}
+        #: Journal payloads, in order (the frame is added at the commit).
+        self.entries: list[bytes] = []
+        #: The last kept state of each client changed, never changed afterwards, and its
+        #: snapshot line (None: a charge changed it, rendered at the next compaction).
+        self.kept: dict[str, ClientRecord] = {}
+        self.lines: dict[str, bytes | None] = {}
+        self.jobs: list[StoredJob] = []
+        self._job_index: dict[tuple[str, str], StoredJob] = {}
+        self.events: list[NewAuditEvent] = []
+        #: Stripe event ids to add, and the horizon before which the known ones are forgotten.
+        self.stripe: tuple[dict[str, str], str | None] | None = None
         #: Key digests that records kept in this batch hold -> their client.
         self._claimed: dict[str, str] = {}
-        #: The records kept, by client (as parsed back from their lines, so later changes of
-        #: the working copies cannot reach them), and their checked lines.
-        self.kept: dict[str, ClientRecord] = {}
-        self.lines: dict[str, bytes] = {}
-        self.events: list[NewAuditEvent] = []
 
     @property
-    def records(self) -> list[ClientRecord]:
-        return list(self.kept.values())
+    def empty(self) -> bool:
+        return not self.entries and not self.events
+
+    # -- Staged --------------------------------------------------------------------------------
+
+    def record(self, client_id: str) -> ClientRecord | None:
+        working = self._working.get(client_id)
+        if working is None:
+            base = self.kept.get(client_id) or self.state.clients.get(client_id)
+            if base is None:
+                return None
+            working = self._working[client_id] = base.model_copy(deep=True)
+        return working
+
+    def restore(self, client_id: str) -> ClientRecord:
+        """The client as this batch last kept it, or as the store has it (a copy)."""
+        base = self.kept.get(client_id) or self.state.clients[client_id]
+        working = self._working[client_id] = base.model_copy(deep=True)
+        return working
 
     def keep(
         self,
@@ -47,34 +74,147 @@ class JsonBatch(WorkingCopies):
         event: NewAuditEvent | None,
         job: StoredJob | None = None,
     ) -> None:
-        if job is not None:
-            raise UnstorableChange("This store does not keep jobs")
-        if record is not None:
-            last = self._state.positions[client_id] == len(self._state.lines) - 1
-            try:
-                self._check_new_keys(record)
-                line, parsed = self._checked(record, last=last)
-            except BillingError:
-                self.restore(client_id)
-                raise
+        try:
+            # Both checked before either is kept: a mutation is kept whole or not at all.
+            whole = None if record is None else self._checked(record)
+            alone = None if job is None else self._checked_job(job)
+        except BillingError:
+            if client_id in self.kept or client_id in self.state.clients:
+                self.restore(client_id)  # else a new client: nothing of it was kept
+            raise
+        if whole is not None:
+            entry, line, parsed = whole
+            self.entries.append(entry)
+            # The parsed copy: later changes of the working copy cannot reach it.
             self.kept[client_id], self.lines[client_id] = parsed, line
-            self._claimed.update(dict.fromkeys(record_digests(record), client_id))
+            self._claimed.update(dict.fromkeys(record_digests(parsed), client_id))
+        if alone is not None:
+            self.entries.append(alone[0])
+            self._add_job(alone[1])
         if event is not None:
             self.events.append(event)
 
     def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
-        return None
+        key = (client_id, job_id)
+        return self._job_index.get(key) or self.state.jobs.get(key)
 
-    def _check_new_keys(self, record: ClientRecord) -> None:
-        """A key of ``record`` must not be another client's (digests are unique), in the file
-        or in this batch."""
+    # -- a charge, as a delta ------------------------------------------------------------------
+
+    def charge(self, op: Charge, resets: list[tuple[str, int | None]]) -> Outcome[Charged]:
+        """One charge by the rules of :func:`openclaw_billing.jobs.accept`. A due cycle roll
+        is kept first, whole (kept even if the charge is refused); the charge is kept as a
+        ``c`` line, with its job."""
+        cid = op.client_id
+        record = self.record(cid)
+        if record is None:
+            return Outcome(error=ClientNotFound())
+        if ledger.roll_cycle(record, op.now) is not None:
+            try:
+                self.keep(cid, record, None)
+            except BillingError as exc:
+                return Outcome(error=exc)
+            resets.append((cid, record.metadata.cycle_allowance))
+        try:
+            charged, job = jobs.accept(
+                record,
+                op.job_id,
+                op.cost,
+                op.now,
+                job=op.job,
+                stored=self.stored_job(cid, op.job_id),
+                key_id=op.key_id,
+            )
+            if not charged.charge.replayed:
+                self._keep_charge(record, charged.charge, job)
+            elif job is not None:  # a job for an id charged earlier: stored under that charge
+                self.keep(cid, None, None, job)
+        except BillingError as exc:
+            self.restore(cid)
+            return Outcome(error=exc)
+        return Outcome(charged)
+
+    def _keep_charge(
+        self, record: ClientRecord, result: ChargeResult, job: StoredJob | None
+    ) -> None:
+        cid = record.client_id
+        try:
+            entry = charge_entry(
+                cid, result.job_id, result.cost, result.charged_at, result.credits_remaining, job
+            )
+        except ValueError:  # UnicodeEncodeError: a lone surrogate
+            raise UnstorableChange() from None
+        back = charge_of(_loads(entry))
+        expected = (cid, result.job_id, result.cost, result.charged_at, result.credits_remaining)
+        if back is None or tuple(back)[:5] != expected or back.job != job:
+            raise UnstorableChange()
+        self.entries.append(entry)
+        # The working copy is kept as it is (no reader has it); the next change of this
+        # client in the batch works on a copy of it.
+        self.kept[cid], self.lines[cid] = record, None
+        del self._working[cid]
+        if back.job is not None:
+            self._add_job(back.job)
+
+    # -- other writes --------------------------------------------------------------------------
+
+    def put(self, record: ClientRecord) -> None:
+        """Keep a whole record (created or changed outside :meth:`keep`)."""
+        self.keep(record.client_id, record, None)
+
+    def add_jobs(self, stored: Iterable[StoredJob]) -> int:
+        """Keep the jobs whose client exists and that are not stored yet (the first of the
+        same id wins); returns how many."""
+        count = 0
+        for job in stored:
+            if job.client_id in self.state.clients and not self.stored_job(
+                job.client_id, job.job_id
+            ):
+                entry, parsed = self._checked_job(job)
+                self.entries.append(entry)
+                self._add_job(parsed)
+                count += 1
+        return count
+
+    def add_stripe_events(self, add: dict[str, str], horizon: str | None) -> None:
+        try:
+            self.entries.append(events_entry(add, horizon))
+        except ValueError:
+            raise UnstorableChange() from None
+        self.stripe = (add, horizon)
+
+    def install(self, state: State) -> None:
+        """Put what this batch kept in the state, once its lines are written: the very objects
+        a replay of the lines builds."""
+        for cid, record in self.kept.items():
+            state.put(record, self.lines[cid])
+        for job in self.jobs:
+            state.add_job(job)
+        if self.stripe is not None:
+            state.add_events(*self.stripe)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _checked(self, record: ClientRecord) -> tuple[bytes, bytes, ClientRecord]:
+        """A record's ``r`` line, its snapshot line, and the record as parsed back. A key of
+        the record must not be another client's (digests are unique), in the store or in this
+        batch."""
         for digest in record_digests(record):
-            owner = self._claimed.get(digest) or self._state.by_digest.get(digest)
+            owner = self._claimed.get(digest) or self.state.by_digest.get(digest)
             if owner is not None and owner != record.client_id:
                 raise DuplicateClient("This key already belongs to another client")
+        body, parsed = checked_record(record)
+        return record_entry(body), client_line(record.client_id, body), parsed
 
-    def restore(self, client_id: str) -> ClientRecord:
-        """The client as this batch last kept it, or as the file has it (a copy)."""
-        kept = self.kept.get(client_id) or self._state.clients[client_id]
-        working = self._working[client_id] = kept.model_copy(deep=True)
-        return working
+    @staticmethod
+    def _checked_job(job: StoredJob) -> tuple[bytes, StoredJob]:
+        body, parsed = checked_job(job)
+        return job_entry(body), parsed
+
+    def _add_job(self, job: StoredJob) -> None:
+        self.jobs.append(job)
+        self._job_index[(job.client_id, job.job_id)] = job
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    doc = json.loads(raw)
+    return doc if isinstance(doc, dict) else {}

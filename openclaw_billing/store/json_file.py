@@ -1,65 +1,73 @@
-"""The embedded default store: one JSON file, written atomically.
+"""The embedded default store: a JSON snapshot and an append-only journal beside it.
 
 Protocol (see docs/ARCHITECTURE.md, "Storage protocols"):
 
-* every read-modify-write runs under :class:`FileLock` (threads and processes) and re-reads
-  the file under that lock, so no update is ever lost to another worker;
-* a write goes to a temp file in the same directory, is flushed and fsynced, replaces the
-  file with ``os.replace`` and then the directory is fsynced: a crash at any step leaves
-  exactly the old or the new file;
-* the file is one JSON document laid out with one client per line (see :func:`render`), so a
-  write serialises only the client it changed, and a reader that finds the file changed (by
-  another worker) parses and validates only the lines that differ from the state it holds;
-  a file in any other layout is parsed whole, and the next write lays it out again;
+* the state is the snapshot (``<file>``, one JSON document laid out one client per line and one
+  job per line, :mod:`.json_format`) with its journal replayed on top (``<file>.journal-<n>``,
+  one checksummed JSON line per change, :mod:`.json_journal`);
+* every write runs under :class:`FileLock` (threads and processes): it first reads what other
+  workers appended since it last looked, so no update is ever lost, then appends its batch's
+  lines with one ``write`` and one ``fsync``. A charge is a small delta (client, job id, cost,
+  time, credits left, and the job accepted with it, in the same line), so its cost grows
+  neither with the number of clients nor with the client's history; other changes write the
+  changed record whole. Everything a batch writes is checked first by parsing it back as a
+  reader would: nothing the store accepts can make it fail to load;
+* a worker catches up by reading only the journal's bytes after the point it has applied
+  (``stat`` tells whether there are any); reads are then served from memory. A write cut short
+  by a crash leaves a torn last batch: it is ignored, and the next writer cuts it off. Damage
+  anywhere else (a line that fails its checksum or does not parse, followed by a complete
+  batch) stops the store with :class:`StoreCorrupt` naming the file;
+* once the journal outgrows the snapshot (within bounds, :data:`.json_replica.COMPACT_MIN` and
+  ``COMPACT_MAX``), the writer compacts: the state is written as the next generation's
+  snapshot (temp file, fsync, ``os.replace``, fsync of the directory), its journal is started
+  (a header line naming the snapshot), and the journals before the previous one are removed. A
+  crash at any step leaves the old snapshot with its journal or the new one (with its journal,
+  or none yet): the same state, nothing lost or applied twice. Another worker that has read
+  the old journal to the point the new snapshot names takes it without parsing it;
 * temp files left by a crash are swept when the store is opened;
-* an admin action's audit event is written in the same file write as its change, in the
-  header's ``audit_outbox`` (with the id the audit log will give it), and only then appended
-  to the audit log (``<file>.audit.jsonl``), under the log's lock held across both writes.
-  Events of the outbox that the log lacks (a crash between the two writes, a failed append)
-  are appended before any append or read of the log, and when the store is opened, by id,
-  so none is lost or written twice (see :mod:`.audit_json`). A charge carries no event: it
-  never touches the log;
+* an admin action's audit event is written in the same journal write as its change (its
+  batch's ``a`` line, the store's outbox, with the id the audit log will give it), and only
+  then appended to the audit log (``<file>.audit.jsonl``), under the log's lock held across
+  both writes. Events of the outbox that the log lacks (a crash between the two writes, a
+  failed append) are appended before any append or read of the log, and when the store is
+  opened, by id, so none is lost or written twice (see :mod:`.audit_json`). A charge carries no
+  event: it never touches the log;
 * a file that does not parse or validate raises :class:`StoreCorrupt` naming the file, and is
   never overwritten;
-* a file in the original module's format (plaintext ``api_key``) loads, its keys keep
-  working, and the first write migrates it to digests after a backup copy is made.
+* a file of the previous release (one document, no journal) loads as a snapshot without a
+  journal, and one in the original module's format (plaintext ``api_key``) loads, its keys
+  keep working; the first write compacts either into this format (the original after a backup
+  copy is made).
+
+The store keeps the jobs accepted with their charges (:class:`~.capabilities.JobStorage`), in
+memory by client and id, in the journal's lines and in the snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from .. import access
 from ..audit import AuditEvent, NewAuditEvent
-from ..cycles import utcnow
-from ..errors import (
-    ClientNotFound,
-    DuplicateClient,
-    StoreUnavailable,
-    UnstorableChange,
-)
+from ..errors import ClientNotFound, DuplicateClient, StoreUnavailable
+from ..jobs import Charged, StoredJob
 from ..models import ClientRecord
 from .audit_json import JsonAuditLog, audit_path
-from .base import EVENT_ID_RETENTION, EventOutcome, StripeRef
+from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
 from .filelock import FileLock
-from .files import private_directory, write_atomic
+from .files import private_directory
 from .json_batch import JsonBatch
-from .json_format import (
-    EMPTY,
-    State,
-    client_line,
-    line_record,
-    parse,
-    record_digests,
-    render,
-    render_meta,
-)
+from .json_format import record_digests
+from .json_journal import audit_entry
 from .json_query import overview_of, select_clients
+from .json_replica import Replica
+from .json_state import State
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
 from .query import FIRST_PAGE, ClientQuery, StoreOverview
 from .sessions_json import JsonSessionStore, sessions_path
@@ -80,47 +88,18 @@ class JsonFileStore(MutatingStore):
                 f"Cannot create the store directory {self.path.parent}: {exc}"
             ) from exc
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), lock_timeout)
+        self._replica = Replica(self.path, self._lock)
         self.audit = JsonAuditLog(
-            audit_path(self.path), lock_timeout=lock_timeout, outbox=lambda: self._current().outbox
+            audit_path(self.path), lock_timeout=lock_timeout, outbox=self._outbox
         )
         self.sessions = JsonSessionStore(sessions_path(self.path), lock_timeout=lock_timeout)
-        self._state: State = EMPTY
-        #: The state before ``_state``: a reader that raced a commit may still bring its bytes.
-        self._previous: State = EMPTY
         with self._lock.hold():
             self._sweep_temp_files()
-            self._current()
+            self._replica.open()
         try:  # events a crash left in the outbox; a log that cannot take them now gets them later
             self.audit.catch_up()
         except StoreUnavailable as exc:
             logger.warning("The audit log could not be brought up to date at start: %s", exc)
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def _read_raw(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreUnavailable(f"Cannot read the billing store {self.path}: {exc}") from exc
-
-    def _current(self) -> State:
-        """The file's state now. Parsing is skipped when the bytes are the ones already parsed
-        (compared in full, so the cache can never be stale)."""
-        raw = self._read_raw()
-        for known in (self._state, self._previous):
-            if raw == known.raw:
-                return known
-        state = EMPTY if raw is None else parse(self.path, raw, self._state)
-        self._remember(state)
-        return state
-
-    def _remember(self, state: State) -> None:
-        # Keep the two latest states: an unlocked reader that read the file just before a
-        # commit must not evict the committed state (the next read would parse it again).
-        if state.raw != self._state.raw:
-            self._previous, self._state = self._state, state
 
     def _sweep_temp_files(self) -> None:
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
@@ -128,177 +107,112 @@ class JsonFileStore(MutatingStore):
                 stale.unlink()
                 logger.warning("Removed a temp file left by an interrupted write: %s", stale)
 
+    def _outbox(self) -> tuple[AuditEvent, ...]:
+        """The outbox as committed (for the audit log; never takes the store's lock)."""
+        with self._replica.reading(escalate=False) as state:
+            return state.outbox
+
+    def _reading(self) -> AbstractContextManager[State]:
+        return self._replica.reading()
+
     # -- writing -----------------------------------------------------------------------------
 
-    def _commit(
-        self,
-        state: State,
-        records: Sequence[ClientRecord] = (),
-        *,
-        lines: Mapping[str, bytes] | None = None,
-        events: dict[str, str] | None = None,
-        audit: Sequence[NewAuditEvent] = (),
-    ) -> None:
-        """Write ``state`` with ``records`` (the clients changed or added; ``lines``: lines
-        already rendered and checked for some of them), ``events`` and the ``audit`` events
-        put in, in one atomic write; the cache follows only on success.
-
-        Audit events go into the header's outbox, numbered by the audit log, whose lock is
-        held from before the numbering until the log has them (see the module docstring)."""
-        if not audit:
-            self._write_state(state, records, lines or {}, events, state.outbox)
-            return
-        with self.audit.reserve() as first_id:
-            # The log holds every event of the outbox by now: it keeps only the new ones.
-            outbox = tuple(
-                AuditEvent(id=first_id + n, **event.model_dump()) for n, event in enumerate(audit)
-            )
-            self._write_state(state, records, lines or {}, events, outbox)
-
-    def _write_state(
-        self,
-        state: State,
-        records: Sequence[ClientRecord],
-        checked: Mapping[str, bytes],
-        events: dict[str, str] | None,
-        outbox: tuple[AuditEvent, ...],
-    ) -> None:
-        meta_raw = state.meta_raw
-        if events is None:
-            events = state.events
-        if events != state.events or outbox != state.outbox:
-            meta_raw = render_meta(events, outbox)
-        clients, by_digest = dict(state.clients) if records else state.clients, state.by_digest
-        lines, positions = list(state.lines), state.positions
-        for record in records:
-            cid = record.client_id
-            if any(by_digest.get(d) != cid for d in record_digests(record)):
-                by_digest = dict(by_digest) if by_digest is state.by_digest else by_digest
-                by_digest.update(dict.fromkeys(record_digests(record), cid))
-            # Only the changed clients' lines are serialised; the others are the bytes there.
-            # The cache holds each record as a reader parses it from its line.
-            position = positions.get(cid)
-            if position is None:
-                positions = {**positions, cid: len(lines)}
-                if lines:  # the last line so far gets its comma
-                    lines[-1] += b","
-                line, clients[cid] = self._checked(record, last=True)
-                lines.append(line)
-            elif cid in checked:  # rendered and parsed back already (a batch)
-                lines[position], clients[cid] = checked[cid], record
-            else:
-                lines[position], clients[cid] = self._checked(
-                    record, last=position == len(lines) - 1
-                )
-        raw = render(meta_raw, tuple(lines))
-        try:
-            if state.legacy and state.raw is not None:
-                stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-                backup = self.path.with_name(f"{self.path.name}.legacy-backup-{stamp}")
-                write_atomic(backup, state.raw)
-                logger.warning(
-                    "Migrating %s to hashed keys; the original file is kept as %s",
-                    self.path,
-                    backup,
-                )
-            write_atomic(self.path, raw)
-        except OSError as exc:
-            raise StoreUnavailable(f"Cannot write the billing store {self.path}: {exc}") from exc
-        self._remember(
-            State(raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox)
-        )
-
-    @staticmethod
-    def _checked(record: ClientRecord, *, last: bool) -> tuple[bytes, ClientRecord]:
-        """The record's line, rendered and then parsed back as every reader parses it, and the
-        record as parsed. A record the store could not load again (a value no check caught, a
-        bug anywhere) is refused before anything is written: no write can make the file
-        unreadable."""
-        try:
-            line = client_line(record, last=last)
-        except ValueError as exc:  # UnicodeEncodeError: a lone surrogate
-            problem = f"cannot be written ({type(exc).__name__})"
-        else:
-            parsed = line_record(line, last=last)
-            if parsed is not None:
-                return line, parsed
-            problem = "would not load"
-        logger.error("Refused a change to client %s: its record %s", record.client_id, problem)
-        raise UnstorableChange()
-
     @contextmanager
-    def _batch(self, client_ids: Sequence[str]) -> Iterator[Staged]:
-        # One lock for the whole file: the batch's clients are locked together.
-        with self._lock.hold():
-            state = self._current()
-            batch = JsonBatch(state, self._checked)
+    def _write(self) -> Iterator[JsonBatch]:
+        """One write: the file lock, the state caught up, a batch to fill; once the block ends
+        normally, the batch is written (one journal append) and put in the state."""
+        with self._lock.hold(), self._replica.writer() as state:
+            batch = JsonBatch(state)
             yield batch
-            if batch.records or batch.events:
-                self._commit(state, batch.records, lines=batch.lines, audit=batch.events)
+            if batch.empty:
+                return
+            if not batch.events:
+                self._replica.commit(batch.entries, batch.install)
+                return
+            # Audit events go into the batch's outbox line, numbered by the audit log, whose
+            # lock is held from before the numbering until the log has them.
+            with self.audit.reserve() as first_id:
+                outbox = tuple(
+                    AuditEvent(id=first_id + n, **event.model_dump())
+                    for n, event in enumerate(batch.events)
+                )
+
+                def install(state: State) -> None:
+                    batch.install(state)
+                    state.outbox = outbox
+
+                self._replica.commit([*batch.entries, audit_entry(outbox)], install)
+
+    def _batch(self, client_ids: Sequence[str]) -> AbstractContextManager[Staged]:
+        # One lock for the whole store: the batch's clients are locked together.
+        return self._write()
+
+    def _charge(
+        self, staged: Staged, op: Charge, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Charged]:
+        return cast(JsonBatch, staged).charge(op, resets)
+
+    def compact(self) -> None:
+        """Compact now: the state becomes the snapshot of a new generation, with an empty
+        journal (a copy into a fresh file uses it, so the snapshot alone holds the store)."""
+        with self._lock.hold(), self._replica.writer():
+            self._replica.compact()
 
     # -- Store API ---------------------------------------------------------------------------
 
     def create_client(self, record: ClientRecord, *, audit: NewAuditEvent | None = None) -> None:
-        with self._lock.hold():
-            state = self._current()
-            if record.client_id in state.clients or any(
-                d in state.by_digest for d in record_digests(record)
+        with self._write() as batch:
+            if record.client_id in batch.state.clients or any(
+                d in batch.state.by_digest for d in record_digests(record)
             ):
                 raise DuplicateClient()
-            self._commit(
-                state, [record.model_copy(deep=True)], audit=() if audit is None else [audit]
-            )
+            batch.put(record.model_copy(deep=True))
+            if audit is not None:
+                batch.events.append(audit)
 
     def get_client(self, client_id: str) -> ClientRecord | None:
-        record = self._current().clients.get(client_id)
+        with self._reading() as state:
+            record = state.clients.get(client_id)
         return None if record is None else record.model_copy(deep=True)
 
     def get_client_by_key_digest(self, digest: str, *, ledger: bool = True) -> ClientRecord | None:
-        # The whole document is in memory: the full record costs no more than a part.
-        state = self._current()
-        client_id = state.by_digest.get(digest)
-        if client_id is None:
+        with self._reading() as state:
+            client_id = state.by_digest.get(digest)
+            record = None if client_id is None else state.clients.get(client_id)
+        if record is None:
             return None
-        return state.clients[client_id].model_copy(deep=True)
+        if ledger:
+            return record.model_copy(deep=True)
+        # Without the ledger: a copy whose cost does not grow with the client's usage.
+        empty: dict[str, object] = {"cost_log": [], "credit_adjustments": [], "cycle_history": []}
+        light = record.model_copy(update={"metadata": record.metadata.model_copy(update=empty)})
+        return light.model_copy(deep=True)
 
     def list_clients(self, query: ClientQuery = FIRST_PAGE) -> tuple[list[ClientRecord], int]:
-        page, total = select_clients(self._current().clients.values(), query)
+        with self._reading() as state:
+            page, total = select_clients(state.clients.values(), query)
         return [r.model_copy(deep=True) for r in page], total
 
     def overview(self, now: datetime) -> StoreOverview:
-        return overview_of(list(self._current().clients.values()), now)
+        with self._reading() as state:
+            records = list(state.clients.values())
+        return overview_of(records, now)
 
     def touch_key(self, client_id: str, key_id: str, now: datetime) -> None:
         # A note of use, not an access to the account: no cycle roll, no updated_at.
-        with self._lock.hold():
-            state = self._current()
-            stored = state.clients.get(client_id)
-            if stored is None:
+        with self._write() as batch:
+            record = batch.record(client_id)
+            if record is None:
                 raise ClientNotFound()
-            record = stored.model_copy(deep=True)
             if access.touch_key(record, key_id, now):
-                self._commit(state, [record])
+                batch.put(record)
 
     def find_client_by_stripe(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
     ) -> ClientRecord | None:
-        client_id = self._locate(self._current(), StripeRef(None, subscription_id, customer_id))
+        with self._reading() as state:
+            client_id = _locate(state, StripeRef(None, subscription_id, customer_id))
         return None if client_id is None else self.get_client(client_id)
-
-    @staticmethod
-    def _locate(state: State, ref: StripeRef) -> str | None:
-        if ref.client_id is not None and ref.client_id in state.clients:
-            return ref.client_id
-        for attr, wanted in (
-            ("stripe_subscription_id", ref.subscription_id),
-            ("stripe_customer_id", ref.customer_id),
-        ):
-            if wanted is None:
-                continue
-            for record in state.clients.values():
-                if getattr(record, attr) == wanted:
-                    return record.client_id
-        return None
 
     def apply_stripe_event(
         self,
@@ -310,35 +224,71 @@ class JsonFileStore(MutatingStore):
         *,
         ordered: bool = True,
     ) -> tuple[EventOutcome, str | None]:
-        with self._lock.hold():
-            state = self._current()
-            if event_id in state.events:
+        with self._write() as batch:
+            if event_id in batch.state.events:
                 return EventOutcome.DUPLICATE, None
-            client_id = self._locate(state, ref)
+            client_id = _locate(batch.state, ref)
             if client_id is None:
                 return EventOutcome.UNMATCHED, None
-            record = state.clients[client_id].model_copy(deep=True)
+            record = batch.record(client_id)
+            assert record is not None
             outcome, reset = apply_event_change(record, created, change, now, ordered=ordered)
+            batch.put(record)
             horizon = (now - EVENT_ID_RETENTION).isoformat()
-            events = {k: v for k, v in state.events.items() if v >= horizon}
-            events[event_id] = now.isoformat()
-            self._commit(state, [record], events=events)
+            batch.add_stripe_events({event_id: now.isoformat()}, horizon)
         if reset is not None:
             log_cycle_reset(client_id, record.metadata.cycle_allowance)
         return outcome, client_id
 
     def stripe_event_ids(self) -> dict[str, datetime]:
-        return {k: datetime.fromisoformat(v) for k, v in self._current().events.items()}
+        with self._reading() as state:
+            events = dict(state.events)
+        return {k: datetime.fromisoformat(v) for k, v in events.items()}
 
     def import_stripe_event_ids(self, events: dict[str, datetime]) -> None:
-        with self._lock.hold():
-            state = self._current()
-            merged = {k: v.isoformat() for k, v in events.items()} | state.events
-            if merged == state.events:
+        with self._write() as batch:
+            known = batch.state.events
+            add = {k: v.isoformat() for k, v in events.items() if k not in known}
+            if not add:
                 return
-            if not state.clients:
+            if not batch.state.clients:
                 raise ClientNotFound("Import clients before their Stripe event ids")
-            self._commit(state, events=merged)
+            batch.add_stripe_events(add, None)
 
     def check(self) -> None:
-        self._current()
+        with self._reading():
+            pass
+
+    # -- jobs (JobStorage) -------------------------------------------------------------------
+
+    def get_job(self, client_id: str, job_id: str) -> StoredJob | None:
+        with self._reading() as state:
+            job = state.jobs.get((client_id, job_id))
+        return None if job is None else job.model_copy(deep=True)
+
+    def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
+        with self._reading() as state:
+            found = list(state.client_jobs.get(client_id, ()))
+        if since is not None:
+            found = [job for job in found if job.created_at >= since]
+        found.sort(key=lambda job: job.created_at)  # stable: stored order among equals
+        return [job.model_copy(deep=True) for job in found]
+
+    def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
+        with self._write() as batch:
+            return batch.add_jobs(jobs)
+
+
+def _locate(state: State, ref: StripeRef) -> str | None:
+    if ref.client_id is not None and ref.client_id in state.clients:
+        return ref.client_id
+    for attr, wanted in (
+        ("stripe_subscription_id", ref.subscription_id),
+        ("stripe_customer_id", ref.customer_id),
+    ):
+        if wanted is None:
+            continue
+        for record in state.clients.values():
+            if getattr(record, attr) == wanted:
+                return record.client_id
+    return None

@@ -1,221 +1,176 @@
-"""The JSON store's file format: rendering, splitting, parsing, and the original module's
-format upgraded on load (for :class:`.json_file.JsonFileStore`).
+"""The JSON store's snapshot: its format, rendering and parsing, the render-and-parse-back
+checks of what the store writes, and the original module's format upgraded on load (for
+:class:`.json_file.JsonFileStore`; the journal that follows a snapshot is :mod:`.json_journal`).
 
-The file is one JSON document laid out with one client per line (see :func:`render`), so a
-write serialises only the client it changed, and a reader that finds the file changed parses
-and validates only the lines that differ from the state it holds (:func:`parse`); a file in
-any other layout is parsed whole, and the next write lays it out again. A file that does not
-parse or validate raises :class:`StoreCorrupt` naming the file.
+A snapshot is one JSON document, laid out one client per line and one job per line::
+
+    {"format":"openclaw-billing","version":2,"generation":7,"token":"<hex>","follows":[...],
+    "stripe_events":{...},"audit_outbox":[...],"clients":{
+    "<client id>":{record},
+    ...
+    },"jobs":[
+    {job},
+    ...
+    ]}
+
+The first line names the journal that follows the snapshot (``<file>.journal-<generation>``,
+whose header repeats ``token``) and, in ``follows``, the point it was compacted from: the
+previous snapshot's token and the size of the journal then. A worker that has replayed exactly
+that far holds this very state, and takes the new snapshot without parsing it.
+
+Version 1 (the previous release: one document rewritten on every change, no journal, no jobs),
+a snapshot of generation 0 (:func:`render_store`) and the original module's format load as
+generation 0, which has no journal: the first write compacts them into generation 1 (after a
+backup copy of an original-format file). A file that does not parse or validate raises
+:class:`StoreCorrupt` naming the file.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from operator import ne
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from ..audit import AuditEvent
 from ..errors import StoreCorrupt
+from ..jobs import StoredJob
 from ..keys import digest_key, display_prefix
 from ..models import ClientRecord, dump_record
 from ..plans import PlanId, get_plan
 from .audit_json import parse_outbox, render_outbox
 
 FORMAT = "openclaw-billing"
-VERSION = 1
+VERSION = 2
+#: Versions this release reads (1: the previous release's single document).
+READABLE = (1, VERSION)
 
 
 @dataclass(frozen=True, slots=True)
-class State:
-    #: The exact bytes this state was parsed from (None: no file yet).
-    raw: bytes | None
+class Head:
+    """A snapshot's first line: which journal follows it, and where it was compacted from."""
+
+    generation: int
+    #: Random per snapshot; the journal's header repeats it. None: generation 0, no journal.
+    token: str | None
+    #: The previous snapshot's token and its journal's size at the compaction, if any.
+    follows: tuple[str, int] | None = None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    head: Head
     #: Insertion order is creation order.
     clients: dict[str, ClientRecord]
-    by_digest: dict[str, str]
-    #: Processed Stripe event ids -> when they were processed (ISO 8601).
     events: dict[str, str]
-    #: Parsed from the original module's format; the next write migrates it.
+    outbox: tuple[AuditEvent, ...]
+    jobs: list[StoredJob]
+    #: Parsed from the original module's format: backed up before it is first rewritten.
     legacy: bool
-    #: One line per client, in ``clients`` order, as in the file: ``"<id>":{record}`` followed
-    #: by a comma on every line but the last.
-    lines: tuple[bytes, ...] = ()
-    #: client id -> its index in ``lines`` (shared between states with the same clients).
-    positions: dict[str, int] = field(default_factory=dict)
-    #: ``events`` and ``outbox`` as rendered into the header (see :func:`render_meta`).
-    meta_raw: bytes = b"{}"
-    #: Audit events committed with a change, the newest admin action's at least; the audit
-    #: log is caught up from these (see the module docstring).
-    outbox: tuple[AuditEvent, ...] = ()
-
-
-EMPTY = State(None, {}, {}, {}, legacy=False)
-
-#: The layout every write uses: the header line, one ``"<client id>":{record}`` line per client
-#: (each but the last followed by a comma), and the closing line. Still one JSON document.
-_HEAD = f'{{"format":"{FORMAT}","version":{VERSION},"stripe_events":'.encode()
-_OUTBOX = b',"audit_outbox":'
-_CLIENTS = b',"clients":{\n'
-_TAIL = b"\n}}\n"
-#: Above this share of changed lines, a reader parses the file whole (simpler, no slower).
-_INCREMENTAL_MAX_SHARE = 0.25
+    #: Each client's line as in the file (no comma), and the jobs' lines, when the file is in
+    #: the written layout: a compaction reuses them.
+    lines: dict[str, bytes] = field(default_factory=dict)
+    job_lines: list[bytes] = field(default_factory=list)
 
 
 def _compact(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def client_line(record: ClientRecord, *, last: bool) -> bytes:
-    """A client's line in the file (json.dumps escapes every newline inside strings)."""
-    line = _compact(record.client_id) + b":" + _compact(dump_record(record))
-    return line if last else line + b","
+def _loads(raw: bytes) -> Any:
+    """Parsed JSON, or None when it does not parse."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
-def client_lines(records: Sequence[ClientRecord]) -> tuple[bytes, ...]:
-    """Every client's line, in order (the last without a comma)."""
-    last = len(records) - 1
-    return tuple(client_line(record, last=i == last) for i, record in enumerate(records))
+# -- rendering ---------------------------------------------------------------------------------
 
 
-def render(meta_raw: bytes, lines: tuple[bytes, ...]) -> bytes:
-    return b"".join((_HEAD, meta_raw, _CLIENTS, b"\n".join(lines), _TAIL))
+def client_line(client_id: str, body: bytes) -> bytes:
+    """A client's line in a snapshot (without its comma): ``"<id>":{record}``."""
+    return _compact(client_id) + b":" + body
 
 
-def render_meta(events: dict[str, str], outbox: Sequence[AuditEvent]) -> bytes:
-    """The header's middle: the Stripe event ids, then the audit outbox unless it is empty."""
-    return _compact(events) + (_OUTBOX + render_outbox(outbox) if outbox else b"")
+def head_line(head: Head) -> bytes:
+    follows = None if head.follows is None else list(head.follows)
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "generation": head.generation,
+        "token": head.token,
+        "follows": follows,
+    }
+    return _compact(doc)[:-1] + b",\n"  # the document goes on
+
+
+def render_snapshot(
+    head: Head,
+    events: dict[str, str],
+    outbox: Sequence[AuditEvent],
+    lines: Sequence[bytes],
+    job_lines: Sequence[bytes],
+) -> bytes:
+    """A whole snapshot (see the module docstring). json.dumps escapes every newline inside
+    strings, so each record and job is exactly one line."""
+    return b"".join(
+        (
+            head_line(head),
+            b'"stripe_events":' + _compact(events),
+            b',"audit_outbox":' + render_outbox(outbox),
+            b',"clients":{\n',
+            _section(lines),
+            b'},"jobs":[\n',
+            _section(job_lines),
+            b"]}\n",
+        )
+    )
+
+
+def _section(lines: Sequence[bytes]) -> bytes:
+    """One item per line, each but the last followed by a comma."""
+    return b",\n".join(lines) + b"\n" if lines else b""
 
 
 def render_store(records: Sequence[ClientRecord], events: dict[str, str] | None = None) -> bytes:
-    """A whole store file holding ``records`` (and processed Stripe event ids), as the store
-    writes it: for tools that build a file directly, such as the benchmarks' seeding."""
-    return render(render_meta(events or {}, ()), client_lines(records))
+    """A snapshot of generation 0 holding ``records`` (and processed Stripe event ids): for
+    tools that build a store file directly, such as the benchmarks' seeding. It has no journal;
+    the store's first write compacts it into generation 1."""
+    lines = [client_line(r.client_id, _compact(dump_record(r))) for r in records]
+    return render_snapshot(Head(0, None), events or {}, (), lines, ())
 
 
-def split_frame(raw: bytes) -> tuple[bytes, list[bytes]] | None:
-    """The header's middle (:func:`render_meta`) and the client lines of a file in :func:`render`'s
-    layout, or None for any other layout. Only the frame is checked: the caller parses the
-    lines."""
-    head_end = raw.find(b"\n")
-    if not (raw.startswith(_HEAD) and raw.endswith(_TAIL)):
-        return None
-    if head_end < 0 or raw[head_end + 1 - len(_CLIENTS) : head_end + 1] != _CLIENTS:
-        return None
-    body = raw[head_end + 1 : -len(_TAIL)]
-    return raw[len(_HEAD) : head_end + 1 - len(_CLIENTS)], body.split(b"\n") if body else []
+# -- the checks: what is written must load again ----------------------------------------------
 
 
-def corrupt(path: Path, problem: str) -> StoreCorrupt:
-    return StoreCorrupt(
-        f"The billing store {path} {problem}. The file was left untouched: restore it "
-        "from a backup, or move it aside to start empty."
-    )
+def record_body(record: ClientRecord) -> bytes:
+    """The record as JSON (raises ``ValueError`` for a lone surrogate)."""
+    return _compact(dump_record(record))
 
 
-def parse(path: Path, raw: bytes, base: State) -> State:
-    """The state in ``raw``. When ``raw`` is in the written layout, only the lines that
-    differ from ``base`` are parsed; anything unexpected there (a new or a changed line
-    that does not parse, validate or fit) is left to the whole-file parse, which names the
-    problem."""
-    split = split_frame(raw)
-    if split is not None:
-        state = _parse_changes(raw, *split, base)
-        if state is not None:
-            return state
-    state = _parse_whole(path, raw)
-    if split is not None and len(split[1]) == len(state.clients):
-        lines = tuple(split[1])  # the file's own lines, in the clients' order
-    else:
-        lines = client_lines(list(state.clients.values()))
-    return replace(
-        state,
-        lines=lines,
-        positions={client_id: i for i, client_id in enumerate(state.clients)},
-        meta_raw=split[0] if split is not None else render_meta(state.events, state.outbox),
-    )
-
-
-def _parse_changes(raw: bytes, meta_raw: bytes, lines: list[bytes], base: State) -> State | None:
-    """``base`` with the lines of ``raw`` that differ from it parsed and put in; None when
-    that is not simply possible (see :func:`parse`)."""
-    if base.raw is None or base.legacy or len(lines) < len(base.lines):
-        return None
-    changed = list(itertools.compress(range(len(base.lines)), map(ne, lines, base.lines)))
-    added = range(len(base.lines), len(lines))
-    if len(changed) + len(added) > max(8, len(lines) * _INCREMENTAL_MAX_SHARE):
-        return None
-    events, outbox = base.events, base.outbox
-    if meta_raw != base.meta_raw:
-        meta = _parse_meta(meta_raw)
-        if meta is None:
-            return None
-        events, outbox = meta
-    clients = dict(base.clients)
-    by_digest = dict(base.by_digest)
-    positions = base.positions
-    if added:
-        positions = dict(positions)
-    for i in [*changed, *added]:
-        record = line_record(lines[i], last=i == len(lines) - 1)
-        if record is None:
-            return None
-        if i < len(base.lines):
-            if base.positions.get(record.client_id) != i:  # another client's line
-                return None
-            for digest in record_digests(clients[record.client_id]):
-                del by_digest[digest]
-        elif record.client_id in clients:
-            return None
-        else:
-            positions[record.client_id] = i
-        digests = record_digests(record)
-        if any(by_digest.get(d, record.client_id) != record.client_id for d in digests):
-            return None
-        clients[record.client_id] = record
-        by_digest.update(dict.fromkeys(digests, record.client_id))
-    return State(raw, clients, by_digest, events, False, tuple(lines), positions, meta_raw, outbox)
-
-
-def _parse_meta(meta_raw: bytes) -> tuple[dict[str, str], tuple[AuditEvent, ...]] | None:
-    """The Stripe event ids and the audit outbox of a header, or None (see :func:`parse`)."""
-    doc = _loads(b'{"stripe_events":' + meta_raw + b"}")
-    if not isinstance(doc, dict) or not set(doc) <= {"stripe_events", "audit_outbox"}:
-        return None
-    events = _events(doc["stripe_events"])
-    outbox = parse_outbox(doc.get("audit_outbox", []))
-    return None if events is None or outbox is None else (events, outbox)
-
-
-def line_record(line: bytes, *, last: bool) -> ClientRecord | None:
-    """The valid client record of one ``"<id>":{record}`` line (with its comma unless it
-    is the last), or None."""
-    if not last:
-        if not line.endswith(b","):
-            return None
-        line = line[:-1]
-    doc = _loads(b"{" + line + b"}")
-    if not isinstance(doc, dict) or len(doc) != 1:
-        return None
-    [(client_id, item)] = doc.items()
+def parse_record(item: object) -> ClientRecord | None:
+    """The valid, loadable client record of a parsed JSON value, or None."""
     try:
         record = ClientRecord.model_validate(item)
     except ValidationError:
         return None
-    if record.client_id != client_id or record_problem(record) is not None:
+    return None if record_problem(record) is not None else record
+
+
+def job_body(job: StoredJob) -> bytes:
+    """The job as JSON (raises ``ValueError`` for a lone surrogate)."""
+    return _compact(job.model_dump(mode="json"))
+
+
+def parse_job(item: object) -> StoredJob | None:
+    try:
+        return StoredJob.model_validate(item)
+    except ValidationError:
         return None
-    return record
-
-
-def _events(value: object) -> dict[str, str] | None:
-    if isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        return value
-    return None
 
 
 def record_problem(record: ClientRecord) -> str | None:
@@ -235,55 +190,150 @@ def record_problem(record: ClientRecord) -> str | None:
     return None
 
 
-def _parse_whole(path: Path, raw: bytes) -> State:
+def record_digests(record: ClientRecord) -> list[str]:
+    """Every digest that authenticates as this client: each key's, and the summary field."""
+    return list(dict.fromkeys([record.api_key_hash, *(k.digest for k in record.api_keys)]))
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def corrupt(path: Path, problem: str) -> StoreCorrupt:
+    return StoreCorrupt(
+        f"The billing store {path} {problem}. The file was left untouched: restore it "
+        "from a backup, or move it aside to start empty."
+    )
+
+
+def read_head(start: bytes) -> Head | None:
+    """The head of a snapshot from its first bytes, or None (not one this release wrote)."""
+    end = start.find(b"\n")
+    doc = _loads(start[: end - 1] + b"}") if end > 0 and start[end - 1 : end] == b"," else None
+    if not isinstance(doc, dict) or set(doc) != {
+        "format",
+        "version",
+        "generation",
+        "token",
+        "follows",
+    }:
+        return None
+    return _head(doc) if doc["format"] == FORMAT and doc["version"] == VERSION else None
+
+
+def _head(doc: dict[str, Any]) -> Head | None:
+    if not {"generation", "token", "follows"} & set(doc):
+        return Head(0, None)  # a document made by hand or by a tool: no journal
+    generation, token, follows = doc.get("generation"), doc.get("token"), doc.get("follows")
+    if type(generation) is not int or generation < 0:
+        return None
+    if not (token is None or isinstance(token, str)) or (token is None) != (generation == 0):
+        return None
+    if follows is None:
+        return Head(generation, token)
+    if (
+        isinstance(follows, list)
+        and len(follows) == 2
+        and isinstance(follows[0], str)
+        and type(follows[1]) is int
+    ):
+        return Head(generation, token, (follows[0], follows[1]))
+    return None
+
+
+def parse_snapshot(path: Path, raw: bytes) -> Snapshot:
+    """The whole snapshot in ``raw``; raises ``StoreCorrupt`` naming ``path``."""
     try:
         doc = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise corrupt(path, f"is not valid JSON ({exc})") from None
-    legacy = not (isinstance(doc, dict) and "format" in doc)
-    events: dict[str, str] = {}
-    outbox: tuple[AuditEvent, ...] = ()
-    if legacy:
+    if not (isinstance(doc, dict) and "format" in doc):
         items = [_upgrade_legacy(item) for item in _legacy_items(path, doc)]
+        snapshot = Snapshot(Head(0, None), {}, {}, (), [], legacy=True)
     else:
-        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-            raise corrupt(
-                path,
-                f"has format {doc.get('format')!r} version {doc.get('version')!r}; this "
-                f"release reads {FORMAT!r} version {VERSION}",
-            )
-        table = doc.get("clients")
-        if not isinstance(table, dict):
-            raise corrupt(path, 'has no "clients" object')
-        items = list(table.values())
-        checked = _events(doc.get("stripe_events", {}))
-        if checked is None:
-            raise corrupt(path, 'has a "stripe_events" that is not an object of strings')
-        events = checked
-        parsed = parse_outbox(doc.get("audit_outbox", []))
-        if parsed is None:
-            raise corrupt(path, 'has an "audit_outbox" that is not a list of audit events')
-        outbox = parsed
-    clients: dict[str, ClientRecord] = {}
-    by_digest: dict[str, str] = {}
+        snapshot, items, jobs = _current_format(path, doc)
     for index, item in enumerate(items):
-        try:
-            record = ClientRecord.model_validate(item)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
-            raise corrupt(
-                path, f"holds an invalid client record (#{index}, {where}: {first['msg']})"
-            ) from None
-        problem = record_problem(record)
-        if problem is not None:
-            raise corrupt(path, problem)
-        digests = record_digests(record)
-        if record.client_id in clients or any(d in by_digest for d in digests):
-            raise corrupt(path, f"holds client {record.client_id} (or one of its keys) twice")
-        clients[record.client_id] = record
-        by_digest.update(dict.fromkeys(digests, record.client_id))
-    return State(raw, clients, by_digest, events, legacy, outbox=outbox)
+        record = _valid(path, item, index)
+        if record.client_id in snapshot.clients:
+            raise corrupt(path, f"holds client {record.client_id} twice")
+        snapshot.clients[record.client_id] = record
+    if not snapshot.legacy:
+        snapshot.jobs = _jobs(path, jobs, snapshot.clients)
+        _keep_lines(raw, snapshot)
+    return snapshot
+
+
+def _current_format(path: Path, doc: dict[str, Any]) -> tuple[Snapshot, list[Any], list[Any]]:
+    version = doc.get("version")
+    if doc.get("format") != FORMAT or version not in READABLE:
+        raise corrupt(
+            path,
+            f"has format {doc.get('format')!r} version {version!r}; this release reads "
+            f"{FORMAT!r} versions {', '.join(map(str, READABLE))}",
+        )
+    head = _head(doc) if version == VERSION else Head(0, None)
+    if head is None:
+        raise corrupt(path, "has a first line (generation, token, follows) that is not valid")
+    table = doc.get("clients")
+    if not isinstance(table, dict):
+        raise corrupt(path, 'has no "clients" object')
+    events = doc.get("stripe_events", {})
+    if not isinstance(events, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in events.items()
+    ):
+        raise corrupt(path, 'has a "stripe_events" that is not an object of strings')
+    outbox = parse_outbox(doc.get("audit_outbox", []))
+    if outbox is None:
+        raise corrupt(path, 'has an "audit_outbox" that is not a list of audit events')
+    jobs = doc.get("jobs", [])
+    if not isinstance(jobs, list):
+        raise corrupt(path, 'has a "jobs" that is not a list')
+    return Snapshot(head, {}, events, outbox, [], legacy=False), list(table.values()), jobs
+
+
+def _valid(path: Path, item: object, index: int) -> ClientRecord:
+    try:
+        record = ClientRecord.model_validate(item)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise corrupt(
+            path, f"holds an invalid client record (#{index}, {where}: {first['msg']})"
+        ) from None
+    problem = record_problem(record)
+    if problem is not None:
+        raise corrupt(path, problem)
+    return record
+
+
+def _jobs(path: Path, items: list[Any], clients: dict[str, ClientRecord]) -> list[StoredJob]:
+    jobs: list[StoredJob] = []
+    seen: set[tuple[str, str]] = set()
+    for index, item in enumerate(items):
+        job = parse_job(item)
+        if job is None:
+            raise corrupt(path, f"holds an invalid job (#{index})")
+        if job.client_id not in clients or (job.client_id, job.job_id) in seen:
+            raise corrupt(path, f"holds job {job.job_id} of client {job.client_id} twice or alone")
+        seen.add((job.client_id, job.job_id))
+        jobs.append(job)
+    return jobs
+
+
+def _keep_lines(raw: bytes, snapshot: Snapshot) -> None:
+    """Take each client's and job's line from a file in the written layout."""
+    parts = raw.split(b"\n")
+    count, jobs = len(snapshot.clients), len(snapshot.jobs)
+    if (
+        len(parts) != count + jobs + 5
+        or not parts[1].endswith(b',"clients":{')
+        or parts[2 + count] != b'},"jobs":['
+        or parts[3 + count + jobs :] != [b"]}", b""]
+    ):
+        return
+    lines = dict(zip(snapshot.clients, parts[2 : 2 + count], strict=True))
+    if all(line.startswith(_compact(cid) + b":") for cid, line in lines.items()):
+        snapshot.lines = {cid: line.removesuffix(b",") for cid, line in lines.items()}
+        snapshot.job_lines = [job.removesuffix(b",") for job in parts[3 + count : -2]]
 
 
 def _legacy_items(path: Path, doc: object) -> list[object]:
@@ -311,16 +361,3 @@ def _upgrade_legacy(item: object) -> object:
     record.setdefault("total_spent", 0.0)
     record.setdefault("active", True)
     return record
-
-
-def _loads(raw: bytes) -> object:
-    """Parsed JSON, or None when it does not parse."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def record_digests(record: ClientRecord) -> list[str]:
-    """Every digest that authenticates as this client: each key's, and the summary field."""
-    return list(dict.fromkeys([record.api_key_hash, *(k.digest for k in record.api_keys)]))

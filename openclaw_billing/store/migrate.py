@@ -1,10 +1,12 @@
 """Moving a billing store between backends (JSON, SQLite, PostgreSQL), without a terminal.
 
 Every client is copied whole (key digest, plan, credits, current ledger, adjustments, cycle
-summaries and the newest summary's ledger), then the processed Stripe event ids, then the audit
-log (appended after any events the target has, in order, with new ids); afterwards the counts,
-balances and audit events of both sides are compared. A non-empty target is refused unless
-``into_non_empty`` is given (and even then an existing client id is never overwritten).
+summaries and the newest summary's ledger), then the jobs stored with the charges (both sides
+keep jobs: :class:`~.capabilities.JobStorage`), then the processed Stripe event ids, then the
+audit log (appended after any events the target has, in order, with new ids); afterwards the
+counts, balances, jobs and audit events of both sides are compared. A non-empty target is
+refused unless ``into_non_empty`` is given (and even then an existing client id is never
+overwritten).
 
 A source that does not exist is refused before anything is opened or created
 (:func:`check_source_exists`). Functions return results and raise :class:`MigrationError` or
@@ -27,13 +29,18 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..audit import AuditLog
 from ..errors import ConfigurationError, DuplicateClient
+from ..jobs import StoredJob
 from ..models import ClientRecord
 from . import SQL_SCHEMES, Store, open_store
 from .audit_json import audit_path
-from .capabilities import EventIdTransfer
+from .capabilities import EventIdTransfer, JobStorage
+from .json_file import JsonFileStore
+from .json_journal import journal_path, journals
 from .query import ClientQuery
 
 PAGE = 500
+#: Jobs handed to the target's ``import_jobs`` at a time.
+JOB_BATCH = 5000
 
 #: Told ``(clients copied, clients in all)`` before the first client and after each.
 Progress = Callable[[int, int], None]
@@ -131,12 +138,32 @@ def copy_store(
             ) from None
         if progress is not None:
             progress(done, len(records))
+    copy_jobs(source, target, records)
     events = source_ids.stripe_event_ids()
     if events:
         target_ids.import_stripe_event_ids(events)
     verify_copy(source, target, records)
     audited = copy_audit(source.audit, target.audit)
     return len(records), audited
+
+
+def copy_jobs(source: Store, target: Store, records: list[ClientRecord]) -> int:
+    """Copy every job of ``records``' clients (a store without jobs has none to copy; a target
+    without them is refused if there are some). Returns how many were copied."""
+    if not isinstance(source, JobStorage):
+        return 0
+    copied = 0
+    pending: list[StoredJob] = []
+    for record in records:
+        pending += source.client_jobs(record.client_id)
+        if len(pending) >= JOB_BATCH or (pending and record is records[-1]):
+            if not isinstance(target, JobStorage):
+                raise ConfigurationError(
+                    f"The target {target.location} cannot keep the source's jobs"
+                )
+            copied += target.import_jobs(pending)
+            pending = []
+    return copied
 
 
 def event_ids(store: Store) -> EventIdTransfer:
@@ -182,6 +209,13 @@ def verify_copy(source: Store, target: Store, records: list[ClientRecord]) -> No
             raise ConfigurationError(
                 f"Verification failed for client {record.client_id}: the target differs"
             )
+    if isinstance(source, JobStorage) and isinstance(target, JobStorage):
+        for record in records:
+            mine = source.client_jobs(record.client_id)
+            if mine != target.client_jobs(record.client_id):
+                raise ConfigurationError(
+                    f"Verification failed for the jobs of client {record.client_id}"
+                )
     missing = set(event_ids(source).stripe_event_ids()) - set(event_ids(target).stripe_event_ids())
     if missing:
         raise ConfigurationError(f"Verification failed: {len(missing)} Stripe event ids missing")
@@ -274,12 +308,19 @@ def open_location(url: str) -> str:
 
 
 def export_replacing(source: str, path: Path, *, progress: Progress | None = None) -> CopyResult:
-    """Export into a fresh file beside ``path``, then move it (and its audit log) over
-    ``path``: an existing backup is replaced only by a complete, verified one."""
+    """Export into a fresh store beside ``path``, then move it (its snapshot, compacted so that
+    it holds everything, its journals and its audit log) over ``path``: an existing backup is
+    replaced only by a complete, verified one. Until the snapshot is moved, ``path`` is the
+    old export: the new journals name the new snapshot, so they are never replayed on it."""
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
     try:
         fresh = staging / path.name
         result = copy(source, str(fresh), progress=progress)
+        JsonFileStore(fresh).compact()
+        for old in journals(path).values():
+            old.unlink(missing_ok=True)
+        for generation, journal in journals(fresh).items():
+            os.replace(journal, journal_path(path, generation))
         fresh_audit, old_audit = audit_path(fresh), audit_path(path)
         if fresh_audit.exists():
             os.replace(fresh_audit, old_audit)

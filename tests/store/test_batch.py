@@ -27,10 +27,16 @@ from openclaw_billing.errors import (
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
-from openclaw_billing.store import JsonFileStore, Store, changes, json_format, sql_charge
-from openclaw_billing.store import json_file as json_file_module
+from openclaw_billing.store import (
+    JsonFileStore,
+    Store,
+    changes,
+    json_format,
+    json_replica,
+    sql_charge,
+)
 from openclaw_billing.store.base import Mutation, Outcome
-from openclaw_billing.store.files import write_atomic
+from openclaw_billing.store.json_replica import Replica
 from openclaw_billing.store.sql import SqlStore
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
     ROW_LOCK_BACKENDS,
@@ -92,17 +98,18 @@ def events_of(store: Store) -> list[tuple[str | None, Any]]:
 
 @contextmanager
 def writes_counted(store: Store) -> Iterator[list[int]]:
-    """How many times the store makes a change durable: JSON file writes (each one write and
-    fsync of the file and its directory), SQL commits."""
+    """How many times the store makes a change durable: JSON journal appends (each one write
+    and one fsync), SQL commits."""
     count = [0]
     if isinstance(store, JsonFileStore):
+        write = Replica._write
 
-        def counting(path: Path, data: bytes) -> None:
-            count[0] += path == store.path
-            write_atomic(path, data)
+        def counting(replica: Replica, data: bytes) -> None:
+            count[0] += 1
+            write(replica, data)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(json_file_module, "write_atomic", counting)
+            patch.setattr(Replica, "_write", counting)
             yield count
     else:
         assert isinstance(store, SqlStore)
@@ -327,10 +334,10 @@ def test_json_a_batch_that_cannot_be_written_stores_none_of_it(
     store = JsonFileStore(tmp_path / "clients.json")
     a, a0, b, b0 = two_limited(store)
 
-    def full_disk(path: Path, data: bytes) -> None:
+    def full_disk(fd: int, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(json_file_module, "write_atomic", full_disk)
+    monkeypatch.setattr(json_replica, "append", full_disk)
     with pytest.raises(StoreUnavailable):
         store.mutate_batch(
             [Mutation(a.client_id, T1, credits(1)), Mutation(b.client_id, T1, credits(1))]

@@ -249,6 +249,7 @@ def test_a_file_holding_a_time_past_the_year_9999_in_utc_is_corrupt_not_a_crash(
     path = tmp_path / "clients.json"
     store = JsonFileStore(path)
     record, _ = add_client(store)
+    store.compact()  # the client in the snapshot
     doc = json.loads(path.read_bytes())
     doc["clients"][record.client_id]["api_keys"][0]["expires_at"] = "9999-12-31T23:59:59-23:59"
     path.write_text(json.dumps(doc))

@@ -1,8 +1,10 @@
 """Crashes: a child dies at each I/O step of the write protocol (R6), and a writer under load
-is killed with SIGKILL again and again (R5). After each, the file parses and holds exactly the
-old or exactly the new state, and reopening sweeps what the crash left behind. The same for an
-admin action, whose audit event goes through the store file's outbox into the audit log: after
-any crash, the change and its event are both there (the event exactly once) or neither is."""
+is killed with SIGKILL again and again (R5). After each, the store holds exactly the old or
+exactly the new state, a write cut in half is ignored (and cut off by the next writer), and
+reopening sweeps what the crash left behind. The same for an admin action, whose audit event
+goes through the store's outbox into the audit log: after any crash, the change and its event
+are both there (the event exactly once) or neither is. The journal's compaction under crashes
+is test_crash_journal.py's."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store.audit_json import audit_path
 from openclaw_billing.store.json_file import JsonFileStore
+from openclaw_billing.store.json_journal import journal_path
 from tests.invariants import check_store_file
 from tests.store_helpers import (
     CRASH_EXIT,
+    CRASH_JOB,
     T0,
     WAIT,
     admin_forever,
@@ -41,15 +45,19 @@ from tests.store_helpers import (
 
 pytestmark = pytest.mark.slow
 
-#: The protocol of one atomic write, as the hooks see it: temp file, write, flush, fsync,
+#: One atomic write of a whole file, as the hooks see it: temp file, write, flush, fsync,
 #: replace, then fsync of the directory.
 WRITE_STEPS = ["mkstemp", "fdopen", "write", "flush", "fsync", "replace", "open", "fsync", "close"]
+#: One append to the journal: open, write, fsync, close.
+APPEND_STEPS = ["open", "os.write", "fsync", "close"]
+#: Starting a journal: its header appended, then the directory fsynced.
+START_STEPS = [*APPEND_STEPS, "open", "fsync", "close"]
 NOW = T0 + timedelta(hours=1)
 
 
 def run_crashing_charge(path: Path, crash_at: int) -> tuple[int | None, Any]:
-    """Charge job-new in a child that dies at step ``crash_at`` (0: never); its exit code and,
-    if it lived, (steps, result)."""
+    """Charge job-new (with its job) in a child that dies at step ``crash_at`` (0: never); its
+    exit code and, if it lived, (steps, result)."""
     ctx = mp_context()
     out = ctx.Queue()
     child = ctx.Process(
@@ -62,80 +70,104 @@ def run_crashing_charge(path: Path, crash_at: int) -> tuple[int | None, Any]:
     return 0, out.get(timeout=WAIT)
 
 
-def fresh_copy(base: Path, name: str, raw: bytes) -> Path:
-    path = base / name / "clients.json"
-    path.parent.mkdir(mode=0o700)
-    path.write_bytes(raw)
-    return path
+def fresh_copy(base: Path, name: str, files: dict[str, bytes]) -> Path:
+    """A store directory holding ``files`` (name -> bytes); the store file's path."""
+    directory = base / name
+    directory.mkdir(mode=0o700)
+    for file_name, raw in files.items():
+        (directory / file_name).write_bytes(raw)
+    return directory / "clients.json"
 
 
-def test_crash_at_each_step_of_a_write_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+def untokened(raw: bytes) -> object:
+    """A store file's document, its random token left out."""
+    doc = json.loads(raw)
+    doc.pop("token", None)
+    return doc
+
+
+def store_files(path: Path) -> dict[str, bytes]:
+    """The store's files (the snapshot, its journals, the audit log), by name."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.iterdir()) if p.is_file()}
+
+
+def test_crash_at_each_step_of_a_write_leaves_the_old_or_the_new_state(tmp_path: Path) -> None:
     setup = tmp_path / "setup" / "clients.json"
     store = JsonFileStore(setup)
     store.create_client(make_record("c1")[0])
     store.charge("c1", "job-old", 1.0, T0)
-    old = setup.read_bytes()
+    old = store_files(setup)
+    journal = journal_path(setup, 1).name
 
     code, reference = run_crashing_charge(fresh_copy(tmp_path, "reference", old), 0)
     assert code == 0
     steps, result = reference
-    assert steps == WRITE_STEPS
+    assert steps == APPEND_STEPS
     assert isinstance(result, ChargeResult)
     assert result.credits_remaining == 198
-    new = (tmp_path / "reference" / "clients.json").read_bytes()
-    replaced_at = steps.index("replace") + 1
+    new = store_files(tmp_path / "reference" / "clients.json")
+    written_at = steps.index("os.write") + 1
+    assert new["clients.json"] == old["clients.json"]  # a charge only appends
 
     for k in range(1, len(steps) + 1):
         path = fresh_copy(tmp_path, f"crash-{k}", old)
         code, _ = run_crashing_charge(path, k)
         assert code == CRASH_EXIT, (k, steps[k - 1], code)
-        # The crash came before step k ("write": halfway through it).
-        left = temp_files(path)
-        if 1 < k <= replaced_at:
-            (temp,) = left
-            if steps[k - 1] == "write":
-                assert temp.stat().st_size == len(new) // 2, "the partial write reached the disk"
+        # The crash came before step k ("os.write": half way through it).
+        expect_new = k > written_at
+        left = journal_path(path, 1).read_bytes()
+        if expect_new:
+            assert left == new[journal]
+        elif k == written_at:  # the torn half of the line is there: ignored
+            assert left.startswith(old[journal])
+            assert len(old[journal]) < len(left)
         else:
-            assert left == [], (k, left)
-        expect_new = k > replaced_at
-        assert path.read_bytes() == (new if expect_new else old), (k, steps[k - 1])
+            assert left == old[journal]
+        assert path.read_bytes() == old["clients.json"]
 
         reopened = JsonFileStore(path)
-        assert temp_files(path) == [], "opening sweeps the crash's temp file"
         record = reopened.get_client("c1")
         assert record is not None
+        job = reopened.get_job("c1", "job-new")
         if expect_new:
             assert (record.credits_remaining, ledger_ids(record)) == (198, ["job-old", "job-new"])
+            assert job is not None
+            assert job.fields == CRASH_JOB.fields
         else:
             assert (record.credits_remaining, ledger_ids(record)) == (199, ["job-old"])
+            assert job is None
         # The client retries its job after the crash: charged exactly once either way.
         retry = reopened.charge("c1", "job-new", 1.5, NOW)
         assert retry.replayed == expect_new
         assert retry.credits_remaining == 198
         (final,) = check_store_file(path)
         assert ledger_ids(final) == ["job-old", "job-new"]
+        assert b"#torn" not in journal_path(path, 1).read_bytes()
 
 
 def test_crash_during_the_legacy_migration_loses_nothing(tmp_path: Path) -> None:
-    """The first write to an original-format file writes a backup, then the migrated file: a
-    crash anywhere leaves the original (keys working) or the migrated file, and any backup is
+    """The first write to an original-format file writes a backup, then the migrated snapshot,
+    then starts its journal and appends the change: a crash anywhere leaves the original (keys
+    working) or the migrated snapshot, with or without the change, and any backup is
     byte-identical to the original."""
     key = generate_key()
     old = legacy_bytes([legacy_record("c1", key)])
-    code, reference = run_crashing_charge(fresh_copy(tmp_path, "reference", old), 0)
+    reference_path = fresh_copy(tmp_path, "reference", {"clients.json": old})
+    code, reference = run_crashing_charge(reference_path, 0)
     assert code == 0
     steps, _ = reference
-    assert steps == WRITE_STEPS + WRITE_STEPS  # the backup, then the store
-    new = (tmp_path / "reference" / "clients.json").read_bytes()
+    assert steps == WRITE_STEPS + WRITE_STEPS + START_STEPS + APPEND_STEPS
+    migrated = (tmp_path / "reference" / "clients.json").read_bytes()
     backup_done_at = WRITE_STEPS.index("replace") + 1
     replaced_at = len(WRITE_STEPS) + backup_done_at
+    written_at = 2 * len(WRITE_STEPS) + len(START_STEPS) + APPEND_STEPS.index("os.write") + 1
 
     for k in range(1, len(steps) + 1):
-        path = fresh_copy(tmp_path, f"crash-{k}", old)
+        path = fresh_copy(tmp_path, f"crash-{k}", {"clients.json": old})
         code, _ = run_crashing_charge(path, k)
         assert code == CRASH_EXIT, (k, code)
-        expect_new = k > replaced_at
-        assert path.read_bytes() == (new if expect_new else old), k
+        expect_new = k > written_at
+        assert untokened(path.read_bytes()) == untokened(migrated if k > replaced_at else old), k
         backups = list(path.parent.glob("clients.json.legacy-backup-*"))
         assert len(backups) == (1 if k > backup_done_at else 0), (k, backups)
         assert all(b.read_bytes() == old for b in backups)
@@ -151,8 +183,8 @@ def test_crash_during_the_legacy_migration_loses_nothing(tmp_path: Path) -> None
         assert client.credits_remaining == (197 if expect_new else 198)
         retry = reopened.charge("c1", "job-new", 1.5, NOW)
         assert retry.replayed == expect_new
-        raw = path.read_bytes()
-        assert key.encode() not in raw
+        for raw in store_files(path).values():
+            assert key.encode() not in raw or raw == old
         assert service.authenticate(key) is not None
         assert all(b.read_bytes() == old for b in path.parent.glob("clients.json.legacy-backup-*"))
 
@@ -190,9 +222,9 @@ def test_writer_killed_at_random_moments_never_breaks_the_file(tmp_path: Path) -
 
 # -- an admin action and its audit event -------------------------------------------------------
 
-#: The store file's write (the change and its event in the outbox), between the audit log's
+#: The journal's append (the change and its event in the outbox), between the audit log's
 #: open under its lock and the append of the event, its fsync and the close.
-ADMIN_STEPS = ["open", *WRITE_STEPS, "os.write", "fsync", "close"]
+ADMIN_STEPS = ["open", *APPEND_STEPS, "os.write", "fsync", "close"]
 
 
 def run_crashing_admin_action(path: Path, client_id: str, crash_at: int) -> tuple[int | None, Any]:
@@ -225,13 +257,12 @@ def test_crash_at_each_step_of_an_admin_action_loses_no_event_and_writes_none_tw
         name="Acme", email="acme@acmecorp.com", plan=PlanId.PRO, now=T0
     )
     cid = created.client_id
-    old = setup.read_bytes(), audit_path(setup).read_bytes()
+    old = store_files(setup)
+    assert audit_path(setup).name in old
     _, (create,) = credits_and_events(setup, cid)
 
     def fresh(name: str) -> Path:
-        path = fresh_copy(tmp_path, name, old[0])
-        audit_path(path).write_bytes(old[1])
-        return path
+        return fresh_copy(tmp_path, name, old)
 
     code, steps = run_crashing_admin_action(fresh("reference"), cid, 0)
     assert (code, steps) == (0, ADMIN_STEPS)
@@ -243,7 +274,7 @@ def test_crash_at_each_step_of_an_admin_action_loses_no_event_and_writes_none_tw
         AuditAction.CLIENT_CREDITS,
         {"amount": 5, "reason": "crash test"},
     )
-    committed_at = ADMIN_STEPS.index("replace") + 1
+    committed_at = ADMIN_STEPS.index("os.write") + 1
 
     for k in range(1, len(ADMIN_STEPS) + 1):
         path = fresh(f"crash-{k}")

@@ -81,7 +81,7 @@ def assert_migrated(legacy: Legacy) -> dict[str, ClientRecord]:
     """The file is in the new format with digests only, and every legacy field carried over."""
     raw = legacy.path.read_bytes()
     doc = json.loads(raw)
-    assert (doc["format"], doc["version"]) == ("openclaw-billing", 1)
+    assert (doc["format"], doc["version"]) == ("openclaw-billing", 2)
     assert KEY_RE.search(raw) is None
     for key in legacy.keys.values():
         assert key.encode() not in raw
