@@ -18,9 +18,11 @@ from fastapi.testclient import TestClient
 import gateway
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
+from openclaw_billing.service import BillingService, set_service
 from openclaw_billing.settings import get_settings
-from openclaw_billing.store import json_replica
+from openclaw_billing.store import JsonFileStore, json_replica
 from tests.factories import JOB_BODY, create_client, create_client_at, submit_job
+from tests.primitives_only import PrimitivesOnly
 from tests.server import REPO_ROOT, clean_env, free_port, log_path, running_gateway
 
 
@@ -143,6 +145,14 @@ def test_jobs_and_credits_persist_across_restarts(env: Path) -> None:
         assert second.get("/api/billing/usage", headers=headers).json()["credits_remaining"] == 49
 
 
+@pytest.fixture
+def file_jobs(env: Path) -> None:
+    """The gateway over a store that keeps no jobs (a host's own Store without
+    ``JobStorage``): jobs go to the job file, after the charge."""
+    set_service(BillingService(PrimitivesOnly(JsonFileStore(env / "clients.json"))))
+
+
+@pytest.mark.usefixtures("file_jobs")
 def test_a_torn_last_job_line_is_skipped_and_the_next_job_stands_alone(
     http: TestClient, env: Path
 ) -> None:
@@ -225,6 +235,7 @@ def test_main_refuses_a_placeholder_token(
     assert "placeholder" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("file_jobs")
 def test_a_job_that_cannot_be_queued_is_refunded(
     http: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,6 +394,7 @@ def test_the_access_log_never_writes_a_query_string(tmp_path: Path) -> None:
     assert log.count("?[redacted]") >= 2 * (len(sent) - 1)
 
 
+@pytest.mark.usefixtures("file_jobs")
 def test_the_jobs_file_is_0600_whatever_the_umask(http: TestClient, env: Path) -> None:
     jobs = env / "jobs.jsonl"
     client = create_client(http, "pro")
@@ -394,6 +406,7 @@ def test_the_jobs_file_is_0600_whatever_the_umask(http: TestClient, env: Path) -
     assert jobs.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.usefixtures("file_jobs")
 def test_an_existing_jobs_file_with_a_wider_mode_is_narrowed(env: Path) -> None:
     jobs = env / "jobs.jsonl"
     jobs.write_bytes(b"")
