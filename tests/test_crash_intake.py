@@ -29,7 +29,7 @@ from conftest import ADMIN_TOKEN
 from gateway import idempotent_job_id
 from openclaw_billing.store import Store
 from openclaw_billing.store.capabilities import JobStorage
-from tests.backends import SQL_BACKENDS, assert_invariants, reopen, store_url_fixture  # noqa: F401
+from tests.backends import BACKENDS, assert_invariants, reopen, store_url_fixture  # noqa: F401
 from tests.factories import JOB_BODY, create_client_at
 from tests.server import free_port, gateway_process
 
@@ -69,7 +69,7 @@ def _check(store: Store, client_id: str, answered: list[str], sent: list[str]) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_r29_kill_9_during_batches_loses_nothing_answered(tmp_path: Path, store_url: str) -> None:
     rng = random.Random(os.environ.get("OPENCLAW_TEST_SEED", "r29"))
     port = free_port()

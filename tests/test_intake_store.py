@@ -1,4 +1,4 @@
-"""The gateway's intake on a store that keeps jobs (``JobStorage``): the charge and its job in
+"""The gateway's intake on every store (each keeps jobs: ``JobStorage``): the charge and its job in
 one atomic step, the jobs read from the store, the key re-checked by the charge, the job file
 of an earlier release imported, and no thread hand-off for a key this worker knows."""
 
@@ -20,7 +20,7 @@ from openclaw_billing.service import BillingService, get_service
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store import open_store
 from openclaw_billing.store.capabilities import JobStorage
-from tests.backends import SQL_BACKENDS, store_url_fixture  # noqa: F401
+from tests.backends import BACKENDS, store_url_fixture  # noqa: F401
 from tests.factories import JOB_BODY, create_client
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
@@ -28,7 +28,7 @@ ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
 
 @pytest.fixture
 def http(env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """The gateway over ``store_url`` (a SQL store), each worker caching keys for a minute."""
+    """The gateway over ``store_url``, each worker caching keys for a minute."""
     monkeypatch.setenv("OPENCLAW_BILLING_DB", store_url)
     monkeypatch.setenv("OPENCLAW_KEY_CACHE_SECONDS", "60")
     get_settings.cache_clear()
@@ -41,7 +41,7 @@ def _intake(http: TestClient, key: str, idem: str | None = None, **body: str) ->
     return http.post("/api/intake", headers=headers, json=JOB_BODY | body)
 
 
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_the_job_is_stored_with_its_charge_and_read_back(http: TestClient, env: Path) -> None:
     created = create_client(http, "starter")
     key, client_id = created["api_key"], created["client_id"]
@@ -64,7 +64,7 @@ def test_the_job_is_stored_with_its_charge_and_read_back(http: TestClient, env: 
     assert not (env / "jobs.jsonl").exists()  # no job file on this store
 
 
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_a_retry_gets_the_first_answer_and_another_body_a_conflict(http: TestClient) -> None:
     key = create_client(http, "starter")["api_key"]
     first = _intake(http, key, "order-1")
@@ -79,7 +79,7 @@ def test_a_retry_gets_the_first_answer_and_another_body_a_conflict(http: TestCli
     assert usage["credits_remaining"] == 49
 
 
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_a_key_revoked_by_another_worker_is_never_charged(http: TestClient, store_url: str) -> None:
     created = create_client(http, "starter")
     key, client_id = created["api_key"], created["client_id"]
@@ -96,7 +96,7 @@ def test_a_key_revoked_by_another_worker_is_never_charged(http: TestClient, stor
     assert record.credits_remaining == 49  # the charge's own check refused it
 
 
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_an_intake_with_a_known_key_hands_nothing_to_threads(
     http: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +114,7 @@ def test_an_intake_with_a_known_key_hands_nothing_to_threads(
     assert handed == []  # the key check on the loop's thread, the charge on the committer's
 
 
-@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 def test_the_job_file_of_an_earlier_release_is_imported(
     env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
