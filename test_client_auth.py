@@ -35,7 +35,7 @@ from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.service import BillingService
 from openclaw_billing.settings import get_settings
 from tests.factories import JOB_BODY, create_client, submit_job
-from tests.invariants import check_store_file
+from tests.invariants import check_store_file, records_of
 
 KEY_RE = re.compile(r"^oc_live_[0-9a-f]{32}$")
 INVALID_KEY_BODY = {
@@ -121,7 +121,9 @@ def test_api_key_generation(http: TestClient, store_path: Path) -> None:
 def test_api_key_digest_is_what_is_stored(http: TestClient, store_path: Path) -> None:
     created = create_client(http, "starter")
     key = created["api_key"]
-    stored = json.loads(store_path.read_bytes())["clients"][created["client_id"]]
+    # As stored: the snapshot with its journal replayed.
+    [record] = [r for r in records_of(store_path) if r.client_id == created["client_id"]]
+    stored = record.model_dump(mode="json")
     assert stored["api_key_hash"] == hashlib.sha256(key.encode()).hexdigest()
     assert stored["api_key_prefix"] == key[:12]
     assert "api_key" not in stored
@@ -131,8 +133,7 @@ def test_api_key_uniqueness(http: TestClient, store_path: Path) -> None:
     keys = [create_client(http, plan)["api_key"] for plan in ("free", "starter", "pro") * 4]
     assert len(set(keys)) == 12
     assert all(KEY_RE.fullmatch(k) for k in keys)
-    stored = json.loads(store_path.read_bytes())["clients"]
-    digests = {c["api_key_hash"] for c in stored.values()}
+    digests = {r.api_key_hash for r in records_of(store_path)}
     assert len(digests) == 12
     check_store_file(store_path, keys)
     # Each key authenticates as its own client only.
@@ -1160,8 +1161,8 @@ def test_admin_deactivate_is_soft(http: TestClient, store_path: Path) -> None:
     assert record["credits_remaining"] == 199
     assert record["total_spent"] == 4.0
     assert [e["job_id"] for e in record["metadata"]["cost_log"]] == ["kept"]
-    stored = json.loads(store_path.read_bytes())["clients"]
-    assert stored[cid]["active"] is False
+    [stored] = [r for r in records_of(store_path) if r.client_id == cid]
+    assert stored.active is False
 
 
 def test_admin_deactivate_blocks_key_on_next_request(http: TestClient) -> None:

@@ -88,9 +88,10 @@ def test_billing_threads_do_run_in_parallel(env: Path, monkeypatch: pytest.Monke
 
 
 def test_an_intake_is_one_hand_off(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The key check, the charge and the job file run as one job on the billing threads:
-    # every thread hand-off in the app (FastAPI's pool included) goes through anyio's
-    # run_sync, and one intake makes exactly one, off the event loop's thread.
+    # A key this worker has not seen yet is checked on the billing threads (a store read);
+    # the charge and its job go to the worker's committer, not through anyio: every thread
+    # hand-off in the app (FastAPI's pool included) goes through anyio's run_sync, and this
+    # intake makes exactly one. (A key seen a moment ago makes none: test_intake_store.py.)
     service = get_service()
     _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
     handed: list[str] = []
@@ -105,7 +106,7 @@ def test_an_intake_is_one_hand_off(env: Path, monkeypatch: pytest.MonkeyPatch) -
         patch.setattr(anyio.to_thread, "run_sync", counting)
         response = http.post("/api/intake", json=JOB, headers={"X-Client-Key": key})
     assert response.status_code == 201
-    assert handed == ["_intake"]
+    assert handed == ["client"]
     charged = service.authenticate(key)
     assert charged is not None
     assert charged.credits_remaining == 199
