@@ -90,14 +90,6 @@ def ledger_ids(record: ClientRecord) -> list[str]:
     return [entry.job_id for entry in record.metadata.cost_log]
 
 
-def file_state(path: Path, client_id: str) -> tuple[int | None, list[str]]:
-    """(credits_remaining, job ids of the current cycle) of one client, read from the raw
-    file without the store (new format only)."""
-    doc = json.loads(path.read_bytes())
-    record = doc["clients"][client_id]
-    return record["credits_remaining"], [e["job_id"] for e in record["metadata"]["cost_log"]]
-
-
 # -- charging from threads and processes ---------------------------------------------------
 
 

@@ -94,13 +94,12 @@ class World:
         return {"client_id": self.b["client_id"], "key_id": self.b_key_id, "job_id": self.b_job}
 
     def stored(self, client_id: str) -> bytes:
-        """The client's record as the store file holds it."""
-        doc = json.loads(self.store_path.read_bytes())
-        return json.dumps(doc["clients"][client_id], sort_keys=True).encode()
+        """The client's record as the store holds it (its snapshot with the journal replayed)."""
+        [record] = [r for r in records_of(self.store_path) if r.client_id == client_id]
+        return record.model_dump_json().encode()
 
     def all_stored(self) -> bytes:
-        doc = json.loads(self.store_path.read_bytes())
-        return json.dumps(doc["clients"], sort_keys=True).encode()
+        return b"\n".join(r.model_dump_json().encode() for r in records_of(self.store_path))
 
 
 @pytest.fixture
