@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from .. import jobs, ledger
+from .. import cycles, jobs, ledger
 from ..audit import NewAuditEvent
 from ..errors import BillingError, ClientNotFound, DuplicateClient, UnstorableChange
 from ..jobs import Charged, StoredJob
@@ -105,7 +106,7 @@ class JsonBatch:
         is kept first, whole (kept even if the charge is refused); the charge is kept as a
         ``c`` line, with its job."""
         cid = op.client_id
-        record = self.record(cid)
+        record = self._for_charge(cid, op.now)
         if record is None:
             return Outcome(error=ClientNotFound())
         if ledger.roll_cycle(record, op.now) is not None:
@@ -132,6 +133,23 @@ class JsonBatch:
             self.restore(cid)
             return Outcome(error=exc)
         return Outcome(charged)
+
+    def _for_charge(self, client_id: str, now: datetime) -> ClientRecord | None:
+        """The working copy a charge changes. A charge only sets the record's counters and
+        appends to its ledger, so it copies the record and its ledger's list, not the entries
+        or the history (a deep copy costs 70 us per charge, and 800 us with 100 entries in the
+        cycle). A cycle due to roll changes the history in place: that copy is deep."""
+        working = self._working.get(client_id)
+        if working is not None:
+            return working
+        base = self.kept.get(client_id) or self.state.clients.get(client_id)
+        if base is None:
+            return None
+        if cycles.is_expired(base.billing_cycle_end, now):
+            return self.record(client_id)
+        meta = base.metadata.model_copy(update={"cost_log": list(base.metadata.cost_log)})
+        working = self._working[client_id] = base.model_copy(update={"metadata": meta})
+        return working
 
     def _keep_charge(
         self, record: ClientRecord, result: ChargeResult, job: StoredJob | None

@@ -35,7 +35,7 @@ from openclaw_billing.store import (
     json_replica,
     sql_charge,
 )
-from openclaw_billing.store.base import Mutation, Outcome
+from openclaw_billing.store.base import Charge, Mutation, Outcome
 from openclaw_billing.store.json_replica import Replica
 from openclaw_billing.store.sql import SqlStore
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -346,6 +346,35 @@ def test_json_a_batch_that_cannot_be_written_stores_none_of_it(
     again = JsonFileStore(tmp_path / "clients.json")
     assert balance(again, a.client_id) == a0
     assert balance(again, b.client_id) == b0
+
+
+def test_json_charges_that_cannot_be_written_leave_this_process_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charge works on a copy of the record that shares its ledger's entries with the stored
+    one (it copies no history): the stored record must not see a charge that was not written,
+    neither its counters nor its ledger, and the next charge starts from it."""
+    store = JsonFileStore(tmp_path / "clients.json")
+    a, a0 = limited(store, "A")
+    store.charge(a.client_id, "first", 1.0, T1)
+    before = store.get_client(a.client_id)
+
+    def full_disk(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json_replica, "append", full_disk)
+    with pytest.raises(StoreUnavailable):
+        store.mutate_batch(
+            [Charge(a.client_id, "second", 1.0, T1), Charge(a.client_id, "third", 1.0, T1)]
+        )
+    monkeypatch.undo()
+    assert store.get_client(a.client_id) == before
+    store.charge(a.client_id, "fourth", 1.0, T1)
+    after = store.get_client(a.client_id)
+    assert after is not None
+    assert [e.job_id for e in after.metadata.cost_log] == ["first", "fourth"]
+    assert after.credits_remaining == a0 - 2
+    assert JsonFileStore(tmp_path / "clients.json").get_client(a.client_id) == after
 
 
 def test_outcome_unwrap() -> None:
