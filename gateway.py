@@ -427,7 +427,8 @@ async def intake(
                 "job (a UUID v4). The same key and body get the first answer again (and the "
                 "header Idempotent-Replayed: true), never a second charge; the same key with "
                 "another body is 409 idempotency_conflict; while the first request is still "
-                "running, 409 idempotency_in_progress (retry). Keys are scoped to the client "
+                "running, the retry waits for its answer (with a host's own store that keeps "
+                "no jobs: 409 idempotency_in_progress, retry). Keys are scoped to the client "
                 "and do not expire."
             ),
         ),
@@ -437,8 +438,9 @@ async def intake(
     left the answer is 402 ``credit_limit_reached`` and nothing is queued.
 
     With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
-    charge (idempotent per job id) and the queued job (one per id) happen at most once; the job
-    file keeps a hash of the body and the first answer's credits to answer retries with."""
+    charge (idempotent per job id) and the queued job (one per id) happen at most once, in one
+    atomic step; the stored job keeps a hash of the body and the first answer's credits to
+    answer retries with."""
     if not isinstance(service.store, JobStorage):
         # A store that keeps no jobs: the job file, after the charge (see _intake).
         return await run_billing(_intake, body, client, service, jobs, response, idempotency_key)
