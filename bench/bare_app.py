@@ -1,11 +1,16 @@
-"""The baseline: ``POST /api/intake`` of the same shape as the gateway's, without billing.
+"""The baseline: ``POST /api/intake`` and ``GET /api/jobs`` of the same shape as the gateway's,
+without billing.
 
-Same request body (``gateway.JobCreate``), same ``X-Client-Key`` header, same ``201`` answer
-(``gateway.JobAccepted``, with a job id, the job and a credits count), a sync route run in the
-thread pool like the gateway's, but no authentication, no charge and no job file. The models
-are imported from the gateway, so validation and serialisation cost exactly the same.
+* ``POST /api/intake``: same request body (``gateway.JobCreate``), same ``X-Client-Key`` header,
+  same ``201`` answer (``gateway.JobAccepted``, with a job id, the job and a credits count), a
+  sync route run in the thread pool like the gateway's, but no authentication, no charge and
+  no storage.
+* ``GET /api/jobs``: reads the ``X-Client-Key`` header and answers a ``gateway.JobList`` of
+  ``JOBS_PER_CLIENT`` jobs (as many as each benchmarked client holds when the bench reads its
+  list) with a pro plan's history window, from a sync route; no authentication, no store.
 
-Run it like the gateway, from the repository root::
+The models are imported from the gateway, so validation and serialisation cost exactly the
+same. Run it like the gateway, from the repository root::
 
     uvicorn bench.bare_app:app --workers N
 """
@@ -17,11 +22,15 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, status
 
-from gateway import Job, JobAccepted, JobCreate
+from bench.http1 import JOB_BODY, JOBS_PER_CLIENT
+from gateway import Job, JobAccepted, JobCreate, JobList
 from openclaw_billing.cycles import utcnow
+from openclaw_billing.plans import PLANS, PlanId
 
 #: What the gateway's answer carries for a pro client with plenty of credits left.
 CREDITS_REMAINING = 999_999
+#: The benchmarked clients' plan (``bench/seed.py``): its history window is in the job list.
+HISTORY_DAYS = PLANS[PlanId.PRO].history_days
 
 app = FastAPI(title="bare intake (benchmark baseline)")
 
@@ -43,3 +52,22 @@ def intake(
         created_at=now,
         job=job,
     )
+
+
+@app.get("/api/jobs")
+def list_jobs(
+    x_client_key: Annotated[str, Header(alias="X-Client-Key", max_length=512)],
+) -> JobList:
+    """A client's job list as the gateway answers it, minus auth and the store's read."""
+    client_id, now = str(uuid.uuid4()), utcnow()
+    jobs = [
+        Job.model_construct(
+            **JOB_BODY,
+            job_id=str(uuid.uuid4()),
+            client_id=client_id,
+            status="queued",
+            created_at=now,
+        )
+        for _ in range(JOBS_PER_CLIENT)
+    ]
+    return JobList(jobs=jobs, history_days=HISTORY_DAYS)

@@ -1,14 +1,12 @@
 """The benchmark's configuration: paths, goals, timings, the configurations of the full and
-quick runs, and what one configuration's rounds measure (:class:`Side`, :class:`Row`)."""
+quick runs, and which of them a ``--only`` selection keeps (:class:`Selection`)."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from load import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -25,6 +23,17 @@ THROUGHPUT_GOALS = {"sqlite": 0.85, "json": 0.75, "postgresql": 0.6}
 JSON_GOAL_CLIENTS = 1_000
 P99_GOAL = 2.0
 FLAT_GOAL = 1.3
+#: Latency billing may add at the fixed rate ``OPEN_RATE`` (billing - bare, ms), by percentile.
+ADDED_LATENCY_GOALS = {50: 1.0, 99: 3.0}
+#: The authenticated read (``GET /api/jobs``): billing / bare throughput.
+READ_GOAL = 0.8
+#: The open loop's fixed rate (requests a second); the other rate is half the bare endpoint's
+#: closed-loop throughput measured for the same configuration in the same run.
+OPEN_RATE = 100.0
+#: At most this many connections in the open loop (more requests wait at the generator).
+OPEN_CONNECTIONS = 64
+#: Store sizes of the per-charge cost goal: smallest and largest, by backend.
+FLAT_SIZES = {"sqlite": (100, 100_000), "postgresql": (100, 100_000), "json": (100, 10_000)}
 BACKEND_NAMES = {"json": "JSON file", "sqlite": "SQLite", "postgresql": "PostgreSQL"}
 TMPFS_NAMES = {"": "", "jobs": "job file on tmpfs", "all": "store and job file on tmpfs"}
 
@@ -41,6 +50,12 @@ class Timing:
     #: The operator's reads (``bench/console_store.py``): clients in the store, calls per read.
     console_clients: int
     console_runs: int
+    #: The open loop: rounds (each bare then billing, at each rate), seconds of warm-up and
+    #: measurement per round, and how long to wait for the last answers after the schedule.
+    open_rounds: int
+    open_warmup: float
+    open_duration: float
+    open_grace: float
 
 
 FULL = Timing(
@@ -51,6 +66,10 @@ FULL = Timing(
     breakdown_calls=300,
     console_clients=100_000,
     console_runs=11,
+    open_rounds=2,
+    open_warmup=0.5,
+    open_duration=4.0,
+    open_grace=1.0,
 )
 QUICK = Timing(
     rounds=1,
@@ -60,6 +79,10 @@ QUICK = Timing(
     breakdown_calls=50,
     console_clients=10_000,
     console_runs=3,
+    open_rounds=1,
+    open_warmup=0.3,
+    open_duration=2.0,
+    open_grace=0.5,
 )
 #: "Busy" for the quiet check: share of both cores used by something else.
 BUSY = 0.15
@@ -78,26 +101,41 @@ class Config:
     clients: int
     workers: int
     concurrency: int
-    #: "main" (the goals), "concurrency" (more connections), "diagnostic" (what-ifs).
+    #: "main" (the intake goals), "read" (``GET /api/jobs``), "concurrency" (more connections),
+    #: "diagnostic" (what-ifs).
     section: str = "main"
     #: Diagnostic only: "jobs" puts the gateway's job file on tmpfs, "all" the store too.
     tmpfs: str = ""
+    #: After the closed-loop rounds, the open-loop ones on the same gateway (intake rows only).
+    open_loop: bool = False
 
     @property
     def store_key(self) -> tuple[str, int, bool]:
         return self.backend, self.clients, self.tmpfs == "all"
 
     @property
+    def route(self) -> str:
+        """What the load generator requests (``http1.ROUTES``)."""
+        return "jobs" if self.section == "read" else "intake"
+
+    @property
     def label(self) -> str:
         extra = f", {TMPFS_NAMES[self.tmpfs]}" if self.tmpfs else ""
+        read = "GET /api/jobs, " if self.section == "read" else ""
         return (
-            f"{BACKEND_NAMES[self.backend]}, {self.clients:,} clients, {self.workers} worker(s), "
-            f"{self.concurrency} conns{extra}"
+            f"{read}{BACKEND_NAMES[self.backend]}, {self.clients:,} clients, "
+            f"{self.workers} worker(s), {self.concurrency} conns{extra}"
         )
+
+
+#: Where the open-loop and read rows are measured: one store size per backend (JSON at the size
+#: of its throughput goal), 1 worker and 2 (the usual count).
+LATENCY_STORES = (("json", JSON_GOAL_CLIENTS), ("sqlite", 10_000), ("postgresql", 10_000))
 
 
 def full_configs() -> list[Config]:
     configs: list[Config] = []
+    latency = set(LATENCY_STORES)
     for backend, sizes in (
         ("json", (100, 1_000, 10_000)),
         ("sqlite", (100, 10_000, 100_000)),
@@ -105,7 +143,14 @@ def full_configs() -> list[Config]:
     ):
         for clients in sizes:
             for workers in (1, 2):
-                configs.append(Config(backend, clients, workers, 16))
+                configs.append(
+                    Config(backend, clients, workers, 16, open_loop=(backend, clients) in latency)
+                )
+    configs += [
+        Config(backend, clients, workers, 16, "read")
+        for backend, clients in LATENCY_STORES
+        for workers in (1, 2)
+    ]
     configs += [
         Config("json", 1_000, 2, 64, "concurrency"),
         Config("sqlite", 10_000, 2, 64, "concurrency"),
@@ -122,109 +167,61 @@ def full_configs() -> list[Config]:
 def quick_configs() -> list[Config]:
     return [
         Config("json", 100, 1, 16),
-        Config("sqlite", 100, 1, 16),
+        Config("json", 1_000, 1, 16, open_loop=True),
+        Config("sqlite", 100, 1, 16, open_loop=True),
         Config("sqlite", 100, 2, 16),
-        Config("postgresql", 100, 1, 16),
+        Config("postgresql", 100, 1, 16, open_loop=True),
+        Config("json", 1_000, 1, 16, "read"),
+        Config("sqlite", 100, 1, 16, "read"),
+        Config("postgresql", 100, 1, 16, "read"),
         Config("sqlite", 100, 1, 16, "diagnostic", "jobs"),
     ]
 
 
-# -- measuring -------------------------------------------------------------------------------
+# -- --only ----------------------------------------------------------------------------------
+
+#: What ``--only`` names: parts of the run, or backends (whose rows, of every part, run).
+SECTIONS = ("intake", "open", "read", "concurrency", "diagnostic", "breakdown", "floor", "console")
+BACKENDS = tuple(BACKEND_NAMES)
+#: The parts a run makes when ``--only`` names backends alone (floor and console have none).
+_PER_BACKEND = ("intake", "open", "read", "concurrency", "diagnostic", "breakdown")
 
 
-@dataclass
-class Side:
-    """One kind (bare or billing) of one configuration, all its rounds pooled."""
+@dataclass(frozen=True)
+class Selection:
+    """What a run makes: the parts (``SECTIONS``) on the backends. ``--only`` values are
+    parts or backends; the parts named (all per-backend parts if none) on the backends named
+    (all if none). No ``--only``: everything."""
 
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list, repr=False)
-    cpu_s: float = 0.0
-    db_cpu_s: float = 0.0
-    load_cpu_s: float = 0.0
+    sections: frozenset[str]
+    backends: frozenset[str]
+    partial: bool
 
-    @property
-    def ok(self) -> int:
-        return sum(r["requests"] - r["non_2xx"] for r in self.rounds)
+    @classmethod
+    def of(cls, only: Sequence[str] | None) -> Selection:
+        names = set(only or ())
+        unknown = names - set(SECTIONS) - set(BACKENDS)
+        if unknown:
+            raise ValueError(f"--only: unknown {sorted(unknown)}; use {SECTIONS + BACKENDS}")
+        sections = names & set(SECTIONS) or set(_PER_BACKEND if names else SECTIONS)
+        return cls(frozenset(sections), frozenset(names & set(BACKENDS) or BACKENDS), bool(names))
 
-    @property
-    def rps(self) -> float:
-        elapsed = sum(r["elapsed_s"] for r in self.rounds)
-        return self.ok / elapsed if elapsed else 0.0
+    def wants(self, section: str, backend: str | None = None) -> bool:
+        return section in self.sections and (backend is None or backend in self.backends)
 
-    @property
-    def non_2xx(self) -> int:
-        return sum(r["non_2xx"] + r["errors"] for r in self.rounds)
+    def configs(self, configs: Iterable[Config]) -> list[Config]:
+        """The HTTP rows to run: an open-loop configuration runs for ``open`` too (its rate
+        comes from its closed-loop rounds), a main row for ``intake``."""
+        kept = []
+        for c in configs:
+            part = "intake" if c.section == "main" else c.section
+            if self.wants(part, c.backend) or (c.open_loop and self.wants("open", c.backend)):
+                kept.append(c)
+        return kept
 
-    @property
-    def total_2xx(self) -> int:
-        return sum(r["total_2xx"] for r in self.rounds)
-
-    def pct(self, p: float) -> float:
-        return percentile(sorted(self.latencies), p)
-
-    def cpu_us(self, seconds: float) -> float:
-        """CPU per answered request (warm-up included: the CPU was measured over it too)."""
-        return 1e6 * seconds / self.total_2xx if self.total_2xx else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "rps": round(self.rps, 1),
-            "p50_ms": round(self.pct(50), 2),
-            "p99_ms": round(self.pct(99), 2),
-            "requests": len(self.latencies),
-            "non_2xx_or_errors": self.non_2xx,
-            "server_cpu_us_per_req": round(self.cpu_us(self.cpu_s), 1),
-            "db_cpu_us_per_req": round(self.cpu_us(self.db_cpu_s), 1),
-            "loadgen_cpu_us_per_req": round(self.cpu_us(self.load_cpu_s), 1),
-            "rounds": self.rounds,
-        }
-
-
-@dataclass
-class Row:
-    config: Config
-    bare: Side
-    billing: Side
-    busy_before: float
-    ledger_expected: int = 0
-    ledger_found: int = -1
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        return self.billing.rps / self.bare.rps if self.bare.rps else 0.0
-
-    @property
-    def round_ratios(self) -> list[float]:
-        return [
-            b["rps"] / a["rps"] if a["rps"] else 0.0
-            for a, b in zip(self.bare.rounds, self.billing.rounds, strict=True)
-        ]
-
-    @property
-    def p99_ratio(self) -> float:
-        bare = self.bare.pct(99)
-        return self.billing.pct(99) / bare if bare else 0.0
-
-    @property
-    def throughput_goal(self) -> float | None:
-        c = self.config
-        if c.section == "diagnostic":
-            return None
-        if c.backend == "json" and c.clients != JSON_GOAL_CLIENTS:
-            return None
-        return THROUGHPUT_GOALS[c.backend]
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "ratio": round(self.ratio, 3),
-            "round_ratios": [round(r, 3) for r in self.round_ratios],
-            "p99_ratio": round(self.p99_ratio, 2),
-            "busy_before_pct": round(100 * self.busy_before, 1),
-            "ledger_expected": self.ledger_expected,
-            "ledger_found": self.ledger_found,
-            "problems": self.problems,
-            "bare": self.bare.summary(),
-            "billing": self.billing.summary(),
-        }
+    def breakdown_sizes(self, configs: Iterable[Config]) -> set[tuple[str, int]]:
+        """The stores to time in process (``bench/breakdown.py``): every on-disk store size of
+        the run's configurations, on the backends selected."""
+        if "breakdown" not in self.sections:
+            return set()
+        return {(c.backend, c.clients) for c in configs if c.backend in self.backends}

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from config import ADMIN_TOKEN
 from console_store import seeded
-from load import percentile
+from http1 import percentile
 from procs import start_server, stop_server
 from seed import drop
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from config import DEFAULT_PG
-from load import percentile
+from http1 import percentile
 from seed import SeededStore, analyze, drop, seed_postgres
 from sqlalchemy import create_engine, insert
 

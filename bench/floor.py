@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from load import JOB_BODY
+from http1 import JOB_BODY
 
 SCHEMA = (
     "CREATE TABLE clients (client_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, "

@@ -1,19 +1,24 @@
-"""Closed-loop HTTP/1.1 load generator for ``POST /api/intake``.
+"""HTTP/1.1 load generator for ``POST /api/intake`` (or ``GET /api/jobs``): closed or open loop.
 
-``concurrency`` keep-alive connections each send one request at a time, for ``warmup`` seconds
-(not recorded) and then ``duration`` seconds (recorded); every request's latency is kept and
-the result is printed as one JSON object on stdout.
+Closed loop (the default): ``concurrency`` keep-alive connections each send one request at a
+time, for ``warmup`` seconds (not recorded) and then ``duration`` seconds (recorded); every
+request's latency is kept. Open loop (``--rate R``): R requests a second on a schedule, over at
+most ``--connections`` keep-alive connections, latency measured from each request's scheduled
+send time (``bench/openloop.py``). Either way the result is printed as one JSON object on
+stdout, and ``--latencies-out`` gets every recorded latency.
 
-The client is a minimal HTTP/1.1 speaker on asyncio streams (uvloop when installed): the
-requests are pre-built bytes and the answers are read by ``Content-Length``. It costs a
-fraction of the CPU of a general-purpose client such as httpx, which matters because the
-generator shares the machine's cores with the server it measures. ``--client httpx`` uses
-``httpx.AsyncClient`` instead (to cross-check).
+The client is a minimal HTTP/1.1 speaker on asyncio streams (uvloop when installed,
+``bench/http1.py``): the requests are pre-built bytes and the answers are read by
+``Content-Length``. It costs a fraction of the CPU of a general-purpose client such as httpx,
+which matters because the generator shares the machine's cores with the server it measures.
+``--client httpx`` uses ``httpx.AsyncClient`` instead (closed loop only, to cross-check).
 
 Bounded: it stops by itself at ``warmup + duration`` (requests in flight then finish, each
-bounded by ``--timeout``), and never sends more than ``--max-requests``. Loopback only.
+bounded by ``--timeout``; in the open loop, by ``--grace``), and never sends more than
+``--max-requests``. Loopback only.
 
     python bench/load.py --url http://127.0.0.1:8000 --keys-file keys.txt --duration 5
+    python bench/load.py --url http://127.0.0.1:8000 --keys-file keys.txt --rate 100
 """
 
 from __future__ import annotations
@@ -31,19 +36,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from http1 import (
+    CONNECTION_ERRORS,
+    JOB_BODY,
+    ROUTES,
+    build_requests,
+    check_loopback,
+    percentile,
+    read_response,
+)
+from openloop import run_open
 
-PATH = "/api/intake"
-#: The job every request submits (a few hundred bytes, like a real job description).
-JOB_BODY: dict[str, str] = {
-    "project_name": "Benchmark project",
-    "description": (
-        "Add a CSV export to the monthly report page, with the same filters as the on-screen "
-        "table, streamed so that large months do not time out; include a test."
-    ),
-    "task_type": "feature_build",
-    "priority": "P2",
-}
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_MAX_REQUESTS = 2_000_000
 
 
@@ -70,14 +73,6 @@ class LoadResult:
     total_2xx: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 for none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
 
 
 class _Recorder:
@@ -121,34 +116,6 @@ class _Recorder:
             self.error_samples.append(problem)
 
 
-def _requests(host: str, port: int, keys: Sequence[str]) -> list[bytes]:
-    body = json.dumps(JOB_BODY, separators=(",", ":")).encode()
-    return [
-        (
-            f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"X-Client-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for key in keys
-    ]
-
-
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    """Read one response; returns its status. Raises on anything but a Content-Length body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    if length is None:
-        raise ValueError("response without Content-Length")
-    await reader.readexactly(length)
-    return status
-
-
 async def _raw_connection(
     host: str,
     port: int,
@@ -172,14 +139,8 @@ async def _raw_connection(
                         asyncio.open_connection(host, port), timeout
                     )
                 writer.write(payload)
-                status = await asyncio.wait_for(_read_response(reader), timeout)
-            except (
-                OSError,
-                ValueError,
-                IndexError,
-                TimeoutError,
-                asyncio.IncompleteReadError,
-            ) as exc:
+                status = await asyncio.wait_for(read_response(reader), timeout)
+            except CONNECTION_ERRORS as exc:
                 rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
                 if writer is not None:
                     writer.close()
@@ -197,18 +158,21 @@ async def _raw_connection(
 async def _httpx_connection(
     client: httpx.AsyncClient,
     url: str,
+    route: str,
     keys: Sequence[str],
     offset: int,
     stride: int,
     rec: _Recorder,
 ) -> None:
     index = offset
+    method = ROUTES[route][0]
+    body = JOB_BODY if method == "POST" else None
     while rec.next_slot():
         key = keys[index % len(keys)]
         index += stride
         began = time.perf_counter()
         try:
-            response = await client.post(url, json=JOB_BODY, headers={"X-Client-Key": key})
+            response = await client.request(method, url, json=body, headers={"X-Client-Key": key})
         except httpx.HTTPError as exc:
             rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(0.05)
@@ -226,17 +190,18 @@ async def run_load(
     timeout: float = 30.0,
     max_requests: int = DEFAULT_MAX_REQUESTS,
     client: str = "raw",
+    route: str = "intake",
     latencies_out: Path | None = None,
 ) -> LoadResult:
+    """The closed loop."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 80
-    if host not in LOOPBACK_HOSTS:
-        raise SystemExit(f"refusing to load {host!r}: the benchmark only targets loopback")
+    check_loopback(host)
     if not keys:
         raise SystemExit("no client keys")
     rec = _Recorder(warmup, duration, max_requests)
     if client == "raw":
-        requests = _requests(host, port, keys)
+        requests = build_requests(host, port, keys, route)
         await asyncio.gather(
             *(
                 _raw_connection(host, port, requests, i, concurrency, rec, timeout)
@@ -246,16 +211,14 @@ async def run_load(
     else:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            target = url.rstrip("/") + PATH
+            target = url.rstrip("/") + ROUTES[route][1]
             await asyncio.gather(
                 *(
-                    _httpx_connection(http, target, keys, i, concurrency, rec)
+                    _httpx_connection(http, target, route, keys, i, concurrency, rec)
                     for i in range(concurrency)
                 )
             )
-    if latencies_out is not None:
-        with latencies_out.open("wb") as handle:
-            array("d", rec.latencies).tofile(handle)
+    _write_latencies(latencies_out, rec.latencies)
     lat = sorted(rec.latencies)
     elapsed = max(rec.last_done - rec.record_from, 1e-9)
     ok = sum(n for status, n in rec.statuses.items() if status.startswith("2"))
@@ -281,6 +244,12 @@ async def run_load(
     )
 
 
+def _write_latencies(path: Path | None, latencies: Sequence[float]) -> None:
+    if path is not None:
+        with path.open("wb") as handle:
+            array("d", latencies).tofile(handle)
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -293,7 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--keys-file", type=Path, required=True, help="client keys, one a line")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--route", choices=tuple(ROUTES), default="intake")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed loop: connections")
+    parser.add_argument("--rate", type=float, help="open loop: requests per second")
+    parser.add_argument("--connections", type=int, default=64, help="open loop: at most")
+    parser.add_argument(
+        "--grace", type=float, default=1.0, help="open loop: seconds to wait for the last answers"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds, not recorded")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds, recorded")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
@@ -303,26 +278,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latencies-out", type=Path, help="write every recorded latency (ms, float64) here"
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.concurrency <= 1024:
-        parser.error("--concurrency must be 1 to 1024")
+    if not 1 <= args.concurrency <= 1024 or not 1 <= args.connections <= 1024:
+        parser.error("--concurrency and --connections must be 1 to 1024")
     if not (0 <= args.warmup <= 300 and 0 < args.duration <= 600):
         parser.error("--warmup must be 0-300 s and --duration 0-600 s")
+    if args.rate is not None and not (
+        0 < args.rate <= 50_000 and args.rate * (args.warmup + args.duration) <= args.max_requests
+    ):
+        parser.error("--rate must be above 0, at most 50,000, and within --max-requests")
     keys = [k.strip() for k in args.keys_file.read_text().splitlines() if k.strip()]
+    if not keys:
+        parser.error("no client keys")
     _install_uvloop()
-    result = asyncio.run(
-        run_load(
-            args.url,
-            keys,
-            concurrency=args.concurrency,
-            warmup=args.warmup,
-            duration=args.duration,
-            timeout=args.timeout,
-            max_requests=args.max_requests,
-            client=args.client,
-            latencies_out=args.latencies_out,
+    if args.rate is None:
+        result = asdict(
+            asyncio.run(
+                run_load(
+                    args.url,
+                    keys,
+                    concurrency=args.concurrency,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    timeout=args.timeout,
+                    max_requests=args.max_requests,
+                    client=args.client,
+                    route=args.route,
+                    latencies_out=args.latencies_out,
+                )
+            )
         )
-    )
-    json.dump(asdict(result), sys.stdout)
+    else:
+        parts = urlsplit(args.url)
+        host, port = parts.hostname or "", parts.port or 80
+        check_loopback(host)
+        result = asyncio.run(
+            run_open(
+                host,
+                port,
+                build_requests(host, port, keys, args.route),
+                rate=args.rate,
+                warmup=args.warmup,
+                duration=args.duration,
+                connections=args.connections,
+                grace=args.grace,
+                timeout=args.timeout,
+            )
+        )
+        _write_latencies(args.latencies_out, result.pop("latencies"))
+        result["url"] = args.url
+    json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

@@ -1,41 +1,22 @@
 """Process control for the benchmark: CPU accounting of a process tree and of PostgreSQL, the
-quiet wait, fsync latency, starting and stopping uvicorn servers, and running one
-configuration's rounds, the in-process breakdown and the floor, each in its own process."""
+quiet wait, fsync latency, and starting and stopping uvicorn servers. What runs on them is in
+``rounds.py`` (the HTTP rows) and ``inproc.py`` (the measurements in processes of their own)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import resource
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any
 
-import seed
-from config import (
-    ADMIN_TOKEN,
-    BENCH,
-    BUSY,
-    FLOOR_BATCH,
-    HISTORY_ROWS,
-    PYTHON,
-    REPO,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    Config,
-    Row,
-    Side,
-    Timing,
-)
+from config import ADMIN_TOKEN, BUSY, PYTHON, REPO, START_TIMEOUT, STOP_TIMEOUT
 
 
 def _clock_ticks() -> int:
@@ -195,13 +176,13 @@ def start_server(name: str, app: str, workers: int, env: dict[str, str], log: Pa
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited at start:\n{_tail(log)}")
+            raise RuntimeError(f"{name} exited at start:\n{tail(log)}")
         started = log.read_bytes().count(b"Application startup complete") >= workers
         if started and _accepts(port):  # one worker binds its socket after its startup
             break
         if time.monotonic() > deadline:
             stop_server(server)
-            raise RuntimeError(f"{name} did not start in {START_TIMEOUT:.0f} s:\n{_tail(log)}")
+            raise RuntimeError(f"{name} did not start in {START_TIMEOUT:.0f} s:\n{tail(log)}")
         time.sleep(0.1)
     return server
 
@@ -226,7 +207,7 @@ def stop_server(server: Server) -> None:
             proc.wait(STOP_TIMEOUT)
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -239,234 +220,3 @@ def get_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-# -- one configuration -----------------------------------------------------------------------
-
-
-def run_round(
-    server: Server,
-    keys_file: Path,
-    config: Config,
-    timing: Timing,
-    lat_file: Path,
-    side: Side,
-    pg: bool,
-) -> None:
-    cpu0, db0 = tree_cpu(server.proc.pid), postgres_cpu() if pg else 0.0
-    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [
-        PYTHON,
-        str(BENCH / "load.py"),
-        "--url",
-        server.url,
-        "--keys-file",
-        str(keys_file),
-        "--concurrency",
-        str(config.concurrency),
-        "--warmup",
-        str(timing.warmup),
-        "--duration",
-        str(timing.duration),
-        "--latencies-out",
-        str(lat_file),
-    ]
-    limit = timing.warmup + timing.duration + 120  # requests in flight are bounded by 30 s
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
-    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    side.cpu_s += tree_cpu(server.proc.pid) - cpu0
-    if pg:
-        side.db_cpu_s += postgres_cpu() - db0
-    side.load_cpu_s += (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
-    side.rounds.append(result)
-    values = array("d")
-    with lat_file.open("rb") as handle:
-        values.frombytes(handle.read())
-    side.latencies.extend(values)
-    lat_file.unlink()
-
-
-def run_config(
-    config: Config,
-    store: seed.SeededStore,
-    bare: Server,
-    timing: Timing,
-    work: Path,
-    shm: Path,
-    quiet: QuietWait,
-) -> Row:
-    seed.reset(store)
-    jobs_dir = shm if config.tmpfs else work
-    jobs = jobs_dir / f"jobs-{os.getpid()}-{time.monotonic_ns()}.jsonl"
-    keys_file = work / "keys.txt"
-    keys_file.write_text("\n".join(store.keys) + "\n")
-    busy = quiet()
-    gateway = start_server(
-        "gateway",
-        "gateway:app",
-        config.workers,
-        {"OPENCLAW_BILLING_DB": store.url, "OPENCLAW_JOBS_FILE": str(jobs)},
-        work / "gateway.log",
-    )
-    row = Row(config, Side(), Side(), busy)
-    try:
-        if not get_ok(gateway.url + "/health"):
-            raise RuntimeError(f"gateway unhealthy:\n{_tail(gateway.log)}")
-        pg = config.backend == "postgresql"
-        for _ in range(timing.rounds):
-            lat = work / "latencies.bin"
-            run_round(bare, keys_file, config, timing, lat, row.bare, pg)
-            run_round(gateway, keys_file, config, timing, lat, row.billing, pg)
-    finally:
-        stop_server(gateway)
-        jobs.unlink(missing_ok=True)
-        jobs.with_name(jobs.name + ".lock").unlink(missing_ok=True)
-    row.ledger_expected = row.billing.total_2xx
-    row.ledger_found = seed.count_ledger(store)
-    if row.ledger_found != row.ledger_expected:
-        row.problems.append(
-            f"ledger holds {row.ledger_found} charges, {row.ledger_expected} were answered 2xx"
-        )
-    if row.billing.non_2xx:
-        statuses: dict[str, int] = {}
-        for r in row.billing.rounds:
-            for status, n in r["statuses"].items():
-                if not status.startswith("2"):
-                    statuses[status] = statuses.get(status, 0) + n
-        samples = [s for r in row.billing.rounds for s in r["error_samples"]][:2]
-        row.problems.append(f"billing non-2xx {statuses} errors {samples}")
-    return row
-
-
-def run_breakdown(
-    store: seed.SeededStore, timing: Timing, work: Path, *, history: bool
-) -> dict[str, Any]:
-    """``bench/breakdown.py`` on ``store`` (reset before and after), in its own process."""
-    seed.reset(store)
-    keys_file = work / "keys.txt"
-    keys_file.write_text("\n".join(store.keys) + "\n")
-    calls = timing.breakdown_calls
-    if store.backend == "json":  # a JSON charge writes the whole file: fewer calls
-        calls = max(20, calls * 100 // max(100, store.clients // 10))
-    jobs = work / "breakdown-jobs.jsonl"
-    cmd = [
-        PYTHON,
-        str(BENCH / "breakdown.py"),
-        "--url",
-        store.url,
-        "--keys-file",
-        str(keys_file),
-        "--jobs-file",
-        str(jobs),
-        "--count",
-        str(calls),
-    ]
-    if history:
-        cmd += ["--history", str(HISTORY_ROWS)]
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    jobs.unlink(missing_ok=True)
-    jobs.with_name(jobs.name + ".lock").unlink(missing_ok=True)
-    seed.reset(store)
-    if done.returncode != 0:
-        raise RuntimeError(f"breakdown failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    result["backend"], result["clients"], result["calls"] = store.backend, store.clients, calls
-    return result
-
-
-def run_floor(work: Path, timing: Timing) -> dict[str, Any]:
-    """``bench/floor.py`` (the least a durable billed request costs), in its own process."""
-    cmd = [
-        PYTHON,
-        str(BENCH / "floor.py"),
-        "--dir",
-        str(work / "floor"),
-        "--count",
-        str(timing.breakdown_calls * 4),
-        "--batch",
-        "1",
-        str(FLOOR_BATCH),
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"floor failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def run_store_batch(work: Path, timing: Timing, postgres_url: str | None) -> dict[str, Any]:
-    """``bench/batch.py`` (a store change alone vs in a batch of ``FLOOR_BATCH``, one durable
-    write each), in its own process, on 1,000 clients of each backend."""
-    backends = ["json", "sqlite", *(["postgresql"] if postgres_url else [])]
-    cmd = [
-        PYTHON,
-        str(BENCH / "batch.py"),
-        "--dir",
-        str(work / "batch"),
-        "--count",
-        str(timing.breakdown_calls * 2),
-        "--batch",
-        "1",
-        str(FLOOR_BATCH),
-        "--backend",
-        *backends,
-    ]
-    env = {**os.environ, **({"OPENCLAW_TEST_PG_URL": postgres_url} if postgres_url else {})}
-    done = subprocess.run(
-        cmd, cwd=BENCH, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"store batch failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def run_console_store(work: Path, timing: Timing) -> dict[str, Any]:
-    """``bench/console_store.py`` (the operator's reads: each order of the client list, a
-    search, a status filter, a deep page, the overview) on SQLite and the JSON store, in its
-    own process."""
-    cmd = [
-        PYTHON,
-        str(BENCH / "console_store.py"),
-        "--dir",
-        str(work / "console"),
-        "--clients",
-        str(timing.console_clients),
-        "--runs",
-        str(timing.console_runs),
-        "--backend",
-        "sqlite",
-        "json",
-    ]
-    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=1800, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"console store failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def run_console_pages(work: Path, timing: Timing) -> dict[str, Any]:
-    """``bench/console_pages.py`` (the console's pages over HTTP on SQLite at
-    ``timing.console_clients`` clients), in its own process. Its exit status 1 (a clients
-    page's p95 over the goal) is a result, not a failure: the report says MISSED."""
-    cmd = [
-        PYTHON,
-        str(BENCH / "console_pages.py"),
-        "--dir",
-        str(work / "console-pages"),
-        "--clients",
-        str(timing.console_clients),
-        "--runs",
-        str(2 * timing.console_runs),
-    ]
-    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=1800, check=False)
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"console pages failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result

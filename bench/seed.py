@@ -12,7 +12,6 @@ real on every request, never running out) and an empty ledger. Their plaintext k
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -29,16 +28,18 @@ from openclaw_billing.cycles import utcnow
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
+from openclaw_billing.store import open_store
 from openclaw_billing.store.json_format import render_store
 from openclaw_billing.store.sql import SqlStore
-from openclaw_billing.store.sql_schema import api_key_rows, clients, ledger_rows
+from openclaw_billing.store.sql_schema import api_key_rows, clients, job_rows, ledger_rows
 from openclaw_billing.store.sql_write import columns, key_row
 
 #: The clients the load is spread over (as many as the smallest store holds).
 BENCH_CLIENTS = 100
 #: Credits of a benchmarked client: a pro client that never runs out during a run.
 BENCH_CREDITS = 1_000_000_000
-#: Their rate-limit override, the highest allowed: the load measures charging, never 429s.
+#: Their rate-limit override (``rate_limit_per_minute`` on the record), the highest allowed: the
+#: gateway's limits stay on and are checked on every request, but the load never meets them.
 BENCH_RATE_LIMIT = 1_000_000
 BATCH = 5_000
 _OTHER_PLANS = (PlanId.FREE, PlanId.STARTER, PlanId.PRO, PlanId.ENTERPRISE)
@@ -187,15 +188,21 @@ def analyze(url: str) -> None:
 
 
 def reset(store: SeededStore) -> None:
-    """Back to the seeded state: empty ledgers, full credits (so every run starts alike)."""
+    """Back to the seeded state: empty ledgers, no jobs, full credits (so every run starts
+    alike). A JSON store's snapshot is written again and every file beside it (its journals,
+    lock, audit log, temp files) removed."""
     if store.backend == "json":
         assert store.json_raw is not None
-        Path(store.url).write_bytes(store.json_raw)
+        path = Path(store.url)
+        for beside in path.parent.glob(f"{path.name}.*"):
+            beside.unlink()
+        path.write_bytes(store.json_raw)
         return
     engine = _engine(store.url)
     try:
         with engine.begin() as conn:
             conn.execute(delete(ledger_rows))
+            conn.execute(delete(job_rows))
             conn.execute(
                 update(clients)
                 .where(clients.c.client_id.in_(store.bench_ids))
@@ -209,9 +216,13 @@ def reset(store: SeededStore) -> None:
 
 def count_ledger(store: SeededStore) -> int:
     """How many charges the store holds (a run's charges must all be there)."""
-    if store.backend == "json":
-        doc = json.loads(Path(store.url).read_bytes())
-        return sum(len(c["metadata"]["cost_log"]) for c in doc["clients"].values())
+    if store.backend == "json":  # the snapshot with its journal replayed, as the store reads
+        opened = open_store(store.url)
+        try:
+            found = (opened.get_client(cid) for cid in store.bench_ids)
+            return sum(len(r.metadata.cost_log) for r in found if r is not None)
+        finally:
+            opened.close()
     engine = _engine(store.url)
     try:
         with engine.connect() as conn:
