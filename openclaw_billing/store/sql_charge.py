@@ -171,11 +171,20 @@ def find_job(conn: Connection, client_id: str, job_id: str) -> StoredJob | None:
     return None if row is None else job_of(row)
 
 
+_CLIENT_JOBS = (
+    select(job_rows)
+    .where(job_rows.c.client_id == bindparam("b_client"))
+    .order_by(job_rows.c.created_at, job_rows.c.id)
+)
+_CLIENT_JOBS_SINCE = _CLIENT_JOBS.where(job_rows.c.created_at >= bindparam("b_since"))
+
+
 def client_jobs(conn: Connection, client_id: str, since: datetime | None) -> list[StoredJob]:
-    query = select(job_rows).where(job_rows.c.client_id == client_id)
-    if since is not None:
-        query = query.where(job_rows.c.created_at >= since)
-    return [job_of(r) for r in conn.execute(query.order_by(job_rows.c.created_at, job_rows.c.id))]
+    if since is None:
+        rows = conn.execute(_CLIENT_JOBS, {"b_client": client_id})
+    else:
+        rows = conn.execute(_CLIENT_JOBS_SINCE, {"b_client": client_id, "b_since": since})
+    return [job_of(r) for r in rows]
 
 
 def import_jobs(conn: Connection, jobs: Sequence[StoredJob]) -> int:
