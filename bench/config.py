@@ -35,7 +35,10 @@ OPEN_CONNECTIONS = 64
 #: Store sizes of the per-charge cost goal: smallest and largest, by backend.
 FLAT_SIZES = {"sqlite": (100, 100_000), "postgresql": (100, 100_000), "json": (100, 10_000)}
 BACKEND_NAMES = {"json": "JSON file", "sqlite": "SQLite", "postgresql": "PostgreSQL"}
-TMPFS_NAMES = {"": "", "jobs": "job file on tmpfs", "all": "store and job file on tmpfs"}
+#: The worker's group committers (``OPENCLAW_COMMITTER``, see openclaw_billing/committer.py):
+#: the default, and the one the committer comparison runs once more with.
+DEFAULT_COMMITTER = "thread"
+OTHER_COMMITTER = "loop"
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,22 @@ class Config:
     workers: int
     concurrency: int
     #: "main" (the intake goals), "read" (``GET /api/jobs``), "concurrency" (more connections),
-    #: "diagnostic" (what-ifs).
+    #: "committer" (a main row once more with ``OTHER_COMMITTER``).
     section: str = "main"
-    #: Diagnostic only: "jobs" puts the gateway's job file on tmpfs, "all" the store too.
-    tmpfs: str = ""
-    #: After the closed-loop rounds, the open-loop ones on the same gateway (intake rows only).
+    #: The gateway's ``OPENCLAW_COMMITTER``.
+    committer: str = DEFAULT_COMMITTER
+    #: After the closed-loop rounds, the open-loop ones on the same gateway (intake rows only;
+    #: a committer row runs the fixed rate only).
     open_loop: bool = False
 
     @property
-    def store_key(self) -> tuple[str, int, bool]:
-        return self.backend, self.clients, self.tmpfs == "all"
+    def store_key(self) -> tuple[str, int]:
+        return self.backend, self.clients
+
+    @property
+    def partner(self) -> tuple[str, int, int, int]:
+        """What pairs a committer row with its main row: backend, clients, workers, conns."""
+        return self.backend, self.clients, self.workers, self.concurrency
 
     @property
     def route(self) -> str:
@@ -120,7 +129,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        extra = f", {TMPFS_NAMES[self.tmpfs]}" if self.tmpfs else ""
+        extra = f", {self.committer} committer" if self.committer != DEFAULT_COMMITTER else ""
         read = "GET /api/jobs, " if self.section == "read" else ""
         return (
             f"{read}{BACKEND_NAMES[self.backend]}, {self.clients:,} clients, "
@@ -155,13 +164,18 @@ def full_configs() -> list[Config]:
         Config("json", 1_000, 2, 64, "concurrency"),
         Config("sqlite", 10_000, 2, 64, "concurrency"),
         Config("postgresql", 10_000, 2, 64, "concurrency"),
-        Config("json", 1_000, 1, 16, "diagnostic", "jobs"),
-        Config("json", 1_000, 1, 16, "diagnostic", "all"),
-        Config("sqlite", 10_000, 1, 16, "diagnostic", "jobs"),
-        Config("sqlite", 10_000, 1, 16, "diagnostic", "all"),
-        Config("postgresql", 10_000, 1, 16, "diagnostic", "jobs"),
     ]
+    configs += committer_configs("sqlite", 10_000)
     return configs
+
+
+def committer_configs(backend: str, clients: int) -> list[Config]:
+    """The committer comparison: the main intake rows of one store (1 and 2 workers, 16
+    conns, open loop at ``OPEN_RATE``) once more with ``OTHER_COMMITTER``."""
+    return [
+        Config(backend, clients, workers, 16, "committer", OTHER_COMMITTER, open_loop=True)
+        for workers in (1, 2)
+    ]
 
 
 def quick_configs() -> list[Config]:
@@ -169,22 +183,22 @@ def quick_configs() -> list[Config]:
         Config("json", 100, 1, 16),
         Config("json", 1_000, 1, 16, open_loop=True),
         Config("sqlite", 100, 1, 16, open_loop=True),
-        Config("sqlite", 100, 2, 16),
+        Config("sqlite", 100, 2, 16, open_loop=True),
         Config("postgresql", 100, 1, 16, open_loop=True),
         Config("json", 1_000, 1, 16, "read"),
         Config("sqlite", 100, 1, 16, "read"),
         Config("postgresql", 100, 1, 16, "read"),
-        Config("sqlite", 100, 1, 16, "diagnostic", "jobs"),
+        *committer_configs("sqlite", 100),
     ]
 
 
 # -- --only ----------------------------------------------------------------------------------
 
 #: What ``--only`` names: parts of the run, or backends (whose rows, of every part, run).
-SECTIONS = ("intake", "open", "read", "concurrency", "diagnostic", "breakdown", "floor", "console")
+SECTIONS = ("intake", "open", "read", "concurrency", "committer", "breakdown", "floor", "console")
 BACKENDS = tuple(BACKEND_NAMES)
 #: The parts a run makes when ``--only`` names backends alone (floor and console have none).
-_PER_BACKEND = ("intake", "open", "read", "concurrency", "diagnostic", "breakdown")
+_PER_BACKEND = ("intake", "open", "read", "concurrency", "committer", "breakdown")
 
 
 @dataclass(frozen=True)
@@ -211,13 +225,35 @@ class Selection:
 
     def configs(self, configs: Iterable[Config]) -> list[Config]:
         """The HTTP rows to run: an open-loop configuration runs for ``open`` too (its rate
-        comes from its closed-loop rounds), a main row for ``intake``."""
+        comes from its closed-loop rounds), a main row for ``intake``, and for ``committer``
+        the committer rows with the main rows they are compared with."""
+        configs = list(configs)
         kept = []
         for c in configs:
             part = "intake" if c.section == "main" else c.section
-            if self.wants(part, c.backend) or (c.open_loop and self.wants("open", c.backend)):
+            if (
+                self.wants(part, c.backend)
+                or (c.open_loop and self.wants("open", c.backend))
+                or self.compares(c, configs)
+            ):
                 kept.append(c)
         return kept
+
+    def compares(self, config: Config, configs: Iterable[Config]) -> bool:
+        """Whether ``config`` is a main row a selected committer row is compared with."""
+        return (
+            config.section == "main"
+            and self.wants("committer", config.backend)
+            and any(c.section == "committer" and c.partner == config.partner for c in configs)
+        )
+
+    def open_loop(self, config: Config, configs: Iterable[Config]) -> bool:
+        """Whether ``config``'s open-loop rounds run in this selection."""
+        return config.open_loop and (
+            self.wants("open", config.backend)
+            or (config.section == "committer" and self.wants("committer", config.backend))
+            or self.compares(config, configs)
+        )
 
     def breakdown_sizes(self, configs: Iterable[Config]) -> set[tuple[str, int]]:
         """The stores to time in process (``bench/breakdown.py``): every on-disk store size of

@@ -83,7 +83,8 @@ def timed(http: httpx.Client, path: str, runs: int) -> dict[str, float]:
 
 def measure(folder: Path, total: int, runs: int) -> dict[str, Any]:
     seed = seeded("sqlite", folder, total, utcnow())
-    env = {"OPENCLAW_BILLING_DB": seed.url, "OPENCLAW_JOBS_FILE": str(folder / "jobs.jsonl")}
+    # OPENCLAW_JOBS_FILE: only an earlier release's job file, imported at start; none here.
+    env = {"OPENCLAW_BILLING_DB": seed.url, "OPENCLAW_JOBS_FILE": str(folder / "no-jobs.jsonl")}
     server = start_server("console", "gateway:app", 1, env, folder / "console-pages.log")
     try:
         http = signed_in(server.url)

@@ -109,7 +109,7 @@ def postgres_info(url: str) -> str | None:
     return f"PostgreSQL {version} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
 
-def machine(pg: str | None, fsync_ms: float, shm_fsync_ms: float) -> dict[str, str]:
+def machine(pg: str | None, fsync_ms: float) -> dict[str, str]:
     versions = []
     for name in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -126,6 +126,6 @@ def machine(pg: str | None, fsync_ms: float, shm_fsync_ms: float) -> dict[str, s
         "SQLite": f"{sqlite3.sqlite_version} (the stdlib module's library)",
         "PostgreSQL": pg or "not reachable: PostgreSQL rows skipped",
         "Disk": f"{_filesystem(RESULTS)}; one small append + fsync takes {fsync_ms:.2f} ms "
-        f"(median of 100), on /dev/shm {shm_fsync_ms:.3f} ms",
+        "(median of 100)",
         "Commit": _git(),
     }

@@ -178,6 +178,21 @@ async def _connection(
                 await writer.wait_closed()
 
 
+async def _stop(workers: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the connections' tasks until every one has ended: on Python 3.11
+    ``asyncio.wait_for`` can swallow a cancellation that arrives as its answer does, and the
+    task would then wait for the next request forever (a quick run once hung 300 s so)."""
+    pending = [t for t in workers if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
+        pending = [t for t in pending if not t.done()]
+    for task in workers:  # retrieve each outcome (cancelled, or an error already counted)
+        if not task.cancelled():
+            task.exception()
+
+
 async def run_open(
     host: str,
     port: int,
@@ -214,9 +229,7 @@ async def run_open(
     deadline = run.sched[count - 1] + grace
     while time.perf_counter() < deadline and not _all_done(run):
         await asyncio.sleep(min(0.01, max(0.0, deadline - time.perf_counter())))
-    for task in workers:
-        task.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await _stop(workers)
     acc = account(
         run.sched,
         run.dispatched,

@@ -36,15 +36,11 @@ import seed
 STEPS: tuple[tuple[str, str], ...] = (
     ("SQLite: waiting for the write lock (BEGIN IMMEDIATE)", "_on_begin (openclaw_billing"),
     ("SQL: commit (fsync of the WAL / round trip)", "do_commit (sqlalchemy"),
-    ("JSON store: serialise changed clients, write + fsync the file", "JsonFileStore._commit ("),
-    (
-        "JSON store: parse + validate the lines that changed (a file laid out otherwise: whole)",
-        "parse (openclaw_billing/store/json_format.py",
-    ),
-    ("JSON store: re-read the file (and compare it with the cached bytes)", "_current ("),
-    ("auth: look the key up and load the client", "get_client_by_key_digest ("),
-    ("charge", "BillingService.charge ("),
-    ("job file: lock + append + fsync", "JobStore.add ("),
+    ("JSON store: compaction (the state written as the next snapshot)", "Replica.compact ("),
+    ("JSON store: append the batch to the journal + fsync", "Replica.commit ("),
+    ("JSON store: catch up with the journal other workers wrote", "Replica._catch_up ("),
+    ("auth: look the key up and load the client (a key-cache miss)", "get_client_by_key_digest ("),
+    ("accept: the charges with their jobs, one batch of the committer", "mutate_batch ("),
     ("logging the charge", "Logger.info ("),
     ("the route's own work (models, uuid, response)", "intake (gateway.py"),
     ("FastAPI / Starlette / uvicorn outside the route", "run_asgi (uvicorn"),
@@ -132,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gateway",
         "gateway:app",
         args.workers,
-        {"OPENCLAW_BILLING_DB": store.url, "OPENCLAW_JOBS_FILE": str(work / "jobs.jsonl")},
+        {
+            "OPENCLAW_BILLING_DB": store.url,
+            "OPENCLAW_JOBS_FILE": str(work / "no-earlier-jobs.jsonl"),  # nothing to import
+        },
         work / "gateway.log",
     )
     try:

@@ -1,5 +1,6 @@
-"""Parts of the benchmark report that stand apart from the rows: the in-process steps, the
-operator's reads and what limits the billed throughput (from this run's numbers)."""
+"""Parts of the benchmark report that stand apart from the main rows: the in-process steps,
+the committer comparison, the operator's reads and what limits the billed throughput (from
+this run's numbers)."""
 
 from __future__ import annotations
 
@@ -7,35 +8,93 @@ from collections.abc import Sequence
 from typing import Any
 
 from config import (
+    ADDED_LATENCY_GOALS,
     BACKEND_NAMES,
     CONSOLE_GOAL_MS,
     FLOOR_BATCH,
     HISTORY_ROWS,
     JSON_GOAL_CLIENTS,
+    OPEN_RATE,
     THROUGHPUT_GOALS,
-    TMPFS_NAMES,
 )
-from results import Row
+from results import OpenRow, Row
+
+#: The in-process steps of ``bench/breakdown.py``, in the table's order.
+STEPS = ("authenticate", "authenticate_cached", "charge", "accept", "authenticate_with_history")
+
+
+def _step(b: dict[str, Any], step: str, measure: str = "cpu_us") -> float:
+    value: float = b[step][measure] if step in b else 0.0
+    return value
 
 
 def breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| Backend | Clients | authenticate µs (CPU) | charge µs (CPU) | job-file append µs "
-        f"(CPU) | authenticate, client with {HISTORY_ROWS:,} ledger rows µs (CPU) |",
-        "|---|---|---|---|---|---|",
+        "| Backend | Clients | authenticate, store read µs (CPU) | authenticate, key cache µs "
+        "(CPU) | charge µs (CPU) | accept: the charge with its job µs (CPU) | authenticate, "
+        f"store read, client with {HISTORY_ROWS:,} ledger rows µs (CPU) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b in breakdowns:
-
-        def cell(step: str, b: dict[str, Any] = b) -> str:
-            if step not in b:
-                return "—"
-            return f"{b[step]['wall_us']:,.0f} ({b[step]['cpu_us']:,.0f})"
-
+        cells = [
+            f"{b[s]['wall_us']:,.0f} ({b[s]['cpu_us']:,.0f})" if s in b else "—" for s in STEPS
+        ]
         lines.append(
-            f"| {BACKEND_NAMES[b['backend']]} | {b['clients']:,} | {cell('authenticate')} "
-            f"| {cell('charge')} | {cell('job_append')} | {cell('authenticate_with_history')} |"
+            f"| {BACKEND_NAMES[b['backend']]} | {b['clients']:,} | " + " | ".join(cells) + " |"
         )
     return lines
+
+
+def _fixed(row: Row) -> OpenRow | None:
+    return next((o for o in row.open_rows if o.kind == "fixed"), None)
+
+
+def committer_table(rows: Sequence[Row]) -> list[str]:
+    """The intake rows run with each committer (``OPENCLAW_COMMITTER``): a committer row and
+    the main row of the same configuration, measured in the same run."""
+    main = {r.config.partner: r for r in rows if r.config.section == "main"}
+    pairs = [
+        (main[r.config.partner], r)
+        for r in rows
+        if r.config.section == "committer" and r.config.partner in main
+    ]
+    if not pairs:
+        return ["(not measured in this run)"]
+    pcts = " / ".join(f"p{p}" for p in ADDED_LATENCY_GOALS)
+    lines = [
+        f"| Backend | Clients | Workers | Committer | Bare req/s | Billing req/s | Ratio "
+        f"| Billing {pcts} ms | CPU µs/req bare → billing | Open loop at {OPEN_RATE:g} req/s: "
+        f"billing {pcts} ms | Added {pcts} ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for pair in pairs:
+        for row in pair:
+            c, o = row.config, _fixed(row)
+            open_cells = (
+                " / ".join(f"{o.billing.pct(p):.2f}" for p in ADDED_LATENCY_GOALS)
+                + " | "
+                + " / ".join(f"{o.added(p):+.2f}" for p in ADDED_LATENCY_GOALS)
+                + (" (saturated)" if o.saturated else "")
+                if o is not None
+                else "— | —"
+            )
+            cpu = row.bare.cpu_us(row.bare.cpu_s), row.billing.cpu_us(row.billing.cpu_s)
+            lines.append(
+                f"| {BACKEND_NAMES[c.backend]} | {c.clients:,} | {c.workers} | `{c.committer}` "
+                f"| {row.bare.rps:,.0f} | {row.billing.rps:,.1f} | {row.ratio:.2f} | "
+                + " / ".join(f"{row.billing.pct(p):.1f}" for p in ADDED_LATENCY_GOALS)
+                + f" | {cpu[0]:,.0f} → {cpu[1]:,.0f} | {open_cells} |"
+            )
+        base, other = pair
+        if base.billing.rps:
+            notes.append(
+                f"{other.config.workers} worker(s): `{other.config.committer}` served "
+                f"{other.billing.rps / base.billing.rps:.2f}x the billed req/s of "
+                f"`{base.config.committer}` (ratio to bare {other.ratio:.2f} against "
+                f"{base.ratio:.2f})"
+            )
+    return [*lines, "", "; ".join(notes) + "." if notes else ""]
 
 
 def console_section(console: dict[str, Any]) -> list[str]:
@@ -77,68 +136,78 @@ def console_section(console: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpu_line(backend: str, clients: int, row: Row, b: dict[str, Any] | None) -> tuple[float, str]:
+    """One backend's CPU budget against what billing costs, in process and under load."""
+    goal = THROUGHPUT_GOALS[backend]
+    bare = row.bare.cpu_us(row.bare.cpu_s)
+    billed = row.billing.cpu_us(row.billing.cpu_s)
+    budget = bare * (1 / goal - 1)
+    db = (
+        f" (and postgres {row.billing.cpu_us(row.billing.db_cpu_s):,.0f} µs)"
+        if backend == "postgresql"
+        else ""
+    )
+    line = (
+        f"- {BACKEND_NAMES[backend]}, {clients:,} clients, 1 worker, 16 conns: the bare request "
+        f"costs {bare:,.0f} µs of CPU, so a ratio of {goal:.2f} leaves billing at most "
+        f"{budget:,.0f} µs per request (bare x (1 ÷ {goal:.2f} - 1)). Under load the gateway "
+        f"spent {billed:,.0f} µs per billed request{db}: {billed - bare:,.0f} µs more than the "
+        f"bare request, {(billed - bare) / budget:.1f}x the budget; the ratio measured "
+        f"{row.ratio:.2f}."
+    )
+    if b is None:
+        return budget, line
+    cached, accept = _step(b, "authenticate_cached"), _step(b, "accept")
+    steps = cached + accept
+    line += (
+        f" In one thread without HTTP, the key check and the charge alone take {steps:,.0f} µs of "
+        f"CPU ({steps / budget:.1f}x the budget): the key check from the worker's key cache "
+        f"{cached:,.0f} µs (from the store, on a cache miss: "
+        f"{_step(b, 'authenticate'):,.0f} µs) and the charge with its job in one atomic step "
+        f"(`Store.accept`) {accept:,.0f} µs. Were CPU the only limit, the steps alone would "
+        f"cap the ratio at {bare / (bare + steps):.2f} (bare ÷ (bare + steps))."
+    )
+    return budget, line
+
+
 def limits(
     rows: Sequence[Row],
     breakdowns: Sequence[dict[str, Any]],
     fsync_ms: float,
     floor: dict[str, Any] | None,
 ) -> list[str]:
-    """What the numbers of this run say limits billing throughput."""
-    main = {
-        (r.config.backend, r.config.clients, r.config.workers, r.config.concurrency): r
-        for r in rows
-        if r.config.section == "main"
-    }
+    """What this run's numbers say limits billed throughput; every figure is from this run."""
+    main = {r.config.partner: r for r in rows if r.config.section == "main"}
     lines: list[str] = []
     budgets: dict[str, float] = {}
-    for backend, clients in (
-        ("sqlite", 10_000),
-        ("json", JSON_GOAL_CLIENTS),
-        ("postgresql", 10_000),
-    ):
-        row = main.get((backend, clients, 1, 16))
+    chosen = _stores(main)
+    for backend, clients in chosen:
+        row = main[(backend, clients, 1, 16)]
+        if not row.bare.total_2xx or not row.billing.total_2xx:
+            continue
         b = next(
             (x for x in breakdowns if x["backend"] == backend and x["clients"] == clients), None
         )
-        if row is None or b is None:
-            continue
-        goal = THROUGHPUT_GOALS[backend]
-        bare_cpu = row.bare.cpu_us(row.bare.cpu_s)
-        budget = bare_cpu * (1 / goal - 1)
-        budgets[backend] = budget
-        steps = sum(b[s]["cpu_us"] for s in ("authenticate", "charge", "job_append"))
-        lines.append(
-            f"- {BACKEND_NAMES[backend]}, {clients:,} clients, 1 worker: the bare request costs "
-            f"{bare_cpu:,.0f} µs of CPU, so reaching {goal:.2f}x leaves billing at most "
-            f"{budget:,.0f} µs per request. In one thread without HTTP, authenticate + charge + "
-            f"job-file append alone take {steps:,.0f} µs of CPU "
-            f"({b['authenticate']['cpu_us']:,.0f} + {b['charge']['cpu_us']:,.0f} + "
-            f"{b['job_append']['cpu_us']:,.0f}); under load the gateway spent "
-            f"{row.billing.cpu_us(row.billing.cpu_s):,.0f} µs per billed request"
-            + (
-                f" (and postgres {row.billing.cpu_us(row.billing.db_cpu_s):,.0f} µs)"
-                if backend == "postgresql"
-                else ""
-            )
-            + "."
-        )
+        budgets[backend], line = _cpu_line(backend, clients, row, b)
+        lines.append(line)
     if floor is not None:
         one, grouped = floor["batch_1"]["cpu_us"], floor[f"batch_{FLOOR_BATCH}"]["cpu_us"]
-        sqlite_budget = budgets.get("sqlite")
+        budget = budgets.get("sqlite")
         versus = (
-            f" The SQLite budget above is {sqlite_budget:,.0f} µs."
-            if sqlite_budget is not None
+            f" Against the SQLite budget above ({budget:,.0f} µs) that is {one / budget:.1f}x "
+            f"and {grouped / budget:.1f}x."
+            if budget
             else ""
         )
         lines.append(
             "- The floor under any implementation (`bench/floor.py`: one thread, no HTTP, "
-            "straight through the `sqlite3` module with no SQLAlchemy or pydantic; the key's "
-            "digest and lookup, the conditional UPDATE, the ledger INSERT, the commit with its "
-            "fsync, and the job line with its fsync): "
-            f"{one:,.0f} µs of CPU per request when each request is durable on its own before "
-            "it is answered, as the gateway's are, and "
-            f"{grouped:,.0f} µs when {FLOOR_BATCH} requests share one commit and one job-file "
-            f"fsync (group commit).{versus}"
+            "straight through the `sqlite3` module with no SQLAlchemy or pydantic, "
+            f"{floor['clients']:,} clients): the key's digest and lookup, then the conditional "
+            "UPDATE, the ledger INSERT and the job's row INSERT in one transaction, and its "
+            f"commit with its fsync. {one:,.0f} µs of CPU per request when each request is "
+            f"durable alone, {grouped:,.0f} µs when {FLOOR_BATCH} requests share one commit "
+            f"(group commit, as the worker's committer batches the requests that queue up "
+            f"while a commit runs).{versus}"
         )
     batch = (floor or {}).get("store_batch")
     if batch:
@@ -152,27 +221,54 @@ def limits(
             "- The store's batch primitive (`bench/batch.py`: one thread, no HTTP, "
             f"{batch['clients']:,} clients; a credit adjustment through `Store.mutate`, one "
             f"durable write each, or {FLOOR_BATCH} of them for different clients through "
-            "`Store.mutate_batch`, one transaction or one file write per batch), CPU per change: "
-            + "; ".join(each)
-            + ". The gateway's committer (`openclaw_billing/committer.py`) uses it: the "
-            "charges that arrive while a batch commits go in the next one."
+            "`Store.mutate_batch`, one transaction or one journal write per batch), CPU per "
+            "change: " + "; ".join(each) + ". The worker's committer "
+            "(`openclaw_billing/committer.py`) commits the intake's charges, each with its job, "
+            "through it."
         )
-    lines.append(
-        f"- One fsync on this disk took {fsync_ms:.2f} ms (median) when measured at the start; "
-        "a billed request is answered once its charge and its job are durable, committed "
-        "together in the store (the worker's committer groups the charges that queue up "
-        "meanwhile into one commit)."
-    )
-    for r in rows:
-        if r.config.section != "diagnostic":
-            continue
-        c = r.config
-        ref = main.get((c.backend, c.clients, c.workers, c.concurrency))
-        versus = f" (on disk: {ref.billing.rps:,.1f} req/s, ratio {ref.ratio:.2f})" if ref else ""
-        lines.append(
-            f"- {BACKEND_NAMES[c.backend]}, {c.clients:,} clients, {c.workers} worker, "
-            f"{TMPFS_NAMES[c.tmpfs]} (fsync free; diagnostic only): billing "
-            f"{r.billing.rps:,.1f} req/s, ratio {r.ratio:.2f}, p99 {r.billing.pct(99):.1f} ms"
-            f"{versus}."
-        )
+    lines.append(_fsync_line(main, chosen, fsync_ms))
     return lines
+
+
+#: The store each backend's limits are read on: its latency store (JSON at its goal's size).
+LIMIT_STORES = {"sqlite": 10_000, "json": JSON_GOAL_CLIENTS, "postgresql": 10_000}
+
+
+def _stores(main: dict[tuple[str, int, int, int], Row]) -> list[tuple[str, int]]:
+    """Per backend, the store whose 1-worker, 16-conn intake row the limits read: the one in
+    ``LIMIT_STORES`` if this run has it, else the smallest it has (a quick run)."""
+    chosen = []
+    for backend, clients in LIMIT_STORES.items():
+        sizes = sorted(n for (b, n, w, c) in main if (b, w, c) == (backend, 1, 16))
+        if sizes:
+            chosen.append((backend, clients if clients in sizes else sizes[0]))
+    return chosen
+
+
+def _fsync_line(
+    main: dict[tuple[str, int, int, int], Row], chosen: Sequence[tuple[str, int]], fsync_ms: float
+) -> str:
+    """The fsync's latency, and how much of a second it would fill at the billed rates of
+    the stores whose writers take turns (SQLite, the JSON journal) were each request
+    committed alone."""
+    line = (
+        f"- One small append + fsync on this disk took {fsync_ms:.2f} ms (median, measured at "
+        "the start). A billed request is answered once its charge and its job are durable "
+        "together: one commit (SQL) or one journal write (JSON) for the batch it is in."
+    )
+    shares = []
+    for (backend, clients, workers, conns), row in sorted(main.items()):
+        if backend == "postgresql" or (backend, clients) not in chosen or conns != 16:
+            continue
+        share = row.billing.rps * fsync_ms / 1000
+        shares.append(
+            f"{BACKEND_NAMES[backend]} {clients:,}, {workers} worker(s): "
+            f"{row.billing.rps:,.0f} req/s, {100 * share:.0f}%"
+        )
+    if shares:
+        line += (
+            " The SQLite and JSON stores' writers take turns (one at a time across workers), "
+            "so one fsync per request would keep the disk's fsync busy for billed req/s times "
+            "fsync of each second: " + "; ".join(shares) + "."
+        )
+    return line

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import resource
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from array import array
@@ -156,10 +154,10 @@ def _open_rows(
     timing: Timing,
     lat: Path,
 ) -> None:
-    """The open-loop rows: at ``OPEN_RATE`` and at half the bare closed-loop throughput just
-    measured, each round bare then billing at the same rate."""
+    """The open-loop rows: at ``OPEN_RATE`` and (but for a committer row) at half the bare
+    closed-loop throughput just measured, each round bare then billing at the same rate."""
     rates = [("fixed", OPEN_RATE)]
-    if row.bare.rps:
+    if row.bare.rps and config.section != "committer":
         rates.append(("half", row.bare.rps / 2))
     for kind, rate in rates:
         opened = OpenRow(config, kind, rate)
@@ -175,15 +173,13 @@ def run_config(
     bare: Server,
     timing: Timing,
     work: Path,
-    shm: Path,
     quiet: QuietWait,
     *,
     open_loop: bool = False,
 ) -> Row:
-    """One configuration's rows, on a gateway started over ``store`` reset to its seed."""
+    """One configuration's rows, on a gateway started over ``store`` reset to its seed (the
+    store keeps each accepted job with its charge: no job file is written)."""
     seed.reset(store)
-    jobs_dir = shm if config.tmpfs else work
-    jobs = jobs_dir / f"jobs-{os.getpid()}-{time.monotonic_ns()}.jsonl"
     keys_file = work / "keys.txt"
     keys_file.write_text("\n".join(store.keys) + "\n")
     busy = quiet()
@@ -191,7 +187,13 @@ def run_config(
         "gateway",
         "gateway:app",
         config.workers,
-        {"OPENCLAW_BILLING_DB": store.url, "OPENCLAW_JOBS_FILE": str(jobs)},
+        {
+            "OPENCLAW_BILLING_DB": store.url,
+            "OPENCLAW_COMMITTER": config.committer,
+            # Only an earlier release's job file, imported once at start: none here (and
+            # nothing under ~/.openclaw is touched).
+            "OPENCLAW_JOBS_FILE": str(work / "no-earlier-jobs.jsonl"),
+        },
         work / "gateway.log",
     )
     row = Row(config, Side(), Side(), busy)
@@ -222,8 +224,6 @@ def run_config(
             _open_rows(config, row, bare, gateway, keys_file, timing, lat)
     finally:
         stop_server(gateway)
-        jobs.unlink(missing_ok=True)
-        jobs.with_name(jobs.name + ".lock").unlink(missing_ok=True)
     _check(row, store, submitted)
     return row
 

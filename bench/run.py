@@ -13,7 +13,10 @@ generator (``bench/load.py``, its own process): bare, billing, bare, billing, ..
   endpoint's closed-loop throughput, latency from each request's scheduled send time; the
   latency billing adds at p50 and p99 (``bench/openloop.py``);
 * authenticated read (same stores and workers): ``GET /api/jobs`` with the client's key, each
-  benchmarked client holding a few jobs, against the bare app's ``GET /api/jobs``.
+  benchmarked client holding a few jobs, against the bare app's ``GET /api/jobs``;
+* the committers (SQLite at 10,000 clients, 1 and 2 workers): the intake rows, closed loop and
+  open loop at 100 req/s, once more with ``OPENCLAW_COMMITTER=loop`` (the main rows run the
+  default, ``thread``).
 
 Every row checks that the gateway's limit for a benchmarked client is its override (the
 limits stay on; the override keeps the load under them) and counts every answer that is not
@@ -27,14 +30,15 @@ breakdown (``bench/breakdown.py``). The report ends with a Goals table (``bench/
     .venv/bin/python bench/run.py --quick    # a smoke run, about three minutes
     .venv/bin/python bench/run.py --only open --only sqlite   # a part of it
 
-``--only`` (repeatable) names parts (intake, open, read, concurrency, diagnostic, breakdown,
+``--only`` (repeatable) names parts (intake, open, read, concurrency, committer, breakdown,
 floor, console) and backends (json, sqlite, postgresql): the parts named (every per-backend
 part if none) on the backends named (every one if none). ``open`` runs its configurations'
-closed-loop rounds too (its second rate comes from them). A partial or quick run writes its
-report to bench/results/ and never to BENCHMARKS.md.
+closed-loop rounds too (its second rate comes from them); ``committer`` runs the main rows it
+compares with too. A partial or quick run writes its report to bench/results/ and never to
+BENCHMARKS.md.
 
-Everything it makes lives in bench/results/ (git-ignored) and a /dev/shm directory removed at
-the end; PostgreSQL schemas it creates are dropped. Only loopback addresses are used.
+Everything it makes lives in bench/results/ (git-ignored); PostgreSQL schemas it creates are
+dropped. Only loopback addresses are used.
 """
 
 from __future__ import annotations
@@ -76,9 +80,9 @@ from rounds import run_config
 
 
 @contextlib.contextmanager
-def _stores() -> Iterator[dict[tuple[str, int, bool], seed.SeededStore]]:
+def _stores() -> Iterator[dict[tuple[str, int], seed.SeededStore]]:
     """The seeded stores by ``Config.store_key``; PostgreSQL schemas are dropped at exit."""
-    made: dict[tuple[str, int, bool], seed.SeededStore] = {}
+    made: dict[tuple[str, int], seed.SeededStore] = {}
     try:
         yield made
     finally:
@@ -87,15 +91,12 @@ def _stores() -> Iterator[dict[tuple[str, int, bool], seed.SeededStore]]:
                 seed.drop(store)
 
 
-def _seed(
-    key: tuple[str, int, bool], work: Path, shm: Path, pg_url: str | None
-) -> seed.SeededStore:
-    backend, clients, on_tmpfs = key
-    where = shm if on_tmpfs else work
+def _seed(key: tuple[str, int], work: Path, pg_url: str | None) -> seed.SeededStore:
+    backend, clients = key
     if backend == "json":
-        return seed.seed_json(where / f"clients-{clients}.json", clients)
+        return seed.seed_json(work / f"clients-{clients}.json", clients)
     if backend == "sqlite":
-        return seed.seed_sqlite(where / f"billing-{clients}.db", clients)
+        return seed.seed_sqlite(work / f"billing-{clients}.db", clients)
     assert pg_url is not None
     return seed.seed_postgres(pg_url, clients)
 
@@ -163,8 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = RESULTS / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    shm = Path("/dev/shm") / f"openclaw-bench-{os.getpid()}"
-    shm.mkdir(exist_ok=True)
 
     pg_info = postgres_info(args.postgres_url)
     pg_url = args.postgres_url if pg_info else None
@@ -175,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = selection.configs(every)
     timed = selection.breakdown_sizes(every)
     fsync_ms = fsync_latency_ms(work)
-    shm_fsync_ms = fsync_latency_ms(shm)
-    info = machine(pg_info, fsync_ms, shm_fsync_ms)
+    info = machine(pg_info, fsync_ms)
     floor: dict[str, Any] | None = None
     if selection.wants("floor"):
         floor = run_floor(work, timing)
@@ -194,23 +192,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_bytes_per_client = 0.0
     breakdowns: list[dict[str, Any]] = []
     quiet = QuietWait(timing.quiet_wait, total=4 * timing.quiet_wait)
-    keys = {c.store_key for c in configs} | {(b, n, False) for b, n in timed}
+    keys = {c.store_key for c in configs} | timed
     try:
         with _stores() as stores:
             for key in sorted(keys):
                 for old in list(stores):  # one store at a time: drop the previous one
                     seed.drop(stores.pop(old))
                 t0 = time.monotonic()
-                stores[key] = made = _seed(key, work, shm, pg_url)
+                stores[key] = made = _seed(key, work, pg_url)
                 if made.json_raw is not None:
                     json_bytes_per_client = len(made.json_raw) / made.clients
                 print(f"  seeded {key[0]} {key[1]:,} in {time.monotonic() - t0:.1f} s", flush=True)
-                if (key[0], key[1]) in timed and not key[2]:
+                if key in timed:
                     history = made.backend != "json" and made.clients == 10_000
                     breakdowns.append(run_breakdown(made, timing, work, history=history))
                     print(f"    in-process: {breakdowns[-1]}", flush=True)
                 here = [c for c in configs if c.store_key == key]
-                for config in sorted(here, key=lambda c: c.section != "main"):
+                for config in sorted(here, key=lambda c: c.section not in ("main", "committer")):
                     if config.workers not in bare_servers:
                         bare_servers[config.workers] = start_server(
                             f"bare-{config.workers}",
@@ -225,16 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         bare_servers[config.workers],
                         timing,
                         work,
-                        shm,
                         quiet,
-                        open_loop=config.open_loop and selection.wants("open", config.backend),
+                        open_loop=selection.open_loop(config, every),
                     )
                     rows.append(row)
                     _print_row(row)
     finally:
         for server in bare_servers.values():
             stop_server(server)
-        shutil.rmtree(shm, ignore_errors=True)
 
     if json_bytes_per_client:
         absent.insert(

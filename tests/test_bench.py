@@ -169,9 +169,11 @@ def _open(row: Any, bare_ms: float, billing_ms: float) -> Any:
 
 
 def _breakdown(backend: str, clients: int, wall: float, cpu: float) -> dict[str, Any]:
+    """In-process steps: the per-charge goal reads the charge with its job (``accept``)."""
     return {
         "backend": backend, "clients": clients,
-        "charge": {"wall_us": wall, "cpu_us": cpu},
+        "accept": {"wall_us": wall, "cpu_us": cpu},
+        "charge": {"wall_us": 1.0, "cpu_us": 1.0 if clients == 100 else 9.0},  # not judged
         "authenticate": {"wall_us": 100.0, "cpu_us": 100.0},
     }  # fmt: skip
 
@@ -252,3 +254,25 @@ def test_only_selects_parts_on_backends() -> None:
     assert everything.configs(every) == every
     with pytest.raises(ValueError, match="unknown"):
         config.Selection.of(["opne"])
+
+
+def test_only_committer_runs_the_rows_it_compares() -> None:
+    """``--only committer``: the loop-committer rows and the default-committer main rows of
+    the same configurations, each with its open loop; nothing else."""
+    config = bench("config")
+    every = config.full_configs()
+    selection = config.Selection.of(["committer"])
+    picked = selection.configs(every)
+    loop = [c for c in picked if c.section == "committer"]
+    main = [c for c in picked if c.section == "main"]
+    assert len(loop) == 2
+    assert all(c.committer == config.OTHER_COMMITTER for c in loop)
+    assert {c.partner for c in main} == {c.partner for c in loop}
+    assert all(c.committer == config.DEFAULT_COMMITTER for c in main)
+    assert len(picked) == 4
+    assert all(selection.open_loop(c, every) for c in picked)
+    assert not selection.breakdown_sizes(every)
+    # A run of the intake alone leaves the committer rows out, and their open loops too.
+    intake = config.Selection.of(["intake"])
+    assert not [c for c in intake.configs(every) if c.section == "committer"]
+    assert not any(intake.open_loop(c, every) for c in intake.configs(every))
