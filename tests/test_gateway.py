@@ -3,6 +3,7 @@ credentials in URLs, the access log and the job file's mode."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -470,3 +471,12 @@ def test_a_description_with_a_control_character_is_a_422_and_charges_nothing(
     accepted = submit_job(http, client["api_key"], description="Build it:\n\t- login\r\n- logout")
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["credits_remaining"] == 4  # one charge, for the accepted job
+
+
+def test_a_worker_leaves_what_it_loaded_at_start_out_of_full_collections(env: Path) -> None:
+    """The lifespan freezes what start-up loaded (``gc.freeze``), so the collector's full
+    passes do not walk the JSON store's records, and lets go of it at shutdown."""
+    assert gc.get_freeze_count() == 0
+    with TestClient(gateway.create_app()):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

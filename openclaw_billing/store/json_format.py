@@ -162,8 +162,10 @@ def parse_record(item: object) -> ClientRecord | None:
 
 
 def job_body(job: StoredJob) -> bytes:
-    """The job as JSON (raises ``ValueError`` for a lone surrogate)."""
-    return _compact(job.model_dump(mode="json"))
+    """The job as JSON (raises ``ValueError`` for a lone surrogate): pydantic's serialiser
+    writes the same bytes as ``_compact`` of its dump, in less than half the time (a
+    compaction renders every job stored since the last one)."""
+    return job.model_dump_json().encode()
 
 
 def parse_job(item: object) -> StoredJob | None:

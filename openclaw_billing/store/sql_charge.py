@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import ledger
 from ..errors import CreditLimitReached, InvalidApiKey
@@ -188,7 +190,8 @@ def client_jobs(conn: Connection, client_id: str, since: datetime | None) -> lis
 
 
 def import_jobs(conn: Connection, jobs: Sequence[StoredJob]) -> int:
-    """Insert the jobs not stored yet (by client and id) whose client exists."""
+    """Insert the jobs not stored yet (by client and id) whose client exists; returns how many
+    this call stored."""
     known_clients = set(conn.execute(select(clients.c.client_id)).scalars())
     have = {
         (r.client_id, r.job_id)
@@ -199,6 +202,15 @@ def import_jobs(conn: Connection, jobs: Sequence[StoredJob]) -> int:
         key = (job.client_id, job.job_id)
         if job.client_id in known_clients and key not in have:
             fresh.setdefault(key, job)
-    if fresh:
-        conn.execute(_INSERT_JOB, [job_values(j) for j in fresh.values()])
-    return len(fresh)
+    if not fresh:
+        return 0
+    # Another worker may be importing the same file at the same moment (PostgreSQL reads
+    # committed rows only): a job it stored first is skipped, not an error.
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(job_rows)
+        .on_conflict_do_nothing(index_elements=[job_rows.c.client_id, job_rows.c.job_id])
+        .returning(job_rows.c.id)
+    )
+    rows = conn.execute(statement, [job_values(j) for j in fresh.values()])
+    return len(rows.all())

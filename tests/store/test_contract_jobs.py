@@ -21,12 +21,13 @@ from openclaw_billing.jobs import Charged, NewJob, StoredJob
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
-from openclaw_billing.store import Store
+from openclaw_billing.store import Store, sql_charge
 from openclaw_billing.store.base import Charge
 from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.store.json_file import JsonFileStore
 from openclaw_billing.store.migrate import copy_store
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    ROW_LOCK_BACKENDS,
     add_client,
     assert_invariants,
     make_record,
@@ -254,6 +255,40 @@ def test_import_jobs_is_idempotent_and_skips_unknown_clients(store: Store, store
     assert store.accept(Charge(cid, "job-1", 1.0, T1 + MINUTE, job=JOB)).job == jobs[0]
     with reopen(store_url) as again:
         assert jobs_of(again).client_jobs(cid) == [jobs[0]]
+
+
+@pytest.mark.parametrize("store_url", ROW_LOCK_BACKENDS, indirect=True)
+def test_two_workers_importing_the_same_jobs_at_once_store_each_once(
+    store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker imports the old job file at its start. On PostgreSQL an import sees only
+    committed rows, so another worker can store the same jobs between its read of what is
+    stored and its insert: those are skipped, not an error that stops the worker's start."""
+    record, _ = add_client(store)
+    jobs = [
+        StoredJob(client_id=record.client_id, job_id=f"job-{n}", created_at=T1, fields={})
+        for n in range(3)
+    ]
+    real = sql_charge.job_values
+    raced: list[int] = []
+    started = False
+
+    def other_worker_first(job: StoredJob) -> dict[str, object]:
+        nonlocal started
+        if not started:  # after this import read what is stored, before it inserts
+            started = True
+            with reopen(store_url) as other:
+                raced.append(jobs_of(other).import_jobs(jobs[:2]))
+        return real(job)
+
+    monkeypatch.setattr(sql_charge, "job_values", other_worker_first)
+    assert jobs_of(store).import_jobs(jobs) == 1  # job-2; the other worker stored 0 and 1
+    assert raced == [2]
+    assert [j.job_id for j in jobs_of(store).client_jobs(record.client_id)] == [
+        "job-0",
+        "job-1",
+        "job-2",
+    ]
 
 
 def test_jobs_survive_reopen_and_an_unlimited_plan_reports_no_credits(

@@ -409,3 +409,21 @@ def test_a_snapshot_line_edited_into_nonsense_is_reported_like_any_corrupt_file(
     with pytest.raises(StoreCorrupt):
         writer.charge("c1", "job-1", 1.0, T0)
     assert path.read_bytes() == bad
+
+
+def test_a_job_is_rendered_as_json_dumps_would_and_a_lone_surrogate_is_refused() -> None:
+    """``job_body`` uses pydantic's serialiser for speed: the same bytes as ``json.dumps`` of
+    the job's dump (the snapshot's format), and a ``ValueError`` where the text cannot be
+    encoded, as before."""
+    job = StoredJob(
+        client_id="c1",
+        job_id="j1",
+        created_at=T0,
+        fields={"name": 'héllo ✓ "quoted" \\ \n tab\t', "empty": ""},
+        request_hash="h" * 64,
+        credits_remaining=5,
+    )
+    dumped = json.dumps(job.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+    assert json_format.job_body(job) == dumped.encode("utf-8")
+    with pytest.raises(ValueError, match="surrogates not allowed"):
+        json_format.job_body(job.model_copy(update={"fields": {"x": "\ud800"}}))
