@@ -128,10 +128,16 @@ def set_key_expiry(
     record.updated_at = now
 
 
+def touch_due(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a key last used at ``last_used_at`` is due to have ``now`` written as its last
+    use (at most once per ``KEY_TOUCH_INTERVAL``)."""
+    return last_used_at is None or now - last_used_at >= KEY_TOUCH_INTERVAL
+
+
 def touch_key(record: ClientRecord, key_id: str, now: datetime) -> bool:
     """Note a use of the key; True when ``last_used_at`` was due for a write."""
     key = find_key(record, key_id)
-    if key.last_used_at is not None and now - key.last_used_at < KEY_TOUCH_INTERVAL:
+    if not touch_due(key.last_used_at, now):
         return False
     key.last_used_at = now
     return True

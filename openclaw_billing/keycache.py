@@ -34,7 +34,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Final, NamedTuple
 
-from .access import KEY_TOUCH_INTERVAL
+from .access import touch_due
 from .models import ApiKeyRecord, ClientRecord
 
 #: Known keys one worker keeps at most; past it the least recently used is dropped.
@@ -57,6 +57,17 @@ class Refused(Enum):
 
 
 REFUSED: Final = Refused.REFUSED
+
+
+class Unanswered(Enum):
+    """A key check from this worker's memory alone that needs the store after all: the key is
+    not held (or held too long), or its last use is due to be written (see
+    ``BillingService.verify_cached_key``)."""
+
+    UNANSWERED = "unanswered"
+
+
+UNANSWERED: Final = Unanswered.UNANSWERED
 
 
 @dataclass(slots=True)
@@ -172,7 +183,7 @@ class KeyCache:
             entry = self._known.get(digest)
             if entry is not None:
                 last_used_at = entry.last_used_at
-            if last_used_at is not None and now - last_used_at < KEY_TOUCH_INTERVAL:
+            if not touch_due(last_used_at, now):
                 return False
             if entry is not None:
                 entry.last_used_at = now

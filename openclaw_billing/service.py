@@ -22,14 +22,14 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
-from .access import KEY_TOUCH_INTERVAL
+from .access import touch_due
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .committer import CommitterKind, new_committer
 from .cycles import as_utc, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
 from .jobs import Charged, NewJob
-from .keycache import REFUSED, KeyCache, VerifiedKey
+from .keycache import REFUSED, UNANSWERED, KeyCache, Unanswered, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
@@ -124,14 +124,32 @@ class BillingService(AdminActions):
         checks the client's status and the key's revocation and expiry at ``now``: a key
         stops at its ``expires_at`` exactly, cached or not. The key's last use is recorded at
         most once per ``KEY_TOUCH_INTERVAL`` either way."""
+        verified = self._verify_key(api_key, now or utcnow(), ledger=ledger, cache_only=False)
+        assert verified is not UNANSWERED  # only a check from the cache alone leaves it open
+        return verified
+
+    def verify_cached_key(
+        self, api_key: str | None, *, now: datetime | None = None
+    ) -> VerifiedKey | Unanswered | None:
+        """:meth:`verify_key` from this worker's cache alone, never reading or writing the
+        store: its answer, or :data:`~.keycache.UNANSWERED` when that answer needs the store
+        (the key is not held or held too long, or its last use is due to be written). One
+        look at the cache: what it answers cannot change under it."""
+        return self._verify_key(api_key, now or utcnow(), ledger=False, cache_only=True)
+
+    def _verify_key(
+        self, api_key: str | None, now: datetime, *, ledger: bool, cache_only: bool
+    ) -> VerifiedKey | Unanswered | None:
+        """The one rule of :meth:`verify_key` and :meth:`verify_cached_key`."""
         if not api_key or not is_well_formed(api_key):
             return None
-        now = now or utcnow()
         digest = digest_key(api_key)
         cached = None if ledger else self.key_cache.get(digest)
         if cached is REFUSED:
             return None
         if cached is None:
+            if cache_only:
+                return UNANSWERED
             ticket = self.key_cache.ticket()
             record = self.store.get_client_by_key_digest(digest, ledger=ledger)
             key = None if record is None else record.key_by_digest(digest)
@@ -143,25 +161,14 @@ class BillingService(AdminActions):
             record, key = cached
         if record is None or key is None or not record.active or not key.usable(now):
             return None
-        if self.key_cache.claim_touch(digest, key.last_used_at, now):
+        if cache_only:
+            # The copy's last use is the cache's at the look: a claim made since only moved
+            # it later, so a use not due then is not due now.
+            if touch_due(key.last_used_at, now):
+                return UNANSWERED
+        elif self.key_cache.claim_touch(digest, key.last_used_at, now):
             self._touch(record.client_id, key.key_id, now)
         return VerifiedKey(record, key.key_id)
-
-    def known_key(self, api_key: str, address: str, *, now: datetime | None = None) -> bool:
-        """Whether :meth:`verify_key` would accept ``api_key`` from ``address`` from this
-        worker's cache alone, writing nothing (no store read, no last use due, an allowed
-        address): then the whole key check can run without waiting on I/O."""
-        if not is_well_formed(api_key):
-            return False
-        now = now or utcnow()
-        cached = self.key_cache.get(digest_key(api_key))
-        if cached is None or cached is REFUSED:
-            return False
-        record, key = cached
-        if not record.active or not key.usable(now) or not self.address_allowed(record, address):
-            return False
-        last = key.last_used_at
-        return last is not None and now - last < KEY_TOUCH_INTERVAL
 
     def _touch(self, client_id: str, key_id: str, now: datetime) -> None:
         # Best effort: a busy store must not turn a valid key into a refused request.

@@ -7,16 +7,15 @@ A credential in the query string (``?api_key=oc_live_...``) is refused with 401
 ``credentials_in_query`` before anything else: URLs are written to access logs, proxy logs and
 browser histories, so a key sent there has to be refused, not used.
 
-Both checks are rate limited (:mod:`openclaw_billing.ratelimit`): an address past its limit of
-failed key or token checks gets 429 before any secret is looked at, and every request of an
-authenticated client counts against its per-minute limit (``RateLimit-*`` headers on the
-answer, 429 with ``Retry-After`` over it).
+Both checks (:mod:`.checks`) are rate limited (:mod:`openclaw_billing.ratelimit`): an address
+past its limit of failed key or token checks gets 429 before any secret is looked at, and every
+request of an authenticated client counts against its per-minute limit (``RateLimit-*``
+headers on the answer, 429 with ``Retry-After`` over it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Callable
 from functools import partial
@@ -28,31 +27,22 @@ import anyio.to_thread
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
-from ..audit import ANONYMOUS_ACTOR, AuditAction, DetailValue, client_actor
-from ..errors import (
-    AdminTokenNotConfigured,
-    BillingError,
-    InvalidAdminToken,
-    InvalidApiKey,
-    IpNotAllowed,
-)
+from ..errors import BillingError
 from ..keycache import VerifiedKey
-from ..keys import display_prefix, is_well_formed, secret_matches
+from ..keys import secret_matches
 from ..models import ClientRecord
 from ..net import resolve_client_address
 from ..ratelimit import RateLimiter, client_limit, get_rate_limiter
 from ..service import BillingService, get_service
 from ..settings import Settings, get_settings
 from ..stripe_billing import StripeBilling, get_stripe_client
+from .checks import verify_admin_token, verify_key, verify_known_key
 from .errors import PENDING_CLIENT_CHECK_STATE, RATE_LIMIT_HEADERS_STATE
 
-logger = logging.getLogger("openclaw_billing.api")
 T = TypeVar("T")
 
 CLIENT_KEY_HEADER = "X-Client-Key"
 ADMIN_TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name, not a secret
-#: Longer header values are refused before any work (a key is 40 characters).
-MAX_SECRET_HEADER_LENGTH = 512
 #: Query parameters that name a credential (lower case, ``-`` read as ``_``): any value under
 #: one of these names is refused, whatever it looks like.
 CREDENTIAL_QUERY_PARAMS = frozenset(
@@ -186,7 +176,8 @@ StripeDep = Annotated[StripeBilling, Depends(get_stripe_billing)]
 
 class ClientCheck:
     """The key check of ``X-Client-Key``, not run yet (see :func:`require_client` for what it
-    checks and answers). ``CurrentClient`` runs it on the billing threads before the route.
+    checks and answers). ``CurrentClient`` runs it before the route (:meth:`resolve`: on the
+    event loop's thread when it needs no I/O, else on the billing threads).
     ``DeferredClient`` hands it to the route, which runs it on the billing threads in the same
     job as its own blocking work (the gateway's intake: the key check, the charge and the job
     file in one hand-off instead of two).
@@ -196,38 +187,50 @@ class ClientCheck:
     is never reached because its body fails validation, the validation handler
     (:func:`~openclaw_billing.api.errors.validation_answer`) settles the check first, so a bad
     key still gets 401 rather than 422 and a client's invalid request still counts against its
-    rate limit, exactly as with ``CurrentClient``."""
+    rate limit, exactly as with ``CurrentClient``.
+
+    ``inline`` is the same check done without I/O, from this worker's memory alone: the key,
+    or None when it cannot answer so (then ``check`` answers, on the billing threads)."""
 
     __slots__ = ("_check", "_error", "_inline", "_verified")
 
     def __init__(
-        self, check: Callable[[], VerifiedKey], inline: Callable[[], bool] = lambda: False
+        self,
+        check: Callable[[], VerifiedKey],
+        inline: Callable[[], VerifiedKey | None] = lambda: None,
     ) -> None:
         self._check = check
-        #: Whether the check can run now without waiting on I/O (see :meth:`resolve`).
         self._inline = inline
         self._verified: VerifiedKey | None = None
         self._error: BillingError | None = None
 
     async def resolve(self) -> ClientRecord:
-        """:meth:`client`, from the event loop: on its own thread when the check needs no I/O
-        (a key this worker verified a moment ago, counters in this process: no hand-off),
-        else on the billing threads."""
-        if self._verified is None and self._error is None and not self._inline():
-            return await run_billing(self.client)
+        """:meth:`client`, from the event loop: answered on its own thread when the check
+        needs no I/O (a key this worker verified a moment ago and no last use to write,
+        counters in this process: no hand-off), else on the billing threads. The check on
+        the loop's thread never reads or writes the store, whatever happens meanwhile."""
+        if self._verified is None and self._error is None:
+            self._verified = self._run(self._inline)
+            if self._verified is None:
+                return await run_billing(self.client)
         return self.client()
 
     def client(self) -> ClientRecord:
         """The authenticated client (blocking: call it on a billing thread, first thing)."""
         if self._error is not None:
             raise self._error
-        if self._verified is None:
-            try:
-                self._verified = self._check()
-            except BillingError as exc:
-                self._error = exc
-                raise
-        return self._verified.client
+        verified = self._verified
+        if verified is None:
+            verified = self._verified = self._run(self._check)
+        return verified.client
+
+    def _run(self, check: Callable[[], T]) -> T:
+        """``check()``; its error is kept, to be raised again by every later call."""
+        try:
+            return check()
+        except BillingError as exc:
+            self._error = exc
+            raise
 
     @property
     def key_id(self) -> str:
@@ -254,10 +257,13 @@ async def client_check(
     in the query string is refused here, at once (401 ``credentials_in_query``)."""
     if request.scope.get("query_string") and credential_in_query(request):
         raise CredentialsInQuery()
-    check = ClientCheck(
-        partial(_authenticate, service, limiter, address, request, response, api_key),
-        partial(_answerable_now, service, limiter, address, api_key),
-    )
+    counted = partial(_count_request, limiter, request, response)
+
+    def known() -> VerifiedKey | None:  # the same check without I/O, or None
+        verified = verify_known_key(service, limiter, address, api_key)
+        return None if verified is None else counted(verified)
+
+    check = ClientCheck(lambda: counted(verify_key(service, limiter, address, api_key)), known)
     setattr(request.state, PENDING_CLIENT_CHECK_STATE, check)
     return check
 
@@ -278,100 +284,17 @@ async def require_client(check: DeferredClient) -> ClientRecord:
     return await check.resolve()
 
 
-def _answerable_now(
-    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
-) -> bool:
-    """Whether the key check writes nothing and waits on nothing: rate-limit counters in this
-    process and a key this worker's cache accepts (see ``BillingService.known_key``)."""
-    return (
-        limiter.in_process
-        and api_key is not None
-        and len(api_key) <= MAX_SECRET_HEADER_LENGTH
-        and service.known_key(api_key, address)
-    )
-
-
-def _authenticate(
-    service: BillingService,
-    limiter: RateLimiter,
-    address: str,
-    request: Request,
-    response: Response,
-    api_key: str | None,
+def _count_request(
+    limiter: RateLimiter, request: Request, response: Response, verified: VerifiedKey
 ) -> VerifiedKey:
-    verified = verify_key(service, limiter, address, api_key)
+    """Count the request against its client's rate limit (429 over it), with the
+    ``RateLimit-*`` headers on the answer."""
     client = verified.client
     state = limiter.hit_client(client.client_id, client_limit(client))
     if state is not None:
         response.headers.update(state.headers())
         setattr(request.state, RATE_LIMIT_HEADERS_STATE, state.headers())  # for error answers
     return verified
-
-
-def verify_client_key(
-    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
-) -> ClientRecord:
-    """The active client owning ``api_key``, presented from ``address``: the check of every
-    route that takes a key and of the portal's sign-in. Throttled per address before the key
-    is looked at; a failure is counted and audited (401 ``invalid_api_key``, 403
-    ``ip_not_allowed``)."""
-    return verify_key(service, limiter, address, api_key).client
-
-
-def verify_key(
-    service: BillingService, limiter: RateLimiter, address: str, api_key: str | None
-) -> VerifiedKey:
-    """:func:`verify_client_key`, with the id of the key (``BillingService.verify_key``)."""
-    limiter.check_auth(address)  # before the key is looked at: a right guess is not confirmed
-    if api_key is None:
-        raise InvalidApiKey()
-    too_long = len(api_key) > MAX_SECRET_HEADER_LENGTH
-    verified = None if too_long else service.verify_key(api_key)
-    if verified is None:
-        prefix = display_prefix(api_key) if is_well_formed(api_key) else None
-        detail: dict[str, DetailValue] = {} if prefix is None else {"key_prefix": prefix}
-        _auth_failed(service, limiter, address, AuditAction.AUTH_KEY_FAILED, detail=detail)
-        raise InvalidApiKey()
-    client = verified.client
-    if not service.address_allowed(client, address):  # a valid key from outside its allowlist
-        _auth_failed(
-            service,
-            limiter,
-            address,
-            AuditAction.AUTH_IP_DENIED,
-            client_id=client.client_id,
-            actor=client_actor(client.client_id),
-        )
-        raise IpNotAllowed()
-    return verified
-
-
-def _auth_failed(
-    service: BillingService,
-    limiter: RateLimiter,
-    address: str,
-    action: AuditAction,
-    *,
-    client_id: str | None = None,
-    actor: str = ANONYMOUS_ACTOR,
-    detail: dict[str, DetailValue] | None = None,
-) -> None:
-    """Count a failed check against ``address`` and record it in the audit log, with
-    ``auth.throttled`` when it blocks the address. A failure past the limit raises 429 here
-    and is not recorded again, so the log grows by at most the limit per address and window.
-    An audit write that fails is logged; the answer stays the one 401 (or 403)."""
-    blocks = limiter.record_auth_failure(address)
-    try:
-        service.record_audit(
-            action, client_id=client_id, actor=actor, source=address, detail=detail
-        )
-        if blocks:
-            limit = {"limit": str(limiter.auth_failure_item)}
-            service.record_audit(
-                AuditAction.AUTH_THROTTLED, actor=ANONYMOUS_ACTOR, source=address, detail=limit
-            )
-    except BillingError as exc:
-        logger.warning("Could not record a failed authentication in the audit log: %s", exc.code)
 
 
 def require_admin(
@@ -391,28 +314,6 @@ def require_admin(
         if credential_in_query(request, expected):
             raise AdminTokenInQuery()
     verify_admin_token(settings, service, limiter, address, token)
-
-
-def verify_admin_token(
-    settings: Settings,
-    service: BillingService,
-    limiter: RateLimiter,
-    address: str,
-    token: str | None,
-) -> None:
-    """``token`` must equal ``OPENCLAW_ADMIN_TOKEN`` (constant-time): the check of the admin
-    routes and of the console's sign-in. None configured: 503, never open. Throttled per
-    address before the token is compared; a failure is counted and audited (401)."""
-    if settings.admin_token is None:
-        raise AdminTokenNotConfigured()
-    limiter.check_auth(address)  # before the token is compared: a right guess is not confirmed
-    if token is None:
-        raise InvalidAdminToken()
-    if len(token) > MAX_SECRET_HEADER_LENGTH or not secret_matches(
-        token, settings.admin_token.get_secret_value()
-    ):
-        _auth_failed(service, limiter, address, AuditAction.AUTH_ADMIN_FAILED)
-        raise InvalidAdminToken()
 
 
 CurrentClient = Annotated[ClientRecord, Depends(require_client)]

@@ -2,8 +2,8 @@
 signed-in operator (:data:`ConsoleUser`) or client (:data:`PortalUser`).
 
 * The console signs in with the admin token, the portal with one of the client's API keys,
-  through the very checks of the API (:func:`~openclaw_billing.api.deps.verify_admin_token`,
-  :func:`~openclaw_billing.api.deps.verify_client_key`): failures count against the same
+  through the very checks of the API (:func:`~openclaw_billing.api.checks.verify_admin_token`,
+  :func:`~openclaw_billing.api.checks.verify_client_key`): failures count against the same
   brute-force throttle per address and are audited the same way. The secret travels in a POST
   body only, never in a URL.
 * A session is checked on every request: its cookie's signature and age, then the stored
@@ -25,6 +25,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..api.checks import verify_admin_token, verify_client_key
 from ..api.deps import (
     ClientAddress,
     CredentialsInQuery,
@@ -32,8 +33,6 @@ from ..api.deps import (
     ServiceDep,
     SettingsDep,
     credential_in_query,
-    verify_admin_token,
-    verify_client_key,
 )
 from ..audit import CONSOLE_ACTOR, AuditAction, client_actor
 from ..cycles import utcnow
