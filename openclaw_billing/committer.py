@@ -9,6 +9,24 @@ outcome (a refused charge does not fail the others); a batch the store cannot wr
 each of its callers with the store's error, and none of it is stored. Durability is never
 relaxed: every caller is answered after ``mutate_batch`` returned, that is after the commit.
 
+When a batch fails, who is told what:
+
+* a ``BillingError`` raised by ``mutate_batch`` (``StoreUnavailable``: the store is down or
+  busy past its lock timeout) means the store could not write the batch, whatever is in it:
+  every caller gets it (a 503: retry), none of the batch is stored, nothing is tried again
+  (64 more attempts would each wait on the same store);
+* any other exception is a change the store could not handle (a bug, a value that slipped
+  past the edge's checks): it aborted the batch's transaction, so none of it is stored, and
+  one change must not fail the others. The changes are committed again, in order, each alone
+  (a batch of one): the poisoned one fails with its exception, every other gets its own
+  outcome. If the store becomes unwritable during these (a ``BillingError`` from a batch of
+  one), the changes not yet retried fail with it, without more attempts;
+* a store that answers a batch with the wrong number of outcomes (a bug) fails each of its
+  callers with a ``RuntimeError``: which of its changes were stored is unknown.
+
+Every caller of a batch is answered, whatever goes wrong: a future left unsettled would be a
+request that waits forever.
+
 Two committers, chosen by ``OPENCLAW_COMMITTER`` (``bench/`` measures both):
 
 * ``thread`` (the default): a thread of its own drains a queue; async callers await the
@@ -55,21 +73,73 @@ _Item = tuple[Operation, _Settled]
 
 
 def commit(store: Store, items: Sequence[_Item]) -> None:
-    """Apply one batch and settle each item's future with its outcome (never raises)."""
-    ops = [op for op, _ in items]
+    """Apply one batch and settle each item's future with its outcome (never raises, and
+    leaves no future unsettled)."""
+    error: BaseException | None = None
+    try:
+        answers = _answers(store, [op for op, _ in items])
+        for (_, future), answer in zip(items, answers, strict=True):
+            if future.done():  # a caller that went away (cancelled) is not answered
+                continue
+            if isinstance(answer, Outcome):
+                future.set_result(answer)
+            else:
+                future.set_exception(answer)
+    except BaseException as exc:  # a bug of the committer's: every caller left sees it
+        logger.exception("Settling a batch of %d changes failed", len(items))
+        error = exc
+    finally:
+        for _, future in items:
+            if not future.done():
+                future.set_exception(error or RuntimeError("No answer for this change"))
+
+
+_Answer = Outcome[Any] | BaseException
+
+
+def _answers(store: Store, ops: Sequence[Operation]) -> list[_Answer]:
+    """Each change's outcome, or the exception its caller gets (rules in the module
+    docstring)."""
     try:
         outcomes = store.mutate_batch(ops)
     except BillingError as exc:  # the batch could not be written: none of it is stored
-        outcomes = [Outcome(error=exc)] * len(items)
-    except BaseException as exc:  # a bug: every caller sees it, the committer goes on
-        logger.exception("A batch of %d changes failed", len(items))
-        for _, future in items:
-            if not future.done():
-                future.set_exception(exc)
-        return
-    for (_, future), outcome in zip(items, outcomes, strict=True):
-        if not future.done():  # a caller that went away (cancelled) is not answered
-            future.set_result(outcome)
+        return [Outcome(error=exc)] * len(ops)
+    except Exception as exc:
+        if len(ops) == 1:
+            logger.error("A change failed", exc_info=exc)
+            return [exc]
+        logger.warning(
+            "A batch of %d changes failed (%s); committing each alone", len(ops), type(exc).__name__
+        )
+        return _one_by_one(store, ops)
+    return _counted(outcomes, len(ops))
+
+
+def _one_by_one(store: Store, ops: Sequence[Operation]) -> list[_Answer]:
+    answers: list[_Answer] = []
+    for done, op in enumerate(ops):
+        try:
+            outcomes = store.mutate_batch([op])
+        except BillingError as exc:  # the store cannot write now: the rest would fail too
+            return answers + [Outcome(error=exc)] * (len(ops) - done)
+        except Exception as exc:  # this change is the one the store cannot handle
+            logger.error("A change failed", exc_info=exc)
+            answers.append(exc)
+        else:
+            answers += _counted(outcomes, 1)
+    return answers
+
+
+def _counted(outcomes: Sequence[Outcome[Any]], expected: int) -> list[_Answer]:
+    """``outcomes``, if there is one per change; else the error each caller gets."""
+    if len(outcomes) == expected:
+        return list(outcomes)
+    error = RuntimeError(
+        f"The store answered {len(outcomes)} outcomes to a batch of {expected} changes: "
+        "whether this change was stored is unknown"
+    )
+    logger.error("%s", error)
+    return [error] * expected
 
 
 class ThreadCommitter:
@@ -163,10 +233,16 @@ class LoopCommitter(ThreadCommitter):
         return outcome.unwrap()
 
     def _drain(self, pending: list[_Item]) -> None:
-        while pending:
-            items = pending[: self.max_batch]
-            del pending[: self.max_batch]
-            commit(self.store, items)
+        # A drain is scheduled only by the first change of an empty queue: it must leave the
+        # queue empty, or schedule itself again (else every later change would wait forever).
+        try:
+            while pending:
+                items = pending[: self.max_batch]
+                del pending[: self.max_batch]
+                commit(self.store, items)
+        finally:
+            if pending:  # commit raised (it should not): the rest at the loop's next turn
+                asyncio.get_running_loop().call_soon(self._drain, pending)
 
 
 def new_committer(store: Store, kind: CommitterKind) -> ThreadCommitter:

@@ -20,6 +20,7 @@ agree):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,9 @@ MAX_JOB_FIELDS = 16
 MAX_FIELD_NAME_LENGTH = 50
 #: Of all the fields' names and values together, in characters.
 MAX_JOB_SIZE = 64 * 1024
+#: What no job text may hold: NUL (PostgreSQL cannot store it) and lone surrogates (not valid
+#: Unicode: no backend can write them as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class StoredJob(BaseModel):
@@ -56,7 +60,9 @@ class StoredJob(BaseModel):
 @dataclass(frozen=True)
 class NewJob:
     """A job to store with its charge: its fields and, for idempotent submissions, the hash
-    of the request (so a retry with another body can be told apart)."""
+    of the request (so a retry with another body can be told apart). Checked when made: a
+    value out of bounds, a NUL character or a lone surrogate raises ``ValueError`` (here, in
+    the caller's own request, rather than in the batch its charge is committed with)."""
 
     fields: Mapping[str, str]
     request_hash: str | None = None
@@ -70,11 +76,16 @@ class NewJob:
                 raise ValueError(f"a job field name is 1 to {MAX_FIELD_NAME_LENGTH} characters")
             if not isinstance(value, str):
                 raise ValueError("a job field's value is text")
+            if _UNSTORABLE.search(name) or _UNSTORABLE.search(value):
+                raise ValueError("a job's field names and values hold no NUL or lone surrogate")
             size += len(name) + len(value)
         if size > MAX_JOB_SIZE:
             raise ValueError(f"a job's fields hold at most {MAX_JOB_SIZE} characters")
-        if self.request_hash is not None and not 0 < len(self.request_hash) <= 128:
-            raise ValueError("request_hash is 1 to 128 characters")
+        if self.request_hash is not None:
+            if not isinstance(self.request_hash, str) or not 0 < len(self.request_hash) <= 128:
+                raise ValueError("request_hash is 1 to 128 characters")
+            if _UNSTORABLE.search(self.request_hash):
+                raise ValueError("request_hash holds no NUL or lone surrogate")
 
 
 class Charged(NamedTuple):

@@ -211,7 +211,9 @@ class BillingService(AdminActions):
 
     async def accept(self, charge: Charge) -> Charged:
         """Charge a job and store it in one atomic step (see ``Store.accept``), committed with
-        the changes that arrive together; for async callers (the gateway's intake)."""
+        the changes that arrive together; for async callers (the gateway's intake). A
+        ``charge.now`` without a time zone raises ``ValueError`` (see :meth:`charge_of`)."""
+        _aware_now(charge.now)
         return self.settled(await self.committer.run_async(charge))
 
     def charge_of(
@@ -225,7 +227,8 @@ class BillingService(AdminActions):
         key_id: str | None = None,
     ) -> Charge:
         """A charge checked at the edge: ``job_id`` (a new UUID when None) and ``cost`` within
-        their bounds (``ValueError``), ``client_id`` one line (else ``ClientNotFound``)."""
+        their bounds and ``now`` (the current time when None) with a time zone
+        (``ValueError``), ``client_id`` one line (else ``ClientNotFound``)."""
         job_id = job_id if job_id is not None else str(uuid.uuid4())
         if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID_LENGTH:
             raise ValueError(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
@@ -239,7 +242,8 @@ class BillingService(AdminActions):
             raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
         if not isinstance(client_id, str) or not is_one_line(client_id):
             raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
-        return Charge(client_id, job_id, amount, now or utcnow(), job=job, key_id=key_id)
+        at = utcnow() if now is None else _aware_now(now)
+        return Charge(client_id, job_id, amount, at, job=job, key_id=key_id)
 
     @staticmethod
     def settled(charged: Charged) -> Charged:
@@ -317,6 +321,14 @@ def _allowlist(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 def _roll_view(record: ClientRecord, now: datetime) -> None:
     """Apply a due reset to a copy, for display only (nothing is written or logged)."""
     roll_cycle(record, now)
+
+
+def _aware_now(now: datetime) -> datetime:
+    """``now`` if it has a time zone, else ``ValueError`` (stored times all have one: a naive
+    ``now`` would fail in the store, inside the batch its charge is committed with)."""
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ValueError("now must be a datetime with a time zone, e.g. datetime.now(UTC)")
+    return now
 
 
 def _utc(value: datetime | None) -> datetime | None:
