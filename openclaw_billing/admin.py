@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from .access import new_client, new_key_record
 from .audit import ADMIN_ACTOR, MAX_SOURCE_LENGTH, AuditAction, DetailValue, NewAuditEvent
 from .committer import ThreadCommitter
-from .cycles import utcnow
+from .cycles import resolve_now, utcnow
 from .errors import InvalidRequest
 from .keycache import KeyCache
 from .keys import generate_key
@@ -75,7 +75,7 @@ class AdminActions:
         """Create a client; returns the record and its plaintext key (shown once, never
         stored). ``source`` (the admin's address) goes into the audit event, as in every admin
         action below."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         key = generate_key()
         record = new_client(
             client_id=str(uuid.uuid4()), name=name, email=email, plan=plan, key=key, now=now
@@ -95,7 +95,7 @@ class AdminActions:
         now: datetime | None = None,
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         detail: Detail = {"amount": amount, "reason": reason}
         audit = self._admin(AuditAction.CLIENT_CREDITS, client_id, source, now, detail)
         record = self._mutate(client_id, now, changes.add_credits(amount, reason, now), audit=audit)
@@ -111,7 +111,7 @@ class AdminActions:
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
         """(De)activate; done again, it changes nothing but is recorded like the first."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         action = AuditAction.CLIENT_REACTIVATE if active else AuditAction.CLIENT_DEACTIVATE
         audit = self._admin(action, client_id, source, now, {})
         record = self._mutate(client_id, now, changes.set_active(active, now), audit=audit)
@@ -131,7 +131,7 @@ class AdminActions:
     ) -> tuple[ClientRecord, ApiKeyRecord, str]:
         """Another key for the client; returns the record, the new key's record and the
         plaintext key (shown once, never stored)."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at must be in the future")
         key = generate_key()
@@ -158,7 +158,7 @@ class AdminActions:
         """A new key that works at once; the old one keeps working for ``grace``, then stops.
         If the rotation cannot be recorded, nothing changes: the old key never stops with the
         new one unseen."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         key = generate_key()
         key_record = new_key_record(key, now, label=label)
         detail: Detail = {
@@ -187,7 +187,7 @@ class AdminActions:
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
         """Revoke a key; revoking it again changes nothing but is recorded like the first."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         audit = self._admin(AuditAction.KEY_REVOKE, client_id, source, now, {"key_id": key_id})
         record = self._mutate(client_id, now, changes.revoke_key(key_id, now), audit=audit)
         logger.info("Revoked key %s of %s", key_id, client_id)
@@ -203,7 +203,7 @@ class AdminActions:
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
         """Set (or clear) when a key stops working; a past time is ``InvalidRequest``."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         detail = {"key_id": key_id, "expires_at": _iso(expires_at)}
         audit = self._admin(AuditAction.KEY_EXPIRY, client_id, source, now, detail)
         change = changes.set_key_expiry(key_id, expires_at, now)
@@ -223,7 +223,7 @@ class AdminActions:
         ``InvalidRequest``)."""
         with _invalid_request():
             parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         change = changes.set_policy(
             now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
         )
@@ -247,7 +247,7 @@ class AdminActions:
         source: str = UNKNOWN_ADDRESS,
     ) -> tuple[PlanId, ClientRecord]:
         """Move the client to ``plan``; returns the plan it left and the record."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
 
         def audit(result: tuple[PlanId, ClientRecord]) -> NewAuditEvent | None:
             detail = {"from": result[0].value, "to": plan.value}  # as it was under the lock

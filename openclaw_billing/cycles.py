@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 CYCLE_LENGTH = timedelta(days=30)
@@ -9,6 +10,18 @@ CYCLE_LENGTH = timedelta(days=30)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def resolve_now(now: datetime | None, clock: Callable[[], datetime] = utcnow) -> datetime:
+    """The time an action happens at: ``now`` when given (a host's or a test's clock), else
+    ``clock()`` (the caller's module's ``utcnow``, which tests replace). A ``now`` without a
+    time zone is refused with ``ValueError``: every stored time has one, and comparing the two
+    would fail later, in the store (for a charge, inside the batch it is committed with)."""
+    if now is None:
+        return clock()
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ValueError("now must be a datetime with a time zone, e.g. datetime.now(UTC)")
+    return now
 
 
 def as_utc(value: datetime) -> datetime:

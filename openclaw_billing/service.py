@@ -26,7 +26,7 @@ from .access import touch_due
 from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .committer import CommitterKind, new_committer
-from .cycles import as_utc, utcnow
+from .cycles import as_utc, resolve_now, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
 from .jobs import Charged, NewJob
 from .keycache import REFUSED, UNANSWERED, KeyCache, Unanswered, VerifiedKey
@@ -78,7 +78,7 @@ class BillingService(AdminActions):
 
     def get_client(self, client_id: str, *, now: datetime | None = None) -> ClientRecord:
         """The client with its cycle brought up to date. Raises ``ClientNotFound``."""
-        return self.store.refresh_cycle(client_id, now or utcnow())
+        return self.store.refresh_cycle(client_id, resolve_now(now, utcnow))
 
     def list_clients(
         self, query: ClientQuery = FIRST_PAGE, *, now: datetime | None = None
@@ -86,7 +86,7 @@ class BillingService(AdminActions):
         """A page of clients (see :class:`~.store.ClientQuery`) as they stand now: a cycle that
         has ended is shown reset (without writing; the write happens on the client's next
         access). Filters and orders read the stored state (see :mod:`.store.query`)."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         page, total = self.store.list_clients(query)
         for record in page:
             _roll_view(record, now)
@@ -94,7 +94,7 @@ class BillingService(AdminActions):
 
     def overview(self, *, now: datetime | None = None) -> Overview:
         """The store's figures at ``now`` with the monthly recurring revenue of each plan."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         return overview_of(self.store.overview(now), now)
 
     # -- the contract ----------------------------------------------------------------------
@@ -124,7 +124,9 @@ class BillingService(AdminActions):
         checks the client's status and the key's revocation and expiry at ``now``: a key
         stops at its ``expires_at`` exactly, cached or not. The key's last use is recorded at
         most once per ``KEY_TOUCH_INTERVAL`` either way."""
-        verified = self._verify_key(api_key, now or utcnow(), ledger=ledger, cache_only=False)
+        verified = self._verify_key(
+            api_key, resolve_now(now, utcnow), ledger=ledger, cache_only=False
+        )
         assert verified is not UNANSWERED  # only a check from the cache alone leaves it open
         return verified
 
@@ -135,7 +137,7 @@ class BillingService(AdminActions):
         store: its answer, or :data:`~.keycache.UNANSWERED` when that answer needs the store
         (the key is not held or held too long, or its last use is due to be written). One
         look at the cache: what it answers cannot change under it."""
-        return self._verify_key(api_key, now or utcnow(), ledger=False, cache_only=True)
+        return self._verify_key(api_key, resolve_now(now, utcnow), ledger=False, cache_only=True)
 
     def _verify_key(
         self, api_key: str | None, now: datetime, *, ledger: bool, cache_only: bool
@@ -190,7 +192,7 @@ class BillingService(AdminActions):
         current = self.store.get_client(client.client_id)
         if current is None:
             return SubmitDecision(False, ClientNotFound.message)
-        _roll_view(current, now or utcnow())
+        _roll_view(current, resolve_now(now, utcnow))
         refused = refusal_of(current)
         return SubmitDecision(refused is None, None if refused is None else refused.reason)
 
@@ -213,7 +215,7 @@ class BillingService(AdminActions):
         """Charge a job and store it in one atomic step (see ``Store.accept``), committed with
         the changes that arrive together; for async callers (the gateway's intake). A
         ``charge.now`` without a time zone raises ``ValueError`` (see :meth:`charge_of`)."""
-        _aware_now(charge.now)
+        resolve_now(charge.now, utcnow)
         return self.settled(await self.committer.run_async(charge))
 
     def charge_of(
@@ -242,7 +244,7 @@ class BillingService(AdminActions):
             raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
         if not isinstance(client_id, str) or not is_one_line(client_id):
             raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
-        at = utcnow() if now is None else _aware_now(now)
+        at = resolve_now(now, utcnow)
         return Charge(client_id, job_id, amount, at, job=job, key_id=key_id)
 
     @staticmethod
@@ -265,7 +267,7 @@ class BillingService(AdminActions):
 
     def refund(self, client_id: str, job_id: str, *, now: datetime | None = None) -> bool:
         """Give back the credit of a charged job that could not be queued."""
-        refunded = self.store.refund(client_id, job_id, now or utcnow())
+        refunded = self.store.refund(client_id, job_id, resolve_now(now, utcnow))
         if refunded:
             logger.warning("Refunded credit for %s: job %s was not queued", client_id, job_id)
         return refunded
@@ -290,7 +292,9 @@ class BillingService(AdminActions):
         ``source`` the resolved client address; ``detail`` a few non-secret facts. What it is
         given never makes it raise (see :meth:`_event`). It raises only when the log cannot
         be written (``StoreUnavailable``, ``StoreCorrupt``)."""
-        event = self._event(action, client_id, source, now or utcnow(), detail, actor=actor)
+        event = self._event(
+            action, client_id, source, resolve_now(now, utcnow), detail, actor=actor
+        )
         return None if event is None else self.store.audit.append(event)
 
     def audit_events(self, wanted: AuditQuery | None = None) -> tuple[list[AuditEvent], int]:
@@ -321,14 +325,6 @@ def _allowlist(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 def _roll_view(record: ClientRecord, now: datetime) -> None:
     """Apply a due reset to a copy, for display only (nothing is written or logged)."""
     roll_cycle(record, now)
-
-
-def _aware_now(now: datetime) -> datetime:
-    """``now`` if it has a time zone, else ``ValueError`` (stored times all have one: a naive
-    ``now`` would fail in the store, inside the batch its charge is committed with)."""
-    if not isinstance(now, datetime) or now.utcoffset() is None:
-        raise ValueError("now must be a datetime with a time zone, e.g. datetime.now(UTC)")
-    return now
 
 
 def _utc(value: datetime | None) -> datetime | None:

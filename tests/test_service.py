@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -89,3 +90,25 @@ def test_a_long_idle_client_resets_once_to_the_current_cycle(
     assert after.billing_cycle_start == created + timedelta(days=180)
     assert len(after.metadata.cycle_history) == 1
     assert after.credits_remaining == 50
+
+
+def test_every_action_refuses_a_now_without_a_time_zone(service: BillingService) -> None:
+    """A host or test clock without a time zone is refused where it is given (``ValueError``,
+    one rule: ``cycles.resolve_now``), not compared with stored times later, and changes
+    nothing."""
+    record, _ = service.create_client(name="N", email="n@acmecorp.com", plan=PlanId.FREE)
+    cid = record.client_id
+    naive = datetime(2026, 1, 1, 12, 0)
+    actions: list[Callable[[], object]] = [
+        lambda: service.get_client(cid, now=naive),
+        lambda: service.can_submit(record, now=naive),
+        lambda: service.charge(cid, job_id="j1", now=naive),
+        lambda: service.refund(cid, "j1", now=naive),
+        lambda: service.add_credits(cid, 5, "gift", now=naive),
+        lambda: service.set_active(cid, False, now=naive),
+    ]
+    for action in actions:
+        with pytest.raises(ValueError, match="time zone"):
+            action()
+    after = service.get_client(cid)
+    assert (after.credits_remaining, after.active, after.metadata.cost_log) == (5, True, [])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
 from ..audit import AuditEvent
-from ..cycles import utcnow
+from ..cycles import resolve_now, utcnow
 from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, PlanId
 from ..safetext import ONE_LINE
@@ -113,7 +113,7 @@ class ApiKeyPublic(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKeyRecord, now: datetime | None = None) -> ApiKeyPublic:
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         status: Literal["active", "expired", "revoked"] = (
             "revoked" if key.revoked_at is not None else "active" if key.usable(now) else "expired"
         )

@@ -23,7 +23,7 @@ from datetime import datetime
 import stripe
 from pydantic import ValidationError
 
-from ..cycles import utcnow
+from ..cycles import resolve_now, utcnow
 from ..errors import (
     EventFromTheFuture,
     InvalidPayload,
@@ -92,7 +92,7 @@ class WebhookMixin(SubscriptionSync, Reversals):
         """Apply a verified event exactly once. Returns the outcome, or None for an event that
         changes nothing (a type not handled, or an object of no client's plans: acknowledged
         as ``ignored``)."""
-        now = now or utcnow()
+        now = resolve_now(now, utcnow)
         name = HANDLERS.get(event.type)
         if name is None:
             logger.info("Ignored Stripe event %s of type %s", event.id, event.type)
