@@ -1,11 +1,11 @@
 """The baseline: ``POST /api/intake`` and ``GET /api/jobs`` of the same shape as the gateway's,
 without billing.
 
-* ``POST /api/intake``: same request body (``gateway.JobCreate``), same ``X-Client-Key`` header,
-  same ``201`` answer (``gateway.JobAccepted``, with a job id, the job and a credits count), a
-  sync route run in the thread pool like the gateway's, but no authentication, no charge and
-  no storage.
-* ``GET /api/jobs``: reads the ``X-Client-Key`` header and answers a ``gateway.JobList`` of
+* ``POST /api/intake``: same request body (``gateway_jobs.JobCreate``), same ``X-Client-Key``
+  header, same ``201`` answer (``gateway_jobs.JobAccepted``, with a job id, the job and a
+  credits count), a sync route run in the thread pool like the gateway's, but no
+  authentication, no charge and no storage.
+* ``GET /api/jobs``: reads the ``X-Client-Key`` header and answers a ``gateway_jobs.JobList`` of
   ``JOBS_PER_CLIENT`` jobs (as many as each benchmarked client holds when the bench reads its
   list) with a pro plan's history window, from a sync route; no authentication, no store.
 
@@ -23,7 +23,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header, status
 
 from bench.http1 import JOB_BODY, JOBS_PER_CLIENT
-from gateway import Job, JobAccepted, JobCreate, JobList
+from gateway_jobs import Job, JobAccepted, JobCreate, JobList
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.plans import PLANS, PlanId
 

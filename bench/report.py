@@ -152,9 +152,9 @@ def _setup(timing: Timing) -> list[str]:
         "committer comparison runs `loop`. Requests go round-robin over 100 clients spread "
         "evenly over the store; every row starts from the seeded state (empty ledgers, no jobs).",
         "- *Bare*: `uvicorn bench.bare_app:app --workers N`: the same route shapes "
-        "(`gateway.JobCreate` body, `X-Client-Key` header, a `gateway.JobAccepted` answer; "
-        "`GET /api/jobs` answering a `gateway.JobList`; sync routes in the thread pool) with "
-        "no auth and no storage.",
+        "(`gateway_jobs.JobCreate` body, `X-Client-Key` header, a `gateway_jobs.JobAccepted` "
+        "answer; `GET /api/jobs` answering a `gateway_jobs.JobList`; sync routes in the thread "
+        "pool) with no auth and no storage.",
         f"- Closed loop (the throughput rows): both run with the same flags (`--no-access-log`; "
         f"uvloop + httptools) and are loaded alternately, bare then billing, {timing.rounds} "
         f"round(s) each of {timing.warmup:g} s warm-up + {timing.duration:g} s measured, by "

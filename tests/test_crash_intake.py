@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN
-from gateway import idempotent_job_id
+from gateway_jobs import idempotent_job_id
 from openclaw_billing.store import Store
 from openclaw_billing.store.capabilities import JobStorage
 from tests.backends import BACKENDS, assert_invariants, reopen, store_url_fixture  # noqa: F401

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gateway
+import gateway_jobs
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
 from openclaw_billing.service import BillingService, get_service
@@ -58,7 +59,7 @@ def job_lines(env: Path) -> list[dict[str, Any]]:
     assert isinstance(store, JobStorage)
     jobs = [job for record in all_clients(store) for job in store.client_jobs(record.client_id)]
     return [
-        gateway._record_of(job).model_dump(mode="json", exclude_none=True)
+        gateway_jobs.record_of(job).model_dump(mode="json", exclude_none=True)
         for job in sorted(jobs, key=lambda job: job.created_at)
     ]
 
@@ -78,7 +79,7 @@ def test_same_key_and_body_get_the_first_answer_and_one_charge(http: TestClient,
         assert again.json() == first.json()
         assert again.headers["Idempotent-Replayed"] == "true"
     job_id = first.json()["job_id"]
-    assert job_id == gateway.idempotent_job_id(client["client_id"], KEY)
+    assert job_id == gateway_jobs.idempotent_job_id(client["client_id"], KEY)
     assert detail(http, client["client_id"])["credits_remaining"] == 49
     assert ledger(http, client["client_id"]) == [job_id]
     assert [line["job_id"] for line in job_lines(env)] == [job_id]
@@ -220,7 +221,7 @@ def test_an_invalid_key_is_400_and_charges_nothing(
     assert response.status_code == 400
     body = response.json()
     assert body["code"] == "invalid_idempotency_key"
-    assert body["message"] == gateway.InvalidIdempotencyKey.message
+    assert body["message"] == gateway_jobs.InvalidIdempotencyKey.message
     assert detail(http, client["client_id"])["credits_remaining"] == 50
     assert job_lines(env) == []
 
@@ -264,7 +265,7 @@ def test_a_charge_left_without_its_job_is_completed_by_a_retry_without_charging_
     between its charge and its job file): the retry stores the job under the credit already
     paid, at once (the job and its charge are one step now, so nothing is ever in progress)."""
     client = create_client(http, "starter")
-    job_id = gateway.idempotent_job_id(client["client_id"], KEY)
+    job_id = gateway_jobs.idempotent_job_id(client["client_id"], KEY)
     charged = service.charge(client["client_id"], job_id=job_id)  # what the first request did
     response = keyed(http, client["api_key"], KEY)
     assert response.status_code == 201
@@ -284,7 +285,7 @@ def test_the_ledger_forgets_a_refunded_job_so_it_is_charged_again(
     """What the retry after a failed queue relies on: after a refund the job id is unknown to
     the ledger, so the next charge is a real one (``replayed`` False)."""
     client = create_client(http, "starter")
-    job_id = gateway.idempotent_job_id(client["client_id"], KEY)
+    job_id = gateway_jobs.idempotent_job_id(client["client_id"], KEY)
     first = service.charge(client["client_id"], job_id=job_id)
     assert not first.replayed
     assert service.charge(client["client_id"], job_id=job_id).replayed
@@ -371,7 +372,7 @@ def test_keys_survive_a_restart_and_old_job_lines_still_load(env: Path) -> None:
         assert keyed(second, client["api_key"], KEY, priority="P3").status_code == 409
         assert detail(second, client["client_id"])["credits_remaining"] == 49
         jobs = second.app.state.jobs  # type: ignore[attr-defined]
-        assert isinstance(jobs, gateway.JobStore)
+        assert isinstance(jobs, gateway_jobs.JobStore)
         legacy = jobs.get("legacy-1")
         assert legacy is not None
         assert legacy.request_hash is None
