@@ -292,9 +292,9 @@ class BillingService(AdminActions):
         ``source`` the resolved client address; ``detail`` a few non-secret facts. What it is
         given never makes it raise (see :meth:`_event`). It raises only when the log cannot
         be written (``StoreUnavailable``, ``StoreCorrupt``)."""
-        event = self._event(
-            action, client_id, source, resolve_now(now, utcnow), detail, actor=actor
-        )
+        # Not resolve_now: what it is given never makes it raise; the event reads a time
+        # without a zone as UTC, as audit queries do.
+        event = self._event(action, client_id, source, now or utcnow(), detail, actor=actor)
         return None if event is None else self.store.audit.append(event)
 
     def audit_events(self, wanted: AuditQuery | None = None) -> tuple[list[AuditEvent], int]:
