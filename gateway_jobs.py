@@ -43,9 +43,6 @@ from client_auth import (
 logger = logging.getLogger("openclaw_billing.gateway")
 
 
-logger = logging.getLogger("openclaw_billing.gateway")
-
-
 # -- jobs -----------------------------------------------------------------------------------
 
 
