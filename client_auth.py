@@ -28,20 +28,25 @@ from openclaw_billing.api.docs_pages import docs_router
 from openclaw_billing.api.errors import install_error_handlers
 from openclaw_billing.api.routes import router
 from openclaw_billing.api.schemas import ErrorPublic
+from openclaw_billing.api.schemas_jobs import JobStatePublic, ReceiptPublic
 from openclaw_billing.cycles import utcnow
 from openclaw_billing.errors import (
     BillingError,
     ClientInactive,
     ClientNotFound,
+    ConcurrencyLimitReached,
     ConfigurationError,
     Conflict,
     CreditLimitReached,
+    IllegalTransition,
     InvalidApiKey,
+    JobNotFound,
     NotFound,
     PaymentPastDue,
     StoreUnavailable,
 )
-from openclaw_billing.jobs import Charged, NewJob, StoredJob
+from openclaw_billing.job_actions import cancel_queued_job, report_job_outcome, reserve_job_credit
+from openclaw_billing.jobs import Charged, JobStatus, NewJob, Receipt, StoredJob
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
 from openclaw_billing.plans import PLANS
 from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
@@ -65,6 +70,7 @@ from openclaw_billing.store.files import (
     open_append,
     private_directory,
 )
+from openclaw_billing.sweeper import hold_sweeper
 from openclaw_billing.web import pages_router
 
 __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py pins)
@@ -77,6 +83,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "ClientInactive",
     "ClientNotFound",
     "ClientRecord",
+    "ConcurrencyLimitReached",
     "ConfigurationError",
     "Conflict",
     "CreditLimitReached",
@@ -85,7 +92,11 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "ErrorPublic",
     "EscapeControls",
     "FileLock",
+    "IllegalTransition",
     "InvalidApiKey",
+    "JobNotFound",
+    "JobStatePublic",
+    "JobStatus",
     "JobStorage",
     "MULTI_LINE",
     "NewJob",
@@ -93,6 +104,8 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "ONE_LINE",
     "PLANS",
     "PaymentPastDue",
+    "Receipt",
+    "ReceiptPublic",
     "ServiceDep",
     "StoreUnavailable",
     "StoredJob",
@@ -101,6 +114,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "append",
     "appending",
     "can_submit_job",
+    "cancel_queued_job",
     "deduct_job_credit",
     "docs_router",
     "ends_torn",
@@ -108,6 +122,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "get_rate_limiter",
     "get_service",
     "get_settings",
+    "hold_sweeper",
     "install_body_limit",
     "install_error_handlers",
     "open_append",
@@ -115,7 +130,9 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "private_directory",
     "redact_access_log",
     "refund_job_credit",
+    "report_job_outcome",
     "require_client",
+    "reserve_job_credit",
     "router",
     "run_billing",
     "set_rate_limiter",

@@ -52,6 +52,7 @@ from client_auth import (
     get_rate_limiter,
     get_service,
     get_settings,
+    hold_sweeper,
     install_body_limit,
     install_error_handlers,
     pages_router,
@@ -144,7 +145,9 @@ async def intake(
     cid = verified.client_id
     job_id = idempotent_job_id(cid, idempotency_key) if idempotency_key else str(uuid.uuid4())
     body_hash = request_hash(body) if keyed else None
-    job = NewJob(fields=body.model_dump(), request_hash=body_hash)
+    price = PLANS[verified.plan].price(body.task_type, body.priority)
+    fields = body.model_dump(exclude={"max_credits"})
+    job = NewJob(fields, request_hash=body_hash, price=price, max_credits=body.max_credits)
     # The charge re-checks the key in its atomic step: the check above may be a cached one.
     charge = service.charge_of(cid, job_id=job_id, job=job, key_id=check.key_id)
     charged = await service.accept(charge)
@@ -255,7 +258,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # 60 ms with 1,000 clients in the JSON store, a pause every request then waits for).
     gc.freeze()
     try:
-        yield
+        async with hold_sweeper():
+            yield
     finally:
         gc.unfreeze()
 

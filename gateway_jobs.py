@@ -29,6 +29,7 @@ from client_auth import (
     ClientCheck,
     Conflict,
     FileLock,
+    ReceiptPublic,
     StoredJob,
     StoreUnavailable,
     UtcDatetime,
@@ -77,13 +78,28 @@ class JobCreate(BaseModel):
         "feature_build"
     )
     priority: Literal["P0", "P1", "P2", "P3"] = "P2"
+    max_credits: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="The most this job may be charged, in credits (null: its price).",
+    )
 
 
 class Job(JobCreate):
     job_id: str
     client_id: str
-    status: Literal["queued"] = "queued"
+    status: str = Field(
+        default="queued",
+        description="queued, running, succeeded, failed, cancelled, timed_out or expired.",
+    )
+    failure_class: str | None = None
     created_at: UtcDatetime
+    receipt: ReceiptPublic | None = Field(
+        default=None,
+        description="What the job holds and, once it ended, what it was charged and why.",
+    )
 
 
 class JobRecord(Job):
@@ -356,11 +372,15 @@ def _abandoned(charge: ChargeResult, jobs: JobStore) -> bool:
 
 def record_of(job: StoredJob) -> JobRecord:
     """A stored job as the gateway's job (its fields were validated on the way in)."""
+    receipt = job.receipt
     values: dict[str, Any] = {
         **job.fields,
+        "max_credits": None if receipt is None else receipt.max_credits,
         "job_id": job.job_id,
         "client_id": job.client_id,
-        "status": "queued",
+        "status": job.status.value,
+        "failure_class": job.failure_class,
+        "receipt": ReceiptPublic.of(receipt),
         "created_at": job.created_at,
         "request_hash": job.request_hash,
         "credits_remaining": job.credits_remaining,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from types import EllipsisType
 
 from . import cycles, ledger
 from .errors import AlreadyOnPlan, KeyNotFound, KeyRevoked, SubscriptionExists, TooManyKeys
@@ -143,22 +144,36 @@ def touch_key(record: ClientRecord, key_id: str, now: datetime) -> bool:
     return True
 
 
+#: The largest cap of jobs queued or running an admin may give a client.
+MAX_ACTIVE_JOBS = 1_000_000
+
+
 def set_policy(
     record: ClientRecord,
     now: datetime,
     *,
     rate_limit_per_minute: int | None,
     ip_allowlist: list[str],
+    max_active_jobs: int | EllipsisType | None = ...,
 ) -> bool:
     """Set the client's rate-limit override (None: the plan's) and IP allowlist (empty: any
-    address). Entries are normalised (``10.0.0.1`` -> ``10.0.0.1/32``)."""
+    address), and its cap of jobs queued or running (None: the plan's; ``...``: unchanged).
+    Entries are normalised (``10.0.0.1`` -> ``10.0.0.1/32``)."""
     if len(ip_allowlist) > MAX_ALLOWLIST_ENTRIES:
         raise ValueError(f"at most {MAX_ALLOWLIST_ENTRIES} allowlist entries")
     networks = [str(n) for n in parse_networks(ip_allowlist, "ip_allowlist")]
-    if record.rate_limit_per_minute == rate_limit_per_minute and record.ip_allowlist == networks:
+    cap = record.max_active_jobs if max_active_jobs is ... else max_active_jobs
+    if cap is not None and (type(cap) is not int or not 1 <= cap <= MAX_ACTIVE_JOBS):
+        raise ValueError(f"max_active_jobs is 1 to {MAX_ACTIVE_JOBS}, or null for the plan's")
+    if (record.rate_limit_per_minute, record.ip_allowlist, record.max_active_jobs) == (
+        rate_limit_per_minute,
+        networks,
+        cap,
+    ):
         return False
     record.rate_limit_per_minute = rate_limit_per_minute
     record.ip_allowlist = networks
+    record.max_active_jobs = cap
     record.updated_at = now
     return True
 

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from types import EllipsisType
 from typing import Self, TypeVar, cast
 
 from pydantic import ValidationError
@@ -216,22 +217,27 @@ class AdminActions:
         *,
         rate_limit_per_minute: int | None,
         ip_allowlist: list[str],
+        max_active_jobs: int | EllipsisType | None = ...,
         now: datetime | None = None,
         source: str = UNKNOWN_ADDRESS,
     ) -> ClientRecord:
-        """Set the client's rate-limit override and IP allowlist (validated:
-        ``InvalidRequest``)."""
+        """Set the client's rate-limit override and IP allowlist, and its cap of jobs queued
+        or running (None: the plan's; ``...``: unchanged) (validated: ``InvalidRequest``)."""
         with _invalid_request():
             parse_networks(ip_allowlist, "ip_allowlist")  # refuse before taking any lock
         now = resolve_now(now, utcnow)
         change = changes.set_policy(
-            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
+            now,
+            rate_limit_per_minute=rate_limit_per_minute,
+            ip_allowlist=ip_allowlist,
+            max_active_jobs=max_active_jobs,
         )
 
         def audit(record: ClientRecord) -> NewAuditEvent | None:
             detail: Detail = {
                 "rate_limit_per_minute": record.rate_limit_per_minute,
                 "ip_allowlist": list(record.ip_allowlist),  # as normalised and stored
+                "max_active_jobs": record.max_active_jobs,
             }
             return self._event(AuditAction.CLIENT_POLICY, client_id, source, now, detail)
 

@@ -91,6 +91,12 @@ class AuditAction(StrEnum):
     #: A client signed in to the portal with one of its keys, or signed out.
     PORTAL_SIGN_IN = "portal.sign_in"
     PORTAL_SIGN_OUT = "portal.sign_out"
+    #: A job's runner reported its progress or end (its hold settled when it ended).
+    JOB_OUTCOME = "job.outcome"
+    #: A client cancelled its queued job (its hold released).
+    JOB_CANCEL = "job.cancel"
+    #: A job's hold outlived its time to live: released by the sweeper, the job expired.
+    JOB_EXPIRE = "job.expire"
 
 
 ADMIN_ACTOR = "admin"

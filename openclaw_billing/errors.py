@@ -21,6 +21,8 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── KeyNotFound              404 key_not_found
      ├── NotFound                 404 not_found
      ├── RateLimited              429 rate_limited (with Retry-After and headers)
+     ├── ConcurrencyLimitReached  429 concurrency_limit_reached (with Retry-After)
+     ├── JobNotFound              404 job_not_found
      ├── Conflict                 409 conflict (and subclasses with their own code)
      │    ├── DuplicateClient     409 duplicate_client
      │    ├── InsufficientCredits 409 insufficient_credits
@@ -30,6 +32,8 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      │    ├── SubscriptionExists  409 subscription_exists
      │    ├── NoStripeCustomer    409 no_stripe_customer
      │    ├── KeyRevoked          409 key_revoked
+     │    ├── IllegalTransition   409 illegal_transition
+     │    ├── AmbiguousJobId      409 ambiguous_job_id
      │    └── TooManyKeys         409 too_many_keys
      ├── StripeRequestFailed      502 stripe_error
      ├── StripeNotConfigured      503 stripe_not_configured
@@ -184,10 +188,46 @@ class RateLimited(BillingError):
     message = "Rate limit exceeded; retry after the number of seconds in Retry-After"
 
 
+class ConcurrencyLimitReached(BillingError):
+    """As many of the client's jobs are queued or running as its plan (or its own cap)
+    allows. Carries ``Retry-After``: a job ending frees a place."""
+
+    status_code = 429
+    code = "concurrency_limit_reached"
+    message = (
+        "Too many jobs queued or running for this plan; retry when one has ended "
+        "(after the seconds in Retry-After)"
+    )
+    #: Seconds a refused client is told to wait: jobs run for minutes.
+    RETRY_AFTER_SECONDS = 30
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)})
+
+
+class JobNotFound(BillingError):
+    status_code = 404
+    code = "job_not_found"
+    message = "Job not found"
+
+
 class Conflict(BillingError):
     status_code = 409
     code = "conflict"
     message = "Conflict"
+
+
+class IllegalTransition(Conflict):
+    """A job reported into a state it cannot reach from where it is (a finished job's other
+    end, a running job cancelled by its client)."""
+
+    code = "illegal_transition"
+    message = "The job cannot make this transition"
+
+
+class AmbiguousJobId(Conflict):
+    code = "ambiguous_job_id"
+    message = "Several clients have a job with this id: name the client (client_id)"
 
 
 class DuplicateClient(Conflict):

@@ -21,16 +21,18 @@ agree):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from enum import StrEnum
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ledger
 from .errors import InvalidApiKey
 from .models import ChargeResult, ClientRecord, Int64, UtcDatetime
+from .plans import MAX_JOB_CREDITS, get_plan
 
 #: Bounds of what a job may carry: a few named text fields (the gateway's job body).
 MAX_JOB_FIELDS = 16
@@ -40,6 +42,59 @@ MAX_JOB_SIZE = 64 * 1024
 #: What no job text may hold: NUL (PostgreSQL cannot store it) and lone surrogates (not valid
 #: Unicode: no backend can write them as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life (transitions: :mod:`openclaw_billing.outcomes`)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+
+    @property
+    def open(self) -> bool:
+        """Queued or running: the job holds credits and counts against the concurrency cap."""
+        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+#: Credits as a job's receipt counts them.
+Credits = Annotated[int, Field(ge=0, le=2**62)]
+#: Measured usage: a few named counters (tokens in, tokens out ...).
+MAX_USAGE_ITEMS = 16
+UsageName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+Usage = Annotated[dict[UsageName, Credits], Field(max_length=MAX_USAGE_ITEMS)]
+
+
+class Receipt(BaseModel):
+    """What a job reserved at intake and what it came to: the client's receipt. While the
+    hold is open only ``reserved``, ``hold_until`` and ``max_credits`` are set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Credits held at intake (the job's price, at most its ``max_credits``).
+    reserved: Credits
+    #: When the hold is released if the job has not ended (the plan's time to live).
+    hold_until: UtcDatetime
+    #: The most the client allowed this job to be charged (None: its price).
+    max_credits: Credits | None = None
+    #: Once settled: credits charged and released (``charged + released == reserved``) ...
+    charged: Credits | None = None
+    released: Credits | None = None
+    #: ... the credits the measured usage came to (None: not metered) ...
+    metered: Credits | None = None
+    #: ... of which beyond the reservation (billed through Stripe, not the allowance) ...
+    overage: Credits | None = None
+    #: ... and why, in words the client reads.
+    reason: str | None = None
+    settled_at: UtcDatetime | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.charged is None
 
 
 class StoredJob(BaseModel):
@@ -55,6 +110,20 @@ class StoredJob(BaseModel):
     request_hash: str | None = None
     #: ... and the credits its first answer reported (None on unlimited plans).
     credits_remaining: Int64 | None = None
+    status: JobStatus = JobStatus.QUEUED
+    #: Its hold and settlement; None for a job charged at intake (before charging by outcome).
+    receipt: Receipt | None = None
+    #: For a failed job: the runner's class of failure (``infrastructure``, ``client_error``).
+    failure_class: str | None = None
+    #: What the runner measured, as it reported it.
+    usage: Usage | None = None
+    started_at: UtcDatetime | None = None
+    ended_at: UtcDatetime | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the job holds credits now (open, with a hold not settled)."""
+        return self.status.open and self.receipt is not None and self.receipt.held
 
 
 @dataclass(frozen=True)
@@ -66,8 +135,18 @@ class NewJob:
 
     fields: Mapping[str, str]
     request_hash: str | None = None
+    #: The credits to hold until the job ends (None: charge one credit now, no hold) ...
+    price: int | None = None
+    #: ... and the most the client allows it to be charged (None: its price).
+    max_credits: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("price", "max_credits"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 1 <= value <= MAX_JOB_CREDITS):
+                raise ValueError(f"{name} is a whole number of credits, 1 to {MAX_JOB_CREDITS}")
+        if self.max_credits is not None and self.price is None:
+            raise ValueError("max_credits is for a job reserved at intake (with a price)")
         if len(self.fields) > MAX_JOB_FIELDS:
             raise ValueError(f"a job has at most {MAX_JOB_FIELDS} fields")
         size = 0
@@ -117,8 +196,25 @@ def check_key(record: ClientRecord, key_id: str | None, now: datetime) -> None:
         raise InvalidApiKey()
 
 
-def new_job(client_id: str, job_id: str, job: NewJob, charge: ChargeResult) -> StoredJob:
-    """Rule 4: the job as stored with its charge."""
+def reservation(job: NewJob | None) -> int | None:
+    """The credits a job holds at intake: its price, at most its ``max_credits`` (None: the
+    job is charged one credit at once, as before charging by outcome)."""
+    if job is None or job.price is None:
+        return None
+    return job.price if job.max_credits is None else min(job.price, job.max_credits)
+
+
+def new_job(client_id: str, job_id: str, job: NewJob, charge: ChargeResult, plan: str) -> StoredJob:
+    """Rule 4: the job as stored with its charge (and its hold, until the ``plan``'s time to
+    live, when it was reserved)."""
+    reserved = reservation(job)
+    receipt = None
+    if reserved is not None:
+        receipt = Receipt(
+            reserved=reserved,
+            hold_until=charge.charged_at + get_plan(plan).hold_ttl,
+            max_credits=job.max_credits,
+        )
     return StoredJob(
         client_id=client_id,
         job_id=job_id,
@@ -126,6 +222,7 @@ def new_job(client_id: str, job_id: str, job: NewJob, charge: ChargeResult) -> S
         fields=dict(job.fields),
         request_hash=job.request_hash,
         credits_remaining=charge.credits_remaining,
+        receipt=receipt,
     )
 
 
@@ -138,15 +235,24 @@ def accept(
     job: NewJob | None,
     stored: StoredJob | None,
     key_id: str | None,
+    active_jobs: Callable[[], int] = lambda: 0,
 ) -> tuple[Charged, StoredJob | None]:
     """The rules above, on a locked record whose cycle is rolled; ``stored``: the job already
-    stored under ``job_id`` for this client, if any. Returns what the charge came to and the
-    job to store with it (None: none). Raises the refusal, having changed nothing."""
+    stored under ``job_id`` for this client, if any; ``active_jobs``: how many of the
+    client's jobs hold credits now (asked only for a reservation). Returns what the charge
+    came to and the job to store with it (None: none). Raises the refusal, having changed
+    nothing."""
     if stored is not None:
         return replayed(record, stored), None
     check_key(record, key_id, now)
-    result = ledger.charge(record, job_id, cost, now)
+    reserved = reservation(job)
+    if reserved is None:
+        result = ledger.charge(record, job_id, cost, now)
+    else:
+        result = ledger.charge(
+            record, job_id, cost, now, credits=reserved, held=True, active_jobs=active_jobs()
+        )
     if job is None:
         return Charged(result, None), None
-    kept = new_job(record.client_id, job_id, job, result)
+    kept = new_job(record.client_id, job_id, job, result, record.plan)
     return Charged(result, kept), kept

@@ -19,6 +19,7 @@ from .errors import (
     BalanceTooLarge,
     BillingError,
     ClientInactive,
+    ConcurrencyLimitReached,
     CreditLimitReached,
     InsufficientCredits,
     PaymentDisputed,
@@ -59,6 +60,7 @@ def start_cycle(
         allowance=cycle_allowance(record),
         adjustments=meta.credit_adjustments,
         jobs=len(meta.cost_log),
+        credits=sum(e.credits for e in meta.cost_log),
         spend=round(sum(e.cost for e in meta.cost_log), SPEND_DECIMALS),
         credits_left=record.credits_remaining,
         entries=meta.cost_log,
@@ -129,6 +131,9 @@ class Refusal(StrEnum):
     DISPUTED = "disputed"
     PAUSED = "paused"
     LIMIT_REACHED = "limit_reached"
+    #: Queued plus running jobs at the client's cap (never the usage view's status: it is
+    #: decided with the jobs, in the charge's atomic step).
+    AT_CONCURRENCY_CAP = "at_concurrency_cap"
 
     @property
     def error(self) -> type[BillingError]:
@@ -148,6 +153,7 @@ _REFUSAL_ERRORS: dict[Refusal, type[BillingError]] = {
     Refusal.DISPUTED: PaymentDisputed,
     Refusal.PAUSED: SubscriptionPaused,
     Refusal.LIMIT_REACHED: CreditLimitReached,
+    Refusal.AT_CONCURRENCY_CAP: ConcurrencyLimitReached,
 }
 
 
@@ -157,10 +163,15 @@ def refusal(
     subscription_status: str | None,
     disputed: bool,
     credits_remaining: int | None,
+    price: int = 1,
+    active_jobs: int = 0,
+    cap: int | None = None,
 ) -> Refusal | None:
     """Why a job would be refused, or None if it would be accepted. Written over the few
     fields it reads so that the SQL store's charge path, which has a row rather than a
-    record, asks the same function (call ``roll_cycle`` first: a due reset changes credits)."""
+    record, asks the same function (call ``roll_cycle`` first: a due reset changes credits).
+    ``price``: the credits the job takes; ``active_jobs``: the client's open holds, against
+    its concurrency ``cap`` (None: no cap)."""
     if not active:
         return Refusal.INACTIVE
     if subscription_status in UNPAID_STATUSES:
@@ -169,9 +180,16 @@ def refusal(
         return Refusal.DISPUTED
     if subscription_status == "paused":
         return Refusal.PAUSED
-    if credits_remaining is not None and credits_remaining <= 0:
+    if credits_remaining is not None and credits_remaining < max(price, 1):
         return Refusal.LIMIT_REACHED
+    if cap is not None and active_jobs >= cap:
+        return Refusal.AT_CONCURRENCY_CAP
     return None
+
+
+def concurrency_cap(plan: PlanId | str, override: int | None) -> int | None:
+    """How many jobs a client may have queued or running: its own cap, else its plan's."""
+    return override if override is not None else get_plan(plan).max_active_jobs
 
 
 def refusal_of(record: ClientRecord) -> Refusal | None:
@@ -184,8 +202,19 @@ def refusal_of(record: ClientRecord) -> Refusal | None:
     )
 
 
-def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> ChargeResult:
-    """Charge one credit for ``job_id`` (unlimited plans: log only). Call ``roll_cycle`` first.
+def charge(
+    record: ClientRecord,
+    job_id: str,
+    cost: float,
+    now: datetime,
+    *,
+    credits: int = 1,
+    held: bool = False,
+    active_jobs: int = 0,
+) -> ChargeResult:
+    """Charge ``credits`` for ``job_id`` (unlimited plans: log only); ``held``: as a hold, to
+    be settled when the job ends. Call ``roll_cycle`` first. ``active_jobs``: the client's
+    open holds, checked against its concurrency cap.
 
     A job id already in the ledger is not charged again: its first result is returned with
     ``replayed=True``.
@@ -200,18 +229,35 @@ def charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> Cha
             record.credits_remaining,
             replayed=True,
         )
-    refused = refusal_of(record)
+    refused = refusal(
+        active=record.active,
+        subscription_status=record.metadata.subscription_status,
+        disputed=bool(open_disputes(record)),
+        credits_remaining=record.credits_remaining,
+        price=credits,
+        active_jobs=active_jobs,
+        cap=concurrency_cap(record.plan, record.max_active_jobs) if held else None,
+    )
     if refused is not None:
         raise refused.error()
-    return book_charge(record, job_id, cost, now)
+    return book_charge(record, job_id, cost, now, credits=credits, held=held)
 
 
-def book_charge(record: ClientRecord, job_id: str, cost: float, now: datetime) -> ChargeResult:
+def book_charge(
+    record: ClientRecord,
+    job_id: str,
+    cost: float,
+    now: datetime,
+    *,
+    credits: int = 1,
+    held: bool = False,
+) -> ChargeResult:
     """What an accepted charge does to the record, with no check: :func:`charge` once it has
     decided, and a journal replaying a charge decided before (the JSON store)."""
     if record.credits_remaining is not None:
-        record.credits_remaining -= 1
-    record.metadata.cost_log.append(CostEntry(timestamp=now, cost=cost, job_id=job_id))
+        record.credits_remaining -= credits
+    entry = CostEntry(timestamp=now, cost=cost, job_id=job_id, credits=credits, held=held)
+    record.metadata.cost_log.append(entry)
     record.total_spent = round(record.total_spent + cost, SPEND_DECIMALS)
     record.updated_at = now
     return ChargeResult(
@@ -228,11 +274,42 @@ def refund(record: ClientRecord, job_id: str, now: datetime) -> bool:
         if entry.job_id == job_id:
             del log[index]
             if record.credits_remaining is not None:
-                record.credits_remaining += 1
+                record.credits_remaining += entry.credits
             record.total_spent = round(max(0.0, record.total_spent - entry.cost), SPEND_DECIMALS)
             record.updated_at = now
             return True
     return False
+
+
+def settle_hold(
+    record: ClientRecord, job_id: str, charged: int, now: datetime
+) -> tuple[int, bool] | None:
+    """Close the hold of ``job_id`` at ``charged`` credits (at most what it holds): the rest
+    goes back to the client, and with nothing charged, so does its cost. Returns the credits
+    the hold held and whether the difference went back (not when the hold was taken in a cycle
+    that has since ended: that cycle's credits are gone with it, and the new one started
+    full), or None when the ledger holds no open hold for the job."""
+    log = record.metadata.cost_log
+    for index, entry in enumerate(log):
+        if entry.job_id == job_id and entry.held:
+            charged = min(charged, entry.credits)
+            if record.credits_remaining is not None:
+                record.credits_remaining += entry.credits - charged
+            if charged == 0 and entry.cost:
+                record.total_spent = round(
+                    max(0.0, record.total_spent - entry.cost), SPEND_DECIMALS
+                )
+            log[index] = entry.model_copy(update={"credits": charged, "held": False})
+            record.updated_at = now
+            return entry.credits, True
+    for summary in record.metadata.cycle_history[-1:]:
+        for index, entry in enumerate(summary.entries):
+            if entry.job_id == job_id and entry.held:
+                closed = {"credits": min(charged, entry.credits), "held": False}
+                summary.entries[index] = entry.model_copy(update=closed)
+                record.updated_at = now
+                return entry.credits, False
+    return None
 
 
 def add_credits(record: ClientRecord, amount: int, reason: str, now: datetime) -> None:

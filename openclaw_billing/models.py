@@ -45,6 +45,10 @@ class CostEntry(_Model):
     timestamp: UtcDatetime
     cost: Money
     job_id: str
+    #: Credits this job takes: its price while held, what it was charged once settled.
+    credits: Int64 = Field(default=1, ge=0)
+    #: True while the job's hold is open (reserved at intake, not settled yet).
+    held: bool = False
 
 
 class CreditAdjustment(_Model):
@@ -58,7 +62,8 @@ class CreditAdjustment(_Model):
 class CycleSummary(_Model):
     """A finished billing cycle, kept so the store stays bounded (``metadata.cycle_history``).
 
-    ``allowance + sum(adjustments) - jobs == credits_left`` for limited plans. The newest
+    ``allowance + sum(adjustments) - credits == credits_left`` for limited plans (``credits``:
+    what the cycle's jobs took; ``jobs`` for summaries written before jobs had prices). The newest
     summary also keeps that cycle's ledger ``entries``, so a retried job id from just before a
     reset is still recognised and never charged twice; older summaries drop them.
     """
@@ -69,6 +74,8 @@ class CycleSummary(_Model):
     allowance: Int64 | None
     adjustments: list[CreditAdjustment] = Field(default_factory=list)
     jobs: Int64 = Field(ge=0)
+    #: Credits the cycle's jobs took (held or charged when it closed); None: one per job.
+    credits: Int64 | None = None
     spend: Money
     credits_left: Int64 | None
     entries: list[CostEntry] = Field(default_factory=list)
@@ -145,6 +152,8 @@ class ClientRecord(_Model):
     api_keys: list[ApiKeyRecord] = Field(default_factory=list)
     #: Requests per minute on intake and the billing routes; None: the plan's limit.
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    #: Jobs queued or running at once; None: the plan's cap.
+    max_active_jobs: int | None = Field(default=None, ge=1, le=1_000_000)
     #: IPs/CIDRs the client's requests may come from; empty allows every address.
     ip_allowlist: list[str] = Field(default_factory=list, max_length=100)
 

@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from .access import touch_due
-from .admin import AdminActions
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
 from .committer import CommitterKind, new_committer
 from .cycles import as_utc, resolve_now, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
+from .job_actions import JobActions
 from .jobs import Charged, NewJob
 from .keycache import REFUSED, UNANSWERED, KeyCache, Unanswered, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
@@ -50,7 +50,7 @@ MAX_JOB_COST = 1_000_000.0
 Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
 
-class BillingService(AdminActions):
+class BillingService(JobActions):
     """``key_cache``: this worker's cache of verified keys (by default one of its own, for
     ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
     share it."""

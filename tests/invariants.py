@@ -20,8 +20,9 @@ def records_of(path: Path) -> list[ClientRecord]:
 
 
 def check_record(record: ClientRecord) -> None:
-    """I1 (never negative), I2 (allowance + adjustments - charges == remaining, for the current
-    and every summarised cycle) and I3 (unique job ids in the ledger)."""
+    """I1 (never negative), I2 (allowance + adjustments - charged - held == remaining, for the
+    current and every summarised cycle: each ledger entry takes its credits, held or charged)
+    and I3 (unique job ids in the ledger)."""
     meta = record.metadata
     job_ids = [e.job_id for e in meta.cost_log]
     assert len(job_ids) == len(set(job_ids)), f"duplicate job ids for {record.client_id}"
@@ -31,14 +32,15 @@ def check_record(record: ClientRecord) -> None:
     allowance = meta.cycle_allowance
     assert allowance is not None
     adjustments = sum(a.amount for a in meta.credit_adjustments)
-    assert allowance + adjustments - len(meta.cost_log) == record.credits_remaining, (
-        record.client_id
-    )
+    charged = sum(e.credits for e in meta.cost_log if not e.held)
+    held = sum(e.credits for e in meta.cost_log if e.held)
+    assert allowance + adjustments - charged - held == record.credits_remaining, record.client_id
     for past in meta.cycle_history:
         if past.allowance is None or past.credits_left is None:
             continue
         adj = sum(a.amount for a in past.adjustments)
-        assert past.allowance + adj - past.jobs == past.credits_left, record.client_id
+        taken = past.jobs if past.credits is None else past.credits
+        assert past.allowance + adj - taken == past.credits_left, record.client_id
 
 
 def check_store_file(path: Path, keys: Iterable[str] = ()) -> list[ClientRecord]:

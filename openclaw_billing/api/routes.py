@@ -14,6 +14,7 @@ from ..errors import PayloadTooLarge
 from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
+from .routes_jobs import admin_jobs_router, client_jobs_router
 from .schemas import (
     ONE_LINE,
     CheckoutPublic,
@@ -333,17 +334,21 @@ def set_policy(
     client_id: ClientId, body: PolicyUpdate, service: ServiceDep, source: ClientAddress
 ) -> PolicyPublic:
     """Set the client's rate-limit override (null: the plan's) and IP allowlist (CIDRs, IPv4
-    and IPv6; empty allows every address)."""
+    and IPv6; empty allows every address), and, if given, its cap of jobs queued or running
+    (null: the plan's; left out: unchanged)."""
+    cap = body.max_active_jobs if "max_active_jobs" in body.model_fields_set else ...
     record = service.set_policy(
         client_id,
         rate_limit_per_minute=body.rate_limit_per_minute,
         ip_allowlist=body.ip_allowlist,
+        max_active_jobs=cap,
         source=source,
     )
     return PolicyPublic(
         client_id=client_id,
         rate_limit_per_minute=record.rate_limit_per_minute,
         ip_allowlist=record.ip_allowlist,
+        max_active_jobs=record.max_active_jobs,
     )
 
 
@@ -351,3 +356,5 @@ router = APIRouter()
 router.include_router(public_router)
 router.include_router(client_router)
 router.include_router(admin_router)
+router.include_router(client_jobs_router)
+router.include_router(admin_jobs_router)

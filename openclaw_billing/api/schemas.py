@@ -202,7 +202,13 @@ class UsagePublic(BaseModel):
     plan: PlanId
     credits_remaining: int | None = Field(description="Null on unlimited plans.")
     credits_limit: int | None = Field(description="The plan's jobs per cycle; null = unlimited.")
-    credits_used: int = Field(description="Jobs charged in the current cycle.")
+    credits_used: int = Field(
+        description="Credits taken in the current cycle: charged, and held by jobs not ended."
+    )
+    credits_reserved: int = Field(
+        description="Of credits_used, held by jobs not ended yet (given back if the job fails "
+        "for a reason the plan does not charge, or its hold expires)."
+    )
     usage_pct: float | None = Field(
         description="Share of this cycle's credits used, in percent; null on unlimited plans."
     )
@@ -222,7 +228,8 @@ class UsagePublic(BaseModel):
 
     @classmethod
     def of(cls, record: ClientRecord) -> UsagePublic:
-        used = len(record.metadata.cost_log)
+        used = sum(e.credits for e in record.metadata.cost_log)
+        reserved = sum(e.credits for e in record.metadata.cost_log if e.held)
         remaining = record.credits_remaining
         pct = None if remaining is None else round(100 * used / max(1, used + remaining), 2)
         refused = refusal_of(record)
@@ -233,6 +240,7 @@ class UsagePublic(BaseModel):
             credits_remaining=remaining,
             credits_limit=PLANS[record.plan].jobs_per_month,
             credits_used=used,
+            credits_reserved=reserved,
             usage_pct=pct,
             status="active" if refused is None else refused.value,
             can_submit=refused is None,

@@ -211,12 +211,21 @@ class PolicyUpdate(StrictInput):
         max_length=MAX_ALLOWLIST_ENTRIES,
         description="IPs or CIDRs (IPv4 and IPv6) the client may call from; empty allows all.",
     )
+    max_active_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="Jobs queued or running at once; null: the plan's cap (free 1, starter 2, "
+        "pro 5, enterprise none); left out: unchanged.",
+    )
 
 
 class PolicyPublic(BaseModel):
     client_id: str
     rate_limit_per_minute: int | None
     ip_allowlist: list[str]
+    max_active_jobs: int | None = Field(description="The client's own cap; null: the plan's.")
 
 
 class ApiKeyCreated(ClientPublic):

@@ -19,6 +19,7 @@ from ..cycles import is_expired
 from ..errors import BillingError
 from ..jobs import Charged, NewJob
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord
+from ..outcomes import Report, Settled
 from ..plans import PlanId
 from ..sessions import SessionStore
 from . import changes
@@ -79,8 +80,23 @@ class Charge:
     key_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Settle:
+    """One report of a job's progress or end, as :meth:`Store.mutate_batch` takes it (see
+    :mod:`openclaw_billing.outcomes`): the job moves, and an ended job's hold is settled in
+    its client's ledger, with the audit event ``audit`` makes, in one atomic step. Its
+    outcome's result is a :class:`~openclaw_billing.outcomes.Settled`; a job not stored is
+    ``JobNotFound``."""
+
+    client_id: str
+    job_id: str
+    now: datetime
+    report: Report
+    audit: AuditFor[Settled] | None = None
+
+
 #: What one entry of a batch may be.
-Operation = Mutation[Any] | Charge
+Operation = Mutation[Any] | Charge | Settle
 
 
 @dataclass(frozen=True)

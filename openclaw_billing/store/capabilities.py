@@ -12,6 +12,9 @@ from typing import Protocol, runtime_checkable
 
 from ..jobs import StoredJob
 
+#: At most this many clients' jobs answer ``JobStorage.jobs_by_id``.
+MAX_SAME_ID = 10
+
 
 @runtime_checkable
 class EventIdTransfer(Protocol):
@@ -35,6 +38,13 @@ class JobStorage(Protocol):
 
     def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
         """The client's jobs created at ``since`` or later (None: all), oldest first."""
+
+    def jobs_by_id(self, job_id: str) -> list[StoredJob]:
+        """Every client's job with this id (ids are unique per client only), at most a few."""
+
+    def expired_holds(self, now: datetime, limit: int) -> list[StoredJob]:
+        """Up to ``limit`` jobs still queued or running whose hold ended before ``now``,
+        the longest overdue first (what the sweeper releases)."""
 
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         """Store jobs accepted before jobs lived in the store (a job file's), those not

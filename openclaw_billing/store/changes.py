@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import EllipsisType
 from typing import TypeVar
 
 from .. import access, ledger
@@ -79,11 +80,19 @@ def set_key_expiry(key_id: str, expires_at: datetime | None, now: datetime) -> C
 
 
 def set_policy(
-    now: datetime, *, rate_limit_per_minute: int | None, ip_allowlist: list[str]
+    now: datetime,
+    *,
+    rate_limit_per_minute: int | None,
+    ip_allowlist: list[str],
+    max_active_jobs: int | EllipsisType | None = ...,
 ) -> Change[ClientRecord]:
     def change(record: ClientRecord) -> tuple[ClientRecord, bool]:
         changed = access.set_policy(
-            record, now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
+            record,
+            now,
+            rate_limit_per_minute=rate_limit_per_minute,
+            ip_allowlist=ip_allowlist,
+            max_active_jobs=max_active_jobs,
         )
         return _snapshot(record, changed)
 

@@ -39,8 +39,11 @@ class JsonBatch:
         #: snapshot line (None: a charge changed it, rendered at the next compaction).
         self.kept: dict[str, ClientRecord] = {}
         self.lines: dict[str, bytes | None] = {}
-        self.jobs: list[StoredJob] = []
+        #: Jobs kept, in order, each with whether it replaces a stored one.
+        self.jobs: list[tuple[StoredJob, bool]] = []
         self._job_index: dict[tuple[str, str], StoredJob] = {}
+        #: Each client's jobs kept by this batch, by id (what it changed of the holds).
+        self._client_index: dict[str, dict[str, StoredJob]] = {}
         self.events: list[NewAuditEvent] = []
         #: Stripe event ids to add, and the horizon before which the known ones are forgotten.
         self.stripe: tuple[dict[str, str], str | None] | None = None
@@ -74,11 +77,13 @@ class JsonBatch:
         record: ClientRecord | None,
         event: NewAuditEvent | None,
         job: StoredJob | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         try:
             # Both checked before either is kept: a mutation is kept whole or not at all.
             whole = None if record is None else self._checked(record)
-            alone = None if job is None else self._checked_job(job)
+            alone = None if job is None else self._checked_job(job, replace=replace)
         except BillingError:
             if client_id in self.kept or client_id in self.state.clients:
                 self.restore(client_id)  # else a new client: nothing of it was kept
@@ -91,13 +96,22 @@ class JsonBatch:
             self._claimed.update(dict.fromkeys(record_digests(parsed), client_id))
         if alone is not None:
             self.entries.append(alone[0])
-            self._add_job(alone[1])
+            self._add_job(alone[1], replace=replace)
         if event is not None:
             self.events.append(event)
 
     def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
         key = (client_id, job_id)
         return self._job_index.get(key) or self.state.jobs.get(key)
+
+    def active_jobs(self, client_id: str) -> int:
+        holding = set(self.state.holds.get(client_id, ()))
+        for job_id, job in self._client_index.get(client_id, {}).items():
+            if job.holding:
+                holding.add(job_id)
+            else:
+                holding.discard(job_id)
+        return len(holding)
 
     # -- a charge, as a delta ------------------------------------------------------------------
 
@@ -124,9 +138,10 @@ class JsonBatch:
                 job=op.job,
                 stored=self.stored_job(cid, op.job_id),
                 key_id=op.key_id,
+                active_jobs=lambda: self.active_jobs(cid),
             )
             if not charged.charge.replayed:
-                self._keep_charge(record, charged.charge, job)
+                self._keep_charge(record, charged.charge, job, jobs.reservation(op.job))
             elif job is not None:  # a job for an id charged earlier: stored under that charge
                 self.keep(cid, None, None, job)
         except BillingError as exc:
@@ -152,12 +167,23 @@ class JsonBatch:
         return working
 
     def _keep_charge(
-        self, record: ClientRecord, result: ChargeResult, job: StoredJob | None
+        self,
+        record: ClientRecord,
+        result: ChargeResult,
+        job: StoredJob | None,
+        reserved: int | None,
     ) -> None:
         cid = record.client_id
         try:
             entry = charge_entry(
-                cid, result.job_id, result.cost, result.charged_at, result.credits_remaining, job
+                cid,
+                result.job_id,
+                result.cost,
+                result.charged_at,
+                result.credits_remaining,
+                job,
+                credits=1 if reserved is None else reserved,
+                held=reserved is not None,
             )
         except ValueError:  # UnicodeEncodeError: a lone surrogate
             raise UnstorableChange() from None
@@ -205,8 +231,8 @@ class JsonBatch:
         a replay of the lines builds."""
         for cid, record in self.kept.items():
             state.put(record, self.lines[cid])
-        for job in self.jobs:
-            state.add_job(job)
+        for job, replace in self.jobs:
+            (state.replace_job if replace else state.add_job)(job)
         if self.stripe is not None:
             state.add_events(*self.stripe)
 
@@ -224,13 +250,14 @@ class JsonBatch:
         return record_entry(body), client_line(record.client_id, body), parsed
 
     @staticmethod
-    def _checked_job(job: StoredJob) -> tuple[bytes, StoredJob]:
+    def _checked_job(job: StoredJob, *, replace: bool = False) -> tuple[bytes, StoredJob]:
         body, parsed = checked_job(job)
-        return job_entry(body), parsed
+        return job_entry(body, replace=replace), parsed
 
-    def _add_job(self, job: StoredJob) -> None:
-        self.jobs.append(job)
+    def _add_job(self, job: StoredJob, *, replace: bool = False) -> None:
+        self.jobs.append((job, replace))
         self._job_index[(job.client_id, job.job_id)] = job
+        self._client_index.setdefault(job.client_id, {})[job.job_id] = job
 
 
 def _loads(raw: bytes) -> dict[str, Any]:

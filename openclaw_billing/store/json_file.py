@@ -60,6 +60,7 @@ from ..jobs import Charged, StoredJob
 from ..models import ClientRecord
 from .audit_json import JsonAuditLog, audit_path
 from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
+from .capabilities import MAX_SAME_ID
 from .filelock import FileLock
 from .files import private_directory
 from .json_batch import JsonBatch
@@ -268,11 +269,31 @@ class JsonFileStore(MutatingStore):
 
     def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
         with self._reading() as state:
-            found = list(state.client_jobs.get(client_id, ()))
+            found = list(state.client_jobs.get(client_id, {}).values())
         if since is not None:
             found = [job for job in found if job.created_at >= since]
         found.sort(key=lambda job: job.created_at)  # stable: stored order among equals
         return [job.model_copy(deep=True) for job in found]
+
+    def jobs_by_id(self, job_id: str) -> list[StoredJob]:
+        with self._reading() as state:
+            found = [
+                job
+                for cid, jobs in state.client_jobs.items()
+                if (job := jobs.get(job_id)) is not None
+            ]
+        return [job.model_copy(deep=True) for job in found[:MAX_SAME_ID]]
+
+    def expired_holds(self, now: datetime, limit: int) -> list[StoredJob]:
+        with self._reading() as state:
+            overdue = [
+                job
+                for holds in state.holds.values()
+                for job in holds.values()
+                if job.receipt is not None and job.receipt.hold_until < now
+            ]
+        overdue.sort(key=lambda job: job.receipt.hold_until if job.receipt else now)
+        return [job.model_copy(deep=True) for job in overdue[:limit]]
 
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         with self._write() as batch:

@@ -15,7 +15,11 @@ The kinds of line (``"t"``), each a change the replay applies to the state as it
 * ``c``: a charge, as a delta (client ``id``, ``job`` id, ``cost``, time ``at``, and ``left``:
   the credits after it, checked by the replay); with ``fields`` (and ``rh``, the request hash),
   the job accepted with it, in the same line;
+  a reservation (charging by outcome) also has ``cr``, the credits held, ``h``: true, and
+  ``rc``, the job's receipt;
 * ``j``: a job stored alone (``job``): under an earlier charge, or imported;
+* ``u``: a stored job's new state, whole (``job``): it moved or ended (its client's record,
+  settled, is an ``r`` line of the same batch);
 * ``e``: processed Stripe event ids (``add``), the older than ``horizon`` forgotten first;
 * ``a``: the audit outbox of the batch's admin actions (``events``, see :mod:`.audit_json`).
 
@@ -100,6 +104,9 @@ def charge_entry(
     at: datetime,
     left: int | None,
     job: StoredJob | None,
+    *,
+    credits: int = 1,
+    held: bool = False,
 ) -> bytes:
     """A charge, and the job accepted with it (raises ``ValueError`` for a lone surrogate)."""
     doc: dict[str, Any] = {
@@ -110,14 +117,21 @@ def charge_entry(
         "at": at.isoformat(),
         "left": left,
     }
+    if credits != 1:
+        doc["cr"] = credits
+    if held:
+        doc["h"] = True
     if job is not None:
         doc["fields"], doc["rh"] = job.fields, job.request_hash
+        if job.receipt is not None:
+            doc["rc"] = job.receipt.model_dump(mode="json", exclude_none=True)
     return _compact(doc)
 
 
-def job_entry(body: bytes) -> bytes:
-    """A job stored alone (``body``: the job's JSON, as the snapshot has it)."""
-    return b'{"t":"j","job":' + body + b"}"
+def job_entry(body: bytes, *, replace: bool = False) -> bytes:
+    """A job stored alone, or with ``replace`` a stored job's new state (``body``: the job's
+    JSON, as the snapshot has it)."""
+    return (b'{"t":"u","job":' if replace else b'{"t":"j","job":') + body + b"}"
 
 
 def events_entry(add: dict[str, str], horizon: str | None) -> bytes:
@@ -146,6 +160,8 @@ class ChargeLine(NamedTuple):
     at: datetime
     left: int | None
     job: StoredJob | None
+    credits: int = 1
+    held: bool = False
 
 
 def charge_of(doc: dict[str, Any]) -> ChargeLine | None:
@@ -159,6 +175,9 @@ def charge_of(doc: dict[str, Any]) -> ChargeLine | None:
         return None
     if type(cost) not in (int, float) or not (left is None or type(left) is int):
         return None
+    credits, held = doc.get("cr", 1), doc.get("h", False)
+    if type(credits) is not int or credits < 0 or type(held) is not bool:
+        return None
     job = None
     if "fields" in doc:
         try:
@@ -169,10 +188,11 @@ def charge_of(doc: dict[str, Any]) -> ChargeLine | None:
                 fields=doc["fields"],
                 request_hash=doc.get("rh"),
                 credits_remaining=left,
+                receipt=doc.get("rc"),
             )
         except ValueError:  # pydantic's ValidationError is one
             return None
-    return ChargeLine(cid, job_id, float(cost), at, left, job)
+    return ChargeLine(cid, job_id, float(cost), at, left, job, credits, held)
 
 
 @dataclass

@@ -50,14 +50,16 @@ class State:
         self.events: dict[str, str] = {}
         #: Audit events committed with the latest admin action (see :mod:`.audit_json`).
         self.outbox: tuple[AuditEvent, ...] = ()
+        #: Every job, and each client's, in the order they were stored (a job that moves
+        #: keeps its place).
         self.jobs: dict[tuple[str, str], StoredJob] = {}
-        #: Each client's jobs, and every job, in the order they were stored.
-        self.client_jobs: dict[str, list[StoredJob]] = {}
-        self.job_list: list[StoredJob] = []
-        #: Snapshot lines of the clients unchanged since they were rendered or read, and of
-        #: ``job_list``'s first jobs: a compaction renders only the others.
+        self.client_jobs: dict[str, dict[str, StoredJob]] = {}
+        #: Each client's jobs that hold credits now (the concurrency cap counts them).
+        self.holds: dict[str, dict[str, StoredJob]] = {}
+        #: Snapshot lines of the clients and jobs unchanged since they were rendered or read:
+        #: a compaction renders only the others.
         self.lines: dict[str, bytes] = {}
-        self.job_lines: list[bytes] = []
+        self.job_lines: dict[tuple[str, str], bytes] = {}
         #: The original-format file this state was parsed from (backed up before the first
         #: compaction rewrites it), else None.
         self.legacy_raw: bytes | None = None
@@ -69,10 +71,9 @@ class State:
         for record in snapshot.clients.values():
             state.put(record, snapshot.lines.get(record.client_id))
         state.events, state.outbox = snapshot.events, snapshot.outbox
-        for job in snapshot.jobs:
-            state.add_job(job)
-        if len(snapshot.job_lines) == len(snapshot.jobs):
-            state.job_lines = list(snapshot.job_lines)
+        lines = snapshot.job_lines if len(snapshot.job_lines) == len(snapshot.jobs) else None
+        for index, job in enumerate(snapshot.jobs):
+            state.add_job(job, None if lines is None else lines[index])
         state.legacy_raw = raw if snapshot.legacy else None
         return state
 
@@ -102,11 +103,27 @@ class State:
         key = (job.client_id, job.job_id)
         if key in self.jobs or job.client_id not in self.clients:
             raise ReplayError(f"holds job {job.job_id} of client {job.client_id} twice or alone")
+        self._set_job(key, job, body)
+
+    def replace_job(self, job: StoredJob, body: bytes | None = None) -> None:
+        """A stored job's new state."""
+        key = (job.client_id, job.job_id)
+        if key not in self.jobs:
+            raise ReplayError(f"moves job {job.job_id} of client {job.client_id}, not stored")
+        self._set_job(key, job, body)
+
+    def _set_job(self, key: tuple[str, str], job: StoredJob, body: bytes | None) -> None:
+        cid, job_id = key
         self.jobs[key] = job
-        self.client_jobs.setdefault(job.client_id, []).append(job)
-        self.job_list.append(job)
-        if body is not None and len(self.job_lines) == len(self.job_list) - 1:
-            self.job_lines.append(body)
+        self.client_jobs.setdefault(cid, {})[job_id] = job
+        if job.holding:
+            self.holds.setdefault(cid, {})[job_id] = job
+        elif job_id in self.holds.get(cid, {}):
+            del self.holds[cid][job_id]
+        if body is None:
+            self.job_lines.pop(key, None)
+        else:
+            self.job_lines[key] = body
 
     def add_events(self, add: dict[str, str], horizon: str | None) -> None:
         """Forget the event ids processed before ``horizon``, then add those not known."""
@@ -126,9 +143,13 @@ class State:
             if line is None:
                 line = self.lines[cid] = client_line(cid, checked_record(record)[0])
             lines.append(line)
-        for job in self.job_list[len(self.job_lines) :]:
-            self.job_lines.append(checked_job(job)[0])
-        return render_snapshot(head, self.events, self.outbox, lines, self.job_lines)
+        job_lines = []
+        for key, job in self.jobs.items():
+            line = self.job_lines.get(key)
+            if line is None:
+                line = self.job_lines[key] = checked_job(job)[0]
+            job_lines.append(line)
+        return render_snapshot(head, self.events, self.outbox, lines, job_lines)
 
 
 def checked_record(record: ClientRecord) -> tuple[bytes, ClientRecord]:
@@ -184,11 +205,12 @@ def replay(state: State, batches: Iterable[Sequence[Line]]) -> None:
                 body = whole(payload, b"rec")
                 state.put(record, client_line(record.client_id, body))
                 copied.add(record.client_id)
-            elif kind == "j":
+            elif kind in ("j", "u"):
                 job = parse_job(doc.get("job"))
                 if job is None:
                     raise ReplayError("holds a job that does not load")
-                state.add_job(job, whole(payload, b"job"))
+                add = state.add_job if kind == "j" else state.replace_job
+                add(job, whole(payload, b"job"))
             elif kind == "e":
                 _replay_events(state, doc)
             elif kind == "a":
@@ -212,7 +234,9 @@ def _replay_charge(state: State, doc: dict[str, object], copied: set[str]) -> No
     if charge.client_id not in copied:
         record = record.model_copy(deep=True)
         copied.add(charge.client_id)
-    result = ledger.book_charge(record, charge.job_id, charge.cost, charge.at)
+    result = ledger.book_charge(
+        record, charge.job_id, charge.cost, charge.at, credits=charge.credits, held=charge.held
+    )
     if result.credits_remaining != charge.left:
         raise ReplayError(
             f"holds a charge of client {charge.client_id} that leaves {result.credits_remaining} "

@@ -14,12 +14,13 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from .. import jobs, ledger
+from .. import jobs, ledger, outcomes
 from ..audit import NewAuditEvent
-from ..errors import BillingError, ClientNotFound
+from ..errors import BillingError, ClientNotFound, JobNotFound
 from ..jobs import Charged, StoredJob
 from ..models import ClientRecord, CycleSummary
-from .base import Charge, EventOutcome, Mutation, Operation, Outcome, Store
+from ..outcomes import Settled
+from .base import Charge, EventOutcome, Mutation, Operation, Outcome, Settle, Store
 
 
 class Staged(Protocol):
@@ -36,15 +37,22 @@ class Staged(Protocol):
         record: ClientRecord | None,
         event: NewAuditEvent | None,
         job: StoredJob | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         """Keep one mutation's work for the batch's write: the changed record (None:
         unchanged), its audit event (None: none) and the job accepted with a charge (None:
-        none). Raises ``BillingError`` when the store cannot hold it (a key digest another
-        client has, a record that would not load, a job on a store that keeps none): then
+        none), or with ``replace`` the new state of a job already stored. Raises
+        ``BillingError`` when the store cannot hold it (a key digest another client has, a
+        record that would not load, a job on a store that keeps none): then
         nothing of this mutation is kept and :meth:`record` gives the last kept state again."""
 
     def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
         """The client's job stored under ``job_id`` (by the store or earlier in this batch)."""
+
+    def active_jobs(self, client_id: str) -> int:
+        """How many of the client's jobs hold credits (queued or running with an open hold),
+        counting this batch's."""
 
     def restore(self, client_id: str) -> ClientRecord:
         """Make the client's working copy the last kept state again (a fresh copy), after a
@@ -91,6 +99,8 @@ class MutatingStore(Store):
             outcomes = [
                 self._charge(staged, op, resets)
                 if isinstance(op, Charge)
+                else _settle(staged, op, resets)
+                if isinstance(op, Settle)
                 else _apply(staged, op, resets)
                 for op in batch
             ]
@@ -108,12 +118,36 @@ class MutatingStore(Store):
         def change(record: ClientRecord) -> tuple[Charged, bool]:
             stored = staged.stored_job(op.client_id, op.job_id)
             charged, accepted[0] = jobs.accept(
-                record, op.job_id, op.cost, op.now, job=op.job, stored=stored, key_id=op.key_id
+                record,
+                op.job_id,
+                op.cost,
+                op.now,
+                job=op.job,
+                stored=stored,
+                key_id=op.key_id,
+                active_jobs=lambda: staged.active_jobs(op.client_id),
             )
             return charged, not charged.charge.replayed
 
         mutation = Mutation(op.client_id, op.now, change)
         return _apply(staged, mutation, resets, job=lambda: accepted[0])
+
+
+def _settle(staged: Staged, op: Settle, resets: list[tuple[str, int | None]]) -> Outcome[Settled]:
+    """One report of a batch, by the rules of :func:`.outcomes.apply` applied to the record
+    and the job (a job that did not change stores nothing but its audit event)."""
+    moved: list[StoredJob | None] = [None]
+
+    def change(record: ClientRecord) -> tuple[Settled, bool]:
+        stored = staged.stored_job(op.client_id, op.job_id)
+        if stored is None:
+            raise JobNotFound()
+        settled = outcomes.apply(record, stored, op.report, op.now)
+        moved[0] = settled.job if settled.changed else None
+        return settled, settled.changed
+
+    mutation = Mutation(op.client_id, op.now, change, op.audit)
+    return _apply(staged, mutation, resets, job=lambda: moved[0], replace=True)
 
 
 def _apply(
@@ -122,6 +156,7 @@ def _apply(
     resets: list[tuple[str, int | None]],
     *,
     job: Callable[[], StoredJob | None] = lambda: None,
+    replace: bool = False,
 ) -> Outcome[Any]:
     record = staged.record(mutation.client_id)
     if record is None:
@@ -147,7 +182,9 @@ def _apply(
     kept_job = None if error is not None else job()
     if dirty or event is not None or kept_job is not None:
         try:
-            staged.keep(mutation.client_id, record if dirty else None, event, kept_job)
+            staged.keep(
+                mutation.client_id, record if dirty else None, event, kept_job, replace=replace
+            )
         except BillingError as exc:
             return Outcome(error=exc)
     if reset is not None:

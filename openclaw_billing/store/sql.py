@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..jobs import Charged, StoredJob
 from ..models import ClientRecord
-from . import sql_query
+from . import sql_charge, sql_query
 from .audit_sql import SqlAuditLog
 from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
@@ -216,6 +216,14 @@ class SqlStore(MutatingStore):
     def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
         with self._tx(write=False) as conn:
             return client_jobs(conn, client_id, since)
+
+    def jobs_by_id(self, job_id: str) -> list[StoredJob]:
+        with self._tx(write=False) as conn:
+            return sql_charge.jobs_by_id(conn, job_id)
+
+    def expired_holds(self, now: datetime, limit: int) -> list[StoredJob]:
+        with self._tx(write=False) as conn:
+            return sql_charge.expired_holds(conn, now, limit)
 
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         with self._tx() as conn:

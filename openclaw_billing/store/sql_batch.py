@@ -94,12 +94,17 @@ class SqlBatch(WorkingCopies):
     def stored_job(self, client_id: str, job_id: str) -> StoredJob | None:
         return find_job(self.conn, client_id, job_id)
 
+    def active_jobs(self, client_id: str) -> int:
+        return sql_charge.active_jobs(self.conn, client_id)
+
     def keep(
         self,
         client_id: str,
         record: ClientRecord | None,
         event: NewAuditEvent | None,
         job: StoredJob | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         again = self._left[client_id] > 0
         try:
@@ -108,7 +113,9 @@ class SqlBatch(WorkingCopies):
                     save(self.conn, self._kept[client_id], record)
                 if event is not None:
                     self._audit.insert(self.conn, event)
-                if job is not None:
+                if job is not None and replace:
+                    sql_charge.update_job(self.conn, job)
+                elif job is not None:
                     self.conn.execute(job_rows.insert(), job_values(job))
         except (IntegrityError, BillingError) as exc:
             if again:

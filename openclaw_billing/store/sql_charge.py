@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import ledger
 from ..errors import CreditLimitReached, InvalidApiKey
-from ..jobs import Charged, StoredJob, new_job
+from ..jobs import Charged, JobStatus, StoredJob, new_job, reservation
 from ..models import ChargeResult, key_usable
 from .base import Charge
+from .capabilities import MAX_SAME_ID
 from .sql_schema import api_key_rows, clients, job_rows, ledger_rows
 
 # Built once: constructing a statement costs more in Python than SQLite takes to run it.
@@ -54,12 +55,15 @@ _PROBE = select(
     select(ledger_rows.c.cost).where(_CHARGE_ROW).scalar_subquery().label("cost"),
     select(ledger_rows.c.charged_at).where(_CHARGE_ROW).scalar_subquery().label("charged_at"),
 )
-#: Charge a limited plan: one conditional UPDATE (no credit left: no row).
+#: Charge a limited plan: one conditional UPDATE (not enough credits left: no row).
 _TAKE_CREDIT = (
     update(clients)
-    .where(clients.c.client_id == bindparam("b_client"), clients.c.credits_remaining > 0)
+    .where(
+        clients.c.client_id == bindparam("b_client"),
+        clients.c.credits_remaining >= bindparam("b_credits"),
+    )
     .values(
-        credits_remaining=clients.c.credits_remaining - 1,
+        credits_remaining=clients.c.credits_remaining - bindparam("b_credits"),
         cycle_jobs=clients.c.cycle_jobs + 1,
         total_spent=bindparam("b_spent"),
         updated_at=bindparam("b_now"),
@@ -77,6 +81,23 @@ _LOG_ONLY = (
 )
 _INSERT_LEDGER = insert(ledger_rows)
 _INSERT_JOB = insert(job_rows)
+#: The statuses of a job that may hold credits.
+_OPEN = [s.value for s in JobStatus if s.open]
+#: The client's jobs holding credits now (a job charged at intake has no hold).
+_ACTIVE = select(func.count()).where(
+    job_rows.c.client_id == bindparam("b_client"),
+    job_rows.c.status.in_(_OPEN),
+    job_rows.c.hold_until.is_not(None),
+)
+_UPDATE_JOB = (
+    update(job_rows)
+    .where(_JOB_ROW)
+    .values(
+        status=bindparam("b_status"),
+        hold_until=bindparam("b_hold"),
+        outcome=bindparam("b_outcome"),
+    )
+)
 
 
 def lock_row(conn: Connection, client_id: str) -> Row[Any] | None:
@@ -101,27 +122,41 @@ def charge_locked(conn: Connection, row: Row[Any], op: Charge) -> Charged:
             cid, job_id, probe.cost, probe.charged_at, row.credits_remaining, True
         )
     else:
-        result = _take(conn, row, job_id, op.cost, now)
+        result = _take(conn, row, job_id, op.cost, now, reservation(op.job))
     if op.job is None:
         return Charged(result, None)
-    job = new_job(cid, job_id, op.job, result)
+    job = new_job(cid, job_id, op.job, result, row.plan)
     conn.execute(_INSERT_JOB, job_values(job))
     return Charged(result, job)
 
 
-def _take(conn: Connection, row: Row[Any], job_id: str, cost: float, now: datetime) -> ChargeResult:
+def _take(
+    conn: Connection,
+    row: Row[Any],
+    job_id: str,
+    cost: float,
+    now: datetime,
+    reserved: int | None,
+) -> ChargeResult:
+    """The charge (``reserved``: the credits to hold; None: one credit, charged now)."""
+    cid = row.client_id
+    cap = None if reserved is None else ledger.concurrency_cap(row.plan, row.max_active_jobs)
     refused = ledger.refusal(
         active=row.active,
         subscription_status=row.subscription_status,
         disputed=bool(ledger.dispute_ids(row.metadata_extra)),
         credits_remaining=row.credits_remaining,
+        price=1 if reserved is None else reserved,
+        active_jobs=0 if cap is None else active_jobs(conn, cid),
+        cap=cap,
     )
     if refused is not None:
         raise refused.error()
-    cid, remaining = row.client_id, row.credits_remaining
+    remaining, credits = row.credits_remaining, 1 if reserved is None else reserved
     spent = round(row.total_spent + cost, ledger.SPEND_DECIMALS)
     statement = _LOG_ONLY if remaining is None else _TAKE_CREDIT
-    if conn.execute(statement, {"b_client": cid, "b_spent": spent, "b_now": now}).rowcount != 1:
+    values = {"b_client": cid, "b_spent": spent, "b_now": now, "b_credits": credits}
+    if conn.execute(statement, values).rowcount != 1:
         raise CreditLimitReached()
     conn.execute(
         _INSERT_LEDGER,
@@ -131,11 +166,17 @@ def _take(conn: Connection, row: Row[Any], job_id: str, cost: float, now: dateti
             "cycle_no": row.cycle_no,
             "cost": cost,
             "charged_at": now,
+            "credits": credits,
+            "held": reserved is not None,
         },
     )
-    return ChargeResult(
-        cid, job_id, cost, now, None if remaining is None else remaining - 1, replayed=False
-    )
+    left = None if remaining is None else remaining - credits
+    return ChargeResult(cid, job_id, cost, now, left, replayed=False)
+
+
+def active_jobs(conn: Connection, client_id: str) -> int:
+    """How many of the client's jobs hold credits, as the transaction sees them."""
+    return int(conn.execute(_ACTIVE, {"b_client": client_id}).scalar_one())
 
 
 def _replayed(conn: Connection, row: Row[Any], job: StoredJob) -> Charged:
@@ -143,6 +184,20 @@ def _replayed(conn: Connection, row: Row[Any], job: StoredJob) -> Charged:
     cost, at = (charge.cost, charge.charged_at) if charge is not None else (0.0, job.created_at)
     result = ChargeResult(row.client_id, job.job_id, cost, at, row.credits_remaining, True)
     return Charged(result, job)
+
+
+#: What the ``outcome`` column holds of a job.
+_LIFE = {"receipt", "failure_class", "usage", "started_at", "ended_at"}
+
+
+def _life(job: StoredJob) -> dict[str, Any]:
+    """The job's status, hold and the rest of its life, as its row's columns."""
+    outcome = job.model_dump(mode="json", include=_LIFE, exclude_none=True)
+    return {
+        "status": job.status.value,
+        "hold_until": None if job.receipt is None else job.receipt.hold_until,
+        "outcome": json.dumps(outcome, separators=(",", ":")) if outcome else None,
+    }
 
 
 def job_values(job: StoredJob) -> dict[str, Any]:
@@ -154,10 +209,40 @@ def job_values(job: StoredJob) -> dict[str, Any]:
         "fields": json.dumps(job.fields, ensure_ascii=False, separators=(",", ":")),
         "request_hash": job.request_hash,
         "credits_remaining": job.credits_remaining,
+        **_life(job),
     }
 
 
+def update_job(conn: Connection, job: StoredJob) -> None:
+    """Write a stored job's new status, hold and outcome."""
+    life = _life(job)
+    conn.execute(
+        _UPDATE_JOB,
+        {
+            "b_client": job.client_id,
+            "b_job": job.job_id,
+            "b_status": life["status"],
+            "b_hold": life["hold_until"],
+            "b_outcome": life["outcome"],
+        },
+    )
+
+
 def job_of(row: Row[Any]) -> StoredJob:
+    if row.outcome is not None or row.status != JobStatus.QUEUED:
+        life = json.loads(row.outcome) if row.outcome is not None else {}
+        return StoredJob.model_validate(
+            {
+                "client_id": row.client_id,
+                "job_id": row.job_id,
+                "created_at": row.created_at,
+                "fields": json.loads(row.fields),
+                "request_hash": row.request_hash,
+                "credits_remaining": row.credits_remaining,
+                "status": row.status,
+                **life,
+            }
+        )
     return StoredJob.model_construct(
         client_id=row.client_id,
         job_id=row.job_id,
@@ -166,6 +251,24 @@ def job_of(row: Row[Any]) -> StoredJob:
         request_hash=row.request_hash,
         credits_remaining=row.credits_remaining,
     )
+
+
+_BY_ID = select(job_rows).where(job_rows.c.job_id == bindparam("b_job")).limit(MAX_SAME_ID)
+_OVERDUE = (
+    select(job_rows)
+    .where(job_rows.c.status.in_(_OPEN), job_rows.c.hold_until < bindparam("b_now"))
+    .order_by(job_rows.c.hold_until)
+    .limit(bindparam("b_limit"))
+)
+
+
+def jobs_by_id(conn: Connection, job_id: str) -> list[StoredJob]:
+    return [job_of(r) for r in conn.execute(_BY_ID, {"b_job": job_id})]
+
+
+def expired_holds(conn: Connection, now: datetime, limit: int) -> list[StoredJob]:
+    rows = conn.execute(_OVERDUE, {"b_now": now, "b_limit": limit})
+    return [job_of(r) for r in rows]
 
 
 def find_job(conn: Connection, client_id: str, job_id: str) -> StoredJob | None:

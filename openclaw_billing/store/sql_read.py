@@ -47,7 +47,13 @@ def load_records(conn: Connection, rows: Sequence[Row[Any]], location: str) -> l
     )
     for e in conn.execute(recent):
         entries.setdefault((e.client_id, e.cycle_no), []).append(
-            CostEntry(timestamp=e.charged_at, cost=e.cost, job_id=e.job_id)
+            CostEntry(
+                timestamp=e.charged_at,
+                cost=e.cost,
+                job_id=e.job_id,
+                credits=e.credits,
+                held=e.held,
+            )
         )
     adjustments: dict[tuple[str, int], list[CreditAdjustment]] = {}
     for a in conn.execute(
@@ -103,6 +109,7 @@ def _summaries(conn: Connection, ids: list[str]) -> dict[str, list[CycleSummary]
                 allowance=s.allowance,
                 adjustments=[CreditAdjustment.model_validate(a) for a in s.adjustments],
                 jobs=s.jobs,
+                credits=s.credits,
                 spend=s.spend,
                 credits_left=s.credits_left,
             )
@@ -149,6 +156,7 @@ def record_from_row(
             api_keys=keys,
             rate_limit_per_minute=r.rate_limit_per_minute,
             ip_allowlist=r.ip_allowlist or [],
+            max_active_jobs=r.max_active_jobs,
         )
     except (ValidationError, ValueError) as exc:
         raise StoreCorrupt(

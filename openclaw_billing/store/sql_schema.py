@@ -52,7 +52,7 @@ logger = logging.getLogger("openclaw_billing.store")
 #: (:mod:`.sql_query`): each client's folded name and email and the jobs of its cycle, and
 #: which ledger rows a record no longer holds; with their indexes. 5: the jobs accepted with
 #: their charges (a new table, which ``create_all`` adds to an older database).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: An arbitrary constant: the PostgreSQL advisory lock that serialises schema creation.
 SCHEMA_LOCK = 0x0C1A_B111
@@ -119,6 +119,8 @@ clients = Table(
     Column("name_key", FoldedText, nullable=False),
     Column("email_key", FoldedText, nullable=False),
     Column("cycle_jobs", BigInteger, nullable=False, default=0),
+    #: Version 6: the client's own cap of jobs queued or running (None: its plan's).
+    Column("max_active_jobs", BigInteger, nullable=True),
     #: The name order; a search reads the second index alone; the overview counts clients by
     #: plan and standing from the third, past due and paying subscriptions from the fourth.
     #: None is on a column the charge changes.
@@ -154,6 +156,10 @@ ledger_rows = Table(
     #: Version 4: a row of a cycle older than the previous one, which the client's record no
     #: longer holds (set when a cycle ends; kept so that a job id is never charged twice).
     Column("archived", Boolean, nullable=False, default=False),
+    #: Version 6: the credits the job takes (held, or charged once settled) and whether its
+    #: hold is open.
+    Column("credits", BigInteger, nullable=False, default=1),
+    Column("held", Boolean, nullable=False, default=False),
     UniqueConstraint("client_id", "job_id", name="uq_openclaw_ledger_job"),
     Index("ix_openclaw_ledger_cycle", "client_id", "cycle_no"),
 )
@@ -193,6 +199,8 @@ summary_rows = Table(
     Column("jobs", BigInteger, nullable=False),
     Column("spend", Float, nullable=False),
     Column("credits_left", BigInteger, nullable=True),
+    #: Version 6: the credits the cycle's jobs took (None: one per job).
+    Column("credits", BigInteger, nullable=True),
     UniqueConstraint("client_id", "cycle_no", name="uq_openclaw_summary_cycle"),
 )
 #: Version 5: each job accepted with its charge, written in the charge's transaction.
@@ -207,8 +215,16 @@ job_rows = Table(
     Column("fields", Text, nullable=False),
     Column("request_hash", String(128)),
     Column("credits_remaining", BigInteger),
+    #: Version 6: where the job is, until when its hold lasts (None: no hold: a job charged
+    #: at intake), and the rest of its life as JSON (receipt, failure class, usage, times).
+    Column("status", String(16), nullable=False, default="queued"),
+    Column("hold_until", UtcDateTime, nullable=True),
+    Column("outcome", Text, nullable=True),
     UniqueConstraint("client_id", "job_id", name="uq_openclaw_jobs_job"),
     Index("ix_openclaw_jobs_created", "client_id", "created_at"),
+    Index("ix_openclaw_jobs_status", "client_id", "status"),
+    Index("ix_openclaw_jobs_hold", "status", "hold_until"),
+    Index("ix_openclaw_jobs_id", "job_id"),
 )
 event_rows = Table(
     "openclaw_stripe_events",
@@ -262,6 +278,8 @@ def upgrade(conn: Connection, version: int, *, dialect: str, location: str) -> N
         widen_integers(conn, dialect=dialect)
     if version < 4:
         add_query_columns(conn)
+    if version < 6:
+        add_outcome_columns(conn)
     conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
     logger.warning(
         "Upgraded the billing database %s from schema version %d to %d",
@@ -331,4 +349,34 @@ def add_query_columns(conn: Connection) -> None:
         .values(archived=True)
     )
     for index in (*clients.indexes, *ledger_rows.indexes):
+        index.create(conn, checkfirst=True)
+
+
+def add_outcome_columns(conn: Connection) -> None:
+    """Version 6: charging by outcome. The jobs' status, hold and outcome (a job stored before
+    has no hold: it was charged at intake), the ledger's credits per job (one each before) and
+    open holds, the summaries' credits, the clients' own concurrency caps; the jobs' indexes.
+    A column already there (the jobs table made by this very upgrade) is left as it is."""
+    added = (
+        (clients.c.max_active_jobs, None),
+        (ledger_rows.c.credits, "1"),
+        (ledger_rows.c.held, "false"),
+        (summary_rows.c.credits, None),
+        (job_rows.c.status, "'queued'"),
+        (job_rows.c.hold_until, None),
+        (job_rows.c.outcome, None),
+    )
+    there = {
+        table.name: {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for table in (clients, ledger_rows, summary_rows, job_rows)
+    }
+    for column, default in added:
+        if column.name in there[column.table.name]:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        rule = "" if default is None else f" NOT NULL DEFAULT {default}"
+        conn.exec_driver_sql(
+            f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {kind}{rule}"
+        )
+    for index in job_rows.indexes:
         index.create(conn, checkfirst=True)

@@ -46,6 +46,7 @@ def columns(record: ClientRecord) -> dict[str, Any]:
         "name_key": fold(record.name),
         "email_key": fold(record.email),
         "cycle_jobs": len(meta.cost_log),
+        "max_active_jobs": record.max_active_jobs,
     }
 
 
@@ -76,6 +77,8 @@ def save(
         )
     kept = {e.job_id for e in before.metadata.cost_log} if same_cycle else set()
     gone = kept - {e.job_id for e in after.metadata.cost_log}
+    if same_cycle:
+        _settled_entries(conn, before, after)
     if gone:  # a refund
         conn.execute(
             delete(ledger_rows).where(
@@ -128,6 +131,7 @@ def _new_summaries(
                 "allowance": s.allowance,
                 "adjustments": [a.model_dump(mode="json") for a in s.adjustments],
                 "jobs": s.jobs,
+                "credits": s.credits,
                 "spend": s.spend,
                 "credits_left": s.credits_left,
             }
@@ -171,7 +175,28 @@ def _ledger_row(
         "cost": entry.cost,
         "charged_at": entry.timestamp,
         "archived": archived,
+        "credits": entry.credits,
+        "held": entry.held,
     }
+
+
+def _settled_entries(conn: Connection, before: ClientRecord, after: ClientRecord) -> None:
+    """Update the ledger rows whose hold was settled (their credits and ``held``): of this
+    cycle, and of the one before it (a hold taken before the cycle rolled)."""
+
+    def holds(record: ClientRecord) -> dict[str, tuple[int, bool]]:
+        meta = record.metadata
+        last = meta.cycle_history[-1].entries if meta.cycle_history else []
+        return {e.job_id: (e.credits, e.held) for e in (*last, *meta.cost_log)}
+
+    old = holds(before)
+    for job_id, (credits, held) in holds(after).items():
+        if job_id in old and old[job_id] != (credits, held):
+            conn.execute(
+                update(ledger_rows)
+                .where(ledger_rows.c.client_id == after.client_id, ledger_rows.c.job_id == job_id)
+                .values(credits=credits, held=held)
+            )
 
 
 def key_row(client_id: str, key: ApiKeyRecord) -> dict[str, Any]:

@@ -84,8 +84,35 @@ VERSION_4_COLUMNS = (
 )
 
 
+#: What version 6 added (charging by outcome): its indexes, then its columns.
+VERSION_6_INDEXES = ("ix_openclaw_jobs_status", "ix_openclaw_jobs_hold", "ix_openclaw_jobs_id")
+VERSION_6_COLUMNS = (
+    ("openclaw_clients", "max_active_jobs"),
+    ("openclaw_ledger", "credits"),
+    ("openclaw_ledger", "held"),
+    ("openclaw_cycle_summaries", "credits"),
+    ("openclaw_jobs", "status"),
+    ("openclaw_jobs", "hold_until"),
+    ("openclaw_jobs", "outcome"),
+)
+
+
+def _drop_version_6(url: str, *, jobs: bool = True) -> None:
+    """Take away what version 6 added (as release 5 left a database; ``jobs``: the jobs
+    table is there)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for index in VERSION_6_INDEXES if jobs else ():
+            conn.execute(text(f"DROP INDEX {index}"))
+        for table, column in VERSION_6_COLUMNS:
+            if jobs or table != "openclaw_jobs":
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    engine.dispose()
+
+
 def _drop_version_4(url: str) -> None:
-    """Take away what version 4 added (as release 3 left a database)."""
+    """Take away what version 4 added (as release 3 left a database), and what came after."""
+    _drop_version_6(url)
     engine = create_engine(url)
     with engine.begin() as conn:
         for index in VERSION_4_INDEXES:
@@ -142,6 +169,8 @@ def test_a_version_2_database_is_upgraded_to_64_bit_columns(
             assert _column_types(store_url)["openclaw_clients.stripe_event_at"] == "integer"
         before = old.get_client(client_id)
     assert before is not None
+    for summary in before.metadata.cycle_history:
+        summary.credits = None  # version 6's column: a summary written before has none
     _drop_version_4(store_url)
     assert _version(store_url) == 2
 
@@ -238,6 +267,9 @@ def test_a_version_3_database_is_upgraded_for_the_operators_reads(
     with reopen(store_url) as first:
         console_data.build(first)
         before = all_clients(first)
+    for record in before:
+        for summary in record.metadata.cycle_history:
+            summary.credits = None  # version 6's column: a summary written before has none
     _drop_version_4(store_url)
     engine = create_engine(store_url)
     with engine.begin() as conn:
@@ -281,6 +313,7 @@ def test_a_version_4_database_gains_the_jobs_table(store_url: str) -> None:
         conn.execute(text("DROP TABLE openclaw_jobs"))
         conn.execute(text("UPDATE openclaw_schema_version SET version = 4"))
     engine.dispose()
+    _drop_version_6(store_url, jobs=False)
     with reopen(store_url) as upgraded:
         assert isinstance(upgraded, JobStorage)
         assert upgraded.client_jobs(record.client_id) == []
@@ -290,4 +323,35 @@ def test_a_version_4_database_gains_the_jobs_table(store_url: str) -> None:
         assert upgraded.get_job(record.client_id, "job-new") == charged.job
         # The charge made before the upgrade is still known: its id is not charged again.
         assert upgraded.charge(record.client_id, "job-old", 0.5, T0).replayed
-    assert _version(store_url) == sql_schema.SCHEMA_VERSION == 5
+    assert _version(store_url) == sql_schema.SCHEMA_VERSION == 6
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_a_version_5_database_gains_holds_and_its_jobs_stay_charged(store_url: str) -> None:
+    """Version 6 (charging by outcome): a job stored before is queued with no hold (it was
+    charged at intake), so it neither counts against the concurrency cap nor expires; its
+    ledger row took one credit; a reservation after the upgrade holds its price."""
+    with reopen(store_url) as first:
+        record, _ = add_client(first)
+        cid = record.client_id
+        first.accept(Charge(cid, "job-old", 0.5, T0, job=NewJob({"name": "old"})))
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE openclaw_schema_version SET version = 5"))
+    engine.dispose()
+    _drop_version_6(store_url)
+    with reopen(store_url) as upgraded:
+        assert isinstance(upgraded, JobStorage)
+        old = upgraded.get_job(cid, "job-old")
+        assert old is not None and old.status == "queued" and old.receipt is None
+        assert not old.holding
+        assert upgraded.expired_holds(T0 + CYCLE * 10, 10) == []
+        stored = upgraded.get_client(cid)
+        assert stored is not None and [e.credits for e in stored.metadata.cost_log] == [1]
+        assert not stored.metadata.cost_log[0].held
+        hold = NewJob({"name": "new"}, price=3)
+        charged = upgraded.accept(Charge(cid, "job-new", 0.0, T0, job=hold))
+        assert charged.charge.credits_remaining == 199 - 3
+        assert charged.job is not None and charged.job.holding
+        assert upgraded.get_job(cid, "job-new") == charged.job
+    assert _version(store_url) == 6

@@ -1,0 +1,191 @@
+"""Charging by outcome: the rules, once, for every backend.
+
+A job is reserved at intake (its price held, see :func:`openclaw_billing.jobs.accept`), then
+its runner reports where it is (:class:`Report`). The legal moves::
+
+    queued  -> running, succeeded, failed, cancelled, timed_out, expired
+    running -> succeeded, failed, cancelled, timed_out, expired
+
+An ended job (every status but ``queued`` and ``running``) moves no more. The same report
+again is answered with the job as it stands and changes nothing, so a runner may retry a
+report whose answer it lost; another end for an ended job is an :class:`IllegalTransition`.
+
+When a job ends its hold is settled by the plan's outcome policy
+(:meth:`openclaw_billing.plans.Plan.settlement`): released in full, or charged. A charge is
+the metered cost of the reported usage if the plan meters it (else the reservation), never
+more than the reservation nor the job's ``max_credits``; measured credits beyond the
+reservation are the job's ``overage`` (reported to Stripe for a subscribed client, never
+taken from the allowance). The receipt on the job says what was reserved, charged and
+released, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import ledger
+from .errors import IllegalTransition, InvalidRequest
+from .jobs import JobStatus, Receipt, StoredJob, Usage
+from .models import ClientRecord
+from .plans import (
+    CANCELLED_AFTER_START,
+    CANCELLED_BEFORE_START,
+    EXPIRED,
+    FAILED_PREFIX,
+    SUCCEEDED,
+    TIMED_OUT,
+    Plan,
+    Settlement,
+    get_plan,
+)
+
+_ENDS = frozenset(JobStatus) - {JobStatus.QUEUED, JobStatus.RUNNING}
+LEGAL: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: _ENDS | {JobStatus.RUNNING},
+    JobStatus.RUNNING: _ENDS,
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a runner (or the client, or the sweeper) says of a job: its new ``status``, for
+    ``failed`` the ``failure_class``, and optionally the measured ``usage``."""
+
+    status: JobStatus
+    failure_class: str | None = None
+    usage: Usage | None = None
+    #: Reported by the job's client: it may only cancel a queued job.
+    by_client: bool = False
+
+
+class Settled:
+    """What a report came to: the job as it stands after it, and whether it changed."""
+
+    __slots__ = ("changed", "job")
+
+    def __init__(self, job: StoredJob, changed: bool) -> None:
+        self.job = job
+        self.changed = changed
+
+
+def failure_classes(plan: Plan) -> list[str]:
+    """The failure classes the plan's policy names (what a runner may report)."""
+    return sorted(
+        k[len(FAILURE_PREFIX) :] for k in plan.outcome_policy if k.startswith(FAILED_PREFIX)
+    )
+
+
+FAILURE_PREFIX = FAILED_PREFIX
+
+
+def check(report: Report, plan: Plan) -> None:
+    """Refuse a report that cannot be right whatever the job (``InvalidRequest``)."""
+    if report.status is JobStatus.FAILED:
+        known = failure_classes(plan)
+        if report.failure_class not in known:
+            raise InvalidRequest(f"A failed job needs a failure_class, one of: {', '.join(known)}")
+    elif report.failure_class is not None:
+        raise InvalidRequest("failure_class is only for a failed job")
+
+
+def end_of(job: StoredJob, report: Report) -> str:
+    """The policy's name of how the job ends (see ``plans.DEFAULT_POLICY``)."""
+    status = report.status
+    if status is JobStatus.FAILED:
+        return f"{FAILED_PREFIX}{report.failure_class}"
+    if status is JobStatus.CANCELLED:
+        return CANCELLED_BEFORE_START if job.status is JobStatus.QUEUED else CANCELLED_AFTER_START
+    return {
+        JobStatus.SUCCEEDED: SUCCEEDED,
+        JobStatus.TIMED_OUT: TIMED_OUT,
+        JobStatus.EXPIRED: EXPIRED,
+    }[status]
+
+
+_WHY = {
+    SUCCEEDED: "succeeded",
+    CANCELLED_BEFORE_START: "cancelled before it started",
+    CANCELLED_AFTER_START: "cancelled while running",
+    TIMED_OUT: "timed out",
+    EXPIRED: "not settled within its hold's time to live",
+}
+
+
+def apply(record: ClientRecord, job: StoredJob, report: Report, now: datetime) -> Settled:
+    """The report applied to ``job`` of the locked ``record`` (its cycle rolled): the record's
+    ledger is changed in place when a hold is settled. Raises ``IllegalTransition`` or
+    ``InvalidRequest`` having changed nothing."""
+    plan = get_plan(record.plan)
+    check(report, plan)
+    if report.by_client and job.status not in (JobStatus.QUEUED, JobStatus.CANCELLED):
+        raise IllegalTransition(f"Only a queued job can be cancelled; this one is {job.status}")
+    if report.status is job.status:
+        if job.status.open or job.failure_class == report.failure_class:
+            return Settled(job, False)  # the same report again
+        raise IllegalTransition(f"The job already failed as {job.failure_class}")
+    if report.status not in LEGAL.get(job.status, frozenset()):
+        raise IllegalTransition(f"A {job.status.value} job cannot become {report.status.value}")
+    usage = report.usage if report.usage is not None else job.usage
+    if report.status is JobStatus.RUNNING:
+        moved = {"status": report.status, "started_at": now, "usage": usage}
+        return Settled(job.model_copy(update=moved), True)
+    end = end_of(job, report)
+    receipt = job.receipt
+    if receipt is not None and receipt.held:
+        receipt = settle(record, job.job_id, receipt, plan, end, usage or {}, now)
+    ended = {
+        "status": report.status,
+        "failure_class": report.failure_class,
+        "usage": usage,
+        "ended_at": now,
+        "receipt": receipt,
+    }
+    return Settled(job.model_copy(update=ended), True)
+
+
+def settle(
+    record: ClientRecord,
+    job_id: str,
+    receipt: Receipt,
+    plan: Plan,
+    end: str,
+    usage: Usage,
+    now: datetime,
+) -> Receipt:
+    """Close the hold by the plan's policy for ``end``: the receipt of the settlement."""
+    metered = plan.metered_credits(usage) if usage else None
+    cap = (
+        receipt.reserved
+        if receipt.max_credits is None
+        else min(receipt.reserved, receipt.max_credits)
+    )
+    overage = 0
+    if plan.settlement(end) is Settlement.RELEASE:
+        charged = 0
+    elif metered is None:
+        charged = cap
+    else:
+        charged = min(metered, cap)
+        ceiling = metered if receipt.max_credits is None else min(metered, receipt.max_credits)
+        overage = max(0, ceiling - receipt.reserved)
+    held = ledger.settle_hold(record, job_id, charged, now)
+    why = _WHY.get(end) or f"failed ({end[len(FAILED_PREFIX) :]})"
+    if charged == 0:
+        reason = f"{why}: released in full"
+    elif metered is not None and charged < receipt.reserved:
+        reason = f"{why}: charged the metered cost, the rest released"
+    else:
+        reason = f"{why}: charged"
+    if held is not None and not held[1] and charged < receipt.reserved:
+        reason += " (the hold's cycle had ended: nothing to give back)"
+    return receipt.model_copy(
+        update={
+            "charged": charged,
+            "released": receipt.reserved - charged,
+            "metered": metered,
+            "overage": overage or None,
+            "reason": reason,
+            "settled_at": now,
+        }
+    )
