@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     )
     stripe_price_pro: Annotated[str | None, Field(validation_alias="STRIPE_PRICE_PRO")] = None
     stripe_api_base: Annotated[str | None, Field(validation_alias="STRIPE_API_BASE")] = None
+    #: The ``event_name`` of the Stripe billing meter that usage above a plan's allowance is
+    #: reported to, as meter events (:mod:`.stripe_billing.meters`). Unset: not reported.
+    stripe_meter_event_name: Annotated[
+        str | None,
+        Field(
+            validation_alias="STRIPE_METER_EVENT_NAME",
+            min_length=1,
+            max_length=100,
+            pattern=ONE_LINE,
+        ),
+    ] = None
     #: Where rate-limit counters live: ``memory://`` (per worker process) or
     #: ``redis://host:port/db`` (shared by every worker and instance). Checked at start.
     rate_limit_storage: Annotated[str, Field(validation_alias="OPENCLAW_RATE_LIMIT_STORAGE")] = (
@@ -215,6 +226,7 @@ class Settings(BaseSettings):
         "stripe_price_starter",
         "stripe_price_pro",
         "stripe_api_base",
+        "stripe_meter_event_name",
         "checkout_success_url",
         "checkout_cancel_url",
         "portal_return_url",

@@ -8,7 +8,8 @@ It speaks what the SDK speaks: form-encoded POST bodies in bracket notation
 the HTTP status that picks the SDK's exception class.
 
 Routes: ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/<id>``,
-``POST /v1/billing_portal/sessions``, and ``GET`` of ``/v1/subscriptions/<id>``,
+``POST /v1/billing_portal/sessions``, ``POST /v1/billing/meter_events``
+(:mod:`tests.fake_stripe_meters`), and ``GET`` of ``/v1/subscriptions/<id>``,
 ``/v1/invoices/<id>``, ``/v1/customers/<id>``, ``/v1/charges/<id>``, ``/v1/disputes/<id>`` and
 ``/v1/invoice_payments?payment[payment_intent]=...`` (from settable dicts of the same names).
 Anything else answers 404 like Stripe's "Unrecognized request URL". A session's hosted
@@ -20,8 +21,10 @@ Where the code depends on it, it behaves as Stripe does: a deleted customer
 portal and ``{"deleted": true}`` to a retrieve; a reused idempotency key with other parameters
 is a 400 ``idempotency_error``; a 5xx answered to a request with a key is kept and replayed for
 that key; with ``portal_configured = False`` the portal refuses as for an account that never
-saved its portal settings. Every object it serves is checked against the SDK's own definitions
-by ``tests/test_stripe_contract.py``.
+saved its portal settings. Faults are injected with :meth:`FakeStripe.fail_next` (an error
+answer) and :meth:`FakeStripe.drop_next` (the connection closes with no answer, before or after
+the request ran), for any route or one path. Every object it serves is checked against the
+SDK's own definitions by ``tests/test_stripe_contract.py``.
 
 The server speaks HTTP/1.0, so every connection closes after its response: no keep-alive
 socket outlives a test (pytest turns ResourceWarnings into errors).
@@ -49,6 +52,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from tests.fake_stripe_errors import StripeRequestError, error_body
+from tests.fake_stripe_meters import METER_EVENTS_PATH, MeterEvents
 from tests.fake_stripe_pages import CHECKOUT_PATH, checkout_page, success_location
 from tests.stripe_events import (
     checkout_session_completed,
@@ -79,7 +84,8 @@ class RecordedRequest:
     headers: dict[str, str]  # names lower-cased
     idempotency_key: str | None
     replayed: bool
-    status: int  # the HTTP status the fake answered with
+    status: int  # the HTTP status the fake answered with (0: dropped before it ran)
+    dropped: bool = False  # the connection closed with no answer (see ``drop_next``)
 
 
 @dataclass
@@ -89,6 +95,12 @@ class _Fault:
     should_retry: bool | None
     remaining: int
     stored: bool
+    #: Only requests whose path starts with this count (None: every request).
+    path: str | None = None
+    #: Close the connection with no answer instead ...
+    drop: bool = False
+    #: ... after the request ran (its result is kept, as Stripe keeps it; the answer is lost).
+    executed: bool = False
 
 
 @dataclass
@@ -110,36 +122,8 @@ class _Response:
     replayed: bool = False
     #: A page for a browser instead of a JSON body (the hosted Checkout page).
     html: str | None = None
-
-
-class StripeRequestError(Exception):
-    """Raised inside a route to answer with a Stripe-shaped error body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        error_type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = error_body(error_type, message, code=code, param=param)
-
-
-def error_body(
-    error_type: str, message: str, *, code: str | None = None, param: str | None = None
-) -> dict[str, Any]:
-    """``{"error": {...}}`` as Stripe sends it (``code``/``param`` only when set)."""
-    error: dict[str, Any] = {"type": error_type, "message": message}
-    if code is not None:
-        error["code"] = code
-        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
-    if param is not None:
-        error["param"] = param
-    return {"error": error}
+    #: Close the connection without writing anything (an injected connection drop).
+    dropped: bool = False
 
 
 def decode_params(pairs: list[tuple[str, str]]) -> Params:
@@ -219,6 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
             pairs += parse_qsl(body, keep_blank_values=True)
         headers = {name.lower(): value for name, value in self.headers.items()}
         response = fake._handle(self.command, split.path, decode_params(pairs), headers)
+        if response.dropped:
+            self.close_connection = True
+            return
         if response.html is None:
             payload = json.dumps(response.body, indent=2).encode("utf-8")
             content_type = "application/json"
@@ -276,6 +263,9 @@ class FakeStripe:
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         """Checkout Sessions created so far, by id (``GET /v1/checkout/sessions/<id>``)."""
         self.portal_sessions: dict[str, dict[str, Any]] = {}
+        self.meter_events = MeterEvents()
+        """Billing meter events accepted so far (``meter_events.events``; also
+        ``GET /_fake/billing/meter_events``)."""
         self.prices: set[str] | None = None
         """When set, Checkout rejects any other price id with Stripe's "No such price"."""
         self.now: Callable[[], int] = lambda: int(time.time())
@@ -330,12 +320,14 @@ class FakeStripe:
         count: int = 1,
         should_retry: bool | None = None,
         stored: bool | None = None,
+        path: str | None = None,
     ) -> None:
-        """Answer the next ``count`` requests (any route, before auth) with ``status`` and a
-        Stripe error body. ``stored`` (default: for a 5xx): as Stripe does once execution
-        began, the answer is kept for the request's Idempotency-Key and replayed to every retry
-        with that key; otherwise nothing is stored and a retry with the same key runs for real
-        (a failure before Stripe executed anything). ``should_retry`` sends
+        """Answer the next ``count`` requests (any route, or those whose path starts with
+        ``path``; before auth) with ``status`` and a Stripe error body. ``stored`` (default:
+        for a 5xx): as Stripe does once execution began, the answer is kept for the request's
+        Idempotency-Key and replayed to every retry with that key; otherwise nothing is stored
+        and a retry with the same key runs for real (a failure before Stripe executed
+        anything). ``should_retry`` sends
         ``Stripe-Should-Retry``, which the SDK obeys over its own status rules."""
         with self._lock:
             self._faults.append(
@@ -345,8 +337,18 @@ class FakeStripe:
                     should_retry=should_retry,
                     remaining=count,
                     stored=status >= 500 if stored is None else stored,
+                    path=path,
                 )
             )
+
+    def drop_next(self, count: int = 1, *, path: str | None = None, executed: bool = False) -> None:
+        """Close the connection of the next ``count`` requests (any route, or those whose path
+        starts with ``path``) without answering: the client sees a connection error. With
+        ``executed``, each request runs first and its result is kept for its Idempotency-Key
+        (Stripe did the work; only the answer was lost), so a retry with that key gets it."""
+        with self._lock:
+            fault = _Fault(0, {}, None, count, False, path=path, drop=True, executed=executed)
+            self._faults.append(fault)
 
     def delay(self, seconds: float) -> None:
         """Hold every following response for ``seconds`` (0 turns it off); ``close()`` cuts
@@ -366,7 +368,7 @@ class FakeStripe:
 
     def _handle(self, method: str, path: str, params: Params, headers: dict[str, str]) -> _Response:
         if path.startswith("/_fake/"):
-            return self._simulate(method, path)
+            return self._simulate(method, path, params)
         if path.startswith(CHECKOUT_PATH):
             return self._hosted_checkout(method, path.removeprefix(CHECKOUT_PATH))
         if self._delay > 0:
@@ -383,6 +385,7 @@ class FakeStripe:
                     idempotency_key=key,
                     replayed=response.replayed,
                     status=response.status,
+                    dropped=response.dropped,
                 )
             )
         if key is not None:
@@ -404,11 +407,10 @@ class FakeStripe:
         api_key = headers.get("authorization", "").removeprefix("Bearer ").strip()
         if key is not None and (api_key, key) in self._idempotent:
             return self._replay(self._idempotent[(api_key, key)], method, path, params, key)
-        if self._faults:
-            fault = self._faults[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self._faults.pop(0)
+        fault = self._take_fault(path)
+        if fault is not None and not fault.executed:
+            if fault.drop:
+                return _Response(0, {}, dropped=True)
             extra: dict[str, str] = {}
             if fault.should_retry is not None:
                 extra["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
@@ -417,7 +419,24 @@ class FakeStripe:
                     method, path, params, fault.status, fault.body
                 )
             return _Response(fault.status, fault.body, extra)
+        response = self._execute(method, path, params, headers, key)
+        response.dropped = fault is not None  # it ran; the answer is lost
+        return response
 
+    def _take_fault(self, path: str) -> _Fault | None:
+        """The first injected fault this request counts against (runs under the lock)."""
+        for i, fault in enumerate(self._faults):
+            if fault.path is None or path.startswith(fault.path):
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    del self._faults[i]
+                return fault
+        return None
+
+    def _execute(
+        self, method: str, path: str, params: Params, headers: dict[str, str], key: str | None
+    ) -> _Response:
+        """Auth, then the route; a success is kept for its Idempotency-Key."""
         auth = headers.get("authorization", "")
         api_key = auth.removeprefix("Bearer ").strip()
         if not auth.startswith("Bearer ") or not _KEY_RE.match(api_key):
@@ -438,7 +457,7 @@ class FakeStripe:
             status, body = self._route(method, path, params)
         except StripeRequestError as err:
             # Stripe keeps no idempotent result for a request that failed validation.
-            return _Response(err.status, err.body)
+            return _Response(err.status, err.body, err.headers)
         if key is not None:
             self._idempotent[(api_key, key)] = _Stored(method, path, params, status, body)
         return _Response(status, body)
@@ -459,10 +478,16 @@ class FakeStripe:
 
     # --- simulation (not Stripe's API: what a customer or Stripe's scheduler would do) --------
 
-    def _simulate(self, method: str, path: str) -> _Response:
+    def _simulate(self, method: str, path: str, params: Params) -> _Response:
         """``POST /_fake/checkout/sessions/<id>/pay``: the customer pays; ``POST
-        /_fake/events/<id>/resend``: Stripe redelivers an event. No auth, like a browser."""
+        /_fake/events/<id>/resend``: Stripe redelivers an event; ``GET
+        /_fake/billing/meter_events[?identifier=...]``: the meter events accepted, oldest first.
+        No auth, like a browser."""
         parts = path.strip("/").split("/")
+        if method == "GET" and parts[1:] == ["billing", "meter_events"]:
+            with self._lock:
+                accepted = self.meter_events.listed(params.get("identifier"))
+            return _Response(200, {"object": "list", "data": accepted, "has_more": False})
         if method == "POST" and parts[1:3] == ["checkout", "sessions"] and parts[-1] == "pay":
             events = self._pay_and_deliver(parts[3])
             if events is None:
@@ -583,6 +608,8 @@ class FakeStripe:
             )
         if method == "POST" and path == "/v1/billing_portal/sessions":
             return 200, self._create_portal_session(params)
+        if method == "POST" and path == METER_EVENTS_PATH:
+            return 200, self.meter_events.create(params, self.now())
         for prefix, objects, name in (
             ("/v1/subscriptions/", self.subscriptions, "subscription"),
             ("/v1/invoices/", self.invoices, "invoice"),

@@ -75,7 +75,13 @@ def _fields(cls: type[StripeObject]) -> dict[str, Any]:
     for part in cls.__qualname__.split("."):
         owner = getattr(owner, part)
         local.update(vars(owner))
-    hints = typing.get_type_hints(cls, globalns=_module_namespace(cls.__module__), localns=local)
+    # The base classes' annotations are evaluated in the same namespace: theirs too (a class
+    # whose module does not import ``StripeObject`` inherits its forward references to it).
+    namespace: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__ in sys.modules and klass.__module__.startswith("stripe"):
+            namespace.update(_module_namespace(klass.__module__))
+    hints = typing.get_type_hints(cls, globalns=namespace, localns=local)
     declared: dict[str, Any] = {}
     for klass in cls.__mro__:
         if klass is StripeObject or not issubclass(klass, StripeObject):

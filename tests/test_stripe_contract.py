@@ -194,6 +194,9 @@ def test_every_object_the_fake_serves_matches_the_sdk(
     bare = _checkout(client, customer="cus_1")  # no metadata given
     paid = fake.pay(fake.checkout_sessions[created.id], {"line_items": [{"price": "p"}]})
     portal = client.v1.billing_portal.sessions.create(params={"customer": "cus_1"})
+    metered = client.v1.billing.meter_events.create(
+        params={"event_name": "e", "payload": {"stripe_customer_id": "cus_1", "value": "1"}}
+    )
     sub = fake.checkout_sessions[created.id]["subscription"]
     customer = fake.checkout_sessions[created.id]["customer"]
     fake.invoices["in_1"] = invoice_object(
@@ -211,6 +214,7 @@ def test_every_object_the_fake_serves_matches_the_sdk(
             _get(fake, f"/v1/checkout/sessions/{bare.id}"),
         ],
         "billing_portal.session": [fake.portal_sessions[portal.id]],
+        "billing.meter_event": fake.meter_events.listed(metered.identifier),
         "subscription": [_get(fake, f"/v1/subscriptions/{sub}")],
         "invoice": [_get(fake, "/v1/invoices/in_1")],
         "customer": [_get(fake, f"/v1/customers/{customer}"), _get(fake, "/v1/customers/cus_gone")],

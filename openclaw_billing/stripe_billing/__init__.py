@@ -11,7 +11,8 @@ nothing.
 * :mod:`.checkout`: Checkout and portal sessions;
 * :mod:`.webhook`: verification and the handled event types (:data:`HANDLED_EVENTS`);
 * :mod:`.sync`: subscriptions, invoices, checkout completion, deleted customers;
-* :mod:`.reversals`: refunds and disputes.
+* :mod:`.reversals`: refunds and disputes;
+* :mod:`.meters`: usage above a plan's allowance, reported as billing meter events.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .client import (
     price_for_plan,
     set_stripe_client,
 )
+from .meters import MeterOutcome, MeterReporter, UsageReport
 from .objects import StripeEvent, Subscription
 from .sync import ENDED, PLAN_IN_FORCE
 from .webhook import (
@@ -49,9 +51,12 @@ __all__ = [
     "WEBHOOK_TOLERANCE",
     "CheckoutSession",
     "CheckoutState",
+    "MeterOutcome",
+    "MeterReporter",
     "StripeBilling",
     "StripeEvent",
     "Subscription",
+    "UsageReport",
     "build_stripe_client",
     "get_stripe_client",
     "plan_for_price",
