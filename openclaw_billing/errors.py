@@ -16,7 +16,8 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      ├── PayloadTooLarge          413 payload_too_large
      ├── PlanNotPurchasable       422 plan_not_purchasable
      ├── InvalidRequest           422 invalid_request
-     │    └── UnstorableChange    422 unstorable_change (the store could not read it back)
+     │    ├── UnstorableChange    422 unstorable_change (the store could not read it back)
+     │    └── InvalidQuote        422 invalid_quote (forged, malformed, another's, other job)
      ├── ClientNotFound           404 client_not_found
      ├── KeyNotFound              404 key_not_found
      ├── NotFound                 404 not_found
@@ -34,10 +35,12 @@ The HTTP layer (``openclaw_billing.api``) translates them into one JSON shape::
      │    ├── KeyRevoked          409 key_revoked
      │    ├── IllegalTransition   409 illegal_transition
      │    ├── AmbiguousJobId      409 ambiguous_job_id
-     │    └── TooManyKeys         409 too_many_keys
+     │    ├── TooManyKeys         409 too_many_keys
+     │    └── QuoteExpired        409 quote_expired
      ├── StripeRequestFailed      502 stripe_error
      ├── StripeNotConfigured      503 stripe_not_configured
      ├── AdminTokenNotConfigured  503 admin_token_not_configured
+     ├── QuotesNotConfigured      503 quotes_not_configured
      └── StoreUnavailable         503 store_unavailable
           └── StoreCorrupt        503 store_unavailable (and refuses to start the service)
 
@@ -155,6 +158,15 @@ class UnstorableChange(InvalidRequest):
     message = "The change was refused: the billing store could not read its result back"
 
 
+class InvalidQuote(InvalidRequest):
+    """A quote id that cannot be honoured for this job: not one this gateway signed (or
+    altered, or signed under a secret since changed), malformed, another client's, or for
+    another task type or priority. The message says which, never anything of the secret."""
+
+    code = "invalid_quote"
+    message = "The quote id is not valid for this job; ask for a new quote"
+
+
 class PayloadTooLarge(BillingError):
     status_code = 413
     code = "payload_too_large"
@@ -268,6 +280,11 @@ class NoStripeCustomer(Conflict):
     message = "The client has no Stripe customer yet; complete a checkout first"
 
 
+class QuoteExpired(Conflict):
+    code = "quote_expired"
+    message = "The quote has expired; ask for a new quote (POST /api/billing/quote)"
+
+
 class StripeRequestFailed(BillingError):
     status_code = 502
     code = "stripe_error"
@@ -284,6 +301,17 @@ class AdminTokenNotConfigured(BillingError):
     status_code = 503
     code = "admin_token_not_configured"
     message = "Admin routes are disabled: set OPENCLAW_ADMIN_TOKEN"
+
+
+class QuotesNotConfigured(BillingError):
+    """No secret to sign quotes with: quoting is refused rather than signed with a default."""
+
+    status_code = 503
+    code = "quotes_not_configured"
+    message = (
+        "Quotes need a signing secret: set OPENCLAW_SESSION_SECRET "
+        "(or OPENCLAW_ADMIN_TOKEN, from which one is derived)"
+    )
 
 
 class StoreUnavailable(BillingError):

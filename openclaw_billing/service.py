@@ -7,7 +7,8 @@ themselves are the pure transitions of :mod:`openclaw_billing.ledger` and
 Plain Python: usable from the HTTP layer, the CLI and tests alike.
 
 The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
-:mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step.
+:mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step; the
+job quotes (a price and its signed quote id) in :mod:`openclaw_billing.quotes`.
 
 The module-level functions at the bottom are the contract ``client_auth.py`` exports; they use
 the process's default service (:func:`get_service`), built lazily from the settings.
@@ -34,6 +35,7 @@ from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
 from .models import ChargeResult, ClientRecord, SubmitDecision
 from .net import IPNetwork, address_allowed, parse_networks
+from .quotes import QuoteActions
 from .reports import Overview, overview_of
 from .safetext import is_one_line
 from .settings import get_settings
@@ -50,7 +52,7 @@ MAX_JOB_COST = 1_000_000.0
 Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
 
-class BillingService(JobActions):
+class BillingService(JobActions, QuoteActions):
     """``key_cache``: this worker's cache of verified keys (by default one of its own, for
     ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
     share it."""

@@ -6,6 +6,8 @@ Nothing here runs at import: call :func:`get_settings`. Tests and host apps call
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -161,8 +163,9 @@ class Settings(BaseSettings):
         float, Field(validation_alias="STRIPE_TIMEOUT_SECONDS", gt=0, le=120)
     ] = 20.0
 
-    #: Signs the console's and the portal's session cookies. Unset: derived from the admin
-    #: token (so changing the token signs everyone out); neither set: the pages answer 503.
+    #: Signs the console's and the portal's session cookies and the job quotes (see
+    #: :attr:`signing_secret`). Unset: derived from the admin token (so changing the token signs
+    #: everyone out and voids every quote); neither set: the pages and quoting answer 503.
     session_secret: Annotated[
         SecretStr | None, Field(validation_alias="OPENCLAW_SESSION_SECRET")
     ] = None
@@ -200,6 +203,19 @@ class Settings(BaseSettings):
     def return_url(self) -> str:
         base = self.public_url.rstrip("/")
         return self.portal_return_url or f"{base}/api/billing/return?portal=done"
+
+    @property
+    def signing_secret(self) -> bytes | None:
+        """The key that signs what the gateway hands out and reads back (session cookies,
+        CSRF tokens, quote ids): ``OPENCLAW_SESSION_SECRET``, else derived from the admin token
+        (HMAC); None with neither: there is no default secret. Each use signs under its own
+        salt or purpose, so what one signs never verifies as another's."""
+        if self.session_secret is not None:
+            return self.session_secret.get_secret_value().encode("utf-8")
+        if self.admin_token is not None:
+            token = self.admin_token.get_secret_value().encode("utf-8")
+            return hmac.new(token, b"openclaw-billing/session-secret", hashlib.sha256).digest()
+        return None
 
     @property
     def secrets(self) -> tuple[str, ...]:

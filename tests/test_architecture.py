@@ -34,7 +34,7 @@ LAZY_DRIVER_IMPORTS = {
 #: Pure rules: transitions and values, no I/O, no orchestration.
 PURE = ["ledger", "access", "jobs", "plans", "cycles", "keys", "models", "safetext", "net"]
 STORE = ["store"]
-SERVICE = ["service", "admin", "reports", "committer"]
+SERVICE = ["service", "admin", "quotes", "reports", "committer"]
 API = ["api", "web"]
 CLI = ["cli"]
 

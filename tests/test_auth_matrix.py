@@ -38,6 +38,7 @@ def test_the_matrix_covers_every_known_route() -> None:
     admin = {(m, p) for m, p, _ in ADMIN_ROUTES}
     assert {
         ("GET", "/api/billing/usage"),
+        ("POST", "/api/billing/quote"),
         ("POST", "/api/billing/checkout"),
         ("POST", "/api/billing/portal"),
         ("POST", "/api/intake"),

@@ -90,6 +90,7 @@ _PLACEHOLDERS = (
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00"), "<timestamp>"),
     (re.compile(r"\d{4}-\d\d-\d\d"), "<date>"),
     (re.compile(r"[0-9a-f]{64}"), "<sha256>"),
+    (re.compile(r"oc_quote_[A-Za-z0-9_.-]+"), "<quote_id>"),
 )
 
 

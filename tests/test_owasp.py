@@ -183,7 +183,7 @@ def test_r14_no_client_body_carries_a_record_field() -> None:
     (Checkout's ``plan`` is the plan to buy: it changes only when Stripe confirms payment.)"""
     schemas = request_schemas(gateway.create_app())
     client_bodies = {op.body_schema for op in BODY_OPERATIONS if op.is_client}
-    assert client_bodies >= {"JobCreate", "CheckoutRequest", "PortalRequest"}
+    assert client_bodies >= {"JobCreate", "QuoteRequest", "CheckoutRequest", "PortalRequest"}
     for name in client_bodies:
         fields = set(schemas[str(name)]["properties"]) - (
             {"plan"} if name == "CheckoutRequest" else set()

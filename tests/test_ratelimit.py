@@ -131,6 +131,7 @@ def test_a_client_gets_exactly_its_plan_limit_then_429(
     for method, path, body in [
         ("GET", "/api/billing/usage", None),
         ("POST", "/api/intake", JOB_BODY),
+        ("POST", "/api/billing/quote", JOB_BODY),
         ("POST", "/api/billing/checkout", {"plan": "pro"}),
         ("POST", "/api/billing/portal", None),
         ("GET", "/api/jobs", None),

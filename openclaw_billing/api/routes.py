@@ -24,6 +24,8 @@ from .schemas import (
     PlansPublic,
     PortalPublic,
     PortalRequest,
+    QuotePublic,
+    QuoteRequest,
     ReturnPublic,
     UsagePublic,
     WebhookAck,
@@ -125,6 +127,18 @@ def checkout_return(
 def get_usage(client: CurrentClient, service: ServiceDep) -> UsagePublic:
     """Current usage and remaining credits of the calling client."""
     return UsagePublic.of(service.get_client(client.client_id))
+
+
+@client_router.post("/quote", responses=_errors(413, 422, 503))
+async def create_quote(
+    client: CurrentClient, body: QuoteRequest, service: ServiceDep
+) -> QuotePublic:
+    """The price of a job (its task type and priority; the body may be the whole job) in
+    credits on the client's plan, and a quote id bound to the client, the job's task type and
+    priority and the price, valid for 15 minutes. No I/O (the plan is the authenticated
+    record's; the quote id is signed, not stored): answered on the event loop."""
+    quote = service.quote(client, body.task_type, body.priority)
+    return QuotePublic.of(quote, client.plan)
 
 
 @client_router.post("/checkout", responses=_errors(409, 422, 502, 503))

@@ -5,6 +5,7 @@ a client can never set its own credits, plan or id."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from typing import Annotated
@@ -24,6 +25,14 @@ from ..cycles import as_utc
 from ..ledger import refusal_of
 from ..models import ClientRecord, UtcDatetime
 from ..plans import PLANS, Plan, PlanId
+from ..quotes import (
+    DEFAULT_PRIORITY,
+    DEFAULT_TASK_TYPE,
+    QUOTE_TTL,
+    TASK_TYPE_PATTERN,
+    Priority,
+    Quote,
+)
 from ..safetext import CONTROLS, ONE_LINE, is_one_line
 
 # Single-line text follows safetext.ONE_LINE (no controls, line breaks or bidi overrides). Lone
@@ -196,6 +205,39 @@ class ReturnPublic(BaseModel):
         )
 
 
+class QuoteRequest(StrictInput):
+    """A job body. Its task type and priority set the price; its other fields are accepted
+    (within their bounds) and ignored, so a client can ask the price of the very body it
+    will submit. Any other field is refused, as everywhere."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"task_type": "feature_build", "priority": "P1"}]}
+    )
+
+    project_name: str | None = Field(default=None, max_length=200, description="Ignored.")
+    description: str | None = Field(default=None, max_length=20_000, description="Ignored.")
+    task_type: Annotated[str, StringConstraints(pattern=TASK_TYPE_PATTERN)] = DEFAULT_TASK_TYPE
+    priority: Priority = DEFAULT_PRIORITY
+
+
+class QuotePublic(BaseModel):
+    quote_id: str = Field(
+        description="Binds this client, task type, priority and price until expires_at."
+    )
+    credits: int = Field(description="The job's price in credits on the client's plan.")
+    task_type: str
+    priority: Priority
+    plan: PlanId = Field(description="The plan the job is priced by.")
+    expires_at: UtcDatetime = Field(
+        description=f"The quote is honoured before this time ({QUOTE_TTL} after the quote, "
+        "to the second)."
+    )
+
+    @classmethod
+    def of(cls, quote: Quote, plan: PlanId) -> QuotePublic:
+        return cls(**dataclasses.asdict(quote), plan=plan)
+
+
 class UsagePublic(BaseModel):
     client_id: str
     name: str
@@ -265,6 +307,8 @@ __all__ = [
     "PlansPublic",
     "PortalPublic",
     "PortalRequest",
+    "QuotePublic",
+    "QuoteRequest",
     "Reason",
     "RedirectUrl",
     "ReturnPublic",

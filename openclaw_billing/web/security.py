@@ -81,13 +81,12 @@ class CsrfRefused(BillingError):
 
 
 def session_secret(settings: Settings) -> bytes:
-    """The key that signs cookies and CSRF tokens; raises :class:`PagesNotConfigured`."""
-    if settings.session_secret is not None:
-        return settings.session_secret.get_secret_value().encode("utf-8")
-    if settings.admin_token is not None:
-        token = settings.admin_token.get_secret_value().encode("utf-8")
-        return hmac.new(token, b"openclaw-billing/session-secret", hashlib.sha256).digest()
-    raise PagesNotConfigured()
+    """The key that signs cookies and CSRF tokens (``Settings.signing_secret``); raises
+    :class:`PagesNotConfigured`."""
+    secret = settings.signing_secret
+    if secret is None:
+        raise PagesNotConfigured()
+    return secret
 
 
 def _mac(secret: bytes, purpose: str, value: str) -> str:
