@@ -61,13 +61,17 @@ def test_an_infrastructure_failure_gives_the_credit_back(service: BillingService
     cid = _client(service)
     charged = service.reserve(cid, job_id="j1", price=3, now=T0)
     assert charged.charge.credits_remaining == 197
-    assert charged.job is not None and charged.job.holding
-    assert charged.job.receipt is not None and charged.job.receipt.reserved == 3
+    assert charged.job is not None
+    assert charged.job.holding
+    assert charged.job.receipt is not None
+    assert charged.job.receipt.reserved == 3
     assert _credits(service, cid) == (197, 3)
     settled = service.report_job("j1", FAILED_INFRA, now=T0 + timedelta(minutes=5))
     receipt = settled.job.receipt
-    assert settled.job.status == "failed" and settled.job.failure_class == "infrastructure"
-    assert receipt is not None and (receipt.charged, receipt.released) == (0, 3)
+    assert settled.job.status == "failed"
+    assert settled.job.failure_class == "infrastructure"
+    assert receipt is not None
+    assert (receipt.charged, receipt.released) == (0, 3)
     assert receipt.reason == "failed (infrastructure): released in full"
     assert _credits(service, cid) == (200, 0)
     assert isinstance(service.store, JobStorage)
@@ -82,8 +86,10 @@ def test_a_client_error_is_charged_and_a_success_too(service: BillingService) ->
     service.report_job("good", Report(JobStatus.RUNNING), now=T0)
     bad = service.report_job("bad", FAILED_CLIENT, now=T0).job.receipt
     good = service.report_job("good", Report(JobStatus.SUCCEEDED), now=T0).job.receipt
-    assert bad is not None and (bad.charged, bad.released) == (2, 0)
-    assert good is not None and (good.charged, good.released, good.reason) == (
+    assert bad is not None
+    assert (bad.charged, bad.released) == (2, 0)
+    assert good is not None
+    assert (good.charged, good.released, good.reason) == (
         2,
         0,
         "succeeded: charged",
@@ -99,7 +105,9 @@ def test_the_same_report_again_changes_nothing_and_another_end_is_refused(
     service.reserve(cid, job_id="j1", now=T0)
     first = service.report_job("j1", Report(JobStatus.SUCCEEDED), now=T0)
     again = service.report_job("j1", Report(JobStatus.SUCCEEDED), now=T0 + timedelta(hours=1))
-    assert first.changed and not again.changed and again.job == first.job
+    assert first.changed
+    assert not again.changed
+    assert again.job == first.job
     with pytest.raises(IllegalTransition):
         service.report_job("j1", FAILED_INFRA, now=T0)
     with pytest.raises(IllegalTransition):
@@ -119,7 +127,8 @@ def test_a_client_cancels_only_a_queued_job(service: BillingService) -> None:
     service.reserve(cid, job_id="r", now=T0)
     service.report_job("r", Report(JobStatus.RUNNING), now=T0)
     cancelled = service.cancel_job(cid, "q", now=T0).job
-    assert cancelled.status == "cancelled" and cancelled.receipt is not None
+    assert cancelled.status == "cancelled"
+    assert cancelled.receipt is not None
     assert cancelled.receipt.released == 1
     assert not service.cancel_job(cid, "q", now=T0).changed  # twice: the first answer
     with pytest.raises(IllegalTransition):
@@ -128,7 +137,8 @@ def test_a_client_cancels_only_a_queued_job(service: BillingService) -> None:
         service.cancel_job(_client(service), "r", now=T0)  # another client's job
     # The operator may cancel a running job: charged by the default policy.
     ended = service.report_job("r", Report(JobStatus.CANCELLED), now=T0).job.receipt
-    assert ended is not None and ended.charged == 1
+    assert ended is not None
+    assert ended.charged == 1
     assert _credits(service, cid) == (49, 0)
     assert_invariants(service.store)
 
@@ -150,7 +160,8 @@ def test_metered_usage_settles_within_the_reservation_and_max_credits(
         "big", Report(JobStatus.SUCCEEDED, usage={"tokens_out": 50_000}), now=T0
     ).job.receipt
     # Reserved at most max_credits (8); 50 measured: 8 charged, nothing over the cap billed.
-    assert big is not None and (big.reserved, big.metered, big.charged) == (8, 50, 8)
+    assert big is not None
+    assert (big.reserved, big.metered, big.charged) == (8, 50, 8)
     assert big.overage is None
     assert _credits(service, cid) == (200 - 3 - 8, 0)
     assert_invariants(service.store)
@@ -202,8 +213,10 @@ def test_expired_holds_are_released_by_any_worker_once(
     assert isinstance(service.store, JobStorage)
     assert service.store.expired_holds(later, 10) == []
     expired = service.store.get_job(cid, "j1")
-    assert expired is not None and expired.status == "expired"
-    assert expired.receipt is not None and expired.receipt.released == 2
+    assert expired is not None
+    assert expired.status == "expired"
+    assert expired.receipt is not None
+    assert expired.receipt.released == 2
     assert _credits(service, cid) == (198, 0)
     with pytest.raises(IllegalTransition):  # the runner's late report of an expired job
         service.report_job("j0", Report(JobStatus.SUCCEEDED), now=later)
@@ -217,7 +230,9 @@ def test_a_hold_taken_before_the_cycle_rolled_gives_nothing_back(
     service.reserve(cid, job_id="late", now=T0)
     rolled = T0 + timedelta(days=31)
     receipt = service.report_job("late", FAILED_INFRA, now=rolled).job.receipt
-    assert receipt is not None and receipt.released == 1
-    assert receipt.reason is not None and "cycle had ended" in receipt.reason
+    assert receipt is not None
+    assert receipt.released == 1
+    assert receipt.reason is not None
+    assert "cycle had ended" in receipt.reason
     assert service.get_client(cid, now=rolled).credits_remaining == 50
     assert_invariants(service.store)

@@ -343,15 +343,19 @@ def test_a_version_5_database_gains_holds_and_its_jobs_stay_charged(store_url: s
     with reopen(store_url) as upgraded:
         assert isinstance(upgraded, JobStorage)
         old = upgraded.get_job(cid, "job-old")
-        assert old is not None and old.status == "queued" and old.receipt is None
+        assert old is not None
+        assert old.status == "queued"
+        assert old.receipt is None
         assert not old.holding
         assert upgraded.expired_holds(T0 + CYCLE * 10, 10) == []
         stored = upgraded.get_client(cid)
-        assert stored is not None and [e.credits for e in stored.metadata.cost_log] == [1]
+        assert stored is not None
+        assert [e.credits for e in stored.metadata.cost_log] == [1]
         assert not stored.metadata.cost_log[0].held
         hold = NewJob({"name": "new"}, price=3)
         charged = upgraded.accept(Charge(cid, "job-new", 0.0, T0, job=hold))
         assert charged.charge.credits_remaining == 199 - 3
-        assert charged.job is not None and charged.job.holding
+        assert charged.job is not None
+        assert charged.job.holding
         assert upgraded.get_job(cid, "job-new") == charged.job
     assert _version(store_url) == 6
