@@ -49,6 +49,7 @@ from openclaw_billing.job_actions import cancel_queued_job, report_job_outcome, 
 from openclaw_billing.jobs import Charged, JobStatus, NewJob, Receipt, StoredJob
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
 from openclaw_billing.plans import PLANS
+from openclaw_billing.quotes import QuoteId
 from openclaw_billing.ratelimit import get_rate_limiter, set_rate_limiter
 from openclaw_billing.safetext import MULTI_LINE, ONE_LINE, EscapeControls
 from openclaw_billing.service import (
@@ -104,6 +105,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_public_surface.py
     "ONE_LINE",
     "PLANS",
     "PaymentPastDue",
+    "QuoteId",
     "Receipt",
     "ReceiptPublic",
     "ServiceDep",

@@ -63,6 +63,7 @@ from client_auth import (
     utcnow,
 )
 from client_auth import router as client_auth_router
+from gateway_jobfile import JobsDep, JobStore, intake_with_job_file
 from gateway_jobs import (
     IDEMPOTENCY_KEY_PATTERN,
     REPLAYED_HEADER,
@@ -72,12 +73,9 @@ from gateway_jobs import (
     JobAccepted,
     JobCreate,
     JobList,
-    JobsDep,
-    JobStore,
     accepted,
     history_start,
     idempotent_job_id,
-    intake_with_job_file,
     record_of,
     request_hash,
 )
@@ -145,8 +143,11 @@ async def intake(
     cid = verified.client_id
     job_id = idempotent_job_id(cid, idempotency_key) if idempotency_key else str(uuid.uuid4())
     body_hash = request_hash(body) if keyed else None
-    price = PLANS[verified.plan].price(body.task_type, body.priority)
-    fields = body.model_dump(exclude={"max_credits"})
+    if body.quote_id is None:
+        price = PLANS[verified.plan].price(body.task_type, body.priority)
+    else:
+        price = service.honour_quote(body.quote_id, cid, body.task_type, body.priority)
+    fields = body.model_dump(exclude={"max_credits", "quote_id"}, exclude_none=True)
     job = NewJob(fields, request_hash=body_hash, price=price, max_credits=body.max_credits)
     # The charge re-checks the key in its atomic step: the check above may be a cached one.
     charge = service.charge_of(cid, job_id=job_id, job=job, key_id=check.key_id)

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "MAX_QUERY_OFFSET",
     "MAX_SOURCE_LENGTH",
+    "SWEEPER_ACTOR",
     "AuditAction",
     "AuditEvent",
     "AuditLog",
@@ -103,6 +104,8 @@ ADMIN_ACTOR = "admin"
 #: The operator acting through the console's pages (the admin API's actor is ``admin``).
 CONSOLE_ACTOR = "console"
 ANONYMOUS_ACTOR = "anonymous"
+#: A worker's hold sweeper, expiring the holds that outlived their time to live.
+SWEEPER_ACTOR = "sweeper"
 
 
 def client_actor(client_id: str) -> str:
@@ -136,7 +139,7 @@ _SECRET_WORDS = frozenset(
     }
 )
 _DETAIL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_ACTOR = re.compile(r"^(?:admin|console|anonymous|client:[^\s]{1,100})$")
+_ACTOR = re.compile(r"^(?:admin|console|anonymous|sweeper|client:[^\s]{1,100})$")
 
 DetailScalar = str | int | float | bool | None
 DetailValue = DetailScalar | list[DetailScalar]
@@ -200,7 +203,9 @@ class NewAuditEvent(BaseModel):
     @classmethod
     def _valid_actor(cls, value: str) -> str:
         if _ACTOR.fullmatch(value) is None:
-            raise ValueError('actor must be "admin", "console", "anonymous" or "client:<id>"')
+            raise ValueError(
+                'actor must be "admin", "console", "anonymous", "sweeper" or "client:<id>"'
+            )
         _no_secret(value)
         return value
 

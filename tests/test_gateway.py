@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gateway
+import gateway_jobfile
 import gateway_jobs
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
@@ -243,11 +244,11 @@ def test_a_job_that_cannot_be_queued_is_refunded(
 ) -> None:
     client = create_client(http, "free")
 
-    def disk_full(self: gateway_jobs.JobStore, job: gateway_jobs.Job) -> None:
+    def disk_full(self: gateway_jobfile.JobStore, job: gateway_jobs.Job) -> None:
         raise StoreUnavailable("Cannot write the job file: No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(gateway_jobs.JobStore, "add", disk_full)
+        patch.setattr(gateway_jobfile.JobStore, "add", disk_full)
         response = submit_job(http, client["api_key"])
         assert response.status_code == 503
         assert response.json()["code"] == "store_unavailable"

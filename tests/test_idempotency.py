@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gateway
+import gateway_jobfile
 import gateway_jobs
 from conftest import ADMIN_TOKEN, Clock
 from openclaw_billing.errors import StoreUnavailable
@@ -372,7 +373,7 @@ def test_keys_survive_a_restart_and_old_job_lines_still_load(env: Path) -> None:
         assert keyed(second, client["api_key"], KEY, priority="P3").status_code == 409
         assert detail(second, client["client_id"])["credits_remaining"] == 49
         jobs = second.app.state.jobs  # type: ignore[attr-defined]
-        assert isinstance(jobs, gateway_jobs.JobStore)
+        assert isinstance(jobs, gateway_jobfile.JobStore)
         legacy = jobs.get("legacy-1")
         assert legacy is not None
         assert legacy.request_hash is None

@@ -41,6 +41,7 @@ EXPECTED = [
     "ONE_LINE",
     "PLANS",
     "PaymentPastDue",
+    "QuoteId",
     "Receipt",
     "ReceiptPublic",
     "ServiceDep",
@@ -138,10 +139,10 @@ def _package_imports(tree: ast.AST) -> list[str]:
 
 
 def test_the_facade_is_enough_to_build_a_gateway() -> None:
-    """gateway.py and gateway_jobs.py, the reference host, import everything of the billing
-    module through ``client_auth``: what a host needs is on the pinned surface, nothing
-    private."""
-    for name in ("gateway.py", "gateway_jobs.py"):
+    """gateway.py, gateway_jobs.py and gateway_jobfile.py, the reference host, import
+    everything of the billing module through ``client_auth``: what a host needs is on the
+    pinned surface, nothing private."""
+    for name in ("gateway.py", "gateway_jobs.py", "gateway_jobfile.py"):
         host = Path(client_auth.__file__).parent / name
         assert _package_imports(ast.parse(host.read_text())) == [], name
 
