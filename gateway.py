@@ -78,6 +78,7 @@ from gateway_jobs import (
     idempotent_job_id,
     record_of,
     request_hash,
+    stored_fields,
 )
 
 logger = logging.getLogger("openclaw_billing.gateway")
@@ -147,8 +148,9 @@ async def intake(
         price = PLANS[verified.plan].price(body.task_type, body.priority)
     else:
         price = service.honour_quote(body.quote_id, cid, body.task_type, body.priority)
-    fields = body.model_dump(exclude={"max_credits", "quote_id"}, exclude_none=True)
-    job = NewJob(fields, request_hash=body_hash, price=price, max_credits=body.max_credits)
+    job = NewJob(
+        stored_fields(body), request_hash=body_hash, price=price, max_credits=body.max_credits
+    )
     # The charge re-checks the key in its atomic step: the check above may be a cached one.
     charge = service.charge_of(cid, job_id=job_id, job=job, key_id=check.key_id)
     charged = await service.accept(charge)
@@ -271,13 +273,12 @@ def _import_job_file(store: object, jobs: JobStore) -> None:
     the store."""
     if not isinstance(store, JobStorage):
         return
-    fields = set(JobCreate.model_fields)
     found = [
         StoredJob(
             client_id=job.client_id,
             job_id=job.job_id,
             created_at=job.created_at,
-            fields={name: value for name, value in job.model_dump().items() if name in fields},
+            fields=stored_fields(job),
             request_hash=job.request_hash,
             credits_remaining=job.credits_remaining,
         )

@@ -77,6 +77,16 @@ class JobCreate(BaseModel):
     )
 
 
+#: The fields of a job body kept with the job (its text; ``max_credits`` and ``quote_id`` are
+#: kept in its receipt).
+STORED_FIELDS = ("project_name", "description", "task_type", "priority")
+
+
+def stored_fields(job: JobCreate) -> dict[str, str]:
+    """What the store keeps of a job body (see ``NewJob.fields``)."""
+    return {name: getattr(job, name) for name in STORED_FIELDS}
+
+
 class Job(JobCreate):
     job_id: str
     client_id: str

@@ -65,7 +65,8 @@ class JobStatus(StrEnum):
 Credits = Annotated[int, Field(ge=0, le=2**62)]
 #: Measured usage: a few named counters (tokens in, tokens out ...).
 MAX_USAGE_ITEMS = 16
-UsageName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+USAGE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
+UsageName = Annotated[str, Field(pattern=USAGE_NAME_PATTERN)]
 Usage = Annotated[dict[UsageName, Credits], Field(max_length=MAX_USAGE_ITEMS)]
 
 

@@ -271,7 +271,7 @@ def refund(record: ClientRecord, job_id: str, now: datetime) -> bool:
     is left alone; returns whether anything was refunded."""
     log = record.metadata.cost_log
     for index, entry in enumerate(log):
-        if entry.job_id == job_id:
+        if entry.job_id == job_id and not entry.held:  # a hold is settled, not refunded
             del log[index]
             if record.credits_remaining is not None:
                 record.credits_remaining += entry.credits

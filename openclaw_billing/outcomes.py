@@ -177,7 +177,7 @@ def settle(
         reason = f"{why}: charged the metered cost, the rest released"
     else:
         reason = f"{why}: charged"
-    if held is not None and not held[1] and charged < receipt.reserved:
+    if (held is None or not held[1]) and charged < receipt.reserved:
         reason += " (the hold's cycle had ended: nothing to give back)"
     return receipt.model_copy(
         update={

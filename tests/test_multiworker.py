@@ -27,7 +27,7 @@ from openclaw_billing.cycles import CYCLE_LENGTH
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from tests.backends import all_jobs, assert_invariants, reopen, store_url_fixture  # noqa: F401
-from tests.factories import JOB_BODY, create_client_at
+from tests.factories import JOB_BODY, UNCAPPED, create_client_at
 from tests.invariants import check_store_file
 from tests.server import running_gateway
 
@@ -75,11 +75,16 @@ def _reader_process(
 
 
 def _unthrottled(store_url: str, client_id: str) -> None:
-    """These scenarios are about credits, not request rates: the load client gets the highest
-    rate-limit override (rate limits have their own tests, tests/test_ratelimit.py)."""
+    """These scenarios are about credits, not request rates or jobs at once: the load client
+    gets the highest rate-limit override and concurrency cap (those have their own tests,
+    tests/test_ratelimit.py and tests/test_outcomes.py)."""
     with reopen(store_url) as store:
         store.set_policy(
-            client_id, datetime.now(UTC), rate_limit_per_minute=1_000_000, ip_allowlist=[]
+            client_id,
+            datetime.now(UTC),
+            rate_limit_per_minute=1_000_000,
+            ip_allowlist=[],
+            max_active_jobs=UNCAPPED,
         )
 
 

@@ -6,15 +6,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from ..jobs import MAX_USAGE_ITEMS, Credits, Receipt, StoredJob, UsageName
+from ..jobs import MAX_USAGE_ITEMS, USAGE_NAME_PATTERN, Credits, Receipt, StoredJob, UsageName
 from ..outcomes import Settled
 from .schemas import ONE_LINE, StrictInput
+
+#: Measured usage as a body carries it: its JSON schema says what pydantic checks (a bounded
+#: number of names of the usage pattern, each a whole number in range).
+UsageBody = Annotated[
+    dict[UsageName, Credits],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_USAGE_ITEMS,
+            "propertyNames": {"pattern": USAGE_NAME_PATTERN},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**62},
+        }
+    ),
+]
 
 
 class OutcomeReport(StrictInput):
     """What the operator's job runner reports of a job: where it is now."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "failed", "failure_class": "infrastructure"},
+                {"status": "succeeded", "usage": {"tokens_in": 1200, "tokens_out": 800}},
+            ]
+        }
+    )
 
     status: Literal["running", "succeeded", "failed", "cancelled", "timed_out"] = Field(
         description="The job's new status. An ended job (all but running) settles its hold."
@@ -24,7 +47,7 @@ class OutcomeReport(StrictInput):
         description="For failed only: infrastructure (the hold is released) or client_error "
         "(charged), as the plan's outcome policy says.",
     )
-    usage: dict[UsageName, Credits] | None = Field(
+    usage: UsageBody | None = Field(
         default=None,
         max_length=MAX_USAGE_ITEMS,
         description="What the job measured (for example tokens_in, tokens_out): whole "

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from types import EllipsisType
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from ..audit import AuditLog, NewAuditEvent
@@ -264,10 +265,15 @@ class Store(ABC):
         *,
         rate_limit_per_minute: int | None,
         ip_allowlist: list[str],
+        max_active_jobs: int | EllipsisType | None = ...,
     ) -> ClientRecord:
-        """Atomically set the client's rate-limit override and IP allowlist."""
+        """Atomically set the client's rate-limit override and IP allowlist, and its cap of
+        jobs queued or running (None: the plan's; ``...``: unchanged)."""
         change = changes.set_policy(
-            now, rate_limit_per_minute=rate_limit_per_minute, ip_allowlist=ip_allowlist
+            now,
+            rate_limit_per_minute=rate_limit_per_minute,
+            ip_allowlist=ip_allowlist,
+            max_active_jobs=max_active_jobs,
         )
         return self.mutate(client_id, now, change)
 
