@@ -8,7 +8,8 @@ Plain Python: usable from the HTTP layer, the CLI and tests alike.
 
 The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
 :mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step; the
-job quotes (a price and its signed quote id) in :mod:`openclaw_billing.quotes`.
+job quotes (a price and its signed quote id) in :mod:`openclaw_billing.quotes`; a client's
+jobs as its pages read them in :mod:`openclaw_billing.job_reads`.
 
 The module-level functions at the bottom are the contract ``client_auth.py`` exports; they use
 the process's default service (:func:`get_service`), built lazily from the settings.
@@ -29,6 +30,7 @@ from .committer import CommitterKind, new_committer
 from .cycles import as_utc, resolve_now, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
 from .job_actions import JobActions
+from .job_reads import JobReads
 from .jobs import Charged, NewJob
 from .keycache import REFUSED, UNANSWERED, KeyCache, Unanswered, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
@@ -52,7 +54,7 @@ MAX_JOB_COST = 1_000_000.0
 Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
 
-class BillingService(JobActions, QuoteActions):
+class BillingService(JobActions, QuoteActions, JobReads):
     """``key_cache``: this worker's cache of verified keys (by default one of its own, for
     ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
     share it."""

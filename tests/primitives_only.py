@@ -18,6 +18,7 @@ class PrimitivesOnly(Store):
 
     def __init__(self, inner: JsonFileStore) -> None:
         self.inner, self.location, self.audit = inner, "primitives://only", inner.audit
+        self.sessions = inner.sessions
 
     def create_client(self, record: ClientRecord, *, audit: Any = None) -> None:
         self.inner.create_client(record, audit=audit)

@@ -1,8 +1,9 @@
 """One client's console page in a real browser (Debian's chromium), against a running gateway:
 under the pages' policy htmx pages the audit trail by swapping only its section, a key issued
 through the form is shown once with a working copy button, and a plain form (revoking a key)
-goes back to the page with its notice. Nothing is refused by the policy, no script fails and
-nothing is fetched from another host."""
+goes back to the page with its notice; the client's jobs show their holds and outcomes, and an
+open job's end reported through its form settles it. Nothing is refused by the policy, no
+script fails, nothing is fetched from another host and axe finds no serious violation."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
 from conftest import ADMIN_TOKEN
-from tests.browser import offline_page
-from tests.factories import create_client
+from tests.browser import accessibility_violations, offline_page, screenshot
+from tests.factories import JOB_BODY, create_client
 from tests.server import running_gateway
 
 #: More events than the trail's first page (console_client.TRAIL_PAGE).
@@ -24,6 +26,15 @@ EVENTS = 30
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_gateway(tmp_path_factory.mktemp("console")) as base:
         yield base
+
+
+def open_signed_in(page: Page, url: str) -> None:
+    """Open the console page ``url``: the sign-in page first, then the page itself."""
+    page.goto(url)
+    page.fill("#admin_token", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/billing/console/")  # the overview, the console's home
+    page.goto(url)
 
 
 def test_the_client_page_works_in_a_browser(gateway_url: str) -> None:
@@ -39,11 +50,7 @@ def test_the_client_page_works_in_a_browser(gateway_url: str) -> None:
     url = f"{gateway_url}/billing/console/clients/{client['client_id']}"
     with offline_page(gateway_url) as visit:
         page = visit.page
-        page.goto(url)
-        page.fill("#admin_token", ADMIN_TOKEN)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/billing/console/")  # the overview, the console's home
-        page.goto(url)
+        open_signed_in(page, url)
         trail = page.locator("#audit-trail")
         assert "credit 28" in trail.inner_text()
 
@@ -74,6 +81,63 @@ def test_the_client_page_works_in_a_browser(gateway_url: str) -> None:
             page.locator("tr", has_text="from the browser").locator("[data-state]").inner_text()
             == "revoked"
         )
+    assert visit.refused == []
+    assert visit.errors == []
+    assert visit.elsewhere == []
+
+
+def test_the_client_page_shows_holds_and_outcomes_in_a_browser(gateway_url: str) -> None:
+    """Three jobs through intake (a credit held by each): one still reserved, one failed for
+    the infrastructure (released), one succeeded (charged); then the operator settles the held
+    one through the page's form."""
+    with httpx.Client(base_url=gateway_url) as api:
+        client = create_client(api, "pro", name="Outcome Corp")
+        ids = []
+        for _ in range(3):
+            answer = api.post(
+                "/api/intake", headers={"X-Client-Key": client["api_key"]}, json=JOB_BODY
+            )
+            assert answer.status_code == 201, answer.text
+            ids.append(answer.json()["job_id"])
+        held, failed, succeeded = ids
+        for job_id, report in (
+            (failed, {"status": "failed", "failure_class": "infrastructure"}),
+            (succeeded, {"status": "succeeded"}),
+        ):
+            answer = api.post(
+                f"/api/admin/jobs/{job_id}/outcome",
+                headers={"X-Auth-Token": ADMIN_TOKEN},
+                json=report,
+            )
+            assert answer.status_code == 200, answer.text
+    url = f"{gateway_url}/billing/console/clients/{client['client_id']}"
+    with offline_page(gateway_url) as visit:
+        page = visit.page
+        open_signed_in(page, url)
+        expect(page.locator("dd[data-held]")).to_have_text("1 credit held by open jobs")
+        jobs = page.locator("#outcomes table")
+        expect(jobs.locator("tbody tr")).to_have_count(3)
+        holding = jobs.locator("tr.holding")
+        expect(holding).to_have_count(1)
+        expect(holding).to_contain_text(held)
+        expect(holding.locator(".badge")).to_have_text("holding")
+        expect(holding).to_contain_text("Held until")
+        expect(jobs.locator("tr", has_text=failed)).to_contain_text(
+            "failed (infrastructure): released in full"
+        )
+        expect(jobs.locator("tr", has_text=succeeded)).to_contain_text("succeeded: charged")
+        assert accessibility_violations(page) == []
+        screenshot(page, "console-client-jobs")
+
+        holding.locator("summary").click()
+        holding.get_by_label("Ended as").select_option("failed")
+        holding.get_by_label("Failure class (failed only)").select_option("client_error")
+        holding.get_by_role("button", name="Settle job").click()
+        expect(page.locator(".notice")).to_have_text("Job's end reported: its receipt is in Jobs.")
+        expect(jobs.locator("tr.holding")).to_have_count(0)
+        expect(jobs.locator("tr", has_text=held)).to_contain_text("failed (client_error): charged")
+        expect(page.locator("dd[data-held]")).to_have_text("0 credits held by open jobs")
+        assert accessibility_violations(page) == []
     assert visit.refused == []
     assert visit.errors == []
     assert visit.elsewhere == []

@@ -1,8 +1,9 @@
 """The client portal in a real browser (Debian's chromium through Playwright) against a real
 gateway: a client signs in with the key the console copied for it, sees its usage change after
-jobs, is signed out with the inactive message when the operator deactivates it (and its key no
-longer signs in), is signed out when its key is revoked; a hostile name shows as text, and a
-form with a wrong token or from another site changes nothing. Every page visited has no serious
+jobs (the credits held, each job's receipt), is signed out with the inactive message when the
+operator deactivates it (and its key no longer signs in), is signed out when its key is
+revoked; a hostile name shows as text, and a form with a wrong token or from another site
+changes nothing. Every page visited has no serious
 accessibility violation, asks nothing of another host, runs no failing script and has nothing
 refused by its policy. The upgrade through Stripe is in tests/test_browser_checkout.py."""
 
@@ -74,13 +75,27 @@ def test_a_client_signs_in_with_its_copied_key_and_sees_jobs_change_its_usage(
         expect(page.get_by_text("No job this cycle yet.")).to_be_visible()
         assert_accessible(page)
 
-        jobs = [submit_job(gateway_url, key) for _ in range(3)]
-        assert [job.status_code for job in jobs] == [201, 201, 201]
+        jobs = []
+        for n in range(3):  # the starter plan runs two at once: the first two end
+            jobs.append(submit_job(gateway_url, key))
+            assert jobs[-1].status_code == 201, jobs[-1].text
+            if n < 2:
+                ended = httpx.post(
+                    f"{gateway_url}/api/admin/jobs/{jobs[-1].json()['job_id']}/outcome",
+                    headers=ADMIN,
+                    json={"status": "succeeded"},
+                )
+                assert ended.status_code == 200, ended.text
         page.reload()
         assert figures(page) == {"credits-left": "47", "jobs": "3", "status": "active"}
         expect(page.get_by_text("3 jobs this cycle")).to_be_visible()
         listed = page.locator("table.jobs tbody code").all_inner_texts()
         assert sorted(listed) == sorted(job.json()["job_id"] for job in jobs)
+        expect(page.locator("[data-held]")).to_have_attribute("data-held", "1")
+        holding = page.locator("table.jobs tr.holding")
+        expect(holding).to_contain_text(jobs[2].json()["job_id"])
+        expect(holding).to_contain_text("Held until")
+        expect(page.locator("table.jobs td.reason", has_text="succeeded: charged")).to_have_count(2)
         assert key not in page.content()
         assert key not in page.url
         assert_accessible(page)

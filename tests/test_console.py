@@ -266,7 +266,7 @@ def test_every_page_carries_the_policy_and_no_inline_script(http: TestClient) ->
     sign_in(http)
     client = f"{CONSOLE}/clients/{create_client(http)['client_id']}"
     pages += [f"{CONSOLE}/", f"{CONSOLE}/clients", f"{CONSOLE}/clients/new", f"{CONSOLE}/audit"]
-    pages += [client, f"{client}/jobs", f"{client}/audit"]
+    pages += [client, f"{client}/jobs", f"{client}/outcomes", f"{client}/audit"]
     for path in pages:
         answer = http.get(path)
         assert answer.status_code == 200, path

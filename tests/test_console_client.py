@@ -283,7 +283,7 @@ def test_issuing_a_key_shows_it_once(console: Console) -> None:
         "testclient",
         issued.key_id,
     )
-    for path in ("", "/jobs", "/audit"):
+    for path in ("", "/jobs", "/outcomes", "/audit"):
         page = console.http.get(f"{console.url}{path}").text
         assert key not in page
         assert KEY.search(page) is None

@@ -167,11 +167,12 @@ def test_an_unknown_client_or_a_malformed_key_id_changes_nothing(console: Consol
         ("/deactivate", {}),
         ("/keys", {}),
         ("/keys/key_000000000000/revoke", {}),
+        ("/outcome", {"job_id": "job-1", "status": "succeeded"}),
     ):
         answer = console.http.post(f"{unknown}{path}", data=data | {"csrf_token": console.csrf})
         assert answer.status_code == 404, path
         assert 'data-code="client_not_found"' in answer.text
-    for path in ("/jobs", "/audit"):
+    for path in ("/jobs", "/outcomes", "/audit"):
         assert console.http.get(f"{unknown}{path}").status_code == 404
     answer = console.post("/keys/not-a-key/revoke", {})
     assert answer.status_code == 422
@@ -190,6 +191,7 @@ EVERY_ACTION = [
     ("/keys/{key_id}/rotate", {"grace_seconds": "60"}),
     ("/keys/{key_id}/revoke", {}),
     ("/keys/{key_id}/expiry", {"expires_at": "2099-01-01T00:00"}),
+    ("/outcome", {"job_id": "job-1", "status": "succeeded"}),
 ]
 
 

@@ -14,8 +14,10 @@ from fastapi.testclient import TestClient
 
 from openclaw_billing.audit import AuditAction
 from openclaw_billing.cycles import utcnow
+from openclaw_billing.jobs import JobStatus
 from openclaw_billing.ledger import OPEN_DISPUTES
 from openclaw_billing.models import ClientRecord
+from openclaw_billing.outcomes import Report
 from openclaw_billing.service import BillingService
 from openclaw_billing.settings import get_settings
 from openclaw_billing.web.security import PORTAL_CONTENT_SECURITY_POLICY
@@ -254,8 +256,11 @@ def test_a_used_up_cycle_says_upgrade_or_wait_until_its_end(
     http: TestClient, service: BillingService
 ) -> None:
     client = create_client(http, "free")
-    for _ in range(5):
-        assert submit_job(http, client["api_key"]).status_code == 201
+    for _ in range(5):  # one at a time: the free plan runs one job at once
+        accepted = submit_job(http, client["api_key"])
+        assert accepted.status_code == 201
+        done = Report(JobStatus.SUCCEEDED)
+        service.report_job(accepted.json()["job_id"], done, client_id=client["client_id"])
     portal_sign_in(http, client["api_key"])
     page = http.get(f"{PORTAL}/").text
     end = service.get_client(client["client_id"]).billing_cycle_end

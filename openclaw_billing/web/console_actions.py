@@ -1,5 +1,6 @@
 """The console's actions on a client's account: credits, (de)activation, plan and access
-policy, each a POST form of the client's page (:mod:`.console_client`).
+policy, and reporting a job's end, each a POST form of the client's page
+(:mod:`.console_client`).
 
 Each calls the same :class:`~openclaw_billing.service.BillingService` method as the admin
 API's route, with the same validated input (:mod:`.forms`) and the operator's address as the
@@ -15,9 +16,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 
 from ..api.routes import ClientId
+from ..jobs import JobStatus
+from ..outcomes import Report
 from .auth import CONSOLE_PATH, ConsoleUser
 from .console_client import act
-from .forms import CreditsForm, PlanForm, PolicyForm
+from .forms import CreditsForm, OutcomeForm, PlanForm, PolicyForm
 from .pages import PageRoute
 
 router = APIRouter(prefix=CONSOLE_PATH, route_class=PageRoute, include_in_schema=False)
@@ -88,5 +91,23 @@ def set_policy(
             rate_limit_per_minute=form.rate_limit_per_minute,
             ip_allowlist=form.ip_allowlist,
             source=user.address,
+        ),
+    )
+
+
+@router.post("/clients/{client_id}/outcome")
+def report_outcome(
+    request: Request, user: ConsoleUser, client_id: ClientId, form: Annotated[OutcomeForm, Form()]
+) -> Response:
+    """Report how one of the client's jobs ended, as its runner would: the plan's outcome
+    policy settles its hold (404 no such job, 409 an ended job, 422 a failure without class)."""
+    report = Report(JobStatus(form.status), form.failure_class)
+    return act(
+        request,
+        user,
+        client_id,
+        "outcome",
+        lambda: user.service.report_job(
+            form.job_id, report, client_id=client_id, source=user.address
         ),
     )

@@ -1,12 +1,13 @@
 """One client in the operator console, ``/billing/console/clients/{client_id}``: what the admin
-API's ``GET /api/admin/clients/{id}`` answers (usage, cycle, plan, status, Stripe ids, this
-cycle's jobs and credit adjustments, past cycles, the keys without their digests, the access
-policy), the client's audit trail, and a form for each admin action (the actions are in
-:mod:`.console_actions` and :mod:`.console_keys`).
+API's ``GET /api/admin/clients/{id}`` answers (usage and the credits held now, cycle, plan,
+status, Stripe ids, this cycle's ledger and credit adjustments, past cycles, the keys without
+their digests, the access policy), the client's jobs with their status and receipt (holds
+marked, each open job with a form to report its end), the client's audit trail, and a form
+for each admin action (the actions are in :mod:`.console_actions` and :mod:`.console_keys`).
 
-The jobs and the audit trail are paged. A pager link is a plain link to the section as a page
-of its own; with htmx it replaces only its section (the route answers an htmx request with the
-section's template alone).
+The jobs, the ledger and the audit trail are paged. A pager link is a plain link to the section
+as a page of its own; with htmx it replaces only its section (the route answers an htmx request
+with the section's template alone).
 
 After an action the browser comes back here with ``?notice=<code>``: the page shows the
 code's fixed message (:data:`NOTICES`), never text from the query. A refused action shows the
@@ -15,7 +16,7 @@ page again with the refusal's message, under the refusal's status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, AuditQuery
 from ..cycles import utcnow
 from ..errors import BillingError, ClientNotFound
 from ..models import ClientRecord
+from ..outcomes import failure_classes
 from ..plans import PLANS
 from ..service import BillingService
 from .auth import CONSOLE_PATH, ConsoleUser, Operator
@@ -39,6 +41,8 @@ router = APIRouter(prefix=CONSOLE_PATH, route_class=PageRoute, include_in_schema
 
 #: Jobs per page of this cycle's ledger, newest first.
 JOBS_PAGE = 100
+#: Jobs per page of the client's jobs with their status and receipt, newest first.
+OUTCOMES_PAGE = 50
 #: Events per page of the client's audit trail, newest first.
 TRAIL_PAGE = 25
 #: The message of each ``?notice=`` code an action redirects with (never free text).
@@ -50,9 +54,17 @@ NOTICES = {
     "policy": "Access policy saved.",
     "key_revoked": "Key revoked: it stopped working at once.",
     "key_expiry": "Key expiry saved.",
+    "outcome": "Job's end reported: its receipt is in Jobs.",
 }
 Notice = Literal[
-    "credits", "deactivated", "reactivated", "plan", "policy", "key_revoked", "key_expiry"
+    "credits",
+    "deactivated",
+    "reactivated",
+    "plan",
+    "policy",
+    "key_revoked",
+    "key_expiry",
+    "outcome",
 ]
 #: How the page names each ``UsagePublic.status``.
 STATUS_LABELS = {
@@ -102,6 +114,22 @@ def jobs_context(record: ClientRecord, offset: int) -> dict[str, Any]:
     return {"jobs": newest, "jobs_total": len(log), "jobs_offset": offset, "jobs_page": JOBS_PAGE}
 
 
+def outcomes_context(service: BillingService, record: ClientRecord, offset: int) -> dict[str, Any]:
+    """One page of the client's jobs with their status and receipt (this cycle's, and any
+    older one still open), newest first; ``outcomes`` is None when the store keeps no jobs.
+    ``holding``: how many of them hold credits now (on every page)."""
+    found = service.recent_jobs(record)
+    listed = found or []
+    return {
+        "outcomes": None if found is None else listed[offset : offset + OUTCOMES_PAGE],
+        "outcomes_total": len(listed),
+        "outcomes_offset": offset,
+        "outcomes_page": OUTCOMES_PAGE,
+        "holding": sum(job.holding for job in listed),
+        "failure_classes": failure_classes(PLANS[record.plan]),
+    }
+
+
 def trail_context(service: BillingService, client_id: str, offset: int) -> dict[str, Any]:
     """One page of the client's audit trail, newest first."""
     wanted = AuditQuery(client_id=client_id, offset=offset, limit=TRAIL_PAGE)
@@ -137,6 +165,7 @@ def client_page_response(
     context = {
         **_base(user, record),
         **jobs_context(record, 0),
+        **outcomes_context(user.service, record, 0),
         **trail_context(user.service, client_id, 0),
         "usage": usage,
         "status_label": STATUS_LABELS.get(usage.status, usage.status),
@@ -195,30 +224,49 @@ def client_page(
     return client_page_response(request, user, client_id, notice=NOTICES.get(notice or ""))
 
 
-@router.get("/clients/{client_id}/jobs")
-def client_jobs(
-    request: Request, user: ConsoleUser, client_id: ClientId, offset: Offset = 0
+@dataclass(frozen=True)
+class Section:
+    """A paged section of the client's page, also served alone (:func:`client_section`)."""
+
+    template: str
+    title: str
+    #: The element of the client's page that holds it (its pager's htmx target).
+    target: str
+    #: Its values for one page: (service, client, offset).
+    context: Callable[[BillingService, ClientRecord, int], dict[str, Any]]
+
+
+SECTIONS = {
+    "jobs": Section(
+        "console/client_jobs.html",
+        "This cycle's ledger",
+        "jobs",
+        lambda service, record, offset: jobs_context(record, offset),
+    ),
+    "outcomes": Section("console/client_outcomes.html", "Jobs", "outcomes", outcomes_context),
+    "audit": Section(
+        "console/client_audit.html",
+        "Audit trail",
+        "audit-trail",
+        lambda service, record, offset: trail_context(service, record.client_id, offset),
+    ),
+}
+
+
+@router.get("/clients/{client_id}/{section}")
+def client_section(
+    request: Request,
+    user: ConsoleUser,
+    client_id: ClientId,
+    section: Literal["jobs", "outcomes", "audit"],
+    offset: Offset = 0,
 ) -> HTMLResponse:
+    """One page of a section of the client's page (:data:`SECTIONS`): alone for htmx, else as
+    a page of its own (a pager's link without JavaScript)."""
     record = user.service.get_client(client_id)
-    context = {**_base(user, record), **jobs_context(record, offset)}
-    return _section(request, "console/client_jobs.html", "This cycle's jobs", context)
-
-
-@router.get("/clients/{client_id}/audit")
-def client_audit(
-    request: Request, user: ConsoleUser, client_id: ClientId, offset: Offset = 0
-) -> HTMLResponse:
-    record = user.service.get_client(client_id)
-    context = {**_base(user, record), **trail_context(user.service, client_id, offset)}
-    return _section(request, "console/client_audit.html", "Audit trail", context)
-
-
-def _section(
-    request: Request, template: str, title: str, context: Mapping[str, Any]
-) -> HTMLResponse:
-    """A section of the client's page: alone for htmx, else as a page of its own."""
+    part = SECTIONS[section]
+    context = {**_base(user, record), **part.context(user.service, record, offset)}
     if is_fragment_request(request):
-        return render(request, template, context)
-    return render(
-        request, "console/client_section.html", {**context, "part": template, "title": title}
-    )
+        return render(request, part.template, context)
+    whole = {**context, "part": part.template, "title": part.title, "target": part.target}
+    return render(request, "console/client_section.html", whole)

@@ -32,9 +32,11 @@ from ..api.schemas_admin import (
     PlanChange,
     PolicyUpdate,
 )
+from ..api.schemas_jobs import OutcomeReport
 from ..audit import MAX_QUERY_OFFSET, AuditAction
 from ..plans import PlanId
 from ..safetext import ONE_LINE
+from ..service import MAX_JOB_ID_LENGTH
 from ..store.query import MAX_SEARCH_LENGTH, ClientQuery, ClientSort, ClientStatus
 
 #: Integers as a form sends them (bounded here only so ``int()`` is cheap; the schema bounds).
@@ -130,6 +132,18 @@ class PolicyForm(FormInput, PolicyUpdate):
     line_lists = ("ip_allowlist",)
 
 
+class OutcomeForm(FormInput, OutcomeReport):
+    """A job's end as its runner reports it, for the job ``job_id`` of the page's client (so
+    no ``client_id``), without measured usage (a runner's to report)."""
+
+    job_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_JOB_ID_LENGTH, pattern=ONE_LINE)
+    ]
+    client_id: None = None
+    usage: None = None
+    nullable = ("failure_class",)
+
+
 class GetFilters(BaseModel):
     """The filters of a page's GET form, which sends its empty fields as ``""``: no filter."""
 
@@ -194,6 +208,7 @@ __all__ = [
     "KeyCreateForm",
     "KeyExpiryForm",
     "KeyRotateForm",
+    "OutcomeForm",
     "PlanForm",
     "PolicyForm",
 ]

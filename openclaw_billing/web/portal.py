@@ -1,6 +1,7 @@
 """The client portal under ``/billing/portal/``: sign in with one of the client's API keys,
-then the dashboard (credits, the cycle, the status and what to do about it, recent jobs, the
-plans). Upgrading and managing billing through Stripe are in :mod:`.portal_billing`.
+then the dashboard (credits left and held, the cycle, the status and what to do about it,
+recent jobs with their status and receipt, the plans). Upgrading and managing billing through
+Stripe are in :mod:`.portal_billing`.
 
 The key is posted in the sign-in form's body and exchanged for a session (see :mod:`.auth`);
 it is never put in a URL, a page or a log line. A portal page shows the signed-in client's own
@@ -25,6 +26,7 @@ from ..api.deps import (
 )
 from ..api.schemas import UsagePublic
 from ..errors import InvalidApiKey, IpNotAllowed, RateLimited
+from ..jobs import StoredJob
 from ..models import ClientRecord, CostEntry
 from ..plans import PLANS, Plan, PlanId
 from ..settings import Settings
@@ -166,10 +168,21 @@ def offered_plans(settings: Settings, record: ClientRecord) -> set[PlanId]:
     return {plan for plan in plans_above(record) if prices.get(plan)}
 
 
-def recent_jobs(record: ClientRecord) -> list[CostEntry]:
-    """This cycle's ledger entries, newest first, at most :data:`RECENT_JOBS`."""
+@dataclass(frozen=True)
+class JobRow:
+    """A recent job: its ledger entry, and the job as stored, with its status and receipt
+    (None: the store keeps no jobs, or the job was charged without being stored)."""
+
+    entry: CostEntry
+    job: StoredJob | None
+
+
+def recent_jobs(record: ClientRecord, stored: list[StoredJob] | None) -> list[JobRow]:
+    """This cycle's ledger entries, newest first, at most :data:`RECENT_JOBS`, each with its
+    job among ``stored`` (the service's ``recent_jobs``)."""
     entries = sorted(record.metadata.cost_log, key=lambda e: e.timestamp, reverse=True)
-    return entries[:RECENT_JOBS]
+    by_id = {job.job_id: job for job in stored or []}
+    return [JobRow(entry, by_id.get(entry.job_id)) for entry in entries[:RECENT_JOBS]]
 
 
 @dataclass(frozen=True)
@@ -198,7 +211,10 @@ def status_advice(settings: Settings, record: ClientRecord, status: str) -> str 
     return advice.format(brand=settings.brand_name, cycle_end=cycle_end)
 
 
-def dashboard_context(settings: Settings, record: ClientRecord) -> dict[str, Any]:
+def dashboard_context(
+    settings: Settings, record: ClientRecord, stored: list[StoredJob] | None
+) -> dict[str, Any]:
+    """The dashboard's values; ``stored``: the client's recent jobs (None: none kept)."""
     usage = UsagePublic.of(record)
     offered, above = offered_plans(settings, record), plans_above(record)
     return {
@@ -207,7 +223,7 @@ def dashboard_context(settings: Settings, record: ClientRecord) -> dict[str, Any
         "meter": Meter.of(usage),
         "plan": PLANS[record.plan],
         "advice": status_advice(settings, record, usage.status),
-        "jobs": recent_jobs(record),
+        "jobs": recent_jobs(record, stored),
         "jobs_total": len(record.metadata.cost_log),
         "plans": [
             PlanRow(p, p.id == record.plan, p.id in above, p.id in offered) for p in PLANS.values()
@@ -222,4 +238,7 @@ def dashboard_context(settings: Settings, record: ClientRecord) -> dict[str, Any
 def dashboard(request: Request, user: PortalUser, settings: SettingsDep) -> HTMLResponse:
     record = user.client  # read by the session's check, its cycle brought up to date
     context = {"side": "portal", "section": "dashboard", "csrf": user.csrf}
-    return render(request, "portal/dashboard.html", context | dashboard_context(settings, record))
+    stored = user.service.recent_jobs(record)
+    return render(
+        request, "portal/dashboard.html", context | dashboard_context(settings, record, stored)
+    )
