@@ -50,6 +50,7 @@ SERVICE = [
     "admin",
     "job_actions",
     "job_contract",
+    "job_reads",
     "sweeper",
     "quotes",
     "reports",
