@@ -45,7 +45,7 @@ from openclaw_billing.errors import (
     PaymentPastDue,
     StoreUnavailable,
 )
-from openclaw_billing.job_actions import cancel_queued_job, report_job_outcome, reserve_job_credit
+from openclaw_billing.job_contract import cancel_queued_job, report_job_outcome, reserve_job_credit
 from openclaw_billing.jobs import Charged, JobStatus, NewJob, Receipt, StoredJob
 from openclaw_billing.models import ChargeResult, ClientRecord, SubmitDecision, UtcDatetime
 from openclaw_billing.plans import PLANS

@@ -32,9 +32,29 @@ LAZY_DRIVER_IMPORTS = {
 
 
 #: Pure rules: transitions and values, no I/O, no orchestration.
-PURE = ["ledger", "access", "jobs", "plans", "cycles", "keys", "models", "safetext", "net"]
+PURE = [
+    "ledger",
+    "access",
+    "jobs",
+    "outcomes",
+    "plans",
+    "cycles",
+    "keys",
+    "models",
+    "safetext",
+    "net",
+]
 STORE = ["store"]
-SERVICE = ["service", "admin", "quotes", "reports", "committer"]
+SERVICE = [
+    "service",
+    "admin",
+    "job_actions",
+    "job_contract",
+    "sweeper",
+    "quotes",
+    "reports",
+    "committer",
+]
 API = ["api", "web"]
 CLI = ["cli"]
 
