@@ -1,11 +1,13 @@
 """Reference OpenClaw gateway: sells agent jobs through openclaw-billing.
 
-* ``POST /api/intake``: a client submits a job with its ``X-Client-Key``; one credit is charged
-  atomically under the job's id before the job is queued (no job runs unpaid). An optional
+* ``POST /api/intake``: a client submits a job with its ``X-Client-Key``; the job's price (or
+  its quote's) is held atomically under the job's id, within the client's concurrency cap,
+  before the job is queued (no job runs unpaid); the runner's report of the job's end settles
+  it (``POST /api/admin/jobs/{job_id}/outcome``, in the billing router). An optional
   ``Idempotency-Key`` header makes retries safe: the same key and body get the first answer
   again and are never charged twice (see :func:`intake`).
 * ``GET /api/jobs``, ``GET /api/jobs/{job_id}``: the client's own jobs, within its plan's
-  history window.
+  history window, with their status and receipt.
 * ``GET /health``: liveness plus a read of the billing store.
 * the billing router (``client_auth.router``): plans, usage, checkout, webhook, admin.
 
@@ -124,8 +126,12 @@ async def intake(
         ),
     ] = None,
 ) -> JobAccepted:
-    """Submit a job. One credit is charged atomically before the job is queued; with none
-    left the answer is 402 ``credit_limit_reached`` and nothing is queued.
+    """Submit a job. Its price (the plan's for its task type and priority, or the quote's
+    with ``quote_id``; at most ``max_credits``) is held atomically before the job is queued,
+    and settled when the job's runner reports its end: charged, or given back. With fewer
+    credits left than the price the answer is 402 ``credit_limit_reached``; with as many jobs
+    queued or running as the client's cap, 429 ``concurrency_limit_reached``; nothing is
+    queued then.
 
     With an ``Idempotency-Key`` the job's id is derived from the client and the key, so the
     charge (idempotent per job id) and the queued job (one per id) happen at most once, in one

@@ -1,7 +1,7 @@
 """The reference gateway's jobs: the job body and its answers, and the intake's pieces that
-do not depend on the app: idempotency keys, and the job file (``JobStore``) that queues jobs
-for a host's own store that keeps none (a store with ``JobStorage`` keeps each job with its
-charge). ``gateway.py`` mounts the routes that use them.
+do not depend on the app: idempotency keys. The job file for a host's own store that keeps no
+jobs is in ``gateway_jobfile.py`` (a store with ``JobStorage`` keeps each job with its charge
+or hold). ``gateway.py`` mounts the routes that use them.
 """
 
 from __future__ import annotations

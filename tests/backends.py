@@ -52,7 +52,7 @@ from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store, migrate, open_store
 from openclaw_billing.store.capabilities import JobStorage
-from tests.invariants import check_record
+from tests.invariants import check_jobs, check_record
 from tests.store_helpers import T0, make_record
 
 __all__ = [
@@ -238,8 +238,11 @@ def all_jobs(store: Store, jobs_file: Path) -> list[tuple[str, str]]:
 
 
 def assert_invariants(store: Store) -> list[ClientRecord]:
-    """docs/ARCHITECTURE.md I1-I3 (``check_record``) on every stored client; returns them."""
+    """docs/ARCHITECTURE.md I1-I3 (``check_record``) on every stored client, and I7-I8
+    (``check_jobs``) with its jobs on a store that keeps them; returns the clients."""
     records = all_clients(store)
     for record in records:
         check_record(record)
+        if isinstance(store, JobStorage):
+            check_jobs(record, store.client_jobs(record.client_id))
     return records

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from openclaw_billing.jobs import StoredJob
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.store.json_file import JsonFileStore
 from openclaw_billing.store.json_journal import journals
@@ -41,6 +42,35 @@ def check_record(record: ClientRecord) -> None:
         adj = sum(a.amount for a in past.adjustments)
         taken = past.jobs if past.credits is None else past.credits
         assert past.allowance + adj - taken == past.credits_left, record.client_id
+
+
+def check_jobs(record: ClientRecord, jobs: Iterable[StoredJob]) -> None:
+    """I7 (every held ledger entry of the cycle is the hold of an open job, for its
+    reservation) and I8 (a settled receipt: charged + released == reserved, the charge within
+    the reservation and ``max_credits``, the reservation within ``max_credits``)."""
+    by_id = {job.job_id: job for job in jobs}
+    for entry in record.metadata.cost_log:
+        if not entry.held:
+            continue
+        job = by_id.get(entry.job_id)
+        assert job is not None, f"a hold without its job: {entry.job_id}"
+        assert job.holding, f"a hold of a job no longer open: {entry.job_id}"
+        assert job.receipt is not None
+        assert job.receipt.reserved == entry.credits, entry.job_id
+    for job in by_id.values():
+        receipt = job.receipt
+        if receipt is None:
+            continue  # charged at intake, before charging by outcome
+        cap = receipt.max_credits
+        assert cap is None or receipt.reserved <= cap, job.job_id
+        if receipt.held:
+            assert receipt.released is None, job.job_id
+            continue
+        charged, released = receipt.charged, receipt.released
+        assert charged is not None, job.job_id
+        assert released is not None, job.job_id
+        assert charged + released == receipt.reserved, job.job_id
+        assert cap is None or charged <= cap, job.job_id
 
 
 def check_store_file(path: Path, keys: Iterable[str] = ()) -> list[ClientRecord]:

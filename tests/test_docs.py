@@ -57,6 +57,8 @@ ERROR_STATUS = {
     "invalid_api_key": 401,
     "invalid_admin_token": 401,
     "credit_limit_reached": 402,
+    "concurrency_limit_reached": 429,
+    "illegal_transition": 409,
     "client_not_found": 404,
     "not_found": 404,
     "insufficient_credits": 409,

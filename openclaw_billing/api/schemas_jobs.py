@@ -3,12 +3,12 @@ state and receipt as the runner, the client and the console read it."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..jobs import MAX_USAGE_ITEMS, USAGE_NAME_PATTERN, Credits, Receipt, StoredJob, UsageName
+from ..models import UtcDatetime
 from ..outcomes import Settled
 from .schemas import ONE_LINE, StrictInput
 
@@ -64,14 +64,14 @@ class ReceiptPublic(BaseModel):
     """What a job reserved and what it came to."""
 
     reserved: int = Field(description="Credits held at intake.")
-    hold_until: datetime = Field(description="When an unsettled hold is released.")
+    hold_until: UtcDatetime = Field(description="When an unsettled hold is released.")
     max_credits: int | None
     charged: int | None = Field(description="Once settled: credits charged; null while held.")
     released: int | None = Field(description="Once settled: credits given back.")
     metered: int | None = Field(description="Credits the measured usage came to, if metered.")
     overage: int | None = Field(description="Metered credits beyond the reservation.")
     reason: str | None
-    settled_at: datetime | None
+    settled_at: UtcDatetime | None
 
     @classmethod
     def of(cls, receipt: Receipt | None) -> ReceiptPublic | None:
@@ -87,9 +87,9 @@ class JobStatePublic(BaseModel):
     status: str
     failure_class: str | None
     usage: dict[str, int] | None
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    ended_at: UtcDatetime | None
     receipt: ReceiptPublic | None
     changed: bool = Field(description="False when this report was already applied.")
 
