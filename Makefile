@@ -40,9 +40,10 @@ $(CHROMIUM):
 	$(APT_INSTALL) || { $(SUDO) apt-get update -q > /dev/null && $(APT_INSTALL); }
 
 ## Benchmarks (bench/): intake with auth and charge vs a bare endpoint, per backend, store size
-## and worker count (closed loop, and open loop at fixed rates), the authenticated job list, and
-## the operator's reads at 100,000 clients; writes BENCHMARKS.md with a Goals table (about
-## 22 minutes; needs PostgreSQL on 127.0.0.1). A part: .venv/bin/python bench/run.py --only open
+## and worker count (closed loop, and open loop at fixed rates), intake + outcome pairs (reserve
+## then settle), the authenticated job list, and the operator's reads at 100,000 clients; writes
+## BENCHMARKS.md with a Goals table (about 25 minutes; needs PostgreSQL on 127.0.0.1). A part:
+## .venv/bin/python bench/run.py --only open (one row: add --clients N --workers N)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

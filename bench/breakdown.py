@@ -7,10 +7,15 @@ per call:
   ledger), reading the store each time (the worker's key cache off: a cache miss);
 * ``authenticate_cached``: the same from the worker's key cache (``OPENCLAW_KEY_CACHE_SECONDS``),
   as most of a busy client's requests are answered;
-* ``charge``: ``BillingService.charge``, a charge without a job, through the committer;
-* ``accept``: ``Store.accept(Charge(..., job=NewJob(fields=...), key_id=...))``, the charge
-  with its job in one atomic step and one durable write, the key re-checked: what the
-  gateway's intake hands its worker's committer for each request (a batch of one here).
+* ``charge``: ``BillingService.charge``, the single charge (one credit taken at once, no job:
+  what ``deduct_job_credit`` does for a host), through the committer;
+* ``accept``: ``Store.accept(Charge(..., job=NewJob(fields=..., price=...), key_id=...))``, the
+  job's price reserved as a hold (checked against the client's concurrency cap) with its job
+  in one atomic step and one durable write, the key re-checked: what the gateway's intake
+  hands its worker's committer for each request (a batch of one here);
+* ``settle``: ``BillingService.report_job(job_id, Report(succeeded))`` for each job the
+  ``accept`` step reserved, found by its id alone and settled through the committer with its
+  audit event: what the job runner's ``POST /api/admin/jobs/{job_id}/outcome`` does.
 
 With ``--history N`` it also times ``authenticate`` (a store read) for a client whose ledger
 holds N rows from past cycles (on SQL stores), to show what a client's history costs.
@@ -38,8 +43,10 @@ from http1 import JOB_BODY
 from sqlalchemy import create_engine, insert, update
 
 from openclaw_billing.cycles import utcnow
-from openclaw_billing.jobs import NewJob
+from openclaw_billing.jobs import JobStatus, NewJob
 from openclaw_billing.keycache import KeyCache
+from openclaw_billing.outcomes import Report
+from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store import open_store
 from openclaw_billing.store.sql_schema import clients, ledger_rows
@@ -122,11 +129,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     def charge(i: int) -> object:
         return service.charge(ids[i % len(ids)], job_id=str(uuid.uuid4()))
 
+    price = PLANS[PlanId.PRO].price(JOB_BODY["task_type"], JOB_BODY["priority"])
+    reserved: list[str] = []
+
     def accept(i: int) -> object:
-        # As the gateway's intake builds it: the body's fields, the key it was checked with.
-        job = NewJob(fields=JOB_BODY)
+        # As the gateway's intake builds it: the body's fields and the plan's price of the
+        # job (the benchmarked clients are pro), the key it was checked with.
+        job = NewJob(fields=JOB_BODY, price=price)
         n = i % len(ids)
-        return service.store.accept(service.charge_of(ids[n], job=job, key_id=key_ids[n]))
+        charged = service.store.accept(service.charge_of(ids[n], job=job, key_id=key_ids[n]))
+        reserved.append(charged.charge.job_id)
+        return charged
+
+    def settle(i: int) -> object:
+        # As the outcome route does with {"status": "succeeded"}: the job found by its id.
+        return service.report_job(reserved[i], Report(JobStatus.SUCCEEDED))
 
     for key in keys:  # fill the cache: the cached step times hits only
         cached.authenticate(key, ledger=False)
@@ -135,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "authenticate_cached": timed(auth_cached, count, warmup),
         "charge": timed(charge, count, warmup),
         "accept": timed(accept, count, warmup),
+        "settle": timed(settle, count, warmup),  # every job the accept step reserved
     }
     if args.history and not args.url.startswith(("json:", "/")):
         # The last key's client: the steps above charged it count/len(keys) times at most.

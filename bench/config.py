@@ -105,7 +105,8 @@ class Config:
     workers: int
     concurrency: int
     #: "main" (the intake goals), "read" (``GET /api/jobs``), "concurrency" (more connections),
-    #: "committer" (a main row once more with ``OTHER_COMMITTER``).
+    #: "committer" (a main row once more with ``OTHER_COMMITTER``), "settle" (reserve then
+    #: settle: each intake followed by the runner's outcome report for its job, as a pair).
     section: str = "main"
     #: The gateway's ``OPENCLAW_COMMITTER``.
     committer: str = DEFAULT_COMMITTER
@@ -124,15 +125,16 @@ class Config:
 
     @property
     def route(self) -> str:
-        """What the load generator requests (``http1.ROUTES``)."""
-        return "jobs" if self.section == "read" else "intake"
+        """What the load generator requests: a route of ``http1.ROUTES``, or "pair" (an
+        intake, then the outcome report for its job: ``bench/pairs.py``)."""
+        return {"read": "jobs", "settle": "pair"}.get(self.section, "intake")
 
     @property
     def label(self) -> str:
         extra = f", {self.committer} committer" if self.committer != DEFAULT_COMMITTER else ""
-        read = "GET /api/jobs, " if self.section == "read" else ""
+        what = {"read": "GET /api/jobs, ", "settle": "intake + outcome, "}.get(self.section, "")
         return (
-            f"{read}{BACKEND_NAMES[self.backend]}, {self.clients:,} clients, "
+            f"{what}{BACKEND_NAMES[self.backend]}, {self.clients:,} clients, "
             f"{self.workers} worker(s), {self.concurrency} conns{extra}"
         )
 
@@ -140,16 +142,18 @@ class Config:
 #: Where the open-loop and read rows are measured: one store size per backend (JSON at the size
 #: of its throughput goal), 1 worker and 2 (the usual count).
 LATENCY_STORES = (("json", JSON_GOAL_CLIENTS), ("sqlite", 10_000), ("postgresql", 10_000))
+#: The store sizes of the intake rows, by backend.
+INTAKE_SIZES = {
+    "json": (100, 1_000, 10_000),
+    "sqlite": (100, 10_000, 100_000),
+    "postgresql": (100, 10_000, 100_000),
+}
 
 
 def full_configs() -> list[Config]:
     configs: list[Config] = []
     latency = set(LATENCY_STORES)
-    for backend, sizes in (
-        ("json", (100, 1_000, 10_000)),
-        ("sqlite", (100, 10_000, 100_000)),
-        ("postgresql", (100, 10_000, 100_000)),
-    ):
+    for backend, sizes in INTAKE_SIZES.items():
         for clients in sizes:
             for workers in (1, 2):
                 configs.append(
@@ -166,7 +170,21 @@ def full_configs() -> list[Config]:
         Config("postgresql", 10_000, 2, 64, "concurrency"),
     ]
     configs += committer_configs("sqlite", 10_000)
+    configs += settle_configs()
     return configs
+
+
+def settle_configs() -> list[Config]:
+    """Reserve then settle (intake + outcome pairs, closed loop, 16 conns): every intake
+    store size with 1 worker (does settling cost more in a larger store?) and the latency
+    stores with 2 workers too; each beside the intake row of the same configuration."""
+    latency = set(LATENCY_STORES)
+    return [
+        Config(backend, clients, workers, 16, "settle")
+        for backend, each in INTAKE_SIZES.items()
+        for clients in each
+        for workers in ((1, 2) if (backend, clients) in latency else (1,))
+    ]
 
 
 def committer_configs(backend: str, clients: int) -> list[Config]:
@@ -189,39 +207,71 @@ def quick_configs() -> list[Config]:
         Config("sqlite", 100, 1, 16, "read"),
         Config("postgresql", 100, 1, 16, "read"),
         *committer_configs("sqlite", 100),
+        Config("json", 1_000, 1, 16, "settle"),
+        Config("sqlite", 100, 1, 16, "settle"),
+        Config("postgresql", 100, 1, 16, "settle"),
     ]
 
 
 # -- --only ----------------------------------------------------------------------------------
 
 #: What ``--only`` names: parts of the run, or backends (whose rows, of every part, run).
-SECTIONS = ("intake", "open", "read", "concurrency", "committer", "breakdown", "floor", "console")
+SECTIONS = (
+    "intake",
+    "settle",
+    "open",
+    "read",
+    "concurrency",
+    "committer",
+    "breakdown",
+    "floor",
+    "console",
+)
 BACKENDS = tuple(BACKEND_NAMES)
 #: The parts a run makes when ``--only`` names backends alone (floor and console have none).
-_PER_BACKEND = ("intake", "open", "read", "concurrency", "committer", "breakdown")
+_PER_BACKEND = ("intake", "settle", "open", "read", "concurrency", "committer", "breakdown")
 
 
 @dataclass(frozen=True)
 class Selection:
     """What a run makes: the parts (``SECTIONS``) on the backends. ``--only`` values are
     parts or backends; the parts named (all per-backend parts if none) on the backends named
-    (all if none). No ``--only``: everything."""
+    (all if none). No ``--only``: everything. ``clients`` and ``workers`` (empty: any) narrow
+    the per-backend parts to those store sizes and worker counts (``--clients``,
+    ``--workers``), e.g. to run one row."""
 
     sections: frozenset[str]
     backends: frozenset[str]
     partial: bool
+    clients: frozenset[int] = frozenset()
+    workers: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, only: Sequence[str] | None) -> Selection:
+    def of(
+        cls,
+        only: Sequence[str] | None,
+        clients: Iterable[int] = (),
+        workers: Iterable[int] = (),
+    ) -> Selection:
         names = set(only or ())
         unknown = names - set(SECTIONS) - set(BACKENDS)
         if unknown:
             raise ValueError(f"--only: unknown {sorted(unknown)}; use {SECTIONS + BACKENDS}")
-        sections = names & set(SECTIONS) or set(_PER_BACKEND if names else SECTIONS)
-        return cls(frozenset(sections), frozenset(names & set(BACKENDS) or BACKENDS), bool(names))
+        sizes, counts = frozenset(clients), frozenset(workers)
+        narrowed = bool(sizes or counts)
+        default = _PER_BACKEND if names or narrowed else SECTIONS
+        sections = names & set(SECTIONS) or set(default)
+        backends = frozenset(names & set(BACKENDS) or BACKENDS)
+        return cls(frozenset(sections), backends, bool(names) or narrowed, sizes, counts)
 
     def wants(self, section: str, backend: str | None = None) -> bool:
         return section in self.sections and (backend is None or backend in self.backends)
+
+    def _narrows_out(self, config: Config) -> bool:
+        return bool(
+            (self.clients and config.clients not in self.clients)
+            or (self.workers and config.workers not in self.workers)
+        )
 
     def configs(self, configs: Iterable[Config]) -> list[Config]:
         """The HTTP rows to run: an open-loop configuration runs for ``open`` too (its rate
@@ -231,6 +281,8 @@ class Selection:
         kept = []
         for c in configs:
             part = "intake" if c.section == "main" else c.section
+            if self._narrows_out(c):
+                continue
             if (
                 self.wants(part, c.backend)
                 or (c.open_loop and self.wants("open", c.backend))
@@ -260,4 +312,8 @@ class Selection:
         the run's configurations, on the backends selected."""
         if "breakdown" not in self.sections:
             return set()
-        return {(c.backend, c.clients) for c in configs if c.backend in self.backends}
+        return {
+            (c.backend, c.clients)
+            for c in configs
+            if c.backend in self.backends and not (self.clients and c.clients not in self.clients)
+        }

@@ -1,11 +1,15 @@
-"""HTTP/1.1 load generator for ``POST /api/intake`` (or ``GET /api/jobs``): closed or open loop.
+"""HTTP/1.1 load generator for ``POST /api/intake`` (or ``GET /api/jobs``, or intake + outcome
+pairs): closed or open loop.
 
 Closed loop (the default): ``concurrency`` keep-alive connections each send one request at a
 time, for ``warmup`` seconds (not recorded) and then ``duration`` seconds (recorded); every
 request's latency is kept. Open loop (``--rate R``): R requests a second on a schedule, over at
 most ``--connections`` keep-alive connections, latency measured from each request's scheduled
-send time (``bench/openloop.py``). Either way the result is printed as one JSON object on
-stdout, and ``--latencies-out`` gets every recorded latency.
+send time (``bench/openloop.py``). ``--route pair`` (closed loop only): each connection sends
+an intake and then the job runner's outcome report for its job (``bench/pairs.py``); the
+latencies are the pairs', and ``--outcome-latencies-out`` gets the outcomes' own. Either way
+the result is printed as one JSON object on stdout, and ``--latencies-out`` gets every
+recorded latency. A sample of the first non-2xx answers' bodies is in ``error_samples``.
 
 The client is a minimal HTTP/1.1 speaker on asyncio streams (uvloop when installed,
 ``bench/http1.py``): the requests are pre-built bytes and the answers are read by
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -33,6 +36,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -40,12 +44,16 @@ from http1 import (
     CONNECTION_ERRORS,
     JOB_BODY,
     ROUTES,
+    ClosedLoopWindow,
+    KeepAlive,
     build_requests,
     check_loopback,
+    closed_loop_target,
     percentile,
-    read_response,
+    turns,
 )
 from openloop import run_open
+from pairs import run_pairs
 
 DEFAULT_MAX_REQUESTS = 2_000_000
 
@@ -75,31 +83,16 @@ class LoadResult:
     error_samples: list[str] = field(default_factory=list)
 
 
-class _Recorder:
+class _Recorder(ClosedLoopWindow):
     """Shared by every connection: the clock window, the counters and the latencies."""
 
     def __init__(self, warmup: float, duration: float, max_requests: int) -> None:
-        self.start = time.perf_counter()
-        self.record_from = self.start + warmup
-        self.stop_at = self.record_from + duration
-        self.max_requests = max_requests
-        self.sent = 0
+        super().__init__(warmup, duration, max_requests)
         self.latencies: list[float] = []
-        self.last_done = self.record_from
-        self.statuses: dict[str, int] = {}
-        self.errors = 0
-        self.error_samples: list[str] = []
-        self.total_2xx = 0
 
-    def next_slot(self) -> bool:
-        """May another request be sent now?"""
-        if time.perf_counter() >= self.stop_at or self.sent >= self.max_requests:
-            return False
-        self.sent += 1
-        return True
-
-    def done(self, began: float, ended: float, status: int) -> None:
-        if 200 <= status < 300:
+    def done(self, began: float, ended: float, status: int, body: bytes = b"") -> None:
+        ok = 200 <= status < 300
+        if ok:
             self.total_2xx += 1
         if began < self.record_from:
             return
@@ -107,13 +100,8 @@ class _Recorder:
         self.last_done = max(self.last_done, ended)
         key = str(status)
         self.statuses[key] = self.statuses.get(key, 0) + 1
-
-    def failed(self, began: float, problem: str) -> None:
-        if began < self.record_from:
-            return
-        self.errors += 1
-        if len(self.error_samples) < 5:
-            self.error_samples.append(problem)
+        if not ok:  # which refusal: its code is in the body
+            self.sample(f"{status}: {body[:160].decode(errors='replace')}")
 
 
 async def _raw_connection(
@@ -125,34 +113,19 @@ async def _raw_connection(
     rec: _Recorder,
     timeout: float,
 ) -> None:
-    index = offset
-    writer: asyncio.StreamWriter | None = None
-    reader: asyncio.StreamReader | None = None
+    conn = KeepAlive(host, port, timeout)
     try:
-        while rec.next_slot():
-            payload = requests[index % len(requests)]
-            index += stride
+        for payload in turns(rec, requests, offset, stride):
             began = time.perf_counter()
             try:
-                if writer is None or reader is None:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), timeout
-                    )
-                writer.write(payload)
-                status = await asyncio.wait_for(read_response(reader), timeout)
+                status, body = await conn.exchange(payload)
             except CONNECTION_ERRORS as exc:
                 rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
-                if writer is not None:
-                    writer.close()
-                writer = reader = None
-                await asyncio.sleep(0.05)  # a refused connection must not spin
+                await conn.drop()
                 continue
-            rec.done(began, time.perf_counter(), status)
+            rec.done(began, time.perf_counter(), status, body)
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await conn.close()
 
 
 async def _httpx_connection(
@@ -177,7 +150,7 @@ async def _httpx_connection(
             rec.failed(began, f"{type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(0.05)
             continue
-        rec.done(began, time.perf_counter(), response.status_code)
+        rec.done(began, time.perf_counter(), response.status_code, response.content)
 
 
 async def run_load(
@@ -194,11 +167,7 @@ async def run_load(
     latencies_out: Path | None = None,
 ) -> LoadResult:
     """The closed loop."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
-    check_loopback(host)
-    if not keys:
-        raise SystemExit("no client keys")
+    host, port = closed_loop_target(url, keys)
     rec = _Recorder(warmup, duration, max_requests)
     if client == "raw":
         requests = build_requests(host, port, keys, route)
@@ -262,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--keys-file", type=Path, required=True, help="client keys, one a line")
-    parser.add_argument("--route", choices=tuple(ROUTES), default="intake")
+    parser.add_argument("--route", choices=(*ROUTES, "pair"), default="intake")
     parser.add_argument("--concurrency", type=int, default=16, help="closed loop: connections")
     parser.add_argument("--rate", type=float, help="open loop: requests per second")
     parser.add_argument("--connections", type=int, default=64, help="open loop: at most")
@@ -277,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--latencies-out", type=Path, help="write every recorded latency (ms, float64) here"
     )
+    parser.add_argument(
+        "--outcome-latencies-out", type=Path, help="--route pair: the outcomes' latencies"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1024 or not 1 <= args.connections <= 1024:
         parser.error("--concurrency and --connections must be 1 to 1024")
@@ -286,27 +258,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 < args.rate <= 50_000 and args.rate * (args.warmup + args.duration) <= args.max_requests
     ):
         parser.error("--rate must be above 0, at most 50,000, and within --max-requests")
+    if args.route == "pair" and (args.rate is not None or args.client != "raw"):
+        parser.error("--route pair is a closed loop of the raw client")
     keys = [k.strip() for k in args.keys_file.read_text().splitlines() if k.strip()]
     if not keys:
         parser.error("no client keys")
     _install_uvloop()
-    if args.rate is None:
-        result = asdict(
-            asyncio.run(
-                run_load(
-                    args.url,
-                    keys,
-                    concurrency=args.concurrency,
-                    warmup=args.warmup,
-                    duration=args.duration,
-                    timeout=args.timeout,
-                    max_requests=args.max_requests,
-                    client=args.client,
-                    route=args.route,
-                    latencies_out=args.latencies_out,
-                )
-            )
+    closed: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "timeout": args.timeout,
+        "max_requests": args.max_requests,
+    }
+    if args.route == "pair":
+        result, pairs, outcomes = asyncio.run(run_pairs(args.url, keys, **closed))
+        _write_latencies(args.latencies_out, pairs)
+        _write_latencies(args.outcome_latencies_out, outcomes)
+    elif args.rate is None:
+        load = run_load(
+            args.url,
+            keys,
+            **closed,
+            client=args.client,
+            route=args.route,
+            latencies_out=args.latencies_out,
         )
+        result = asdict(asyncio.run(load))
     else:
         parts = urlsplit(args.url)
         host, port = parts.hostname or "", parts.port or 80

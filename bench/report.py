@@ -15,17 +15,21 @@ from config import (
     BUSY,
     FLAT_GOAL,
     HISTORY_ROWS,
-    OPEN_CONNECTIONS,
     OPEN_RATE,
     OTHER_COMMITTER,
     P99_GOAL,
     Timing,
 )
 from goals import flatness_table, goals_table, judge
-from http1 import JOBS_PER_CLIENT
-from report_parts import breakdown_table, committer_table, console_section, limits
+from report_parts import (
+    breakdown_table,
+    committer_table,
+    console_section,
+    limits,
+    settle_notes,
+)
+from report_setup import setup, validity
 from results import OpenRow, OpenSide, Row
-from seed import BENCH_RATE_LIMIT
 
 
 def _goal(value: float, goal: float | None, *, at_most: bool = False) -> str:
@@ -41,31 +45,60 @@ def _ratio_cell(row: Row) -> str:
     return f"{row.ratio:.2f}{spread}"
 
 
-def _table(rows: Sequence[Row], *, goals: bool, p99: bool = True) -> list[str]:
+def _table(rows: Sequence[Row], *, goals: bool, p99: bool = True, paths: bool = False) -> list[str]:
+    """Closed-loop rows; with ``paths``, intake rows and intake + outcome pair rows together
+    (a pair row's req/s are pairs a second, its latency and CPU per pair)."""
+    path_head = " Per request |" if paths else ""
+    outcome_head = " Outcome alone p50 / p99 ms, bare → billing |" if paths else ""
     head = (
-        "| Backend | Clients | Workers | Conns | Bare req/s | Billing req/s | Ratio (rounds) "
-        "| Goal | Bare p50 / p99 ms | Billing p50 / p99 ms | p99 ratio | p99 ≤ 2x "
-        "| Non-2xx bare / billing | CPU µs/req bare → billing |"
+        f"| Backend | Clients | Workers | Conns |{path_head} Bare req/s | Billing req/s "
+        "| Ratio (rounds) | Goal | Bare p50 / p99 ms | Billing p50 / p99 ms | p99 ratio "
+        f"| p99 ≤ 2x |{outcome_head} Non-2xx bare / billing | CPU µs/req bare → billing |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for row in rows:
         c = row.config
+        pair = c.section == "settle"
         tgoal = row.throughput_goal
         goal = f"≥ {tgoal:.2f}: {_goal(row.ratio, tgoal)}" if goals and tgoal else "—"
-        p99_goal = _goal(row.p99_ratio, P99_GOAL, at_most=True) if goals and p99 else "—"
+        judged = goals and p99 and not pair
+        p99_goal = _goal(row.p99_ratio, P99_GOAL, at_most=True) if judged else "—"
         cpu = (
             f"{row.bare.cpu_us(row.bare.cpu_s):,.0f} → {row.billing.cpu_us(row.billing.cpu_s):,.0f}"
         )
         if c.backend == "postgresql":
             cpu += f" + {row.billing.cpu_us(row.billing.db_cpu_s):,.0f} in postgres"
+        path = ""
+        if paths:
+            path = f" {'intake + outcome' if pair else 'intake'} |"
+        outcome = ""
+        if paths:
+            outcome = (
+                f" {row.bare.outcome_pct(50):.1f} / {row.bare.outcome_pct(99):.1f} → "
+                f"{row.billing.outcome_pct(50):.1f} / {row.billing.outcome_pct(99):.1f} |"
+                if pair
+                else " — |"
+            )
         lines.append(
             f"| {BACKEND_NAMES[c.backend]} | {c.clients:,} | {c.workers} | {c.concurrency} "
-            f"| {row.bare.rps:,.0f} | {row.billing.rps:,.1f} | {_ratio_cell(row)} | {goal} "
+            f"|{path} {row.bare.rps:,.0f} | {row.billing.rps:,.1f} | {_ratio_cell(row)} | {goal} "
             f"| {row.bare.pct(50):.1f} / {row.bare.pct(99):.1f} "
             f"| {row.billing.pct(50):.1f} / {row.billing.pct(99):.1f} | {row.p99_ratio:.1f} "
-            f"| {p99_goal} | {row.bare.non_2xx} / {row.billing.non_2xx} | {cpu} |"
+            f"| {p99_goal} |{outcome} {row.bare.non_2xx} / {row.billing.non_2xx} | {cpu} |"
         )
     return lines
+
+
+def _beside(main: Sequence[Row], settles: Sequence[Row]) -> list[Row]:
+    """The intake rows, each followed by the pair row of the same configuration (pair rows
+    without an intake row in this run come last)."""
+    pairs = {r.config.partner: r for r in settles}
+    out: list[Row] = []
+    for row in main:
+        out.append(row)
+        if row.config.partner in pairs:
+            out.append(pairs.pop(row.config.partner))
+    return out + list(pairs.values())
 
 
 def _pcts(side: OpenSide, saturated: bool) -> str:
@@ -111,85 +144,6 @@ def _open_line(o: OpenRow) -> str:
     )
 
 
-def _validity(rows: Sequence[Row]) -> list[str]:
-    """Rate limits on, and every answer 2xx: what the rows checked."""
-    checked = sum(r.rate_limit == str(BENCH_RATE_LIMIT) for r in rows)
-    totals: dict[str, int] = {}
-    for r in rows:
-        for counts in r.non_2xx().values():
-            for status, n in counts.items():
-                totals[status] = totals.get(status, 0) + n
-    answers = (
-        "none"
-        if not totals
-        else "**"
-        + ", ".join(f"{n:,} x {s}" for s, n in sorted(totals.items()))
-        + "** (see Anomalies)"
-    )
-    return [
-        "- Rate limits are on: the gateway runs with its defaults (`OPENCLAW_RATE_LIMIT_STORAGE` "
-        "unset: `memory://`, per worker) and checks every benchmarked request against its "
-        "client's limit; the benchmarked clients carry a per-client override "
-        f"(`rate_limit_per_minute` = {BENCH_RATE_LIMIT:,} on the record) so that the load "
-        f"never meets it. {checked} of {len(rows)} row(s) saw the gateway answer "
-        f"`RateLimit-Limit: {BENCH_RATE_LIMIT}` for a benchmarked client.",
-        f"- Answers other than 2xx in this run (every round of every row, bare and billing, "
-        f"closed and open loop; 429 would be rate limiting): {answers}.",
-    ]
-
-
-def _setup(timing: Timing) -> list[str]:
-    return [
-        "- *Billing*: the reference gateway, `uvicorn gateway:app --workers N`, over a seeded "
-        "store (`OPENCLAW_BILLING_DB`). Every intake request authenticates its `X-Client-Key`, "
-        "is checked against the client's rate limit, charges one credit (pro clients with "
-        "ample credits: the limited-plan path, not the enterprise log-only one) and stores the "
-        "job with its charge in the same atomic step (`Store.accept`: one transaction on SQL, "
-        "one journal write on the JSON store; no job file), and answers 201 once that is "
-        "durable. Each worker commits the charges that arrive together as one batch (its "
-        "group committer, `OPENCLAW_COMMITTER`, default `thread`) and keeps verified keys for "
-        "`OPENCLAW_KEY_CACHE_SECONDS` (default 1 s); both run at their defaults, but the "
-        "committer comparison runs `loop`. Requests go round-robin over 100 clients spread "
-        "evenly over the store; every row starts from the seeded state (empty ledgers, no jobs).",
-        "- *Bare*: `uvicorn bench.bare_app:app --workers N`: the same route shapes "
-        "(`gateway_jobs.JobCreate` body, `X-Client-Key` header, a `gateway_jobs.JobAccepted` "
-        "answer; `GET /api/jobs` answering a `gateway_jobs.JobList`; sync routes in the thread "
-        "pool) with no auth and no storage.",
-        f"- Closed loop (the throughput rows): both run with the same flags (`--no-access-log`; "
-        f"uvloop + httptools) and are loaded alternately, bare then billing, {timing.rounds} "
-        f"round(s) each of {timing.warmup:g} s warm-up + {timing.duration:g} s measured, by "
-        "`bench/load.py`: N keep-alive connections, each sending its next request when its "
-        "last answer arrives (a minimal asyncio HTTP/1.1 client: httpx.AsyncClient tops out "
-        "near 500 req/s on this machine, far below the bare app). Ratio = billing req/s ÷ bare "
-        "req/s over the row's rounds, per-round spread in brackets; p50/p99 pool every "
-        "measured request of the row. Latency ≈ connections ÷ throughput plus queueing, so "
-        "this p99 is latency at saturation, not at a fixed offered rate.",
-        f"- Open loop (the latency rows): `bench/load.py --rate R` sends R requests a second "
-        f"on a fixed schedule over at most {OPEN_CONNECTIONS} keep-alive connections, and a "
-        "request's latency runs from its *scheduled* send time: when the server (or the "
-        "generator) falls behind, the lateness counts (no coordinated omission). Rates: "
-        f"{OPEN_RATE:g} req/s, and half the bare endpoint's closed-loop throughput measured for "
-        "the same configuration just before. On the closed-loop rows' servers, alternately "
-        f"bare then billing at the same rate, {timing.open_rounds} round(s) each of "
-        f"{timing.open_warmup:g} s warm-up + {timing.open_duration:g} s measured. Added "
-        "latency = billing's percentile - bare's. A request still unanswered "
-        f"{timing.open_grace:g} s after the last scheduled send is *censored*: counted, and in "
-        "the percentiles at a lower bound (its schedule to that deadline), so a saturated "
-        "side's percentiles read \"≥\". The generator's own lateness (hand-off - schedule: "
-        "timer granularity and its own CPU) is shown per row; it is in both sides' latencies "
-        "alike.",
-        "- Authenticated read: `GET /api/jobs` with the client's key against the bare app's "
-        f"`GET /api/jobs` (reads the header, answers a `JobList` of {JOBS_PER_CLIENT} jobs built "
-        "in memory), closed loop, alternating as above. Before its rounds each benchmarked "
-        f"client submits {JOBS_PER_CLIENT} jobs, so its list holds {JOBS_PER_CLIENT}.",
-        "- **The load generator shares the machine's 2 cores with the server** (and, for "
-        "PostgreSQL, with the database server): bare throughput is capped by the machine, not "
-        "by FastAPI alone. The ratio is what both see under the same conditions.",
-        "- CPU µs/req: user + system CPU of the uvicorn processes (for PostgreSQL also of the "
-        "postgres processes) per answered request, from /proc.",
-    ]
-
-
 def write_report(
     path: Path,
     rows: Sequence[Row],
@@ -211,6 +165,8 @@ def write_report(
     reads = [r for r in rows if r.config.section == "read"]
     more = [r for r in rows if r.config.section == "concurrency"]
     committers = [r for r in rows if r.config.section == "committer"]
+    settles = [r for r in rows if r.config.section == "settle"]
+    results = _beside(main, settles)
     goals = judge(rows, breakdowns, console)
     flat = flatness_table(rows, breakdowns)
     out = [
@@ -221,8 +177,8 @@ def write_report(
         "",
         "## Setup",
         "",
-        *_setup(timing),
-        *_validity(rows),
+        *setup(timing),
+        *validity(rows),
         "",
         "## Goals",
         "",
@@ -230,8 +186,13 @@ def write_report(
         "",
         "## Results",
         "",
-        *(_table(main, goals=True) if main else ["(no intake rows in this run)"]),
+        *(
+            _table(results, goals=True, paths=bool(settles))
+            if results
+            else ["(no intake rows in this run)"]
+        ),
         "",
+        *(settle_notes(main, settles) if settles else []),
     ]
     if absent:
         out += ["Absent cells:", "", *[f"- {a}" for a in absent], ""]
@@ -278,9 +239,10 @@ def write_report(
         "",
         f"Goal: at most {FLAT_GOAL:g}x from the smallest store to the largest (100 → 100,000 "
         "clients on SQL, 100 → 10,000 on the JSON store), judged on the in-process charge "
-        "with its job (`Store.accept` with a `NewJob`, `bench/breakdown.py`, the table "
-        "below): that is the step the gateway's intake commits for every request, so the "
-        "goal is judged on it rather than on a charge without a job. Its median wall µs and "
+        "with its job (`Store.accept` with a priced `NewJob`: the job's price held, checked "
+        "against the concurrency cap; `bench/breakdown.py`, the table below): that is the step "
+        "the gateway's intake commits for every request, so the goal is judged on it rather "
+        "than on a charge without a job. Its median wall µs and "
         "its mean CPU µs (the mean carries the share of any occasional larger write among "
         "the timed calls) must both hold. Authenticate + accept and the HTTP time per "
         "billed request (1 ÷ billed req/s) are for information.",
@@ -292,10 +254,14 @@ def write_report(
         "`bench/breakdown.py` on each seeded store: median wall µs per call (mean CPU µs in "
         "brackets). *Authenticate*: the `X-Client-Key` check without the ledger, reading the "
         "store (a key-cache miss), and from the worker's key cache (a hit, as most of a busy "
-        "client's requests are). *Charge*: `BillingService.charge`, a charge without a job, "
-        "through the committer. *Accept*: `Store.accept(Charge(..., job=NewJob(fields=...), "
-        "key_id=...))`, the charge with its job in one atomic step and one durable write, the "
-        "key re-checked: what the intake's committer commits per request (alone here). The "
+        "client's requests are). *Charge*: `BillingService.charge`, the single charge (one "
+        "credit taken at once, no job: what `deduct_job_credit` does for a host), through the "
+        "committer. *Accept*: `Store.accept(Charge(..., job=NewJob(fields=..., price=...), "
+        "key_id=...))`, the job's price held (the concurrency cap checked) with its job in one "
+        "atomic step and one durable write, the key re-checked: what the intake's committer "
+        "commits per request (alone here). *Settle*: `BillingService.report_job` with "
+        "`succeeded` for each job the accept step held, found by its id, through the "
+        "committer with its audit event: what the runner's outcome report does. The "
         f"last column gives one client a year of pro history ({HISTORY_ROWS:,} ledger rows "
         "over 12 past cycles) and authenticates it from the store.",
         "",

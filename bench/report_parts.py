@@ -20,7 +20,14 @@ from config import (
 from results import OpenRow, Row
 
 #: The in-process steps of ``bench/breakdown.py``, in the table's order.
-STEPS = ("authenticate", "authenticate_cached", "charge", "accept", "authenticate_with_history")
+STEPS = (
+    "authenticate",
+    "authenticate_cached",
+    "charge",
+    "accept",
+    "settle",
+    "authenticate_with_history",
+)
 
 
 def _step(b: dict[str, Any], step: str, measure: str = "cpu_us") -> float:
@@ -31,9 +38,10 @@ def _step(b: dict[str, Any], step: str, measure: str = "cpu_us") -> float:
 def breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
         "| Backend | Clients | authenticate, store read µs (CPU) | authenticate, key cache µs "
-        "(CPU) | charge µs (CPU) | accept: the charge with its job µs (CPU) | authenticate, "
-        f"store read, client with {HISTORY_ROWS:,} ledger rows µs (CPU) |",
-        "|---|---|---|---|---|---|---|",
+        "(CPU) | charge: the single charge µs (CPU) | accept: the hold with its job µs (CPU) "
+        "| settle: the outcome µs (CPU) | authenticate, store read, client with "
+        f"{HISTORY_ROWS:,} ledger rows µs (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for b in breakdowns:
         cells = [
@@ -163,9 +171,9 @@ def _cpu_line(backend: str, clients: int, row: Row, b: dict[str, Any] | None) ->
         f" In one thread without HTTP, the key check and the charge alone take {steps:,.0f} µs of "
         f"CPU ({steps / budget:.1f}x the budget): the key check from the worker's key cache "
         f"{cached:,.0f} µs (from the store, on a cache miss: "
-        f"{_step(b, 'authenticate'):,.0f} µs) and the charge with its job in one atomic step "
-        f"(`Store.accept`) {accept:,.0f} µs. Were CPU the only limit, the steps alone would "
-        f"cap the ratio at {bare / (bare + steps):.2f} (bare ÷ (bare + steps))."
+        f"{_step(b, 'authenticate'):,.0f} µs) and the charge with its job (its price held) in "
+        f"one atomic step (`Store.accept`) {accept:,.0f} µs. Were CPU the only limit, the "
+        f"steps alone would cap the ratio at {bare / (bare + steps):.2f} (bare ÷ (bare + steps))."
     )
     return budget, line
 
@@ -272,3 +280,38 @@ def _fsync_line(
             "fsync of each second: " + "; ".join(shares) + "."
         )
     return line
+
+
+def settle_notes(main: Sequence[Row], settles: Sequence[Row]) -> list[str]:
+    """What the intake + outcome rows measure, and per configuration with both rows in this
+    run what settling adds to a job: time (1 ÷ throughput) and CPU, billed and bare."""
+    lines = [
+        "*intake + outcome* rows (reserve then settle; not goal rows): each connection sends "
+        "an intake (the job's price reserved as a hold, as in the intake rows) and, once it "
+        "is answered, the job runner's `POST /api/admin/jobs/{job_id}/outcome` for that job "
+        '(`X-Auth-Token`, `{"status": "succeeded"}`: the hold settled by the plan\'s outcome '
+        "policy, found by the job's id alone), then its next intake. Their req/s are pairs a "
+        "second (both answers 2xx), their p50 / p99 and CPU per pair (intake sent → outcome "
+        "answered); the outcome's own latency (its send → its answer) has its column. The bare "
+        "side is the bare app's intake then its outcome endpoint (the same path, admin token "
+        "check, body and answer models; no job looked up, moved, settled or audited).",
+        "",
+    ]
+    intake = {r.config.partner: r for r in main}
+    for pair in settles:
+        row = intake.get(pair.config.partner)
+        if row is None or not (row.billing.rps and pair.billing.rps and pair.bare.rps):
+            continue
+        c = pair.config
+        per_job, per_pair = 1000 / row.billing.rps, 1000 / pair.billing.rps
+        cpu = [side.cpu_us(side.cpu_s) for side in (row.bare, pair.bare, row.billing, pair.billing)]
+        lines.append(
+            f"- {BACKEND_NAMES[c.backend]}, {c.clients:,} clients, {c.workers} worker(s): "
+            f"billed, a pair takes {per_pair:.2f} ms of the gateway's time (1 ÷ pairs a "
+            f"second) against {per_job:.2f} ms for an intake alone, {per_pair / per_job:.2f}x; "
+            f"settling adds {cpu[3] - cpu[2]:,.0f} µs of CPU per job ({cpu[2]:,.0f} → "
+            f"{cpu[3]:,.0f}), the bare outcome {cpu[1] - cpu[0]:,.0f} µs ({cpu[0]:,.0f} → "
+            f"{cpu[1]:,.0f}). Pairs to bare pairs: {pair.ratio:.2f}, intakes to bare intakes: "
+            f"{row.ratio:.2f}."
+        )
+    return [*lines, ""]

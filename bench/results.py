@@ -16,7 +16,10 @@ class Side:
     """One kind (bare or billing) of one configuration, all its rounds pooled."""
 
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: Each request's latency (ms); for intake + outcome pairs, each pair's.
     latencies: list[float] = field(default_factory=list, repr=False)
+    #: Pairs only: each outcome report's own latency (ms), its send to its answer.
+    outcome_latencies: list[float] = field(default_factory=list, repr=False)
     cpu_s: float = 0.0
     db_cpu_s: float = 0.0
     load_cpu_s: float = 0.0
@@ -38,18 +41,36 @@ class Side:
     def total_2xx(self) -> int:
         return sum(r["total_2xx"] for r in self.rounds)
 
+    @property
+    def settled_2xx(self) -> int:
+        """Pairs: outcome reports answered 2xx over the whole run (each settled a hold)."""
+        return sum(r.get("settled_2xx", 0) for r in self.rounds)
+
     def pct(self, p: float) -> float:
         return percentile(sorted(self.latencies), p)
+
+    def outcome_pct(self, p: float) -> float:
+        return percentile(sorted(self.outcome_latencies), p)
 
     def cpu_us(self, seconds: float) -> float:
         """CPU per answered request (warm-up included: the CPU was measured over it too)."""
         return 1e6 * seconds / self.total_2xx if self.total_2xx else 0.0
 
     def summary(self) -> dict[str, Any]:
+        outcome = (
+            {
+                "outcome_p50_ms": round(self.outcome_pct(50), 2),
+                "outcome_p99_ms": round(self.outcome_pct(99), 2),
+                "settled_2xx": self.settled_2xx,
+            }
+            if self.outcome_latencies
+            else {}
+        )
         return {
             "rps": round(self.rps, 1),
             "p50_ms": round(self.pct(50), 2),
             "p99_ms": round(self.pct(99), 2),
+            **outcome,
             "requests": len(self.latencies),
             "non_2xx_or_errors": self.non_2xx,
             "server_cpu_us_per_req": round(self.cpu_us(self.cpu_s), 1),
@@ -76,6 +97,14 @@ class Row:
     rate_limit: str = ""
     #: Read rows: the size of one answer to ``GET /api/jobs``, bare and billing (bytes).
     answer_bytes: tuple[int, int] = (0, 0)
+    #: After the row, the benchmarked clients' holds (``seed.holds``): the most jobs one of
+    #: them held at once (an intake row settles none: the last count is the largest), and
+    #: the concurrency caps the store holds for them.
+    most_held: int = -1
+    caps: tuple[int | None, ...] = ()
+    #: Pairs: outcome reports answered 2xx, and the jobs the store holds as succeeded.
+    settled_expected: int = 0
+    settled_found: int = -1
 
     @property
     def ratio(self) -> float:
@@ -137,6 +166,10 @@ class Row:
             "ledger_slack": self.ledger_slack,
             "rate_limit_header": self.rate_limit,
             "answer_bytes": self.answer_bytes,
+            "most_held": self.most_held,
+            "caps": list(self.caps),
+            "settled_expected": self.settled_expected,
+            "settled_found": self.settled_found,
             "non_2xx": self.non_2xx(),
             "problems": self.problems,
             "open_loop": [o.summary() for o in self.open_rows],

@@ -1,7 +1,8 @@
 """Running one configuration's HTTP rows: the gateway started over the seeded store, then the
 bare app and the gateway loaded alternately by ``bench/load.py`` (its own process), closed
-loop (``run_round``) and, for the configurations that have it, open loop at fixed rates
-(``run_open_round``); the store's charges are then checked against the answers."""
+loop (``run_round``: requests, or intake + outcome pairs) and, for the configurations that
+have it, open loop at fixed rates (``run_open_round``); the store's charges, holds and settled
+jobs are then checked against the answers."""
 
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def run_round(
     """One closed-loop round (``config.concurrency`` connections) into ``side``."""
     cpu0, db0 = tree_cpu(server.proc.pid), postgres_cpu() if pg else 0.0
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    outcome_file = lat_file.with_name("outcome-" + lat_file.name)
+    pairs = ["--outcome-latencies-out", str(outcome_file)] if config.route == "pair" else []
     result = _load(
         server,
         keys_file,
@@ -75,6 +78,7 @@ def run_round(
         str(timing.warmup),
         "--duration",
         str(timing.duration),
+        *pairs,
     )
     usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     side.cpu_s += tree_cpu(server.proc.pid) - cpu0
@@ -83,6 +87,8 @@ def run_round(
     side.load_cpu_s += (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
     side.rounds.append(result)
     side.latencies.extend(_latencies(lat_file))
+    if pairs:
+        side.outcome_latencies.extend(_latencies(outcome_file))
 
 
 def run_open_round(
@@ -230,8 +236,9 @@ def run_config(
 
 def _check(row: Row, store: seed.SeededStore, submitted: int) -> None:
     """The store holds a charge for every 2xx intake answer (and at most the unanswered
-    requests more); every answer of every round was 2xx (no 429: the limits are on, the
-    benchmarked clients' override high enough)."""
+    requests more) and, for pairs, a succeeded job for every 2xx outcome answer; the
+    benchmarked clients' concurrency cap is the override; every answer of every round was 2xx
+    (no 429: the limits are on, the benchmarked clients' overrides high enough)."""
     if row.config.section == "read":
         row.ledger_expected = submitted
     else:
@@ -248,12 +255,45 @@ def _check(row: Row, store: seed.SeededStore, submitted: int) -> None:
             f"ledger holds {row.ledger_found} charges, {row.ledger_expected} were answered 2xx"
             + slack
         )
+    _check_holds(row, seed.holds(store))
     for side, counts in row.non_2xx().items():
         rounds = getattr(row, side).rounds + [
             r for o in row.open_rows for r in getattr(o, side).rounds
         ]
         samples = [s for r in rounds for s in r["error_samples"]][:2]
-        limited = f"; {counts['429']} of them 429 (rate limited)" if "429" in counts else ""
+        limited = (
+            f"; {counts['429']} of them 429 (rate limited, or at the concurrency cap: see the "
+            "samples)"
+            if "429" in counts
+            else ""
+        )
         row.problems.append(
             f"{side} non-2xx {counts}{limited}" + (f" {samples}" if samples else "")
+        )
+
+
+def _check_holds(row: Row, held: seed.Holds) -> None:
+    """The caps are the override; a pair row's outcomes all settled (its jobs succeeded, no
+    hold left open beyond the pairs that failed midway)."""
+    row.most_held = held.most_held
+    row.caps = tuple(sorted(held.caps, key=str))
+    if held.caps != {seed.BENCH_MAX_ACTIVE_JOBS}:
+        row.problems.append(
+            f"the benchmarked clients' concurrency caps are {list(row.caps)}, not the override "
+            f"{seed.BENCH_MAX_ACTIVE_JOBS}"
+        )
+    if row.config.section != "settle":
+        return
+    row.settled_expected = row.billing.settled_2xx
+    row.settled_found = held.succeeded
+    slack = row.ledger_slack
+    if not row.settled_expected <= row.settled_found <= row.settled_expected + slack:
+        row.problems.append(
+            f"the store holds {row.settled_found} succeeded jobs, {row.settled_expected} "
+            "outcomes were answered 2xx" + (f" (+ up to {slack} unanswered)" if slack else "")
+        )
+    left_open = row.billing.total_2xx - row.billing.settled_2xx
+    if abs(held.held - left_open) > slack:
+        row.problems.append(
+            f"{held.held} holds left open, {left_open} intakes answered 2xx were not settled"
         )

@@ -16,26 +16,34 @@ generator (``bench/load.py``, its own process): bare, billing, bare, billing, ..
   benchmarked client holding a few jobs, against the bare app's ``GET /api/jobs``;
 * the committers (SQLite at 10,000 clients, 1 and 2 workers): the intake rows, closed loop and
   open loop at 100 req/s, once more with ``OPENCLAW_COMMITTER=loop`` (the main rows run the
-  default, ``thread``).
+  default, ``thread``);
+* reserve then settle (every backend and intake store size, 1 worker, and the latency stores
+  with 2): closed loop, each connection sending an intake and then the job runner's outcome
+  report for that job (``bench/pairs.py``), against the bare app's intake and outcome; pairs
+  a second, the pair's and the outcome's own latency.
 
 Every row checks that the gateway's limit for a benchmarked client is its override (the
 limits stay on; the override keeps the load under them) and counts every answer that is not
-2xx. Before the rows, in processes of their own: the floor (``bench/floor.py``), the store's
-batch primitive (``bench/batch.py``), the operator's reads (``bench/console_store.py``,
-100,000 clients on SQLite and the JSON store) and the console's pages over HTTP
-(``bench/console_pages.py``, 100,000 clients on SQLite); per seeded store, the in-process
-breakdown (``bench/breakdown.py``). The report ends with a Goals table (``bench/goals.py``).
+2xx; the benchmarked clients' concurrency cap is an override too (``bench/seed.py``), and each
+row reports how many jobs one of them held at once. Before the rows, in processes of their
+own: the floor (``bench/floor.py``), the store's batch primitive (``bench/batch.py``), the
+operator's reads (``bench/console_store.py``, 100,000 clients on SQLite and the JSON store)
+and the console's pages over HTTP (``bench/console_pages.py``, 100,000 clients on SQLite); per
+seeded store, the in-process breakdown (``bench/breakdown.py``). The report ends with a Goals
+table (``bench/goals.py``).
 
-    .venv/bin/python bench/run.py            # the full set (make bench), about 22 minutes
+    .venv/bin/python bench/run.py            # the full set (make bench), about 25 minutes
     .venv/bin/python bench/run.py --quick    # a smoke run, about three minutes
     .venv/bin/python bench/run.py --only open --only sqlite   # a part of it
+    .venv/bin/python bench/run.py --only intake --only sqlite --clients 10000 --workers 1
 
-``--only`` (repeatable) names parts (intake, open, read, concurrency, committer, breakdown,
-floor, console) and backends (json, sqlite, postgresql): the parts named (every per-backend
-part if none) on the backends named (every one if none). ``open`` runs its configurations'
-closed-loop rounds too (its second rate comes from them); ``committer`` runs the main rows it
-compares with too. A partial or quick run writes its report to bench/results/ and never to
-BENCHMARKS.md.
+``--only`` (repeatable) names parts (intake, settle, open, read, concurrency, committer,
+breakdown, floor, console) and backends (json, sqlite, postgresql): the parts named (every
+per-backend part if none) on the backends named (every one if none). ``open`` runs its
+configurations' closed-loop rounds too (its second rate comes from them); ``committer`` runs
+the main rows it compares with too. ``--clients N`` and ``--workers N`` (repeatable) narrow the
+per-backend parts to those store sizes and worker counts (one row, say). A partial or quick
+run writes its report to bench/results/ and never to BENCHMARKS.md.
 
 Everything it makes lives in bench/results/ (git-ignored); PostgreSQL schemas it creates are
 dropped. Only loopback addresses are used.
@@ -106,6 +114,14 @@ def _print_row(row: Row) -> None:
         f"  {row.config.label}: bare {row.bare.rps:,.0f} req/s, billing "
         f"{row.billing.rps:,.1f} req/s, ratio {row.ratio:.2f}, p99 "
         f"{row.bare.pct(99):.1f} / {row.billing.pct(99):.1f} ms"
+        + (
+            f", outcome alone p50 {row.bare.outcome_pct(50):.1f} / "
+            f"{row.billing.outcome_pct(50):.1f} ms, p99 {row.bare.outcome_pct(99):.1f} / "
+            f"{row.billing.outcome_pct(99):.1f} ms"
+            if row.config.section == "settle"
+            else ""
+        )
+        + f", most held {row.most_held}"
         + (f"  [{'; '.join(row.problems)}]" if row.problems else ""),
         flush=True,
     )
@@ -125,7 +141,10 @@ def _outputs(args: argparse.Namespace, selection: Selection) -> tuple[Path, str]
     BENCHMARKS.md."""
     name = "quick" if args.quick else "latest"
     if selection.partial:
-        name = ("quick-" if args.quick else "") + "only-" + "-".join(sorted(set(args.only)))
+        parts = sorted(set(args.only or ()))
+        parts += [f"{n}c" for n in sorted(selection.clients)]
+        parts += [f"{n}w" for n in sorted(selection.workers)]
+        name = ("quick-" if args.quick else "") + "only-" + "-".join(parts)
     default = RESULTS / f"BENCHMARKS.{name}.md" if name != "latest" else REPO / "BENCHMARKS.md"
     output: Path = args.output or default
     if name != "latest" and output.resolve() == (REPO / "BENCHMARKS.md").resolve():
@@ -144,6 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run a part (repeatable): a section "
         f"({', '.join(SECTIONS)}) or a backend ({', '.join(BACKENDS)})",
     )
+    for name, rows in (("clients", "on stores of N clients"), ("workers", "with N workers")):
+        parser.add_argument(
+            f"--{name}",
+            action="append",
+            type=int,
+            default=[],
+            metavar="N",
+            help=f"only the rows {rows} (repeatable)",
+        )
     parser.add_argument(
         "--output",
         type=Path,
@@ -156,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     began = time.monotonic()
-    selection = Selection.of(args.only)
+    selection = Selection.of(args.only, args.clients, args.workers)
     timing = QUICK if args.quick else FULL
     every = quick_configs() if args.quick else full_configs()
     output, name = _outputs(args, selection)
@@ -249,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "make bench"
         if name == "latest"
         else ".venv/bin/python bench/run.py "
-        + " ".join((["--quick"] if args.quick else []) + [f"--only {o}" for o in args.only or ()])
+        + " ".join(
+            (["--quick"] if args.quick else [])
+            + [f"--only {o}" for o in args.only or ()]
+            + [f"--clients {n}" for n in args.clients]
+            + [f"--workers {n}" for n in args.workers]
+        )
     )
     note = ""
     if args.quick:
@@ -275,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": info,
         "timing": asdict(timing),
         "only": sorted(set(args.only or ())),
+        "clients": args.clients,
+        "workers": args.workers,
         "rows": [r.summary() for r in rows],
         "in_process": breakdowns,
         "floor": floor,

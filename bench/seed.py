@@ -8,6 +8,14 @@
 Most clients are a mix of plans with a little history; ``BENCH_CLIENTS`` of them, spread
 evenly over the store, are pro clients with a very large ``credits_remaining`` (charged for
 real on every request, never running out) and an empty ledger. Their plaintext keys are kept.
+
+Two per-client overrides (what an operator sets with ``PUT /api/admin/clients/{id}/policy``)
+keep the load of a benchmarked client inside the limits that stay on: its rate limit
+(``BENCH_RATE_LIMIT``) and its concurrency cap (``BENCH_MAX_ACTIVE_JOBS``). Intake reserves
+each job's price as a hold until the job's outcome is reported; an intake row reports none, so
+a client's holds pile up (about 150 each over a full row) and the pro plan's cap of 5 would
+refuse all but its first 5 jobs with 429 ``concurrency_limit_reached``. The clients stay pro
+(the enterprise plan has no cap, but it is the log-only path: no credits taken or held).
 """
 
 from __future__ import annotations
@@ -20,15 +28,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, insert, text, update
+from sqlalchemy import Engine, create_engine, delete, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from openclaw_billing.access import new_client
+from openclaw_billing.access import MAX_ACTIVE_JOBS, new_client
 from openclaw_billing.cycles import utcnow
+from openclaw_billing.jobs import JobStatus
 from openclaw_billing.keys import generate_key
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId, get_plan
 from openclaw_billing.store import open_store
+from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.store.json_format import render_store
 from openclaw_billing.store.sql import SqlStore
 from openclaw_billing.store.sql_schema import api_key_rows, clients, job_rows, ledger_rows
@@ -41,6 +51,9 @@ BENCH_CREDITS = 1_000_000_000
 #: Their rate-limit override (``rate_limit_per_minute`` on the record), the highest allowed: the
 #: gateway's limits stay on and are checked on every request, but the load never meets them.
 BENCH_RATE_LIMIT = 1_000_000
+#: Their concurrency cap override (``max_active_jobs`` on the record), the highest allowed: the
+#: cap is checked on every intake, in the reservation's atomic step, but never reached.
+BENCH_MAX_ACTIVE_JOBS = MAX_ACTIVE_JOBS
 BATCH = 5_000
 _OTHER_PLANS = (PlanId.FREE, PlanId.STARTER, PlanId.PRO, PlanId.ENTERPRISE)
 
@@ -94,6 +107,7 @@ def _records(total: int, now: datetime) -> Iterator[tuple[ClientRecord, str | No
         record.credits_remaining = credits
         record.billing_cycle_start, record.billing_cycle_end = start, end
         record.rate_limit_per_minute = BENCH_RATE_LIMIT if bench else None
+        record.max_active_jobs = BENCH_MAX_ACTIVE_JOBS if bench else None
         yield record, (key if bench else None)
 
 
@@ -227,6 +241,52 @@ def count_ledger(store: SeededStore) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM openclaw_ledger")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class Holds:
+    """The benchmarked clients' jobs after a row: how many still hold credits (queued, hold
+    open), the most one client holds, how many were settled as ``succeeded``, and the caps
+    the store holds for them (``BENCH_MAX_ACTIVE_JOBS`` each, if the override is in effect)."""
+
+    held: int
+    most_held: int
+    succeeded: int
+    caps: frozenset[int | None]
+
+
+def holds(store: SeededStore) -> Holds:
+    """The benchmarked clients' holds and settled jobs, as the store holds them."""
+    if store.backend == "json":
+        opened = open_store(store.url)
+        try:
+            assert isinstance(opened, JobStorage)
+            jobs = {cid: opened.client_jobs(cid) for cid in store.bench_ids}
+            records = [opened.get_client(cid) for cid in store.bench_ids]
+        finally:
+            opened.close()
+        held = [sum(job.holding for job in each) for each in jobs.values()]
+        succeeded = sum(j.status is JobStatus.SUCCEEDED for each in jobs.values() for j in each)
+        caps = frozenset(r.max_active_jobs if r is not None else None for r in records)
+        return Holds(sum(held), max(held, default=0), succeeded, caps)
+    engine = _engine(store.url)
+    try:
+        with engine.connect() as conn:
+            per_client = conn.execute(  # a ledger row is held while its job's hold is open
+                select(func.count()).where(ledger_rows.c.held).group_by(ledger_rows.c.client_id)
+            ).scalars()
+            counts = list(per_client)
+            succeeded = conn.execute(
+                select(func.count()).where(job_rows.c.status == JobStatus.SUCCEEDED.value)
+            ).scalar_one()
+            found = conn.execute(
+                select(clients.c.max_active_jobs)
+                .where(clients.c.client_id.in_(store.bench_ids))
+                .distinct()
+            ).scalars()
+            return Holds(sum(counts), max(counts, default=0), int(succeeded), frozenset(found))
     finally:
         engine.dispose()
 

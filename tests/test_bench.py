@@ -1,6 +1,9 @@
 """The benchmark's own arithmetic (bench/, run by ``make bench``): the open loop's accounting
 from scheduled send times (no coordinated omission), checked on hand-made times and against a
-server that stalls, the Goals table's verdicts (each goal on its worst row), and ``--only``.
+server that stalls, the Goals table's verdicts (each goal on its worst row), ``--only``, and
+reserve then settle: the pair generator against a server speaking as the gateway does, the
+bare outcome endpoint against the gateway's (real HTTP through both apps), a pair row's
+checks of the store, and its place in the report (beside its intake row, not a goal row).
 
 The bench modules import each other as top-level modules (``bench/`` is their directory when
 they run), so they are loaded here by name with ``bench/`` on the path.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import math
 import sys
 from pathlib import Path
@@ -17,6 +21,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+
+from tests import factories
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 NAN = math.nan
@@ -276,3 +283,198 @@ def test_only_committer_runs_the_rows_it_compares() -> None:
     intake = config.Selection.of(["intake"])
     assert not [c for c in intake.configs(every) if c.section == "committer"]
     assert not any(intake.open_loop(c, every) for c in intake.configs(every))
+
+
+def test_only_settle_runs_the_pair_rows_and_narrows_to_one_row() -> None:
+    """``--only settle``: the intake + outcome rows alone, each beside an intake row of the
+    same configuration in the full run; ``--clients`` and ``--workers`` narrow to one row."""
+    config = bench("config")
+    every = config.full_configs()
+    settle = config.Selection.of(["settle"]).configs(every)
+    assert {c.section for c in settle} == {"settle"}
+    assert {c.route for c in settle} == {"pair"}
+    main = {c.partner for c in every if c.section == "main"}
+    assert all(c.partner in main for c in settle)
+    assert not any(c.section == "settle" for c in config.Selection.of(["intake"]).configs(every))
+    assert any(c.section == "settle" for c in config.Selection.of(["sqlite"]).configs(every))
+    one = config.Selection.of(["intake", "sqlite"], clients=[10_000], workers=[1])
+    assert one.partial
+    assert [c.label for c in one.configs(every)] == [
+        "SQLite, 10,000 clients, 1 worker(s), 16 conns"
+    ]
+    assert one.breakdown_sizes(every) == set()
+    both = config.Selection.of(["intake", "settle", "json"], clients=[1_000], workers=[2])
+    assert [c.section for c in both.configs(every)] == ["main", "settle"]
+
+
+# -- reserve then settle: the pair generator --------------------------------------------------
+
+
+async def _runner_server(
+    seen: dict[str, Any], intake_s: float, outcome_s: float
+) -> tuple[asyncio.Server, int]:
+    """HTTP/1.1 on loopback as the gateway speaks it to the pair generator: an intake is
+    answered 201 with a new job id after ``intake_s`` (429 for the key "full"), an outcome 200
+    after ``outcome_s`` if it names a job this server issued and carries the admin token."""
+    config = bench("config")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                lines = head.split("\r\n")
+                headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                await reader.readexactly(int(headers.get("Content-Length", "0")))
+                path = lines[0].split(" ")[1]
+                if path == "/api/intake" and headers["X-Client-Key"] == "full":
+                    status, answer = 429, {"error": "concurrency_limit_reached"}
+                elif path == "/api/intake":
+                    await asyncio.sleep(intake_s)
+                    job_id = f"job-{len(seen['issued'])}"
+                    seen["issued"].append(job_id)
+                    status, answer = 201, {"job_id": job_id, "status": "queued"}
+                else:
+                    await asyncio.sleep(outcome_s)
+                    job_id = path.split("/")[4]
+                    ok = job_id in seen["issued"] and headers.get("X-Auth-Token") == (
+                        config.ADMIN_TOKEN
+                    )
+                    seen["settled"].append(job_id)
+                    status, answer = (200, {"job_id": job_id}) if ok else (404, {})
+                body = json.dumps(answer).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    return server, port
+
+
+def _pairs(keys: list[str], intake_s: float, outcome_s: float) -> tuple[Any, dict[str, Any]]:
+    pairs = bench("pairs")
+    seen: dict[str, Any] = {"issued": [], "settled": []}
+
+    async def run() -> Any:
+        server, port = await _runner_server(seen, intake_s, outcome_s)
+        try:
+            return await pairs.run_pairs(
+                f"http://127.0.0.1:{port}", keys, concurrency=2, warmup=0.1, duration=0.4,
+                timeout=5.0, max_requests=10_000,
+            )  # fmt: skip
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(run()), seen
+
+
+def test_a_pair_is_the_intake_then_the_outcome_of_its_job() -> None:
+    (result, pair_ms, outcome_ms), seen = _pairs(["k1", "k2"], 0.02, 0.01)
+    # Every job the server issued was reported on, once, with the admin token (200 each).
+    assert seen["settled"] == seen["issued"]
+    assert result["total_2xx"] == result["settled_2xx"] == len(seen["issued"])
+    assert result["non_2xx"] == 0
+    assert result["statuses"] == {"201": result["requests"], "200": result["requests"]}
+    assert result["outcome_statuses"] == {"200": result["requests"]}
+    # Two connections, about 30 ms a pair, 0.4 s recorded: some 26 pairs.
+    assert 10 <= result["requests"] == len(pair_ms) == len(outcome_ms) <= 30
+    assert min(pair_ms) >= 30
+    assert min(outcome_ms) >= 10
+    assert all(o < p - 20 for o, p in zip(outcome_ms, pair_ms, strict=True))  # the same pair's
+    assert 20 <= result["rps"] <= 2 / 0.03  # pairs a second: at most one per 30 ms and conn
+
+
+def test_a_refused_intake_ends_its_pair_without_an_outcome() -> None:
+    (result, pair_ms, _), seen = _pairs(["k1", "full"], 0.01, 0.01)
+    refused = result["statuses"]["429"]
+    assert refused >= 1
+    assert result["non_2xx"] == refused  # a pair each, not timed
+    assert len(pair_ms) == result["requests"] - refused
+    assert seen["settled"] == seen["issued"]  # no outcome for a job never issued
+    assert result["error_samples"][0].startswith("intake 429: ")
+    assert "concurrency_limit_reached" in result["error_samples"][0]
+
+
+# -- reserve then settle: the bare endpoint and the checks -------------------------------------
+
+
+def _keys(value: Any) -> Any:
+    """The shape of a JSON answer: its keys, nested."""
+    if isinstance(value, dict):
+        return {k: _keys(v) for k, v in value.items()}
+    return type(value).__name__ if value is None else "value"
+
+
+def test_the_bare_outcome_answers_as_the_gateway_does(
+    http: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bare app's intake and outcome answer the gateway's shapes (a receipt on the job,
+    a settled receipt on the outcome), and its outcome checks the admin token."""
+    bare_app = importlib.import_module("bench.bare_app")
+    monkeypatch.setattr(bare_app, "ADMIN_TOKEN", admin_headers["X-Auth-Token"])
+    body = bench("http1").JOB_BODY
+    outcome = bench("http1").OUTCOME_BODY
+    key = factories.create_client(http)["api_key"]
+    with TestClient(bare_app.app) as bare:
+        answers = []
+        for side in (http, bare):
+            accepted = side.post("/api/intake", headers={"X-Client-Key": key}, json=body)
+            assert accepted.status_code == 201
+            path = f"/api/admin/jobs/{accepted.json()['job_id']}/outcome"
+            settled = side.post(path, headers=admin_headers, json=outcome)
+            assert settled.status_code == 200
+            answers.append((_keys(accepted.json()), _keys(settled.json())))
+        assert answers[0] == answers[1]
+        assert settled.json()["receipt"]["charged"] == 1
+        wrong = bare.post(path, headers={"X-Auth-Token": "wrong"}, json=outcome)
+        assert wrong.status_code == 401
+
+
+def _settle_row(**billing: int) -> Any:
+    config, results = bench("config"), bench("results")
+    side = results.Side()
+    side.rounds.append({"total_2xx": billing["intakes"], "settled_2xx": billing["outcomes"]})
+    return results.Row(config.Config("sqlite", 100, 1, 16, "settle"), results.Side(), side, 0.0)
+
+
+def test_a_pair_row_checks_every_outcome_settled_and_the_cap_override() -> None:
+    rounds, seed = bench("rounds"), bench("seed")
+    cap = frozenset({seed.BENCH_MAX_ACTIVE_JOBS})
+    good = _settle_row(intakes=40, outcomes=38)
+    rounds._check_holds(good, seed.Holds(held=2, most_held=1, succeeded=38, caps=cap))
+    assert good.problems == []
+    assert (good.settled_expected, good.settled_found) == (38, 38)
+    lost = _settle_row(intakes=40, outcomes=40)
+    rounds._check_holds(lost, seed.Holds(held=3, most_held=2, succeeded=37, caps=cap))
+    assert len(lost.problems) == 2  # 3 outcomes answered 200 did not settle their holds
+    capped = _settle_row(intakes=5, outcomes=5)
+    rounds._check_holds(capped, seed.Holds(0, 0, 5, frozenset({None})))
+    assert capped.problems == [
+        "the benchmarked clients' concurrency caps are [None], not the override 1000000"
+    ]
+
+
+def test_pair_rows_sit_beside_their_intake_rows_and_are_not_goal_rows() -> None:
+    goals, report = bench("goals"), bench("report")
+    intake = _row("sqlite", 100, 1000, 900)
+    other = _row("sqlite", 10_000, 1000, 900)
+    pair = _row("sqlite", 100, 1000, 100, section="settle", p99=900.0)
+    pair.bare.outcome_latencies.extend([1.0] * 100)
+    pair.billing.outcome_latencies.extend([4.0] * 100)
+    assert report._beside([intake, other], [pair]) == [intake, pair, other]
+    lines = report._table([intake, pair], goals=True, paths=True)
+    assert "| intake | 1,000 | 900.0 | 0.90 | ≥ 0.85: met |" in lines[2]
+    assert "| intake + outcome | 1,000 | 100.0 | 0.10 | — |" in lines[3]
+    assert "| 1.0 / 1.0 → 4.0 / 4.0 |" in lines[3]
+    note = bench("report_parts").settle_notes([intake], [pair])[-2]
+    assert "a pair takes 10.00 ms" in note
+    assert "against 1.11 ms for an intake alone, 9.00x" in note
+    judged = {g.name: g for g in goals.judge([intake, pair], [], None)}
+    assert judged["Billed intake throughput vs bare, SQLite"].value == "0.90x"
+    assert judged["Billed intake p99 vs bare p99 (closed loop)"].met is True
