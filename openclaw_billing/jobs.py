@@ -70,6 +70,39 @@ UsageName = Annotated[str, Field(pattern=USAGE_NAME_PATTERN)]
 Usage = Annotated[dict[UsageName, Credits], Field(max_length=MAX_USAGE_ITEMS)]
 
 
+class MeterState(StrEnum):
+    """Where a job's usage beyond its reservation stands with Stripe (the decision:
+    :func:`openclaw_billing.outcomes.meter_report`; the sender:
+    :mod:`openclaw_billing.stripe_billing.meter_outbox`)."""
+
+    #: To be sent as a billing meter event: the outbox, written with the settlement.
+    PENDING = "pending"
+    #: Stripe holds the meter event: it goes on the customer's invoice.
+    REPORTED = "reported"
+    #: Stripe refused it for good, or it is too old to send (``code`` says which): an
+    #: operator's matter; sending it again changes nothing.
+    FAILED = "failed"
+    #: The client had no live Stripe subscription when the job settled: nothing is billed.
+    NOT_BILLED = "not_billed"
+
+
+class MeterReport(BaseModel):
+    """A settled job's report of its ``overage`` to Stripe (see :class:`MeterState`): the
+    credits are the receipt's ``overage``, dated at its ``settled_at``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: MeterState
+    #: The client's Stripe customer when the job settled (None when not billed).
+    customer_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    #: Attempts sent so far (each a new Idempotency-Key; the event's identifier stays one).
+    attempts: Annotated[int, Field(ge=0, le=2**31)] = 0
+    #: Stripe's error code of the last refusal (or error type), or ``too_old``.
+    code: Annotated[str, Field(max_length=100)] | None = None
+    #: When the sender learnt that Stripe holds the event.
+    reported_at: UtcDatetime | None = None
+
+
 class Receipt(BaseModel):
     """What a job reserved at intake and what it came to: the client's receipt. While the
     hold is open only ``reserved``, ``hold_until`` and ``max_credits`` are set."""
@@ -92,6 +125,8 @@ class Receipt(BaseModel):
     #: ... and why, in words the client reads.
     reason: str | None = None
     settled_at: UtcDatetime | None = None
+    #: The overage's report to Stripe (None: no overage).
+    meter: MeterReport | None = None
 
     @property
     def held(self) -> bool:

@@ -103,6 +103,12 @@ def find_charge(record: ClientRecord, job_id: str) -> CostEntry | None:
 
 #: Subscription states in which a renewal is unpaid: no job runs until Stripe is paid.
 UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
+#: Subscription states in which the subscription's plan is in force (past_due/unpaid: the plan
+#: stays, but no job runs until the invoice is paid). ``trialing`` is in force: a trial grants
+#: the plan's allowance for the trial period. In these states the subscription still invoices,
+#: so a job's usage beyond its reservation is reported to Stripe (``outcomes.meter_report``):
+#: a past-due client still owes the usage of the jobs it ran.
+PLAN_IN_FORCE = frozenset({"active", "trialing", *UNPAID_STATUSES})
 
 
 #: ``metadata`` key (stored as-is by every backend): ids of the open disputes of the client's

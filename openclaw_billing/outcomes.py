@@ -17,6 +17,12 @@ more than the reservation nor the job's ``max_credits``; measured credits beyond
 reservation are the job's ``overage`` (reported to Stripe for a subscribed client, never
 taken from the allowance). The receipt on the job says what was reserved, charged and
 released, and why.
+
+Whether the overage is reported is decided with the settlement (:func:`meter_report`) and
+written on the receipt in the same atomic step: the receipt's ``meter`` is the outbox, so a
+report can never be lost between the settlement and its sending. The sender
+(:mod:`openclaw_billing.stripe_billing.meter_outbox`) then marks what each attempt came to
+(:func:`mark_meter`), changing nothing but the receipt's ``meter``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from datetime import datetime
 
 from . import ledger
 from .errors import IllegalTransition, InvalidRequest
-from .jobs import JobStatus, Receipt, StoredJob, Usage
+from .jobs import JobStatus, MeterReport, MeterState, Receipt, StoredJob, Usage
 from .models import ClientRecord
 from .plans import (
     CANCELLED_AFTER_START,
@@ -179,6 +185,10 @@ def settle(
         reason = f"{why}: charged"
     if (held is None or not held[1]) and charged < receipt.reserved:
         reason += " (the hold's cycle had ended: nothing to give back)"
+    meter = meter_report(record, overage)
+    if meter is not None:
+        billed = "billed through Stripe" if meter.state is MeterState.PENDING else _NOT_BILLED
+        reason += f"; {overage} credits beyond the reservation {billed}"
     return receipt.model_copy(
         update={
             "charged": charged,
@@ -187,5 +197,79 @@ def settle(
             "overage": overage or None,
             "reason": reason,
             "settled_at": now,
+            "meter": meter,
         }
     )
+
+
+_NOT_BILLED = "not billed (no live Stripe subscription)"
+
+
+def meter_report(record: ClientRecord, overage: int) -> MeterReport | None:
+    """Whether a job's ``overage`` is to be reported to Stripe, decided as its hold is settled
+    (None: no overage). It is when the client has a Stripe customer and a subscription whose
+    plan is in force (``ledger.PLAN_IN_FORCE``: past due and unpaid included, since such a
+    subscription still invoices and the usage was consumed): a pending report for that
+    customer. Otherwise nothing is billed, and the receipt says so."""
+    if overage <= 0:
+        return None
+    if (
+        record.stripe_customer_id
+        and record.stripe_subscription_id
+        and record.metadata.subscription_status in ledger.PLAN_IN_FORCE
+    ):
+        return MeterReport(state=MeterState.PENDING, customer_id=record.stripe_customer_id)
+    return MeterReport(state=MeterState.NOT_BILLED)
+
+
+@dataclass(frozen=True)
+class MeterMark:
+    """What attempt number ``attempt`` to send a job's report came to: ``reported`` (Stripe
+    holds the event), ``pending`` (try again later) or ``failed`` (refused for good), with
+    Stripe's error ``code``."""
+
+    attempt: int
+    state: MeterState
+    code: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is MeterState.NOT_BILLED or self.attempt < 1:
+            raise ValueError("a mark is an attempt (from 1) that reported, failed or is pending")
+
+
+def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
+    """The job with its report marked (only the receipt's ``meter`` changes; credits never).
+
+    Idempotent, and safe for workers that sent the same report at once: the attempts counted
+    are the highest attempt marked, not a sum. ``reported`` is final (Stripe holds the event,
+    whatever another attempt said); ``failed`` gives way only to ``reported``; a report not
+    pending, or no report, is left as it is. ``changed`` is False when nothing moved."""
+    receipt = job.receipt
+    meter = None if receipt is None else receipt.meter
+    if receipt is None or meter is None or meter.state not in _MARKABLE[mark.state]:
+        return Settled(job, False)
+    attempts = max(meter.attempts, mark.attempt)
+    if mark.state is MeterState.REPORTED:
+        update: dict[str, object] = {
+            "state": mark.state,
+            "attempts": attempts,
+            "code": None,
+            "reported_at": now,
+        }
+    elif mark.attempt < meter.attempts:
+        update = {}  # a late answer to an earlier attempt: the later one's stands
+    else:
+        update = {"state": mark.state, "attempts": attempts, "code": mark.code}
+    moved = MeterReport.model_validate(meter.model_dump() | update)
+    if moved == meter:
+        return Settled(job, False)
+    new_receipt = receipt.model_copy(update={"meter": moved})
+    return Settled(job.model_copy(update={"receipt": new_receipt}), True)
+
+
+#: The reports each mark may move: a pending one always; a failed one only to reported.
+_MARKABLE: dict[MeterState, frozenset[MeterState]] = {
+    MeterState.REPORTED: frozenset({MeterState.PENDING, MeterState.FAILED}),
+    MeterState.PENDING: frozenset({MeterState.PENDING}),
+    MeterState.FAILED: frozenset({MeterState.PENDING}),
+}

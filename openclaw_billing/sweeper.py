@@ -1,10 +1,14 @@
 """The hold sweeper: a background task in each worker that expires the jobs whose hold
 outlived its time to live (see :meth:`.job_actions.JobActions.sweep`), so a runner that died
-never leaves a client's credits held, even when no request arrives.
+never leaves a client's credits held, even when no request arrives; then, in the same pass,
+sends the usage reports waiting in the meter outbox to Stripe
+(:mod:`.stripe_billing.meter_outbox`), so a report left pending while Stripe was down is sent
+at a later pass.
 
 Every worker of every instance runs one; they need no coordination: each expiry is one atomic
 step that changes a job only while it is still open, so two workers racing on the same job
-expire it once. A pass that fails (the store is down) is logged and retried at the next one.
+expire it once (and the meter outbox's reports are safe to send from several workers at
+once). A pass that fails (the store is down, a bug) is logged and retried at the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 from .errors import BillingError
 from .service import BillingService, get_service
+from .settings import get_settings
+from .stripe_billing.meter_outbox import MeterSender
 
 logger = logging.getLogger("openclaw_billing")
 
@@ -30,18 +36,26 @@ async def sweep_forever(
     service: Callable[[], BillingService] = get_service, interval: float = SWEEP_SECONDS
 ) -> None:
     """Sweep every ``interval`` seconds until cancelled."""
+    sender: MeterSender | None = None
     while True:
         await asyncio.sleep(interval * (1 + random.random() / 5))  # noqa: S311 - jitter only
         try:
-            await asyncio.to_thread(_sweep_all, service())
+            current = service()
+            if sender is None or sender.service is not current:
+                sender = MeterSender.from_settings(current, get_settings())
+            await asyncio.to_thread(sweep_pass, current, sender)
         except BillingError as exc:
             logger.warning("The hold sweeper could not run: %s", exc.code)
+        except Exception:  # a bug must not stop the worker's sweeping for good
+            logger.exception("The hold sweeper's pass failed")
 
 
-def _sweep_all(service: BillingService) -> None:
-    """One pass: sweep until nothing overdue is left (each sweep releases a batch)."""
+def sweep_pass(service: BillingService, sender: MeterSender) -> None:
+    """One pass: sweep until nothing overdue is left (each sweep releases a batch), then send
+    the meter outbox's pending reports."""
     while service.sweep():
         pass
+    sender.send_pending()
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from ..cycles import is_expired
 from ..errors import BillingError
 from ..jobs import Charged, NewJob
 from ..models import ApiKeyRecord, ChargeResult, ClientRecord
-from ..outcomes import Report, Settled
+from ..outcomes import MeterMark, Report, Settled
 from ..plans import PlanId
 from ..sessions import SessionStore
 from . import changes
@@ -96,8 +96,22 @@ class Settle:
     audit: AuditFor[Settled] | None = None
 
 
+@dataclass(frozen=True)
+class MarkMeter:
+    """What one attempt to send a settled job's usage to Stripe came to, as
+    :meth:`Store.mutate_batch` takes it (see :func:`openclaw_billing.outcomes.mark_meter`):
+    only the job's receipt's ``meter`` changes, never a credit, in one atomic step. Marking
+    the same result again changes nothing. Its outcome's result is a
+    :class:`~openclaw_billing.outcomes.Settled`; a job not stored is ``JobNotFound``."""
+
+    client_id: str
+    job_id: str
+    now: datetime
+    mark: MeterMark
+
+
 #: What one entry of a batch may be.
-Operation = Mutation[Any] | Charge | Settle
+Operation = Mutation[Any] | Charge | Settle | MarkMeter
 
 
 @dataclass(frozen=True)

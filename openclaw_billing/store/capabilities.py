@@ -46,6 +46,11 @@ class JobStorage(Protocol):
         """Up to ``limit`` jobs still queued or running whose hold ended before ``now``,
         the longest overdue first (what the sweeper releases)."""
 
+    def pending_meter_reports(self, limit: int) -> list[StoredJob]:
+        """Up to ``limit`` settled jobs whose usage is still to be reported to Stripe (their
+        receipt's ``meter`` is ``pending``: the outbox, written with each settlement), those
+        longest waiting first (what the meter sender sends)."""
+
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         """Store jobs accepted before jobs lived in the store (a job file's), those not
         stored yet; returns how many were new. Their charges are not touched."""

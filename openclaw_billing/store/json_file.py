@@ -45,6 +45,7 @@ memory by client and id, in the journal's lines and in the snapshot.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -294,6 +295,11 @@ class JsonFileStore(MutatingStore):
             ]
         overdue.sort(key=lambda job: job.receipt.hold_until if job.receipt else now)
         return [job.model_copy(deep=True) for job in overdue[:limit]]
+
+    def pending_meter_reports(self, limit: int) -> list[StoredJob]:
+        with self._reading() as state:
+            pending = list(itertools.islice(state.meters.values(), max(limit, 0)))
+        return [job.model_copy(deep=True) for job in pending]
 
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         with self._write() as batch:

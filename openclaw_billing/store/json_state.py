@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from .. import ledger
 from ..audit import AuditEvent
 from ..errors import UnstorableChange
-from ..jobs import StoredJob
+from ..jobs import MeterState, StoredJob
 from ..models import ClientRecord
 from .audit_json import parse_outbox
 from .json_format import (
@@ -56,6 +56,9 @@ class State:
         self.client_jobs: dict[str, dict[str, StoredJob]] = {}
         #: Each client's jobs that hold credits now (the concurrency cap counts them).
         self.holds: dict[str, dict[str, StoredJob]] = {}
+        #: The jobs whose usage is still to be reported to Stripe, in the order they settled
+        #: (the meter outbox: ``JobStorage.pending_meter_reports``).
+        self.meters: dict[tuple[str, str], StoredJob] = {}
         #: Snapshot lines of the clients and jobs unchanged since they were rendered or read:
         #: a compaction renders only the others.
         self.lines: dict[str, bytes] = {}
@@ -120,6 +123,10 @@ class State:
             self.holds.setdefault(cid, {})[job_id] = job
         elif job_id in self.holds.get(cid, {}):
             del self.holds[cid][job_id]
+        if meter_pending(job):
+            self.meters[key] = job
+        else:
+            self.meters.pop(key, None)
         if body is None:
             self.job_lines.pop(key, None)
         else:
@@ -150,6 +157,12 @@ class State:
                 line = self.job_lines[key] = checked_job(job)[0]
             job_lines.append(line)
         return render_snapshot(head, self.events, self.outbox, lines, job_lines)
+
+
+def meter_pending(job: StoredJob) -> bool:
+    """Whether the job's usage is still to be reported to Stripe."""
+    meter = None if job.receipt is None else job.receipt.meter
+    return meter is not None and meter.state is MeterState.PENDING
 
 
 def checked_record(record: ClientRecord) -> tuple[bytes, ClientRecord]:

@@ -20,7 +20,16 @@ from ..errors import BillingError, ClientNotFound, JobNotFound
 from ..jobs import Charged, StoredJob
 from ..models import ClientRecord, CycleSummary
 from ..outcomes import Settled
-from .base import Charge, EventOutcome, Mutation, Operation, Outcome, Settle, Store
+from .base import (
+    Charge,
+    EventOutcome,
+    MarkMeter,
+    Mutation,
+    Operation,
+    Outcome,
+    Settle,
+    Store,
+)
 
 
 class Staged(Protocol):
@@ -100,7 +109,7 @@ class MutatingStore(Store):
                 self._charge(staged, op, resets)
                 if isinstance(op, Charge)
                 else _settle(staged, op, resets)
-                if isinstance(op, Settle)
+                if isinstance(op, Settle | MarkMeter)
                 else _apply(staged, op, resets)
                 for op in batch
             ]
@@ -133,20 +142,28 @@ class MutatingStore(Store):
         return _apply(staged, mutation, resets, job=lambda: accepted[0])
 
 
-def _settle(staged: Staged, op: Settle, resets: list[tuple[str, int | None]]) -> Outcome[Settled]:
-    """One report of a batch, by the rules of :func:`.outcomes.apply` applied to the record
-    and the job (a job that did not change stores nothing but its audit event)."""
+def _settle(
+    staged: Staged, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
+) -> Outcome[Settled]:
+    """One move of a stored job in a batch: a report, by the rules of :func:`.outcomes.apply`
+    applied to the record and the job, or a meter mark, by :func:`.outcomes.mark_meter`
+    applied to the job alone (the record is left as it is). A job that did not change stores
+    nothing but its audit event."""
     moved: list[StoredJob | None] = [None]
 
     def change(record: ClientRecord) -> tuple[Settled, bool]:
         stored = staged.stored_job(op.client_id, op.job_id)
         if stored is None:
             raise JobNotFound()
-        settled = outcomes.apply(record, stored, op.report, op.now)
+        if isinstance(op, MarkMeter):
+            settled = outcomes.mark_meter(stored, op.mark, op.now)
+        else:
+            settled = outcomes.apply(record, stored, op.report, op.now)
         moved[0] = settled.job if settled.changed else None
-        return settled, settled.changed
+        return settled, settled.changed and isinstance(op, Settle)
 
-    mutation = Mutation(op.client_id, op.now, change, op.audit)
+    audit = op.audit if isinstance(op, Settle) else None
+    mutation = Mutation(op.client_id, op.now, change, audit)
     return _apply(staged, mutation, resets, job=lambda: moved[0], replace=True)
 
 

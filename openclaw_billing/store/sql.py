@@ -225,6 +225,10 @@ class SqlStore(MutatingStore):
         with self._tx(write=False) as conn:
             return sql_charge.expired_holds(conn, now, limit)
 
+    def pending_meter_reports(self, limit: int) -> list[StoredJob]:
+        with self._tx(write=False) as conn:
+            return sql_charge.pending_meter_reports(conn, limit)
+
     def import_jobs(self, jobs: Sequence[StoredJob]) -> int:
         with self._tx() as conn:
             return import_jobs(conn, jobs)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import ledger
 from ..errors import CreditLimitReached, InvalidApiKey
-from ..jobs import Charged, JobStatus, StoredJob, new_job, reservation
+from ..jobs import Charged, JobStatus, MeterState, StoredJob, new_job, reservation
 from ..models import ChargeResult, key_usable
 from .base import Charge
 from .capabilities import MAX_SAME_ID
@@ -96,6 +96,7 @@ _UPDATE_JOB = (
         status=bindparam("b_status"),
         hold_until=bindparam("b_hold"),
         outcome=bindparam("b_outcome"),
+        meter_state=bindparam("b_meter"),
     )
 )
 
@@ -193,10 +194,13 @@ _LIFE = {"receipt", "failure_class", "usage", "started_at", "ended_at"}
 def _life(job: StoredJob) -> dict[str, Any]:
     """The job's status, hold and the rest of its life, as its row's columns."""
     outcome = job.model_dump(mode="json", include=_LIFE, exclude_none=True)
+    receipt = job.receipt
+    meter = None if receipt is None else receipt.meter
     return {
         "status": job.status.value,
-        "hold_until": None if job.receipt is None else job.receipt.hold_until,
+        "hold_until": None if receipt is None else receipt.hold_until,
         "outcome": json.dumps(outcome, separators=(",", ":")) if outcome else None,
+        "meter_state": None if meter is None else meter.state.value,
     }
 
 
@@ -224,6 +228,7 @@ def update_job(conn: Connection, job: StoredJob) -> None:
             "b_status": life["status"],
             "b_hold": life["hold_until"],
             "b_outcome": life["outcome"],
+            "b_meter": life["meter_state"],
         },
     )
 
@@ -260,6 +265,21 @@ _OVERDUE = (
     .order_by(job_rows.c.hold_until)
     .limit(bindparam("b_limit"))
 )
+
+
+#: The meter outbox, read from its index: the pending reports, in the order their jobs were
+#: stored (close to the order they settled).
+_PENDING_METERS = (
+    select(job_rows)
+    .where(job_rows.c.meter_state == MeterState.PENDING.value)
+    .order_by(job_rows.c.id)
+    .limit(bindparam("b_limit"))
+)
+
+
+def pending_meter_reports(conn: Connection, limit: int) -> list[StoredJob]:
+    rows = conn.execute(_PENDING_METERS, {"b_limit": max(limit, 0)})
+    return [job_of(r) for r in rows]
 
 
 def jobs_by_id(conn: Connection, job_id: str) -> list[StoredJob]:

@@ -220,11 +220,16 @@ job_rows = Table(
     Column("status", String(16), nullable=False, default="queued"),
     Column("hold_until", UtcDateTime, nullable=True),
     Column("outcome", Text, nullable=True),
+    #: Version 6: where the report of the job's usage to Stripe stands (the receipt's
+    #: ``meter.state``, also in ``outcome``; None: nothing to report), so that the sender
+    #: finds the pending ones from the index alone.
+    Column("meter_state", String(16), nullable=True),
     UniqueConstraint("client_id", "job_id", name="uq_openclaw_jobs_job"),
     Index("ix_openclaw_jobs_created", "client_id", "created_at"),
     Index("ix_openclaw_jobs_status", "client_id", "status"),
     Index("ix_openclaw_jobs_hold", "status", "hold_until"),
     Index("ix_openclaw_jobs_id", "job_id"),
+    Index("ix_openclaw_jobs_meter", "meter_state", "id"),
 )
 event_rows = Table(
     "openclaw_stripe_events",
@@ -354,8 +359,9 @@ def add_query_columns(conn: Connection) -> None:
 
 def add_outcome_columns(conn: Connection) -> None:
     """Version 6: charging by outcome. The jobs' status, hold and outcome (a job stored before
-    has no hold: it was charged at intake), the ledger's credits per job (one each before) and
-    open holds, the summaries' credits, the clients' own concurrency caps; the jobs' indexes.
+    has no hold: it was charged at intake) and the state of their usage's report to Stripe
+    (none before), the ledger's credits per job (one each before) and open holds, the
+    summaries' credits, the clients' own concurrency caps; the jobs' indexes.
     A column already there (the jobs table made by this very upgrade) is left as it is."""
     added = (
         (clients.c.max_active_jobs, None),
@@ -365,6 +371,7 @@ def add_outcome_columns(conn: Connection) -> None:
         (job_rows.c.status, "'queued'"),
         (job_rows.c.hold_until, None),
         (job_rows.c.outcome, None),
+        (job_rows.c.meter_state, None),
     )
     there = {
         table.name: {c["name"] for c in inspect(conn).get_columns(table.name)}

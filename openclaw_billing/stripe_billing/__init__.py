@@ -12,11 +12,13 @@ nothing.
 * :mod:`.webhook`: verification and the handled event types (:data:`HANDLED_EVENTS`);
 * :mod:`.sync`: subscriptions, invoices, checkout completion, deleted customers;
 * :mod:`.reversals`: refunds and disputes;
-* :mod:`.meters`: usage above a plan's allowance, reported as billing meter events.
+* :mod:`.meters`: usage above a plan's allowance, reported as billing meter events;
+* :mod:`.meter_outbox`: the sender of the settled jobs' pending reports (the meter outbox).
 """
 
 from __future__ import annotations
 
+from ..ledger import PLAN_IN_FORCE
 from .checkout import CHECKOUT_IDEMPOTENCY_WINDOW, CheckoutMixin, CheckoutSession, CheckoutState
 from .client import (
     build_stripe_client,
@@ -25,9 +27,10 @@ from .client import (
     price_for_plan,
     set_stripe_client,
 )
+from .meter_outbox import MeterSender
 from .meters import MeterOutcome, MeterReporter, UsageReport
 from .objects import StripeEvent, Subscription
-from .sync import ENDED, PLAN_IN_FORCE
+from .sync import ENDED
 from .webhook import (
     HANDLED_EVENTS,
     HANDLERS,
@@ -53,6 +56,7 @@ __all__ = [
     "CheckoutState",
     "MeterOutcome",
     "MeterReporter",
+    "MeterSender",
     "StripeBilling",
     "StripeEvent",
     "Subscription",

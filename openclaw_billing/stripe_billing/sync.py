@@ -18,6 +18,7 @@ import logging
 from datetime import datetime
 
 from .. import ledger
+from ..ledger import PLAN_IN_FORCE
 from ..models import ClientRecord
 from ..settings import Settings
 from ..store.base import EventOutcome
@@ -36,10 +37,6 @@ from .reversals import reversed_through
 
 logger = logging.getLogger("openclaw_billing.stripe")
 
-#: Statuses in which the subscription's plan is in force (past_due/unpaid: the plan stays,
-#: but no job runs until the invoice is paid; see ``ledger.UNPAID_STATUSES``). ``trialing``
-#: is in force: a trial grants the plan's allowance for the trial period.
-PLAN_IN_FORCE = frozenset({"active", "trialing", "past_due", "unpaid"})
 ENDED = frozenset({"canceled", "incomplete_expired"})
 
 

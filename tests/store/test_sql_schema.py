@@ -85,7 +85,12 @@ VERSION_4_COLUMNS = (
 
 
 #: What version 6 added (charging by outcome): its indexes, then its columns.
-VERSION_6_INDEXES = ("ix_openclaw_jobs_status", "ix_openclaw_jobs_hold", "ix_openclaw_jobs_id")
+VERSION_6_INDEXES = (
+    "ix_openclaw_jobs_status",
+    "ix_openclaw_jobs_hold",
+    "ix_openclaw_jobs_id",
+    "ix_openclaw_jobs_meter",
+)
 VERSION_6_COLUMNS = (
     ("openclaw_clients", "max_active_jobs"),
     ("openclaw_ledger", "credits"),
@@ -94,6 +99,7 @@ VERSION_6_COLUMNS = (
     ("openclaw_jobs", "status"),
     ("openclaw_jobs", "hold_until"),
     ("openclaw_jobs", "outcome"),
+    ("openclaw_jobs", "meter_state"),
 )
 
 
@@ -348,6 +354,7 @@ def test_a_version_5_database_gains_holds_and_its_jobs_stay_charged(store_url: s
         assert old.receipt is None
         assert not old.holding
         assert upgraded.expired_holds(T0 + CYCLE * 10, 10) == []
+        assert upgraded.pending_meter_reports(10) == []
         stored = upgraded.get_client(cid)
         assert stored is not None
         assert [e.credits for e in stored.metadata.cost_log] == [1]
