@@ -325,3 +325,12 @@ def test_a_report_without_the_sessions_token_is_refused(console: Console) -> Non
     answer = console.post("/outcome", {"job_id": "job-1", "status": "succeeded"}, csrf=False)
     assert answer.status_code == 403
     assert stored_job(console.service, console.client_id, "job-1").status is JobStatus.QUEUED
+
+
+def test_a_form_action_keeps_its_405_beside_the_paged_sections(console: Console) -> None:
+    """Each paged section is a route of its own: a GET to a form's POST-only action is still a
+    405, not a section that does not exist."""
+    for action in ("credits", "outcome", "plan"):
+        assert console.http.get(f"{console.url}/{action}").status_code == 405, action
+    for section in ("jobs", "outcomes", "audit"):
+        assert console.http.get(f"{console.url}/{section}").status_code == 200, section

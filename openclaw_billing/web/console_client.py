@@ -226,7 +226,7 @@ def client_page(
 
 @dataclass(frozen=True)
 class Section:
-    """A paged section of the client's page, also served alone (:func:`client_section`)."""
+    """A paged section of the client's page, also served alone (:func:`_serve`)."""
 
     template: str
     title: str
@@ -253,20 +253,27 @@ SECTIONS = {
 }
 
 
-@router.get("/clients/{client_id}/{section}")
-def client_section(
-    request: Request,
-    user: ConsoleUser,
-    client_id: ClientId,
-    section: Literal["jobs", "outcomes", "audit"],
-    offset: Offset = 0,
-) -> HTMLResponse:
-    """One page of a section of the client's page (:data:`SECTIONS`): alone for htmx, else as
-    a page of its own (a pager's link without JavaScript)."""
-    record = user.service.get_client(client_id)
-    part = SECTIONS[section]
-    context = {**_base(user, record), **part.context(user.service, record, offset)}
-    if is_fragment_request(request):
-        return render(request, part.template, context)
-    whole = {**context, "part": part.template, "title": part.title, "target": part.target}
-    return render(request, "console/client_section.html", whole)
+def _serve(name: str) -> None:
+    """Mount ``GET /clients/{client_id}/<name>``: one page of the section ``name`` of the
+    client's page (:data:`SECTIONS`), alone for htmx, else as a page of its own (a pager's
+    link without JavaScript). One route per section, so another path (a form's POST-only
+    action) keeps its own 405."""
+    part = SECTIONS[name]
+
+    def client_section(
+        request: Request, user: ConsoleUser, client_id: ClientId, offset: Offset = 0
+    ) -> HTMLResponse:
+        record = user.service.get_client(client_id)
+        context = {**_base(user, record), **part.context(user.service, record, offset)}
+        if is_fragment_request(request):
+            return render(request, part.template, context)
+        whole = {**context, "part": part.template, "title": part.title, "target": part.target}
+        return render(request, "console/client_section.html", whole)
+
+    router.add_api_route(
+        f"/clients/{{client_id}}/{name}", client_section, methods=["GET"], name=f"client_{name}"
+    )
+
+
+for _name in SECTIONS:
+    _serve(_name)
