@@ -1,9 +1,10 @@
 """The audit log: an append-only record of admin actions and authentication failures.
 
 Each event says when (``at``, UTC), what (``action``), about which client (``client_id``, if
-any), who (``actor``: ``admin``, ``client:<id>`` or ``anonymous``), from where (``source``, the
-resolved client address) and a few non-secret facts (``detail``). The log assigns each event
-an integer ``id``, strictly increasing in the order of appends; queries answer newest first.
+any), who (``actor``: ``admin``, ``console``, ``client:<id>``, ``anonymous``, or ``sweeper``
+for a hold the sweeper released), from where (``source``, the resolved client address) and a
+few non-secret facts (``detail``). The log assigns each event an integer ``id``, strictly
+increasing in the order of appends; queries answer newest first.
 
 There is no API to change or delete an event: :class:`AuditLog` has ``append``, ``query``,
 ``export`` and ``import_events`` (migration) only. Retention is forever; an operator prunes
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "MAX_QUERY_OFFSET",
     "MAX_SOURCE_LENGTH",
+    "SWEEPER_ACTOR",
     "AuditAction",
     "AuditEvent",
     "AuditLog",
@@ -103,6 +105,8 @@ ADMIN_ACTOR = "admin"
 #: The operator acting through the console's pages (the admin API's actor is ``admin``).
 CONSOLE_ACTOR = "console"
 ANONYMOUS_ACTOR = "anonymous"
+#: The hold sweeper of a worker, releasing the holds that outlived their time to live.
+SWEEPER_ACTOR = "sweeper"
 
 
 def client_actor(client_id: str) -> str:
@@ -136,7 +140,7 @@ _SECRET_WORDS = frozenset(
     }
 )
 _DETAIL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_ACTOR = re.compile(r"^(?:admin|console|anonymous|client:[^\s]{1,100})$")
+_ACTOR = re.compile(r"^(?:admin|console|anonymous|sweeper|client:[^\s]{1,100})$")
 
 DetailScalar = str | int | float | bool | None
 DetailValue = DetailScalar | list[DetailScalar]
@@ -180,7 +184,8 @@ class NewAuditEvent(BaseModel):
     action: AuditAction
     client_id: Annotated[str | None, StringConstraints(min_length=1, max_length=100)] = None
     actor: str = Field(
-        max_length=110, description='"admin", "console", "client:<id>" or "anonymous".'
+        max_length=110,
+        description='"admin", "console", "client:<id>", "anonymous" or "sweeper".',
     )
     source: str = Field(
         min_length=1,
@@ -200,7 +205,9 @@ class NewAuditEvent(BaseModel):
     @classmethod
     def _valid_actor(cls, value: str) -> str:
         if _ACTOR.fullmatch(value) is None:
-            raise ValueError('actor must be "admin", "console", "anonymous" or "client:<id>"')
+            raise ValueError(
+                'actor must be "admin", "console", "anonymous", "sweeper" or "client:<id>"'
+            )
         _no_secret(value)
         return value
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from .admin import AdminActions
-from .audit import AuditAction, NewAuditEvent, client_actor
+from .audit import SWEEPER_ACTOR, AuditAction, NewAuditEvent, client_actor
 from .cycles import resolve_now, utcnow
 from .errors import AmbiguousJobId, ClientNotFound, IllegalTransition, JobNotFound
 from .jobs import Charged, JobStatus, NewJob, StoredJob
@@ -156,7 +156,7 @@ class JobActions(AdminActions):
     ) -> Settled:
         actor = client_actor(client_id) if report.by_client else self.actor
         if action is AuditAction.JOB_EXPIRE:
-            actor = "sweeper"
+            actor = SWEEPER_ACTOR
 
         def audit(settled: Settled) -> NewAuditEvent | None:
             if not settled.changed:
