@@ -1,9 +1,10 @@
 """The audit log: an append-only record of admin actions and authentication failures.
 
 Each event says when (``at``, UTC), what (``action``), about which client (``client_id``, if
-any), who (``actor``: ``admin``, ``client:<id>`` or ``anonymous``), from where (``source``, the
-resolved client address) and a few non-secret facts (``detail``). The log assigns each event
-an integer ``id``, strictly increasing in the order of appends; queries answer newest first.
+any), who (``actor``: ``admin``, ``console``, ``client:<id>``, ``anonymous``, or ``sweeper``
+for a hold the sweeper released), from where (``source``, the resolved client address) and a
+few non-secret facts (``detail``). The log assigns each event an integer ``id``, strictly
+increasing in the order of appends; queries answer newest first.
 
 There is no API to change or delete an event: :class:`AuditLog` has ``append``, ``query``,
 ``export`` and ``import_events`` (migration) only. Retention is forever; an operator prunes
@@ -183,7 +184,8 @@ class NewAuditEvent(BaseModel):
     action: AuditAction
     client_id: Annotated[str | None, StringConstraints(min_length=1, max_length=100)] = None
     actor: str = Field(
-        max_length=110, description='"admin", "console", "client:<id>" or "anonymous".'
+        max_length=110,
+        description='"admin", "console", "client:<id>", "anonymous" or "sweeper".',
     )
     source: str = Field(
         min_length=1,

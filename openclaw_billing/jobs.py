@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, NamedTuple
 
@@ -173,16 +173,24 @@ class NewJob:
     request_hash: str | None = None
     #: The credits to hold until the job ends (None: charge one credit now, no hold) ...
     price: int | None = None
-    #: ... and the most the client allows it to be charged (None: its price).
+    #: ... and the most the client allows it to be charged (None: its price) ...
     max_credits: int | None = None
+    #: ... and how long its hold lasts (None: its plan's ``hold_ttl``; the service sets it
+    #: from ``OPENCLAW_HOLD_TTL_SECONDS``).
+    hold_ttl: timedelta | None = None
 
     def __post_init__(self) -> None:
         for name in ("price", "max_credits"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or not 1 <= value <= MAX_JOB_CREDITS):
                 raise ValueError(f"{name} is a whole number of credits, 1 to {MAX_JOB_CREDITS}")
-        if self.max_credits is not None and self.price is None:
-            raise ValueError("max_credits is for a job reserved at intake (with a price)")
+        for name in ("max_credits", "hold_ttl"):
+            if getattr(self, name) is not None and self.price is None:
+                raise ValueError(f"{name} is for a job reserved at intake (with a price)")
+        if self.hold_ttl is not None and (
+            not isinstance(self.hold_ttl, timedelta) or self.hold_ttl <= timedelta(0)
+        ):
+            raise ValueError("hold_ttl is a positive timedelta")
         if len(self.fields) > MAX_JOB_FIELDS:
             raise ValueError(f"a job has at most {MAX_JOB_FIELDS} fields")
         size = 0
@@ -241,14 +249,15 @@ def reservation(job: NewJob | None) -> int | None:
 
 
 def new_job(client_id: str, job_id: str, job: NewJob, charge: ChargeResult, plan: str) -> StoredJob:
-    """Rule 4: the job as stored with its charge (and its hold, until the ``plan``'s time to
-    live, when it was reserved)."""
+    """Rule 4: the job as stored with its charge (and its hold, when it was reserved: until
+    the job's ``hold_ttl`` if it has one, else the ``plan``'s time to live)."""
     reserved = reservation(job)
     receipt = None
     if reserved is not None:
+        ttl = job.hold_ttl if job.hold_ttl is not None else get_plan(plan).hold_ttl
         receipt = Receipt(
             reserved=reserved,
-            hold_until=charge.charged_at + get_plan(plan).hold_ttl,
+            hold_until=charge.charged_at + ttl,
             max_credits=job.max_credits,
         )
     return StoredJob(

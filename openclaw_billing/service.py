@@ -22,7 +22,8 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from .access import touch_due
 from .audit import AuditAction, AuditEvent, AuditQuery, DetailValue
@@ -57,7 +58,8 @@ Detail = Mapping[str, DetailValue]  # the facts of an audit event
 class BillingService(JobActions, QuoteActions, JobReads):
     """``key_cache``: this worker's cache of verified keys (by default one of its own, for
     ``OPENCLAW_KEY_CACHE_SECONDS``; see :mod:`.keycache`). Copies made by :meth:`as_actor`
-    share it."""
+    share it. ``hold_ttl``: how long every job reserved through this service holds its price
+    (``OPENCLAW_HOLD_TTL_SECONDS``; None: each plan's own time to live)."""
 
     def __init__(
         self,
@@ -69,9 +71,11 @@ class BillingService(JobActions, QuoteActions, JobReads):
         self.store = store
         #: Commits this process's charges in batches (see :mod:`.committer`).
         self.committer = new_committer(store, committer)
+        settings = get_settings()
         if key_cache is None:
-            key_cache = KeyCache(get_settings().key_cache_seconds)
+            key_cache = KeyCache(settings.key_cache_seconds)
         self.key_cache = key_cache
+        self.hold_ttl: timedelta | None = settings.hold_ttl
 
     def close(self) -> None:
         """Commit what is queued, then close the store."""
@@ -234,7 +238,8 @@ class BillingService(JobActions, QuoteActions, JobReads):
     ) -> Charge:
         """A charge checked at the edge: ``job_id`` (a new UUID when None) and ``cost`` within
         their bounds and ``now`` (the current time when None) with a time zone
-        (``ValueError``), ``client_id`` one line (else ``ClientNotFound``)."""
+        (``ValueError``), ``client_id`` one line (else ``ClientNotFound``). A reserved job
+        without a time to live of its own gets :attr:`hold_ttl`, when one is set."""
         job_id = job_id if job_id is not None else str(uuid.uuid4())
         if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID_LENGTH:
             raise ValueError(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
@@ -249,6 +254,8 @@ class BillingService(JobActions, QuoteActions, JobReads):
         if not isinstance(client_id, str) or not is_one_line(client_id):
             raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
         at = resolve_now(now, utcnow)
+        if job is not None and job.price is not None and job.hold_ttl is None and self.hold_ttl:
+            job = replace(job, hold_ttl=self.hold_ttl)
         return Charge(client_id, job_id, amount, at, job=job, key_id=key_id)
 
     @staticmethod

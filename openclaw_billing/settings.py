@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import timedelta
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -41,6 +42,14 @@ MIN_SESSION_SECRET_LENGTH = 32
 DEFAULT_MAX_BODY_BYTES = 128 * 1024
 MIN_MAX_BODY_BYTES = 1024
 MAX_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+#: A hold's time to live set for every plan (``OPENCLAW_HOLD_TTL_SECONDS``): 1 s to 30 days.
+MIN_HOLD_TTL_SECONDS = 1
+MAX_HOLD_TTL_SECONDS = 30 * 24 * 3600
+#: Seconds between two passes of each worker's hold sweeper (``OPENCLAW_SWEEP_SECONDS``).
+DEFAULT_SWEEP_SECONDS = 30.0
+MIN_SWEEP_SECONDS = 1.0
+MAX_SWEEP_SECONDS = 3600.0
 
 DEFAULT_STATE_DIR = Path("~/.openclaw")
 DEFAULT_BILLING_DB = str(DEFAULT_STATE_DIR / "billing" / "clients.json")
@@ -142,6 +151,28 @@ class Settings(BaseSettings):
         float,
         Field(validation_alias="OPENCLAW_KEY_CACHE_SECONDS", ge=0, le=60, allow_inf_nan=False),
     ] = 1.0
+    #: A hold's time to live in seconds for every plan, in place of each plan's own
+    #: (``Plan.hold_ttl``, 24 hours): for drills and tests of a runner that dies, which
+    #: cannot wait a day. Unset (the default): each plan's. See :attr:`hold_ttl`.
+    hold_ttl_seconds: Annotated[
+        int | None,
+        Field(
+            validation_alias="OPENCLAW_HOLD_TTL_SECONDS",
+            ge=MIN_HOLD_TTL_SECONDS,
+            le=MAX_HOLD_TTL_SECONDS,
+        ),
+    ] = None
+    #: Seconds between two passes of each worker's hold sweeper (see :mod:`.sweeper`): at
+    #: most this long (plus up to 20% jitter) after a hold's time to live, it is released.
+    sweep_seconds: Annotated[
+        float,
+        Field(
+            validation_alias="OPENCLAW_SWEEP_SECONDS",
+            ge=MIN_SWEEP_SECONDS,
+            le=MAX_SWEEP_SECONDS,
+            allow_inf_nan=False,
+        ),
+    ] = DEFAULT_SWEEP_SECONDS
     #: Where clients reach this gateway; default checkout and portal return URLs derive from it.
     public_url: Annotated[str, Field(validation_alias="OPENCLAW_PUBLIC_URL", min_length=1)] = (
         "http://localhost:18789"
@@ -205,6 +236,13 @@ class Settings(BaseSettings):
         return self.portal_return_url or f"{base}/api/billing/return?portal=done"
 
     @property
+    def hold_ttl(self) -> timedelta | None:
+        """The time to live of every hold (``OPENCLAW_HOLD_TTL_SECONDS``), or None: each
+        plan's own."""
+        seconds = self.hold_ttl_seconds
+        return None if seconds is None else timedelta(seconds=seconds)
+
+    @property
     def signing_secret(self) -> bytes | None:
         """The key that signs what the gateway hands out and reads back (session cookies,
         CSRF tokens, quote ids): ``OPENCLAW_SESSION_SECRET``, else derived from the admin token
@@ -246,6 +284,7 @@ class Settings(BaseSettings):
         "checkout_success_url",
         "checkout_cancel_url",
         "portal_return_url",
+        "hold_ttl_seconds",
         mode="before",
     )
     @classmethod

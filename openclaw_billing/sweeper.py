@@ -9,6 +9,9 @@ Every worker of every instance runs one; they need no coordination: each expiry 
 step that changes a job only while it is still open, so two workers racing on the same job
 expire it once (and the meter outbox's reports are safe to send from several workers at
 once). A pass that fails (the store is down, a bug) is logged and retried at the next one.
+
+The passes come every ``OPENCLAW_SWEEP_SECONDS`` (30 by default, :mod:`.settings`), with up to
+20% jitter, so the workers of an instance started together do not sweep in step.
 """
 
 from __future__ import annotations
@@ -27,15 +30,13 @@ from .stripe_billing.meter_outbox import MeterSender
 
 logger = logging.getLogger("openclaw_billing")
 
-#: Seconds between two passes of a worker's sweeper (with up to 20% jitter, so the workers of
-#: an instance started together do not sweep in step).
-SWEEP_SECONDS = 30.0
-
 
 async def sweep_forever(
-    service: Callable[[], BillingService] = get_service, interval: float = SWEEP_SECONDS
+    service: Callable[[], BillingService] = get_service, interval: float | None = None
 ) -> None:
-    """Sweep every ``interval`` seconds until cancelled."""
+    """Sweep every ``interval`` seconds (None: ``OPENCLAW_SWEEP_SECONDS``) until cancelled."""
+    if interval is None:
+        interval = get_settings().sweep_seconds
     sender: MeterSender | None = None
     while True:
         await asyncio.sleep(interval * (1 + random.random() / 5))  # noqa: S311 - jitter only
@@ -63,9 +64,10 @@ async def hold_sweeper(
     app: Any = None,
     *,
     service: Callable[[], BillingService] = get_service,
-    interval: float = SWEEP_SECONDS,
+    interval: float | None = None,
 ) -> AsyncIterator[None]:
-    """Run the sweeper for as long as the block (or the app, as its ``lifespan``) lives."""
+    """Run the sweeper for as long as the block (or the app, as its ``lifespan``) lives,
+    a pass every ``interval`` seconds (None: ``OPENCLAW_SWEEP_SECONDS``)."""
     task = asyncio.create_task(sweep_forever(service, interval), name="openclaw-hold-sweeper")
     try:
         yield

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from openclaw_billing.settings import DEFAULT_BILLING_DB, Settings, get_settings
+from openclaw_billing.settings import (
+    DEFAULT_BILLING_DB,
+    MAX_HOLD_TTL_SECONDS,
+    MAX_SWEEP_SECONDS,
+    Settings,
+    get_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +23,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "OPENCLAW_GATEWAY_PORT",
         "STRIPE_SECRET_KEY",
         "STRIPE_API_BASE",
+        "OPENCLAW_HOLD_TTL_SECONDS",
+        "OPENCLAW_SWEEP_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
@@ -64,4 +73,51 @@ def test_environment_is_read_and_secrets_are_masked(monkeypatch: pytest.MonkeyPa
 def test_invalid_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCLAW_GATEWAY_PORT", "70000")
     with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_holds_keep_their_plans_time_to_live_and_sweep_every_30_s_by_default() -> None:
+    settings = Settings()
+    assert settings.hold_ttl_seconds is None
+    assert settings.hold_ttl is None
+    assert settings.sweep_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("value", "ttl"),
+    [("1", timedelta(seconds=1)), ("2592000", timedelta(days=30)), (" ", None)],
+)
+def test_a_hold_time_to_live_for_every_plan_is_1_s_to_30_days(
+    monkeypatch: pytest.MonkeyPatch, value: str, ttl: timedelta | None
+) -> None:
+    monkeypatch.setenv("OPENCLAW_HOLD_TTL_SECONDS", value)
+    assert Settings().hold_ttl == ttl
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("1", 1.0), ("2.5", 2.5), ("3600", 3600.0)])
+def test_the_sweep_interval_is_1_s_to_an_hour(
+    monkeypatch: pytest.MonkeyPatch, value: str, seconds: float
+) -> None:
+    monkeypatch.setenv("OPENCLAW_SWEEP_SECONDS", value)
+    assert Settings().sweep_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        *(
+            ("OPENCLAW_HOLD_TTL_SECONDS", value)
+            for value in ["0", "-5", str(MAX_HOLD_TTL_SECONDS + 1), "1.5", "1h"]
+        ),
+        *(
+            ("OPENCLAW_SWEEP_SECONDS", value)
+            for value in ["0.5", "0", str(MAX_SWEEP_SECONDS + 1), "nan", "inf", ""]
+        ),
+    ],
+)
+def test_a_time_to_live_or_sweep_interval_out_of_bounds_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name):
         Settings()
