@@ -287,37 +287,6 @@ def refund(record: ClientRecord, job_id: str, now: datetime) -> bool:
     return False
 
 
-def settle_hold(
-    record: ClientRecord, job_id: str, charged: int, now: datetime
-) -> tuple[int, bool] | None:
-    """Close the hold of ``job_id`` at ``charged`` credits (at most what it holds): the rest
-    goes back to the client, and with nothing charged, so does its cost. Returns the credits
-    the hold held and whether the difference went back (not when the hold was taken in a cycle
-    that has since ended: that cycle's credits are gone with it, and the new one started
-    full), or None when the ledger holds no open hold for the job."""
-    log = record.metadata.cost_log
-    for index, entry in enumerate(log):
-        if entry.job_id == job_id and entry.held:
-            charged = min(charged, entry.credits)
-            if record.credits_remaining is not None:
-                record.credits_remaining += entry.credits - charged
-            if charged == 0 and entry.cost:
-                record.total_spent = round(
-                    max(0.0, record.total_spent - entry.cost), SPEND_DECIMALS
-                )
-            log[index] = entry.model_copy(update={"credits": charged, "held": False})
-            record.updated_at = now
-            return entry.credits, True
-    for summary in record.metadata.cycle_history[-1:]:
-        for index, entry in enumerate(summary.entries):
-            if entry.job_id == job_id and entry.held:
-                closed = {"credits": min(charged, entry.credits), "held": False}
-                summary.entries[index] = entry.model_copy(update=closed)
-                record.updated_at = now
-                return entry.credits, False
-    return None
-
-
 def add_credits(record: ClientRecord, amount: int, reason: str, now: datetime) -> None:
     """Add (or, when negative, remove) credits in the current cycle, with a reason."""
     if record.credits_remaining is None:
