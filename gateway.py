@@ -97,7 +97,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     "/api/intake",
     status_code=status.HTTP_201_CREATED,
     tags=["jobs"],
-    responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 429, 503)},
+    responses={code: {"model": ErrorPublic} for code in (400, 401, 402, 409, 422, 429, 503)},
 )
 async def intake(
     body: JobCreate,

@@ -474,7 +474,7 @@ def test_the_sql_log_is_a_table_in_the_same_database(tmp_path: Path) -> None:
 def test_each_admin_action_records_one_event(
     http: TestClient, admin_headers: dict[str, str], service: BillingService
 ) -> None:
-    created = create_client(http, "starter")
+    created = create_client(http, "starter", max_active_jobs=None)
     cid = created["client_id"]
     page, total = service.audit_events()
     assert total == 1
@@ -511,7 +511,7 @@ def test_each_admin_action_records_one_event(
 def test_refused_admin_actions_record_nothing(
     http: TestClient, admin_headers: dict[str, str], service: BillingService
 ) -> None:
-    created = create_client(http, "enterprise")
+    created = create_client(http, "enterprise", max_active_jobs=None)
     cid = created["client_id"]
     refused = [
         http.put(
@@ -611,7 +611,7 @@ def test_the_audit_route_needs_the_admin_token(http: TestClient, headers: dict[s
 def test_a_damaged_log_answers_503_not_500(
     http: TestClient, admin_headers: dict[str, str], store_path: Path
 ) -> None:
-    create_client(http)
+    create_client(http, max_active_jobs=None)
     path = audit_path(store_path)
     path.write_bytes(b"{oops\n" + path.read_bytes())
     answer = http.get("/api/admin/audit", headers=admin_headers)
@@ -629,7 +629,7 @@ def test_no_secret_reaches_the_audit_log(
     get_settings.cache_clear()
     set_service(None)
     with TestClient(gateway.create_app()) as http:
-        created = create_client(http)
+        created = create_client(http, max_active_jobs=None)
         cid, key = created["client_id"], created["api_key"]
         wrong = key[:-1] + ("1" if key.endswith("0") else "0")
         calls = [

@@ -138,7 +138,10 @@ def test_every_admin_action_is_refused_whole_or_recorded_exactly_once(api: Api) 
         ("key.revoke", {"key_id": issued}),
         ("key.revoke", {"key_id": issued}),
         ("client.plan_change", {"from": "starter", "to": "pro"}),
-        ("client.policy", {"rate_limit_per_minute": 5, "ip_allowlist": ["10.0.0.1/32"]}),
+        (
+            "client.policy",
+            {"rate_limit_per_minute": 5, "ip_allowlist": ["10.0.0.1/32"], "max_active_jobs": None},
+        ),
         ("client.deactivate", {}),
         ("client.deactivate", {}),
         ("client.reactivate", {}),

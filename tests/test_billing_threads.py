@@ -22,6 +22,7 @@ import gateway
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import get_service
 from openclaw_billing.settings import Settings, get_settings
+from tests.factories import UNCAPPED
 
 JOB = {"project_name": "p", "description": "d"}
 
@@ -36,7 +37,11 @@ def _peak_concurrency(
     monkeypatch.setenv("OPENCLAW_BILLING_THREADS", str(threads))
     get_settings.cache_clear()
     service = get_service()
-    _, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
+    record, key = service.create_client(name="Acme", email="ops@acmecorp.com", plan=PlanId.PRO)
+    # Threads, not jobs at once, are measured here: the client's own cap is lifted.
+    service.set_policy(
+        record.client_id, rate_limit_per_minute=None, ip_allowlist=[], max_active_jobs=UNCAPPED
+    )
     running, peak, lock = 0, 0, threading.Lock()
     verify_key = service.verify_key
     together = threading.Barrier(barrier, timeout=10) if barrier else None

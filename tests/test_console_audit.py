@@ -35,9 +35,9 @@ def api_events(http: TestClient, admin_headers: dict[str, str], **query: Any) ->
 def story(http: TestClient, service: BillingService, clock: Clock) -> dict[str, str]:
     """Client A created at 10:30 UTC, B at 11:30, A's credits at 12:30 (2026-02-19)."""
     sign_in(http)
-    first = create_client(http, name="A")["client_id"]
+    first = create_client(http, name="A", max_active_jobs=None)["client_id"]
     clock.advance(hours=1)
-    second = create_client(http, name="B")["client_id"]
+    second = create_client(http, name="B", max_active_jobs=None)["client_id"]
     clock.advance(hours=1)
     service.add_credits(first, 5, "promo")
     return {"first": first, "second": second}
@@ -136,8 +136,8 @@ def test_pages_carry_the_filters_and_htmx_gets_the_table_alone(
 ) -> None:
     monkeypatch.setattr(console_audit, "AUDIT_PAGE", 4)
     sign_in(http)
-    client_id = create_client(http)["client_id"]
-    other = create_client(http)["client_id"]
+    client_id = create_client(http, max_active_jobs=None)["client_id"]
+    other = create_client(http, max_active_jobs=None)["client_id"]
     for n in range(10):
         service.add_credits(client_id, 1, f"credit {n}")
         service.add_credits(other, 1, f"other {n}")

@@ -50,6 +50,9 @@ def test_rotation_with_a_60_second_grace(
     ends and not after; both draw on one balance."""
     client = _create(http, admin_headers, "starter")
     cid, old = client["client_id"], client["api_key"]
+    # Keys, not jobs at once, are tested here: the jobs stay queued, so the cap is lifted.
+    uncapped = {"rate_limit_per_minute": None, "ip_allowlist": [], "max_active_jobs": 100}
+    http.put(f"/api/admin/clients/{cid}/policy", json=uncapped, headers=admin_headers)
     [first] = _keys(http, admin_headers, cid)
     rotated = http.post(
         f"/api/admin/clients/{cid}/keys/{first['key_id']}/rotate",
@@ -206,6 +209,7 @@ def test_plan_and_policy_routes(
         "client_id": cid,
         "rate_limit_per_minute": 30,
         "ip_allowlist": ["203.0.113.7/32", "2001:db8::/48"],
+        "max_active_jobs": None,
     }
     detail = http.get(f"/api/admin/clients/{cid}", headers=admin_headers).json()
     assert detail["ip_allowlist"] == ["203.0.113.7/32", "2001:db8::/48"]
@@ -348,7 +352,7 @@ def test_key_plan_and_policy_actions_are_audited(
         {"key_id": issued["key_id"], "expires_at": "2099-01-01T00:00:00+00:00"},
         {"key_id": key_id},
         {"from": "starter", "to": "pro"},
-        {"rate_limit_per_minute": 5, "ip_allowlist": ["10.0.0.0/8"]},
+        {"rate_limit_per_minute": 5, "ip_allowlist": ["10.0.0.0/8"], "max_active_jobs": None},
     ]
     for secret in (client["api_key"], issued["api_key"], rotated["api_key"]):
         assert secret not in reply.text
