@@ -296,10 +296,9 @@ def test_only_settle_runs_the_pair_rows_and_narrows_to_one_row() -> None:
     main = {c.partner for c in every if c.section == "main"}
     assert all(c.partner in main for c in settle)
     assert not any(c.section == "settle" for c in config.Selection.of(["intake"]).configs(every))
-    assert any(c.section == "settle" for c in config.Selection.of(["sqlite"]).configs(every))
-    words = ["intake"]
-    words.append("sqlite")  # the --only word of the SQLite rows, not a set of test backends
-    one = config.Selection.of(words, clients=[10_000], workers=[1])
+    sqlite_rows = "sqlite"  # the --only word of the SQLite rows, not a set of test backends
+    assert any(c.section == "settle" for c in config.Selection.of([sqlite_rows]).configs(every))
+    one = config.Selection.of(["intake", "sqlite"], clients=[10_000], workers=[1])
     assert one.partial
     assert [c.label for c in one.configs(every)] == [
         "SQLite, 10,000 clients, 1 worker(s), 16 conns"
