@@ -18,11 +18,14 @@ from openclaw_billing.errors import (
     IllegalTransition,
     InvalidRequest,
     JobNotFound,
+    QuoteExpired,
 )
 from openclaw_billing.jobs import JobStatus
 from openclaw_billing.outcomes import Report
 from openclaw_billing.plans import PlanId
+from openclaw_billing.quotes import QUOTE_TTL
 from openclaw_billing.service import BillingService
+from openclaw_billing.settings import get_settings
 from openclaw_billing.store import Store
 from openclaw_billing.store.capabilities import JobStorage
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -236,3 +239,27 @@ def test_a_hold_taken_before_the_cycle_rolled_gives_nothing_back(
     assert "cycle had ended" in receipt.reason
     assert service.get_client(cid, now=rolled).credits_remaining == 50
     assert_invariants(service.store)
+
+
+def test_a_quote_is_honoured_and_a_stale_one_refused(
+    service: BillingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On every backend: the quoted price is what the reservation holds, even after the price
+    table changed; past its time the quote is refused and nothing is held."""
+    monkeypatch.setenv("OPENCLAW_SESSION_SECRET", "a-quote-signing-secret-for-this-test-only")
+    get_settings.cache_clear()
+    priced = replace(plans.PLANS[PlanId.PRO], task_prices={"research": 4})
+    monkeypatch.setitem(plans.PLANS, PlanId.PRO, priced)
+    cid = _client(service)
+    record = service.get_client(cid, now=T0)
+    quote = service.quote(record, "research", "P2", now=T0)
+    monkeypatch.setitem(plans.PLANS, PlanId.PRO, replace(priced, task_prices={}))
+    price = service.honour_quote(quote.quote_id, cid, "research", "P2", now=T0)
+    held = service.reserve(cid, job_id="quoted", price=price, now=T0)
+    assert held.job is not None
+    assert held.job.receipt is not None
+    assert held.job.receipt.reserved == 4
+    with pytest.raises(QuoteExpired):
+        service.honour_quote(quote.quote_id, cid, "research", "P2", now=T0 + QUOTE_TTL)
+    assert _credits(service, cid) == (196, 4)
+    get_settings.cache_clear()
