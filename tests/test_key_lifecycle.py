@@ -51,7 +51,11 @@ def test_rotation_with_a_60_second_grace(
     client = _create(http, admin_headers, "starter")
     cid, old = client["client_id"], client["api_key"]
     # Keys, not jobs at once, are tested here: the jobs stay queued, so the cap is lifted.
-    uncapped = {"rate_limit_per_minute": None, "ip_allowlist": [], "max_active_jobs": 100}
+    uncapped: dict[str, Any] = {
+        "rate_limit_per_minute": None,
+        "ip_allowlist": [],
+        "max_active_jobs": 100,
+    }
     http.put(f"/api/admin/clients/{cid}/policy", json=uncapped, headers=admin_headers)
     [first] = _keys(http, admin_headers, cid)
     rotated = http.post(
