@@ -185,7 +185,7 @@ def test_the_cap_holds_under_concurrent_intakes_from_8_processes(
     assert (CAP, ALLOWANCE) == (5, 200)
     extra = {"OPENCLAW_BILLING_DB": store_url}
     with running_gateway(tmp_path, workers=WORKERS, extra_env=extra) as base:
-        created = create_client_at(base, "pro")
+        created = create_client_at(base, "pro", max_active_jobs=None)  # the plan's cap: 5
         cid, key = created["client_id"], created["api_key"]
         policy = httpx.put(
             f"{base}/api/admin/clients/{cid}/policy",
