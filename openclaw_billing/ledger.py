@@ -198,13 +198,18 @@ def concurrency_cap(plan: PlanId | str, override: int | None) -> int | None:
     return override if override is not None else get_plan(plan).max_active_jobs
 
 
-def refusal_of(record: ClientRecord) -> Refusal | None:
-    """:func:`refusal` of a whole record."""
+def refusal_of(
+    record: ClientRecord, *, price: int = 1, active_jobs: int = 0, cap: int | None = None
+) -> Refusal | None:
+    """:func:`refusal` of a whole record (``price``, ``active_jobs``, ``cap``: as there)."""
     return refusal(
         active=record.active,
         subscription_status=record.metadata.subscription_status,
         disputed=bool(open_disputes(record)),
         credits_remaining=record.credits_remaining,
+        price=price,
+        active_jobs=active_jobs,
+        cap=cap,
     )
 
 
@@ -235,15 +240,8 @@ def charge(
             record.credits_remaining,
             replayed=True,
         )
-    refused = refusal(
-        active=record.active,
-        subscription_status=record.metadata.subscription_status,
-        disputed=bool(open_disputes(record)),
-        credits_remaining=record.credits_remaining,
-        price=credits,
-        active_jobs=active_jobs,
-        cap=concurrency_cap(record.plan, record.max_active_jobs) if held else None,
-    )
+    cap = concurrency_cap(record.plan, record.max_active_jobs) if held else None
+    refused = refusal_of(record, price=credits, active_jobs=active_jobs, cap=cap)
     if refused is not None:
         raise refused.error()
     return book_charge(record, job_id, cost, now, credits=credits, held=held)
