@@ -11,6 +11,7 @@ A mixin of :class:`~.service.BillingService`: it needs ``store``, ``committer`` 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
@@ -118,17 +119,24 @@ class JobActions(AdminActions):
         store = self.store
         if not isinstance(store, JobStorage):
             return 0
-        expired = 0
-        for job in store.expired_holds(at, SWEEP_BATCH):
-            try:
-                settled = self._settle(
-                    job.client_id,
-                    job.job_id,
-                    Report(JobStatus.EXPIRED),
-                    at,
-                    AuditAction.JOB_EXPIRE,
-                    SWEEPER_ACTOR,
+        # Each worker and instance reads the same overdue list: shuffled, they start on
+        # different jobs. All of them go to the committer at once, so they are stored in a
+        # few batches (one transaction each, each client loaded once per batch), not one by one.
+        overdue = store.expired_holds(at, SWEEP_BATCH)
+        random.shuffle(overdue)
+        report = Report(JobStatus.EXPIRED)
+        pending = [
+            self.committer.submit(
+                self._settle_op(
+                    job.client_id, job.job_id, report, at, AuditAction.JOB_EXPIRE, SWEEPER_ACTOR
                 )
+            )
+            for job in overdue
+        ]
+        expired = 0
+        for future in pending:
+            try:
+                settled = cast(Settled, future.result().unwrap())
             except (IllegalTransition, JobNotFound, ClientNotFound):
                 continue  # ended, or expired by another worker, since it was read
             expired += settled.changed
@@ -154,6 +162,19 @@ class JobActions(AdminActions):
         action: AuditAction,
         source: str,
     ) -> Settled:
+        op = self._settle_op(client_id, job_id, report, now, action, source)
+        return cast(Settled, self.committer.run(op))
+
+    def _settle_op(
+        self,
+        client_id: str,
+        job_id: str,
+        report: Report,
+        now: datetime,
+        action: AuditAction,
+        source: str,
+    ) -> Settle:
+        """The store operation of a job's move, with its audit event."""
         actor = client_actor(client_id) if report.by_client else self.actor
         if action is AuditAction.JOB_EXPIRE:
             actor = SWEEPER_ACTOR
@@ -163,7 +184,7 @@ class JobActions(AdminActions):
                 return None  # the same report again: answered, nothing happened
             return self._event(action, client_id, source, now, _facts(settled.job), actor=actor)
 
-        return cast(Settled, self.committer.run(Settle(client_id, job_id, now, report, audit)))
+        return Settle(client_id, job_id, now, report, audit)
 
 
 def _facts(job: StoredJob) -> dict[str, str | int | None]:

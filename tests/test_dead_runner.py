@@ -32,11 +32,12 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +48,7 @@ from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.settings import get_settings
 from openclaw_billing.store import Store, open_store
+from openclaw_billing.store.base import Operation, Outcome
 from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.sweeper import hold_sweeper
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
@@ -86,9 +88,9 @@ def service_fixture(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[B
     monkeypatch.setenv("OPENCLAW_HOLD_TTL_SECONDS", str(TTL))
     get_settings.cache_clear()
     service = BillingService(store)
-    get_settings.cache_clear()
     yield service
     service.committer.close()
+    get_settings.cache_clear()  # the settings read with the TTL are not kept for later tests
 
 
 def test_the_time_to_live_set_for_every_plan_reaches_the_hold(service: BillingService) -> None:
@@ -308,3 +310,28 @@ def test_a_dead_runners_holds_expire_once_and_free_the_credits(
         f"{expired_after:.2f} s after the runner died (time to live {TTL} s, sweep {SWEEP} s); "
         f"{len(started)} had been started; workers killed: {killed}"
     )
+
+
+def test_a_sweep_commits_the_overdue_jobs_together(
+    service: BillingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overdue jobs of a pass go to the committer together, not one after the other's
+    answer: the store gets batches of several expiries (before, every batch held one)."""
+    clients = [add_client(service.store, PlanId.PRO)[0].client_id for _ in range(2)]
+    for n in range(10):
+        service.reserve(clients[n % 2], job_id=f"j{n}", now=T0)
+    sizes: list[int] = []
+    mutate_batch = service.store.mutate_batch
+
+    def counted(batch: Sequence[Operation]) -> list[Outcome[Any]]:
+        sizes.append(len(batch))
+        return mutate_batch(batch)
+
+    monkeypatch.setattr(service.store, "mutate_batch", counted)
+    assert service.sweep(now=T0 + timedelta(seconds=TTL + 1)) == 10
+    assert sum(sizes) == 10
+    assert max(sizes) > 1, f"one expiry per batch: {sizes}"
+    for cid in clients:
+        record = service.store.get_client(cid)
+        assert record is not None
+        assert not any(entry.held for entry in record.metadata.cost_log)
