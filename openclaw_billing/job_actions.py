@@ -95,7 +95,8 @@ class JobActions(AdminActions):
         at = resolve_now(now, utcnow)
         owner = client_id if client_id is not None else self._owner(job_id)
         action = AuditAction.JOB_CANCEL if report.by_client else AuditAction.JOB_OUTCOME
-        return self._settle(owner, job_id, report, at, action, source)
+        op = self._settle_op(owner, job_id, report, at, action, source)
+        return cast(Settled, self.committer.run(op))
 
     def cancel_job(
         self,
@@ -152,18 +153,6 @@ class JobActions(AdminActions):
         if len(found) > 1:
             raise AmbiguousJobId()
         return found[0].client_id
-
-    def _settle(
-        self,
-        client_id: str,
-        job_id: str,
-        report: Report,
-        now: datetime,
-        action: AuditAction,
-        source: str,
-    ) -> Settled:
-        op = self._settle_op(client_id, job_id, report, now, action, source)
-        return cast(Settled, self.committer.run(op))
 
     def _settle_op(
         self,
