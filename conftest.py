@@ -138,6 +138,13 @@ LEAVE_SETTLE = 3.0
 
 
 @pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings a test read (with its environment) are not kept for the next test."""
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """Fail (and clean up after) a test that leaves a process running."""
     before = {p.pid for p in processes.descendants()}
