@@ -4,8 +4,8 @@ job's price at intake, report where a job is (its runner, through the admin API 
 time to live (the sweeper, :mod:`.sweeper`). Each is one atomic step of the store, committed
 through the worker's committer with its audit event.
 
-A mixin of :class:`~.service.BillingService`: it needs ``store``, ``committer`` and
-``_event`` (from :class:`~.admin.AdminActions`).
+A mixin of :class:`~.service.BillingService`, built on :class:`~.charges.ChargeActions`
+(a reservation is a charge with a price).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from .admin import AdminActions
 from .audit import SWEEPER_ACTOR, AuditAction, NewAuditEvent, client_actor
+from .charges import ChargeActions
 from .cycles import resolve_now, utcnow
 from .errors import AmbiguousJobId, ClientNotFound, IllegalTransition, JobNotFound
 from .jobs import Charged, JobStatus, NewJob, StoredJob
 from .net import UNKNOWN_ADDRESS
 from .outcomes import Report, Settled
 from .plans import get_plan
-from .store.base import Charge, Settle
+from .store.base import Settle
 from .store.capabilities import JobStorage
 
 logger = logging.getLogger("openclaw_billing")
@@ -33,25 +33,10 @@ logger = logging.getLogger("openclaw_billing")
 SWEEP_BATCH = 200
 
 
-class JobActions(AdminActions):
+class JobActions(ChargeActions):
     """The job actions (``_event``, ``store`` and ``committer`` come from
-    :class:`~.admin.AdminActions`; ``charge_of`` and ``settled`` from the service)."""
-
-    if TYPE_CHECKING:
-
-        def charge_of(
-            self,
-            client_id: str,
-            *,
-            job_id: str | None = None,
-            cost: float = 0.0,
-            now: datetime | None = None,
-            job: NewJob | None = None,
-            key_id: str | None = None,
-        ) -> Charge: ...
-
-        @staticmethod
-        def settled(charged: Charged) -> Charged: ...
+    :class:`~.admin.AdminActions`; ``charge_of`` and ``settled`` from
+    :class:`~.charges.ChargeActions`)."""
 
     def reserve(
         self,

@@ -7,9 +7,11 @@ themselves are the pure transitions of :mod:`openclaw_billing.ledger` and
 Plain Python: usable from the HTTP layer, the CLI and tests alike.
 
 The admin actions (create a client, credits, (de)activate, keys, plan, policy) live in
-:mod:`openclaw_billing.admin`: each stores its audit event with its change, in one step; the
-job quotes (a price and its signed quote id) in :mod:`openclaw_billing.quotes`; a client's
-jobs as its pages read them in :mod:`openclaw_billing.job_reads`.
+:mod:`openclaw_billing.admin`, the charges in :mod:`openclaw_billing.charges` and charging by
+outcome in :mod:`openclaw_billing.job_actions`: each stores its audit event with its change,
+in one step; the job quotes (a price and its signed quote id) in
+:mod:`openclaw_billing.quotes`; a client's jobs as its pages read them in
+:mod:`openclaw_billing.job_reads`.
 
 The module-level functions at the bottom are the contract ``client_auth.py`` exports; they use
 the process's default service (:func:`get_service`), built lazily from the settings.
@@ -20,9 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from .access import touch_due
@@ -32,7 +32,6 @@ from .cycles import as_utc, resolve_now, utcnow
 from .errors import BillingError, ClientNotFound, InvalidRequest
 from .job_actions import JobActions
 from .job_reads import JobReads
-from .jobs import Charged, NewJob
 from .keycache import REFUSED, UNANSWERED, KeyCache, Unanswered, VerifiedKey
 from .keys import digest_key, digests_match, is_well_formed
 from .ledger import refusal_of, roll_cycle
@@ -40,17 +39,11 @@ from .models import ChargeResult, ClientRecord, SubmitDecision
 from .net import IPNetwork, address_allowed, parse_networks
 from .quotes import QuoteActions
 from .reports import Overview, overview_of
-from .safetext import is_one_line
 from .settings import get_settings
 from .store import Store, open_store
-from .store.base import Charge
 from .store.query import FIRST_PAGE, ClientQuery
 
 logger = logging.getLogger("openclaw_billing")
-
-#: Bounds on what a caller may pass for a job (the ledger is the record of money).
-MAX_JOB_ID_LENGTH = 200
-MAX_JOB_COST = 1_000_000.0
 
 Detail = Mapping[str, DetailValue]  # the facts of an audit event
 
@@ -203,85 +196,6 @@ class BillingService(JobActions, QuoteActions, JobReads):
         _roll_view(current, resolve_now(now, utcnow))
         refused = refusal_of(current)
         return SubmitDecision(refused is None, None if refused is None else refused.reason)
-
-    def charge(
-        self,
-        client_id: str,
-        *,
-        job_id: str | None = None,
-        cost: float = 0.0,
-        now: datetime | None = None,
-        key_id: str | None = None,
-    ) -> ChargeResult:
-        """Atomic check-and-charge of one job (see ``Store.charge``), committed with the
-        changes that arrive together (see :mod:`.committer`). ``key_id``: the key the caller
-        was authenticated with, checked again in the charge's atomic step."""
-        charge = self.charge_of(client_id, job_id=job_id, cost=cost, now=now, key_id=key_id)
-        return self.settled(self.committer.run(charge)).charge
-
-    async def accept(self, charge: Charge) -> Charged:
-        """Charge a job and store it in one atomic step (see ``Store.accept``), committed with
-        the changes that arrive together; for async callers (the gateway's intake). A
-        ``charge.now`` without a time zone raises ``ValueError`` (see :meth:`charge_of`)."""
-        resolve_now(charge.now, utcnow)
-        return self.settled(await self.committer.run_async(charge))
-
-    def charge_of(
-        self,
-        client_id: str,
-        *,
-        job_id: str | None = None,
-        cost: float = 0.0,
-        now: datetime | None = None,
-        job: NewJob | None = None,
-        key_id: str | None = None,
-    ) -> Charge:
-        """A charge checked at the edge: ``job_id`` (a new UUID when None) and ``cost`` within
-        their bounds and ``now`` (the current time when None) with a time zone
-        (``ValueError``), ``client_id`` one line (else ``ClientNotFound``). A reserved job
-        without a time to live of its own gets :attr:`hold_ttl`, when one is set."""
-        job_id = job_id if job_id is not None else str(uuid.uuid4())
-        if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID_LENGTH:
-            raise ValueError(f"job_id must be 1 to {MAX_JOB_ID_LENGTH} characters")
-        if not is_one_line(job_id):
-            raise ValueError("job_id must be one line without control characters")
-        try:
-            amount = float(cost)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"cost must be a number between 0 and {MAX_JOB_COST}") from None
-        if not 0 <= amount <= MAX_JOB_COST:  # also refuses NaN and infinity
-            raise ValueError(f"cost must be between 0 and {MAX_JOB_COST}")
-        if not isinstance(client_id, str) or not is_one_line(client_id):
-            raise ClientNotFound()  # no stored client has such an id (SQL cannot hold a NUL)
-        at = resolve_now(now, utcnow)
-        if job is not None and job.price is not None and job.hold_ttl is None and self.hold_ttl:
-            job = replace(job, hold_ttl=self.hold_ttl)
-        return Charge(client_id, job_id, amount, at, job=job, key_id=key_id)
-
-    @staticmethod
-    def settled(charged: Charged) -> Charged:
-        """The summary's log line of a charge that was made (a replay logs nothing)."""
-        result = charged.charge
-        if result.replayed:
-            pass
-        elif result.credits_remaining is None:
-            logger.info(
-                "Logged job for %s (unlimited plan): job submission %s",
-                result.client_id,
-                result.job_id,
-            )
-        else:
-            logger.info(
-                "Deducted credit for %s: job submission %s", result.client_id, result.job_id
-            )
-        return charged
-
-    def refund(self, client_id: str, job_id: str, *, now: datetime | None = None) -> bool:
-        """Give back the credit of a charged job that could not be queued."""
-        refunded = self.store.refund(client_id, job_id, resolve_now(now, utcnow))
-        if refunded:
-            logger.warning("Refunded credit for %s: job %s was not queued", client_id, job_id)
-        return refunded
 
     # -- audit log -------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ STORE = ["store"]
 SERVICE = [
     "service",
     "admin",
+    "charges",
     "job_actions",
     "job_contract",
     "job_reads",

@@ -34,9 +34,9 @@ from ..api.schemas_admin import (
 )
 from ..api.schemas_jobs import OutcomeReport
 from ..audit import MAX_QUERY_OFFSET, AuditAction
+from ..charges import MAX_JOB_ID_LENGTH
 from ..plans import PlanId
 from ..safetext import ONE_LINE
-from ..service import MAX_JOB_ID_LENGTH
 from ..store.query import MAX_SEARCH_LENGTH, ClientQuery, ClientSort, ClientStatus
 
 #: Integers as a form sends them (bounded here only so ``int()`` is cheap; the schema bounds).

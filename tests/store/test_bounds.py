@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 
 import gateway
 from openclaw_billing.access import new_key_record
+from openclaw_billing.charges import MAX_JOB_COST, MAX_JOB_ID_LENGTH
 from openclaw_billing.errors import BalanceTooLarge, ClientNotFound, StoreCorrupt, UnstorableChange
 from openclaw_billing.keys import generate_key
 from openclaw_billing.ledger import MAX_CREDIT_BALANCE
 from openclaw_billing.models import ClientRecord
 from openclaw_billing.plans import PlanId
 from openclaw_billing.safetext import CONTROLS
-from openclaw_billing.service import MAX_JOB_COST, MAX_JOB_ID_LENGTH, BillingService
+from openclaw_billing.service import BillingService
 from openclaw_billing.store import Store, json_format
 from openclaw_billing.store.base import StripeRef
 from openclaw_billing.store.json_file import JsonFileStore
