@@ -79,9 +79,11 @@ admin_router = APIRouter(
 
 
 @public_router.get("/plans")
-def list_plans() -> PlansPublic:
-    """List all available pricing plans."""
-    return PlansPublic.catalogue()
+def list_plans(service: ServiceDep) -> PlansPublic:
+    """List all available pricing plans, with what each holds a client to: how many jobs at
+    once, how long a job's price is held (the one in force), the prices and the outcome
+    policy."""
+    return PlansPublic.catalogue(service.hold_ttl)
 
 
 @public_router.post("/webhook", responses=_errors(400, 413, 502, 503))
