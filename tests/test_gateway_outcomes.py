@@ -6,6 +6,8 @@ the jobs open against the client's cap are in its usage and the admin's client d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from fastapi.testclient import TestClient
 
 import gateway
 from conftest import ADMIN_TOKEN, Clock
+from openclaw_billing.service import set_service
 from openclaw_billing.settings import get_settings
+from tests.backends import store_url_fixture  # noqa: F401
 from tests.factories import create_client, submit_job
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
@@ -275,12 +279,21 @@ def test_a_plans_own_prices_and_policy_are_published_as_the_quote_prices_them(
         assert quote["credits"] == table + prices["priority_surcharges"].get(priority, 0)
 
 
+@contextmanager
+def _gateway(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[TestClient]:
+    """A gateway of its own, made after these settings are set (the ``env`` fixture first)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    set_service(None)
+    with TestClient(gateway.create_app()) as http:
+        yield http
+
+
 def test_the_plans_show_the_hold_time_to_live_in_force(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENCLAW_HOLD_TTL_SECONDS", "90")
-    get_settings.cache_clear()
-    with TestClient(gateway.create_app()) as http:
+    with _gateway(monkeypatch, OPENCLAW_HOLD_TTL_SECONDS="90") as http:
         assert {plan["hold_ttl_seconds"] for plan in _plans(http).values()} == {90}
         client = create_client(http, "enterprise")
         job = submit_job(http, client["api_key"]).json()["job"]
@@ -328,13 +341,16 @@ def test_usage_and_the_client_detail_show_the_jobs_open_against_the_cap(http: Te
     assert all("digest" not in key for key in detail["api_keys"])
 
 
-def test_a_job_open_across_a_cycle_reset_still_counts(http: TestClient, clock: Clock) -> None:
-    client = create_client(http, "free", max_active_jobs=None)  # the plan's cap: 1
-    end = datetime.fromisoformat(_usage(http, client["api_key"])["billing_cycle_end"])
-    clock.advance(seconds=(end - clock.now).total_seconds() - 3600)
-    assert submit_job(http, client["api_key"]).status_code == 201
-    clock.advance(hours=2)  # a new cycle; the job's hold lasts 24 hours
-    usage = _usage(http, client["api_key"])
-    assert (usage["credits_reserved"], usage["credits_remaining"]) == (0, 5)
-    assert _open_against_cap(http, client) == [(1, 1), (1, 1), None]
-    assert submit_job(http, client["api_key"]).status_code == 429  # the store counts it too
+def test_a_job_open_across_a_cycle_reset_still_counts(
+    env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    with _gateway(monkeypatch, OPENCLAW_BILLING_DB=store_url) as http:
+        client = create_client(http, "free", max_active_jobs=None)  # the plan's cap: 1
+        end = datetime.fromisoformat(_usage(http, client["api_key"])["billing_cycle_end"])
+        clock.advance(seconds=(end - clock.now).total_seconds() - 3600)
+        assert submit_job(http, client["api_key"]).status_code == 201
+        clock.advance(hours=2)  # a new cycle; the job's hold lasts 24 hours
+        usage = _usage(http, client["api_key"])
+        assert (usage["credits_reserved"], usage["credits_remaining"]) == (0, 5)
+        assert _open_against_cap(http, client) == [(1, 1), (1, 1), None]
+        assert submit_job(http, client["api_key"]).status_code == 429  # the store counts it
