@@ -204,7 +204,8 @@ def open_holds(record: ClientRecord) -> int:
     one before it (a hold taken before a reset stays there until its job ends, see
     :func:`.outcomes.settle_hold`). A hold is booked with its job and closed with it, in one
     atomic step, so these are the jobs the concurrency cap counts; only a hold that outlives
-    two cycle starts (its summary's entries are dropped) is no longer seen here."""
+    two cycle starts (its summary's entries are dropped) is no longer seen here (the service's
+    ``active_jobs`` then counts the store's jobs)."""
     history = record.metadata.cycle_history[-1:]
     entries = [*record.metadata.cost_log, *(e for summary in history for e in summary.entries)]
     return sum(1 for entry in entries if entry.held)

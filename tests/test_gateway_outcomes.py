@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 
 import gateway
 from conftest import ADMIN_TOKEN, Clock
-from openclaw_billing.service import set_service
+from openclaw_billing.jobs import StoredJob
+from openclaw_billing.service import get_service, set_service
 from openclaw_billing.settings import get_settings
+from openclaw_billing.store.capabilities import JobStorage
 from tests.backends import store_url_fixture  # noqa: F401
 from tests.factories import create_client, submit_job
 
@@ -354,3 +356,34 @@ def test_a_job_open_across_a_cycle_reset_still_counts(
         assert (usage["credits_reserved"], usage["credits_remaining"]) == (0, 5)
         assert _open_against_cap(http, client) == [(1, 1), (1, 1), None]
         assert submit_job(http, client["api_key"]).status_code == 429  # the store counts it
+
+
+def test_a_hold_the_ledger_no_longer_keeps_is_counted_from_the_stores_jobs(
+    env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _gateway(monkeypatch, OPENCLAW_BILLING_DB=store_url) as http:
+        reads: list[str] = []
+        store = get_service().store
+        assert isinstance(store, JobStorage)
+        client_jobs = store.client_jobs
+
+        def counted(client_id: str, since: datetime | None = None) -> list[StoredJob]:
+            reads.append(client_id)
+            return client_jobs(client_id, since)
+
+        monkeypatch.setattr(store, "client_jobs", counted)
+        client = create_client(http, "starter", max_active_jobs=None)  # the plan's cap: 2
+        cid = client["client_id"]
+        assert submit_job(http, client["api_key"]).status_code == 201
+        assert _open_against_cap(http, client) == [(1, 2), (1, 2), None]
+        assert reads == []  # read from the ledger
+        # Each move between a limited and an unlimited plan starts a cycle: from the second
+        # on, the ledger no longer keeps the cycle the hold was taken in.
+        for plan, cap in (("enterprise", None), ("starter", 2), ("enterprise", None)):
+            http.put(f"/api/admin/clients/{cid}/plan", headers=ADMIN, json={"plan": plan})
+            assert _open_against_cap(http, client) == [(1, cap), (1, cap), None], plan
+        assert reads == [cid] * 4  # usage and detail, after each of the last two moves
+        http.put(f"/api/admin/clients/{cid}/plan", headers=ADMIN, json={"plan": "starter"})
+        assert submit_job(http, client["api_key"]).status_code == 201
+        assert submit_job(http, client["api_key"]).status_code == 429  # what the store counts
+        assert _open_against_cap(http, client) == [(2, 2), (2, 2), None]

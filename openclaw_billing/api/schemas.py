@@ -328,7 +328,9 @@ class UsagePublic(BaseModel):
     active_jobs_limit: ActiveJobsLimit
 
     @classmethod
-    def of(cls, record: ClientRecord) -> UsagePublic:
+    def of(cls, record: ClientRecord, active_jobs: int | None = None) -> UsagePublic:
+        """``active_jobs``: the service's count (``BillingService.active_jobs``); None: the
+        ledger's (:func:`.ledger.open_holds`)."""
         used = sum(e.credits for e in record.metadata.cost_log)
         reserved = sum(e.credits for e in record.metadata.cost_log if e.held)
         remaining = record.credits_remaining
@@ -350,7 +352,7 @@ class UsagePublic(BaseModel):
             billing_cycle_end=record.billing_cycle_end,
             total_spent=record.total_spent,
             spent_this_cycle=round(sum(e.cost for e in record.metadata.cost_log), 6),
-            active_jobs=open_holds(record),
+            active_jobs=open_holds(record) if active_jobs is None else active_jobs,
             active_jobs_limit=concurrency_cap(record.plan, record.max_active_jobs),
         )
 

@@ -134,14 +134,15 @@ class ClientDetail(ClientPublic):
     active_jobs_limit: ActiveJobsLimit
 
     @classmethod
-    def of(cls, record: ClientRecord) -> ClientDetail:
+    def of(cls, record: ClientRecord, active_jobs: int | None = None) -> ClientDetail:
+        """``active_jobs``: as :meth:`.schemas.UsagePublic.of` takes it."""
         return cls(
             **cls.fields_of(record),
             metadata=record.metadata,
             api_keys=[ApiKeyPublic.of(k) for k in record.api_keys],
             rate_limit_per_minute=record.rate_limit_per_minute,
             ip_allowlist=record.ip_allowlist,
-            active_jobs=open_holds(record),
+            active_jobs=open_holds(record) if active_jobs is None else active_jobs,
             active_jobs_limit=concurrency_cap(record.plan, record.max_active_jobs),
         )
 

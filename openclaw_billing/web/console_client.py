@@ -162,7 +162,7 @@ def client_page_response(
 ) -> HTMLResponse:
     """The client's page; with ``error``, under its status (a refused action)."""
     record = user.service.get_client(client_id)
-    usage = UsagePublic.of(record)
+    usage = UsagePublic.of(record, user.service.active_jobs(record))
     context = {
         **_base(user, record),
         **jobs_context(record, 0),
