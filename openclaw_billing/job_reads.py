@@ -50,6 +50,8 @@ class JobReads:
         since = min((past.start for past in dropped if past.end > recent), default=None)
         if since is None:
             return open_holds(record)
+        # A margin before the oldest such cycle: a cycle's start is the time it was given (a
+        # Stripe period's, say), not the time of its first job.
         found = store.client_jobs(record.client_id, since - LONGEST_HOLD)
         return sum(1 for job in found if job.holding)
 
