@@ -115,6 +115,35 @@ def test_the_page_shows_credits_held_and_each_jobs_status_and_receipt(console: C
     assert_safe_page(answer)
 
 
+def _open_jobs(console: Console) -> str:
+    """What the page's "Jobs at once" says: the jobs open, beside the client's cap."""
+    [shown] = re.findall(
+        r'<dd data-active-jobs="\d+">(.*?)</dd>', console.http.get(console.url).text
+    )
+    return html.unescape(shown)
+
+
+def _set_cap(console: Console, cap: int | None) -> None:
+    console.service.set_policy(
+        console.client_id, rate_limit_per_minute=None, ip_allowlist=[], max_active_jobs=cap
+    )
+
+
+def test_the_page_shows_the_jobs_open_beside_the_cap(console: Console) -> None:
+    # The tests' clients have a cap of their own (tests/factories.py: UNCAPPED).
+    assert _open_jobs(console) == "0 open, at most 1000000 (override)"
+    _set_cap(console, None)
+    reserve(console, "job-a", 3)
+    reserve(console, "job-b", 1)
+    assert _open_jobs(console) == "2 open, at most 5 (the plan's)"
+    end(console, "job-a", JobStatus.SUCCEEDED)
+    assert _open_jobs(console) == "1 open, at most 5 (the plan's)"
+    console.service.change_plan(console.client_id, PlanId.ENTERPRISE)
+    assert _open_jobs(console) == "1 open, no cap (the plan's)"
+    _set_cap(console, 2)
+    assert _open_jobs(console) == "1 open, at most 2 (override)"
+
+
 def test_a_job_charged_at_intake_has_no_hold(console: Console) -> None:
     console.service.charge(console.client_id, job_id="no-job-stored")
     job = StoredJob(client_id=console.client_id, job_id="old-way", created_at=datetime.now(UTC))

@@ -1,16 +1,27 @@
 """Charging by outcome over HTTP, through the reference gateway: intake holds the job's price,
 the runner's report settles it, the client reads its receipt and may cancel a queued job, a
-quote fixes the price, and the concurrency cap answers 429 with Retry-After."""
+quote fixes the price, and the concurrency cap answers 429 with Retry-After. What a plan holds
+a client to (its cap, hold time to live, prices, outcome policy) is in the plan catalogue, and
+the jobs open against the client's cap are in its usage and the admin's client detail."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+import gateway
 from conftest import ADMIN_TOKEN, Clock
+from openclaw_billing.jobs import StoredJob
+from openclaw_billing.service import get_service, set_service
+from openclaw_billing.settings import get_settings
+from openclaw_billing.store.capabilities import JobStorage
+from tests.backends import store_url_fixture  # noqa: F401
 from tests.factories import create_client, submit_job
 
 ADMIN = {"X-Auth-Token": ADMIN_TOKEN}
@@ -177,3 +188,202 @@ def test_holds_past_their_time_to_live_expire(http: TestClient, clock: Clock) ->
     events = http.get("/api/admin/audit", headers=ADMIN, params={"action": "job.expire"}).json()
     assert [e["detail"]["job_id"] for e in events["events"]] == [job_id]
     assert clock.now - timedelta(hours=24) > clock.now - timedelta(days=1, seconds=2)
+
+
+# -- what a plan and a client are held to, where they look -------------------------------------
+
+#: GET /api/billing/plans before the plan's terms were added to it, field for field: the
+#: documented examples and the delivery contract read these, so they never change.
+CATALOGUE_BEFORE = {
+    "free": ("Free", 0, "$0", 5, 1, ["Basic submission", "24h history"], 10),
+    "starter": ("Starter", 49, "$49", 50, 30, ["Priority support", "30-day history"], 60),
+    "pro": ("Pro", 199, "$199", 200, 90, ["24/7 support", "analytics", "webhooks"], 300),
+    "enterprise": (
+        "Enterprise",
+        None,
+        "Custom",
+        None,
+        None,
+        ["Dedicated support", "forever history"],
+        1200,
+    ),
+}
+_BEFORE_FIELDS = (
+    "name",
+    "price_usd",
+    "price_label",
+    "jobs_per_month",
+    "history_days",
+    "features",
+    "requests_per_minute",
+)
+DEFAULT_ENDS = {
+    "succeeded": "charge",
+    "failed:infrastructure": "release",
+    "failed:client_error": "charge",
+    "timed_out": "release",
+    "cancelled_before_start": "release",
+    "cancelled_after_start": "charge",
+    "expired": "release",
+}
+
+
+def _plans(http: TestClient) -> dict[str, Any]:
+    answer = http.get("/api/billing/plans")
+    assert answer.status_code == 200
+    return {plan["id"]: plan for plan in answer.json()["plans"]}
+
+
+def test_the_plans_publish_their_caps_hold_prices_and_outcome_policy(http: TestClient) -> None:
+    plans = _plans(http)
+    assert list(plans) == list(CATALOGUE_BEFORE)
+    for plan_id, before in CATALOGUE_BEFORE.items():
+        plan = plans[plan_id]
+        assert tuple(plan[name] for name in _BEFORE_FIELDS) == before, plan_id
+        assert plan["hold_ttl_seconds"] == 24 * 3600
+        assert plan["job_prices"] == {"default": 1, "task_types": {}, "priority_surcharges": {}}
+        assert plan["outcome_policy"] == DEFAULT_ENDS
+        assert plan["usage_rates"] == {}
+    caps = {plan_id: plan["max_active_jobs"] for plan_id, plan in plans.items()}
+    assert caps == {"free": 1, "starter": 2, "pro": 5, "enterprise": None}
+    assert len(plans["pro"]) == 1 + len(_BEFORE_FIELDS) + 5  # id, the old fields, the terms
+
+
+def test_a_plans_own_prices_and_policy_are_published_as_the_quote_prices_them(
+    http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from openclaw_billing import plans
+
+    own = replace(
+        plans.PLANS[plans.PlanId.PRO],
+        task_prices={"*": 2, "research": 4},
+        priority_surcharges={"P0": 3},
+        outcome_policy={"failed:client_error": plans.Settlement.RELEASE},
+        hold_ttl=timedelta(hours=2),
+        usage_rates={"tokens_out": 0.001},
+    )
+    monkeypatch.setitem(plans.PLANS, plans.PlanId.PRO, own)
+    pro = _plans(http)["pro"]
+    prices = pro["job_prices"]
+    assert prices == {"default": 2, "task_types": {"research": 4}, "priority_surcharges": {"P0": 3}}
+    # A plan's policy replaces the default one: an end it does not name is charged
+    # (Plan.settlement), and shown so.
+    charged = dict.fromkeys(DEFAULT_ENDS, "charge")
+    assert pro["outcome_policy"] == charged | {"failed:client_error": "release"}
+    assert (pro["hold_ttl_seconds"], pro["usage_rates"]) == (7200, {"tokens_out": 0.001})
+    key = {"X-Client-Key": create_client(http, "pro")["api_key"]}
+    for task_type, priority in (("research", "P0"), ("research", "P2"), ("feature_build", "P0")):
+        body = {"task_type": task_type, "priority": priority}
+        quote = http.post("/api/billing/quote", headers=key, json=body).json()
+        table = prices["task_types"].get(task_type, prices["default"])
+        assert quote["credits"] == table + prices["priority_surcharges"].get(priority, 0)
+
+
+@contextmanager
+def _gateway(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[TestClient]:
+    """A gateway of its own, made after these settings are set (the ``env`` fixture first)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    set_service(None)
+    with TestClient(gateway.create_app()) as http:
+        yield http
+
+
+def test_the_plans_show_the_hold_time_to_live_in_force(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _gateway(monkeypatch, OPENCLAW_HOLD_TTL_SECONDS="90") as http:
+        assert {plan["hold_ttl_seconds"] for plan in _plans(http).values()} == {90}
+        client = create_client(http, "enterprise")
+        job = submit_job(http, client["api_key"]).json()["job"]
+    held = datetime.fromisoformat(job["receipt"]["hold_until"])
+    assert held - datetime.fromisoformat(job["created_at"]) == timedelta(seconds=90)
+
+
+def _detail(http: TestClient, client_id: str) -> Any:
+    return http.get(f"/api/admin/clients/{client_id}", headers=ADMIN).json()
+
+
+def _open_against_cap(http: TestClient, client: dict[str, Any]) -> list[Any]:
+    """(active_jobs, active_jobs_limit) as the client's usage and the admin's detail show them,
+    and the detail's own cap."""
+    usage, detail = _usage(http, client["api_key"]), _detail(http, client["client_id"])
+    return [
+        (usage["active_jobs"], usage["active_jobs_limit"]),
+        (detail["active_jobs"], detail["active_jobs_limit"]),
+        detail["max_active_jobs"],
+    ]
+
+
+def test_usage_and_the_client_detail_show_the_jobs_open_against_the_cap(http: TestClient) -> None:
+    client = create_client(http, "starter", max_active_jobs=None)  # the plan's cap: 2
+    assert _open_against_cap(http, client) == [(0, 2), (0, 2), None]
+    first = submit_job(http, client["api_key"]).json()["job_id"]
+    _report(http, first, status="running")
+    submit_job(http, client["api_key"])
+    assert _open_against_cap(http, client) == [(2, 2), (2, 2), None]
+    assert submit_job(http, client["api_key"]).status_code == 429  # what the cap counts
+    _report(http, first, status="succeeded")
+    assert _open_against_cap(http, client) == [(1, 2), (1, 2), None]
+    policy: dict[str, Any] = {
+        "rate_limit_per_minute": None,
+        "ip_allowlist": [],
+        "max_active_jobs": 3,
+    }
+    http.put(f"/api/admin/clients/{client['client_id']}/policy", headers=ADMIN, json=policy)
+    assert _open_against_cap(http, client) == [(1, 3), (1, 3), 3]
+    unlimited = create_client(http, "enterprise", max_active_jobs=None)
+    submit_job(http, unlimited["api_key"])
+    assert _open_against_cap(http, unlimited) == [(1, None), (1, None), None]
+    detail = _detail(http, client["client_id"])
+    assert "api_key" not in detail
+    assert all("digest" not in key for key in detail["api_keys"])
+
+
+def test_a_job_open_across_a_cycle_reset_still_counts(
+    env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    with _gateway(monkeypatch, OPENCLAW_BILLING_DB=store_url) as http:
+        client = create_client(http, "free", max_active_jobs=None)  # the plan's cap: 1
+        end = datetime.fromisoformat(_usage(http, client["api_key"])["billing_cycle_end"])
+        clock.advance(seconds=(end - clock.now).total_seconds() - 3600)
+        assert submit_job(http, client["api_key"]).status_code == 201
+        clock.advance(hours=2)  # a new cycle; the job's hold lasts 24 hours
+        usage = _usage(http, client["api_key"])
+        assert (usage["credits_reserved"], usage["credits_remaining"]) == (0, 5)
+        assert _open_against_cap(http, client) == [(1, 1), (1, 1), None]
+        assert submit_job(http, client["api_key"]).status_code == 429  # the store counts it
+
+
+def test_a_hold_the_ledger_no_longer_keeps_is_counted_from_the_stores_jobs(
+    env: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _gateway(monkeypatch, OPENCLAW_BILLING_DB=store_url) as http:
+        reads: list[str] = []
+        store = get_service().store
+        assert isinstance(store, JobStorage)
+        client_jobs = store.client_jobs
+
+        def counted(client_id: str, since: datetime | None = None) -> list[StoredJob]:
+            reads.append(client_id)
+            return client_jobs(client_id, since)
+
+        monkeypatch.setattr(store, "client_jobs", counted)
+        client = create_client(http, "starter", max_active_jobs=None)  # the plan's cap: 2
+        cid = client["client_id"]
+        assert submit_job(http, client["api_key"]).status_code == 201
+        assert _open_against_cap(http, client) == [(1, 2), (1, 2), None]
+        assert reads == []  # read from the ledger
+        # Each move between a limited and an unlimited plan starts a cycle: from the second
+        # on, the ledger no longer keeps the cycle the hold was taken in.
+        for plan, cap in (("enterprise", None), ("starter", 2), ("enterprise", None)):
+            http.put(f"/api/admin/clients/{cid}/plan", headers=ADMIN, json={"plan": plan})
+            assert _open_against_cap(http, client) == [(1, cap), (1, cap), None], plan
+        assert reads == [cid] * 4  # usage and detail, after each of the last two moves
+        http.put(f"/api/admin/clients/{cid}/plan", headers=ADMIN, json={"plan": "starter"})
+        assert submit_job(http, client["api_key"]).status_code == 201
+        assert submit_job(http, client["api_key"]).status_code == 429  # what the store counts
+        assert _open_against_cap(http, client) == [(2, 2), (2, 2), None]

@@ -79,9 +79,11 @@ admin_router = APIRouter(
 
 
 @public_router.get("/plans")
-def list_plans() -> PlansPublic:
-    """List all available pricing plans."""
-    return PlansPublic.catalogue()
+def list_plans(service: ServiceDep) -> PlansPublic:
+    """List all available pricing plans, with what each holds a client to: how many jobs at
+    once, how long a job's price is held (the one in force), the prices and the outcome
+    policy."""
+    return PlansPublic.catalogue(service.hold_ttl)
 
 
 @public_router.post("/webhook", responses=_errors(400, 413, 502, 503))
@@ -126,7 +128,8 @@ def checkout_return(
 @client_router.get("/usage")
 def get_usage(client: CurrentClient, service: ServiceDep) -> UsagePublic:
     """Current usage and remaining credits of the calling client."""
-    return UsagePublic.of(service.get_client(client.client_id))
+    record = service.get_client(client.client_id)
+    return UsagePublic.of(record, service.active_jobs(record))
 
 
 @client_router.post("/quote", responses=_errors(413, 422, 503))
@@ -195,8 +198,10 @@ def get_overview(service: ServiceDep) -> OverviewPublic:
 
 @admin_router.get("/clients/{client_id}", responses=_errors(404))
 def get_client(client_id: ClientId, service: ServiceDep) -> ClientDetail:
-    """One client with its current-cycle ledger and past-cycle summaries."""
-    return ClientDetail.of(service.get_client(client_id))
+    """One client with its current-cycle ledger and past-cycle summaries, its keys, its access
+    policy and its jobs open against its cap."""
+    record = service.get_client(client_id)
+    return ClientDetail.of(record, service.active_jobs(record))
 
 
 @admin_router.put("/clients/{client_id}/credits", responses=_errors(404, 409, 422))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import (
@@ -22,9 +22,9 @@ from pydantic import (
 )
 
 from ..cycles import as_utc
-from ..ledger import refusal_of
+from ..ledger import concurrency_cap, open_holds, refusal_of
 from ..models import ClientRecord, UtcDatetime
-from ..plans import PLANS, Plan, PlanId
+from ..plans import DEFAULT_POLICY, PLANS, Plan, PlanId, Settlement
 from ..quotes import (
     DEFAULT_PRIORITY,
     DEFAULT_TASK_TYPE,
@@ -122,6 +122,24 @@ class ValidationErrorPublic(ErrorPublic):
     errors: list[ValidationIssue]
 
 
+class JobPricesPublic(BaseModel):
+    """A job's price in credits on a plan: its task type's price (``default`` for a type not
+    listed) plus its priority's surcharge (0 for a priority not listed), at least 1."""
+
+    default: int = Field(description="The price of a job whose task type is not listed.")
+    task_types: dict[str, int] = Field(description="Prices by task type.")
+    priority_surcharges: dict[str, int] = Field(description="Credits added by priority (P0-P3).")
+
+    @classmethod
+    def of(cls, plan: Plan) -> JobPricesPublic:
+        prices = plan.task_prices
+        return cls(
+            default=prices.get("*", 1),
+            task_types={name: price for name, price in prices.items() if name != "*"},
+            priority_surcharges=dict(plan.priority_surcharges),
+        )
+
+
 class PlanPublic(BaseModel):
     id: PlanId
     name: str
@@ -133,9 +151,27 @@ class PlanPublic(BaseModel):
     requests_per_minute: int = Field(
         description="Default rate limit of a client on this plan (an admin may override it)."
     )
+    max_active_jobs: int | None = Field(
+        description="Jobs a client may have queued or running at once; null means no cap (an "
+        "admin may set a client's own)."
+    )
+    hold_ttl_seconds: int = Field(
+        description="How long a job's price is held: a job not ended by then expires and its "
+        "hold is released (OPENCLAW_HOLD_TTL_SECONDS, when set, for every plan)."
+    )
+    job_prices: JobPricesPublic
+    outcome_policy: dict[str, Settlement] = Field(
+        description="What each end of a job does with its hold: charge, or release in full."
+    )
+    usage_rates: dict[str, float] = Field(
+        description="Credits per unit of measured usage, by name; empty: a job is charged "
+        "the price it holds."
+    )
 
     @classmethod
-    def of(cls, plan: Plan) -> PlanPublic:
+    def of(cls, plan: Plan, hold_ttl: timedelta | None = None) -> PlanPublic:
+        """``hold_ttl``: the time to live set for every plan, if any (else the plan's)."""
+        ends = {**DEFAULT_POLICY, **plan.outcome_policy}
         return cls(
             id=plan.id,
             name=plan.name,
@@ -145,6 +181,11 @@ class PlanPublic(BaseModel):
             history_days=plan.history_days,
             features=list(plan.features),
             requests_per_minute=plan.requests_per_minute,
+            max_active_jobs=plan.max_active_jobs,
+            hold_ttl_seconds=int((hold_ttl or plan.hold_ttl).total_seconds()),
+            job_prices=JobPricesPublic.of(plan),
+            outcome_policy={end: plan.settlement(end) for end in ends},
+            usage_rates=dict(plan.usage_rates),
         )
 
 
@@ -152,8 +193,24 @@ class PlansPublic(BaseModel):
     plans: list[PlanPublic]
 
     @classmethod
-    def catalogue(cls) -> PlansPublic:
-        return cls(plans=[PlanPublic.of(p) for p in PLANS.values()])
+    def catalogue(cls, hold_ttl: timedelta | None = None) -> PlansPublic:
+        return cls(plans=[PlanPublic.of(p, hold_ttl) for p in PLANS.values()])
+
+
+#: A client's jobs that hold credits now, and how many may (usage and the admin's detail).
+ActiveJobs = Annotated[
+    int,
+    Field(
+        description="Jobs queued or running now, their price held: what the concurrency cap counts."
+    ),
+]
+ActiveJobsLimit = Annotated[
+    int | None,
+    Field(
+        description="Jobs that may be queued or running at once: the client's own cap, else "
+        "its plan's; null means no cap."
+    ),
+]
 
 
 #: Stripe substitutes ``{CHECKOUT_SESSION_ID}`` in these, so they are checked as text (a URL
@@ -267,9 +324,13 @@ class UsagePublic(BaseModel):
     billing_cycle_end: UtcDatetime
     total_spent: float
     spent_this_cycle: float
+    active_jobs: ActiveJobs
+    active_jobs_limit: ActiveJobsLimit
 
     @classmethod
-    def of(cls, record: ClientRecord) -> UsagePublic:
+    def of(cls, record: ClientRecord, active_jobs: int | None = None) -> UsagePublic:
+        """``active_jobs``: the service's count (``BillingService.active_jobs``); None: the
+        ledger's (:func:`.ledger.open_holds`)."""
         used = sum(e.credits for e in record.metadata.cost_log)
         reserved = sum(e.credits for e in record.metadata.cost_log if e.held)
         remaining = record.credits_remaining
@@ -291,17 +352,22 @@ class UsagePublic(BaseModel):
             billing_cycle_end=record.billing_cycle_end,
             total_spent=record.total_spent,
             spent_this_cycle=round(sum(e.cost for e in record.metadata.cost_log), 6),
+            active_jobs=open_holds(record) if active_jobs is None else active_jobs,
+            active_jobs_limit=concurrency_cap(record.plan, record.max_active_jobs),
         )
 
 
 __all__ = [
     "ONE_LINE",
+    "ActiveJobs",
+    "ActiveJobsLimit",
     "CheckoutPublic",
     "CheckoutRequest",
     "Email",
     "ErrorPublic",
     "Instant",
     "IsoDatetime",
+    "JobPricesPublic",
     "Name",
     "PlanPublic",
     "PlansPublic",

@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from ..access import MAX_ALLOWLIST_ENTRIES, MAX_ROTATION_GRACE
 from ..audit import AuditEvent
 from ..cycles import resolve_now, utcnow
+from ..ledger import concurrency_cap, open_holds
 from ..models import ApiKeyRecord, ClientMetadata, ClientRecord, UtcDatetime
 from ..plans import PLANS, PlanId
 from ..safetext import ONE_LINE
-from .schemas import Email, Instant, Name, Reason, StrictInput
+from .schemas import ActiveJobs, ActiveJobsLimit, Email, Instant, Name, Reason, StrictInput
 
 #: The largest single credit adjustment; a negative amount may not take credits below zero.
 MAX_CREDIT_ADJUSTMENT = 1_000_000
@@ -128,15 +129,21 @@ class ClientDetail(ClientPublic):
     api_keys: list[ApiKeyPublic]
     rate_limit_per_minute: int | None = Field(description="Override; null: the plan's limit.")
     ip_allowlist: list[str] = Field(description="Allowed networks; empty allows any address.")
+    max_active_jobs: int | None = Field(description="Override; null: the plan's cap.")
+    active_jobs: ActiveJobs
+    active_jobs_limit: ActiveJobsLimit
 
     @classmethod
-    def of(cls, record: ClientRecord) -> ClientDetail:
+    def of(cls, record: ClientRecord, active_jobs: int | None = None) -> ClientDetail:
+        """``active_jobs``: as :meth:`.schemas.UsagePublic.of` takes it."""
         return cls(
             **cls.fields_of(record),
             metadata=record.metadata,
             api_keys=[ApiKeyPublic.of(k) for k in record.api_keys],
             rate_limit_per_minute=record.rate_limit_per_minute,
             ip_allowlist=record.ip_allowlist,
+            active_jobs=open_holds(record) if active_jobs is None else active_jobs,
+            active_jobs_limit=concurrency_cap(record.plan, record.max_active_jobs),
         )
 
 

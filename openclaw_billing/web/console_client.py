@@ -1,9 +1,10 @@
 """One client in the operator console, ``/billing/console/clients/{client_id}``: what the admin
-API's ``GET /api/admin/clients/{id}`` answers (usage and the credits held now, cycle, plan,
-status, Stripe ids, this cycle's ledger and credit adjustments, past cycles, the keys without
-their digests, the access policy), the client's jobs with their status and receipt (holds
-marked, each open job with a form to report its end), the client's audit trail, and a form
-for each admin action (the actions are in :mod:`.console_actions` and :mod:`.console_keys`).
+API's ``GET /api/admin/clients/{id}`` answers (usage, the credits held now and the jobs open
+beside their cap, cycle, plan, status, Stripe ids, this cycle's ledger and credit adjustments,
+past cycles, the keys without their digests, the access policy), the client's jobs with their
+status and receipt (holds marked, each open job with a form to report its end), the client's
+audit trail, and a form for each admin action (the actions are in :mod:`.console_actions` and
+:mod:`.console_keys`).
 
 The jobs, the ledger and the audit trail are paged. A pager link is a plain link to the section
 as a page of its own; with htmx it replaces only its section (the route answers an htmx request
@@ -161,7 +162,7 @@ def client_page_response(
 ) -> HTMLResponse:
     """The client's page; with ``error``, under its status (a refused action)."""
     record = user.service.get_client(client_id)
-    usage = UsagePublic.of(record)
+    usage = UsagePublic.of(record, user.service.active_jobs(record))
     context = {
         **_base(user, record),
         **jobs_context(record, 0),
