@@ -117,6 +117,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(datetime(2026, 2, 19, 10, 30, tzinfo=UTC))
     monkeypatch.setattr("openclaw_billing.service.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.admin.utcnow", fake)
+    monkeypatch.setattr("openclaw_billing.charges.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.job_actions.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.job_reads.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.quotes.utcnow", fake)

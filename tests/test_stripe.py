@@ -76,6 +76,7 @@ def now_fixture(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     for target in (
         "openclaw_billing.service",
+        "openclaw_billing.charges",
         "openclaw_billing.stripe_billing.webhook",
         "openclaw_billing.stripe_billing.checkout",
         "gateway",
