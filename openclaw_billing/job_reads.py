@@ -44,7 +44,7 @@ class JobReads:
         store = self.store
         if not isinstance(store, JobStorage):
             return open_holds(record)
-        ttl = max(LONGEST_HOLD, self.hold_ttl or LONGEST_HOLD)
+        ttl = self._longest_hold()
         recent = resolve_now(now, utcnow) - ttl - SWEEP_LAG
         dropped = record.metadata.cycle_history[:-1]
         since = min((past.start for past in dropped if past.end > recent), default=None)
@@ -52,7 +52,7 @@ class JobReads:
             return open_holds(record)
         # A margin before the oldest such cycle: a cycle's start is the time it was given (a
         # Stripe period's, say), not the time of its first job.
-        found = store.client_jobs(record.client_id, since - LONGEST_HOLD)
+        found = store.client_jobs(record.client_id, since - ttl)
         return sum(1 for job in found if job.holding)
 
     def recent_jobs(self, record: ClientRecord) -> list[StoredJob] | None:
@@ -63,5 +63,10 @@ class JobReads:
         if not isinstance(store, JobStorage):
             return None
         start = record.billing_cycle_start
-        found = store.client_jobs(record.client_id, start - LONGEST_HOLD)
+        found = store.client_jobs(record.client_id, start - self._longest_hold())
         return [job for job in reversed(found) if job.created_at >= start or job.status.open]
+
+    def _longest_hold(self) -> timedelta:
+        """The longest a job may hold its price: the plans' longest time to live, or the one
+        set for every plan (``OPENCLAW_HOLD_TTL_SECONDS``) when longer."""
+        return max(LONGEST_HOLD, self.hold_ttl or LONGEST_HOLD)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ..access import find_key
 from ..audit import MAX_QUERY_LIMIT, MAX_QUERY_OFFSET, AuditAction, AuditQuery
 from ..errors import PayloadTooLarge
+from ..settings import get_settings
 from ..stripe_billing import MAX_WEBHOOK_BYTES
 from .bodylimit import BodyLimitedRoute
 from .deps import AdminAuth, ClientAddress, CurrentClient, ServiceDep, StripeDep
@@ -79,11 +80,11 @@ admin_router = APIRouter(
 
 
 @public_router.get("/plans")
-def list_plans(service: ServiceDep) -> PlansPublic:
+def list_plans() -> PlansPublic:
     """List all available pricing plans, with what each holds a client to: how many jobs at
     once, how long a job's price is held (the one in force), the prices and the outcome
     policy."""
-    return PlansPublic.catalogue(service.hold_ttl)
+    return PlansPublic.catalogue(get_settings().hold_ttl)
 
 
 @public_router.post("/webhook", responses=_errors(400, 413, 502, 503))
