@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from openclaw_billing import plans
 from openclaw_billing.audit import ADMIN_ACTOR, AuditAction, NewAuditEvent
@@ -31,6 +31,7 @@ from openclaw_billing.store.mutating import MutatingStore
 from openclaw_billing.store.sql import SqlStore
 from openclaw_billing.store.sql_schema import clients, job_rows, ledger_rows, summary_rows
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
+    SQL_BACKENDS,
     add_client,
     assert_invariants,
     reopen,
@@ -244,6 +245,39 @@ def test_a_batch_mixing_charges_and_settlements_of_one_client(store: Store, stor
         ]
         assert [a for a, _ in events(again, cid)].count(AuditAction.JOB_OUTCOME) == 2
         assert_invariants(again)
+
+
+@pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
+def test_sql_a_settlement_reads_the_row_the_job_and_its_entry_whatever_the_ledger(
+    store: Store,
+) -> None:
+    """No whole record: the locked row, the job with its ledger row, then the writes; the same
+    statements with an empty ledger and with 500 entries."""
+    assert isinstance(store, SqlStore)
+    cid = client(store)
+    store.add_credits(cid, 1000, "room", T1)
+    seen: list[list[str]] = []
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(" ".join(str(args[2]).split()))
+
+    for entries in (0, 500):
+        for start in range(0, entries, 100):
+            batch = [Charge(cid, f"h{i}", 0.0, T1) for i in range(start, start + 100)]
+            store.mutate_batch(batch)
+        one(store, reserve(cid, f"j{entries}", T1))
+        statements.clear()
+        event.listen(store._write, "before_cursor_execute", count)
+        try:
+            one(store, settle(cid, f"j{entries}", T1 + MINUTE, RELEASED))
+        finally:
+            event.remove(store._write, "before_cursor_execute", count)
+        seen.append(list(statements))
+        tables = ("openclaw_cycle_summaries", "openclaw_credit_adjustments", "openclaw_api_keys")
+        assert not [s for s in statements if any(t in s for t in tables)], statements
+    assert seen[0] == seen[1]
+    assert record(store, cid).credits_remaining == 1200 - 500
 
 
 # -- each backend's path stores what the generic path stores -----------------------------------
