@@ -4,6 +4,8 @@
   PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front), then one conditional
   ``UPDATE ... WHERE credits_remaining > 0`` and the ledger insert commit together. ``job_id``
   is unique per client, for every cycle, not only the last two.
+* A job's move (``Settle``, ``MarkMeter``) works on the locked row too, the job's row and its
+  ledger row (:mod:`.sql_settle`), deciding by the rules of :mod:`openclaw_billing.outcomes`.
 * The rarer primitives lock the row, load the whole record, apply the very transitions of
   :mod:`openclaw_billing.ledger` the JSON store applies, and write back what changed.
 * SQLite runs in WAL mode with a busy timeout and immediate transactions, so "database is

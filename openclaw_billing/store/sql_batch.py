@@ -3,9 +3,9 @@ row locks (see :class:`~.mutating.Staged`).
 
 The rows are locked first, in one order (by id), so two batches never wait for each other;
 a whole record is loaded only for a mutation that needs it (a charge works on the row, see
-:mod:`.sql_charge`). Each mutation's write runs in a savepoint: a refused one (a key digest
-another client has, an audit event the database refuses) is undone alone, and the batch's
-other changes commit together.
+:mod:`.sql_charge`, and so does a job's move, see :mod:`.sql_settle`). Each mutation's write
+runs in a savepoint: a refused one (a key digest another client has, an audit event the
+database refuses) is undone alone, and the batch's other changes commit together.
 """
 
 from __future__ import annotations
