@@ -8,6 +8,7 @@ the whole record loaded, changed by the rules and written back)."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -245,6 +246,33 @@ def test_a_batch_mixing_charges_and_settlements_of_one_client(store: Store, stor
         ]
         assert [a for a, _ in events(again, cid)].count(AuditAction.JOB_OUTCOME) == 2
         assert_invariants(again)
+
+
+def test_workers_settling_one_job_at_once_settle_it_once(store: Store, store_url: str) -> None:
+    """Each worker its own store on the same location, all reporting the job's end at once:
+    one moves it, the others find it ended (the same report again) and give nothing back."""
+    cid = client(store)
+    one(store, reserve(cid, "j1", T1, price=7))
+    workers = 6
+    barrier = threading.Barrier(workers)
+    results: list[Any] = []
+
+    def report() -> None:
+        with reopen(store_url) as mine:
+            barrier.wait()
+            [outcome] = mine.mutate_batch([settle(cid, "j1", T1 + MINUTE, RELEASED)])
+            results.append(outcome.unwrap().changed)  # a refusal: an entry missing
+
+    threads = [threading.Thread(target=report) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * (workers - 1) + [True]
+    stored = record(store, cid)
+    assert (stored.credits_remaining, entry(stored, "j1")) == (200, (0, False))
+    assert [a for a, _ in events(store, cid)].count(AuditAction.JOB_OUTCOME) == 1
+    assert_invariants(store)
 
 
 @pytest.mark.parametrize("store_url", SQL_BACKENDS, indirect=True)
