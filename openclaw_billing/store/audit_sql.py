@@ -68,6 +68,10 @@ audit_rows = Table(
     sqlite_autoincrement=True,
 )
 
+#: Built once: constructing a statement costs more in Python than SQLite takes to run it (an
+#: admin action's event, and every job's settlement's, is one).
+_INSERT_EVENT = insert(audit_rows)
+
 
 class Transactions(Protocol):
     """The store's transaction factory: database errors become ``StoreUnavailable``."""
@@ -121,7 +125,7 @@ class SqlAuditLog(AuditLog):
         A refused insert (a trigger, a check) is ``StoreUnavailable``: the table has no key a
         caller could collide with."""
         try:
-            result = conn.execute(insert(audit_rows).values(_values(event)))
+            result = conn.execute(_INSERT_EVENT, _values(event))
         except IntegrityError as exc:
             logger.warning("The audit log refused an event: %s", type(exc.orig).__name__)
             raise StoreUnavailable() from exc
@@ -136,7 +140,7 @@ class SqlAuditLog(AuditLog):
         # statement after another, so their ids follow the order given.
         with self._tx() as conn:
             while batch := list(islice(iterator, _BATCH)):
-                conn.execute(insert(audit_rows), [_values(e) for e in batch])
+                conn.execute(_INSERT_EVENT, [_values(e) for e in batch])
                 count += len(batch)
         return count
 

@@ -59,8 +59,17 @@ from ..audit import AuditEvent, NewAuditEvent
 from ..errors import ClientNotFound, DuplicateClient, StoreUnavailable
 from ..jobs import Charged, StoredJob
 from ..models import ClientRecord
+from ..outcomes import Settled
 from .audit_json import JsonAuditLog, audit_path
-from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
+from .base import (
+    EVENT_ID_RETENTION,
+    Charge,
+    EventOutcome,
+    MarkMeter,
+    Outcome,
+    Settle,
+    StripeRef,
+)
 from .capabilities import MAX_SAME_ID
 from .filelock import FileLock
 from .files import private_directory
@@ -153,6 +162,11 @@ class JsonFileStore(MutatingStore):
         self, staged: Staged, op: Charge, resets: list[tuple[str, int | None]]
     ) -> Outcome[Charged]:
         return cast(JsonBatch, staged).charge(op, resets)
+
+    def _settle(
+        self, staged: Staged, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Settled]:
+        return cast(JsonBatch, staged).settle(op, resets)
 
     def compact(self) -> None:
         """Compact now: the state becomes the snapshot of a new generation, with an empty

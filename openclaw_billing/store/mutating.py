@@ -108,7 +108,7 @@ class MutatingStore(Store):
             outcomes = [
                 self._charge(staged, op, resets)
                 if isinstance(op, Charge)
-                else _settle(staged, op, resets)
+                else self._settle(staged, op, resets)
                 if isinstance(op, Settle | MarkMeter)
                 else _apply(staged, op, resets)
                 for op in batch
@@ -141,14 +141,22 @@ class MutatingStore(Store):
         mutation = Mutation(op.client_id, op.now, change)
         return _apply(staged, mutation, resets, job=lambda: accepted[0])
 
+    def _settle(
+        self, staged: Staged, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Settled]:
+        """One move of a stored job in a batch, by :func:`move` on the whole record (a
+        backend with a faster path overrides this)."""
+        return move(staged, op, resets)
 
-def _settle(
+
+def move(
     staged: Staged, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
 ) -> Outcome[Settled]:
     """One move of a stored job in a batch: a report, by the rules of :func:`.outcomes.apply`
     applied to the record and the job, or a meter mark, by :func:`.outcomes.mark_meter`
     applied to the job alone (the record is left as it is). A job that did not change stores
-    nothing but its audit event."""
+    nothing but its audit event. The client's cycle is rolled first if due, as for every
+    mutation (kept even if the move is refused)."""
     moved: list[StoredJob | None] = [None]
 
     def change(record: ClientRecord) -> tuple[Settled, bool]:

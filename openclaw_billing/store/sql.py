@@ -4,6 +4,8 @@
   PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front), then one conditional
   ``UPDATE ... WHERE credits_remaining > 0`` and the ledger insert commit together. ``job_id``
   is unique per client, for every cycle, not only the last two.
+* A job's move (``Settle``, ``MarkMeter``) works on the locked row too, the job's row and its
+  ledger row (:mod:`.sql_settle`), deciding by the rules of :mod:`openclaw_billing.outcomes`.
 * The rarer primitives lock the row, load the whole record, apply the very transitions of
   :mod:`openclaw_billing.ledger` the JSON store applies, and write back what changed.
 * SQLite runs in WAL mode with a busy timeout and immediate transactions, so "database is
@@ -26,7 +28,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import access
 from ..audit import NewAuditEvent
-from ..cycles import is_expired
 from ..errors import (
     BillingError,
     ClientNotFound,
@@ -36,9 +37,18 @@ from ..errors import (
 )
 from ..jobs import Charged, StoredJob
 from ..models import ClientRecord
+from ..outcomes import Settled
 from . import sql_charge, sql_query
 from .audit_sql import SqlAuditLog
-from .base import EVENT_ID_RETENTION, Charge, EventOutcome, Outcome, StripeRef
+from .base import (
+    EVENT_ID_RETENTION,
+    Charge,
+    EventOutcome,
+    MarkMeter,
+    Outcome,
+    Settle,
+    StripeRef,
+)
 from .mutating import MutatingStore, Staged, apply_event_change, log_cycle_reset
 from .query import FIRST_PAGE, ClientQuery, StoreOverview
 from .sessions_sql import SqlSessionStore
@@ -52,6 +62,7 @@ from .sql_schema import (
     create_schema,
     event_rows,
 )
+from .sql_settle import move_on_row
 from .sql_write import columns, save
 
 
@@ -128,26 +139,40 @@ class SqlStore(MutatingStore):
     def _charge(
         self, staged: Staged, op: Charge, resets: list[tuple[str, int | None]]
     ) -> Outcome[Charged]:
+        # The ledger table, not the record, says whether the id was ever charged.
         batch = cast(SqlBatch, staged)
-        row = batch.row(op.client_id)
+        row = batch.current_row(op.client_id, op.now, resets)
         if row is None:
-            batch.charged(op.client_id, wrote=False)
             return Outcome(error=ClientNotFound())
-        if is_expired(row.billing_cycle_end, op.now):
-            # The cycle ended: roll it with the shared rules (kept even if the charge is
-            # refused), then charge the new cycle's row. The ledger table, not the record,
-            # says whether the id was ever charged.
-            allowance = batch.roll(op.client_id, op.now)
-            resets.append((op.client_id, allowance))
-            row = batch.row(op.client_id)
-            assert row is not None  # locked by this transaction
         try:
             charged = charge_locked(batch.conn, row, op)
         except BillingError as exc:  # decided before anything was written
-            batch.charged(op.client_id, wrote=False)
+            batch.done(op.client_id, wrote=False)
             return Outcome(error=exc)
-        batch.charged(op.client_id, wrote=True)
+        batch.done(op.client_id, wrote=True)
         return Outcome(charged)
+
+    def _settle(
+        self, staged: Staged, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
+    ) -> Outcome[Settled]:
+        # On the locked row, the job's row and its ledger row (see .sql_settle).
+        batch = cast(SqlBatch, staged)
+        row = batch.current_row(op.client_id, op.now, resets)
+        if row is None:
+            return Outcome(error=ClientNotFound())
+        try:
+            settled, writes = move_on_row(batch.conn, row, op, self.location)
+        except BillingError as exc:  # decided before anything was written
+            batch.done(op.client_id, wrote=False)
+            return Outcome(error=exc)
+        # Outside the try, as for every mutation: an audit that fails is a bug.
+        audit = op.audit if isinstance(op, Settle) else None
+        event = None if audit is None else audit(settled)
+        try:
+            batch.write(op.client_id, writes, event)
+        except BillingError as exc:
+            return Outcome(error=exc)
+        return Outcome(settled)
 
     # -- Store API ------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@ row locks (see :class:`~.mutating.Staged`).
 
 The rows are locked first, in one order (by id), so two batches never wait for each other;
 a whole record is loaded only for a mutation that needs it (a charge works on the row, see
-:mod:`.sql_charge`). Each mutation's write runs in a savepoint: a refused one (a key digest
-another client has, an audit event the database refuses) is undone alone, and the batch's
-other changes commit together.
+:mod:`.sql_charge`, and so does a job's move, see :mod:`.sql_settle`). Each mutation's write
+runs in a savepoint: a refused one (a key digest another client has, an audit event the
+database refuses) is undone alone, and the batch's other changes commit together.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable
 
-from .. import ledger
+from .. import cycles, ledger
 from ..audit import NewAuditEvent
 from ..errors import BillingError
 from ..jobs import StoredJob
@@ -32,6 +33,8 @@ from .sql_schema import job_rows
 from .sql_write import save
 
 Loader = Callable[[Connection, Sequence[Row[Any]]], list[ClientRecord]]
+#: One statement to run, with its parameters.
+Write = tuple[Executable, dict[str, Any]]
 
 
 class SqlBatch(WorkingCopies):
@@ -62,15 +65,53 @@ class SqlBatch(WorkingCopies):
             self._rows[client_id] = sql_charge.lock_row(self.conn, client_id)
         return self._rows[client_id]
 
-    def charged(self, client_id: str, *, wrote: bool) -> None:
-        """A charge of the client is done; if it ``wrote`` the client's rows, read them again
-        when next needed."""
+    def current_row(
+        self, client_id: str, now: datetime, resets: list[tuple[str, int | None]]
+    ) -> Row[Any] | None:
+        """The client's locked row for a mutation done on it (a charge, a settlement), its
+        cycle current: an ended cycle is rolled first with the shared rules, on the whole
+        record, and kept even if the mutation is then refused (the reset noted in
+        ``resets``). None: no such client (the mutation is :meth:`done`)."""
+        row = self.row(client_id)
+        if row is None:
+            self.done(client_id, wrote=False)
+            return None
+        if not cycles.is_expired(row.billing_cycle_end, now):
+            return row
+        resets.append((client_id, self.roll(client_id, now)))
+        row = self.row(client_id)
+        assert row is not None  # locked by this transaction
+        return row
+
+    def done(self, client_id: str, *, wrote: bool) -> None:
+        """A mutation of the client on its row (a charge, a settlement) is done; if it
+        ``wrote`` the client's rows, read them again when next needed."""
         self._left[client_id] -= 1
         if not wrote:
             return
         self._rows.pop(client_id, None)
         self._kept.pop(client_id, None)
         self._working.pop(client_id, None)
+
+    def write(
+        self, client_id: str, statements: Sequence[Write], event: NewAuditEvent | None
+    ) -> None:
+        """Keep one mutation done on the client's row (see :meth:`done`): run its
+        ``statements`` and insert its audit ``event`` in a savepoint, as :meth:`keep` writes a
+        record: a write the database refuses is undone alone and raised as a
+        ``BillingError``."""
+        wrote = bool(statements) or event is not None
+        try:
+            if wrote:
+                with self.conn.begin_nested():
+                    for statement, values in statements:
+                        self.conn.execute(statement, values)
+                    if event is not None:
+                        self._audit.insert(self.conn, event)
+        except IntegrityError as exc:
+            raise integrity_error(exc, "This key already belongs to another client") from None
+        finally:
+            self.done(client_id, wrote=wrote)
 
     def roll(self, client_id: str, now: datetime) -> int | None:
         """Start the client's current cycle (its stored one has ended) and keep it, for a

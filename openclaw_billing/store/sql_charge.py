@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql import Executable
 
 from .. import ledger
 from ..errors import CreditLimitReached, InvalidApiKey
@@ -219,18 +220,21 @@ def job_values(job: StoredJob) -> dict[str, Any]:
 
 def update_job(conn: Connection, job: StoredJob) -> None:
     """Write a stored job's new status, hold and outcome."""
+    conn.execute(*job_update(job))
+
+
+def job_update(job: StoredJob) -> tuple[Executable, dict[str, Any]]:
+    """The statement that writes a stored job's new status, hold and outcome, with its
+    parameters."""
     life = _life(job)
-    conn.execute(
-        _UPDATE_JOB,
-        {
-            "b_client": job.client_id,
-            "b_job": job.job_id,
-            "b_status": life["status"],
-            "b_hold": life["hold_until"],
-            "b_outcome": life["outcome"],
-            "b_meter": life["meter_state"],
-        },
-    )
+    return _UPDATE_JOB, {
+        "b_client": job.client_id,
+        "b_job": job.job_id,
+        "b_status": life["status"],
+        "b_hold": life["hold_until"],
+        "b_outcome": life["outcome"],
+        "b_meter": life["meter_state"],
+    }
 
 
 def job_of(row: Row[Any]) -> StoredJob:

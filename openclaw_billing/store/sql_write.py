@@ -77,7 +77,7 @@ def save(
         )
     kept = {e.job_id for e in before.metadata.cost_log} if same_cycle else set()
     gone = kept - {e.job_id for e in after.metadata.cost_log}
-    if same_cycle:
+    if not new_record:  # a hold closed; in the previous cycle too, one this change rolled
         _settled_entries(conn, before, after)
     if gone:  # a refund
         conn.execute(
@@ -182,7 +182,8 @@ def _ledger_row(
 
 def _settled_entries(conn: Connection, before: ClientRecord, after: ClientRecord) -> None:
     """Update the ledger rows whose hold was settled (their credits and ``held``): of this
-    cycle, and of the one before it (a hold taken before the cycle rolled)."""
+    cycle, and of the one before it (a hold taken before the cycle rolled, by this change or
+    an earlier one)."""
 
     def holds(record: ClientRecord) -> dict[str, tuple[int, bool]]:
         meta = record.metadata
