@@ -631,6 +631,10 @@ def test_usage_reporting_admin_detail_shows_ledger(http: TestClient) -> None:
         "api_keys",
         "rate_limit_per_minute",
         "ip_allowlist",
+        # Added with charging by outcome: the concurrency cap and the jobs open now.
+        "max_active_jobs",
+        "active_jobs",
+        "active_jobs_limit",
     }
     assert set(record) == expected_fields
     assert record["name"] == "Acme Corp"
