@@ -175,6 +175,11 @@ class RateLimiter:
         self._clock = clock
         self._retry_after_error = retry_after_error
         self._lock = threading.Lock()
+        #: ``limits``' memory storage is not safe for threads (5.8: two threads that find its
+        #: expiry timer stopped start the same new one, and one gets "RuntimeError: threads
+        #: can only be started once", a 500), and a check runs on the event loop's thread and
+        #: in the thread pool: its calls take turns. They never wait on I/O.
+        self._serial: threading.Lock | None = threading.Lock() if self.in_process else None
         self._skip_until = 0.0
         self._down = False
 
@@ -280,7 +285,11 @@ class RateLimiter:
         if self._skip_until and time.monotonic() < self._skip_until:
             return None
         try:
-            result = call()
+            if self._serial is None:
+                result = call()
+            else:
+                with self._serial:
+                    result = call()
         except StorageError as exc:
             with self._lock:
                 self._skip_until = time.monotonic() + self._retry_after_error

@@ -119,9 +119,25 @@ def gateway_process(
         for _ in range(workers * 3):
             httpx.get(f"{base}{ready_path}", timeout=5)
         yield base, proc
+    except BaseException:
+        # A failing test shows what the server said (a 500's traceback, say): pytest prints
+        # a failing test's captured stderr, and the log file goes with the test's tmp dir.
+        print_server_log(log_file)
+        raise
     finally:
         stop(proc, timeout=15)
         log.close()
+
+
+def print_server_log(log_file: Path, *, lines: int = 200) -> None:
+    """The last ``lines`` lines of a server's log, on stderr."""
+    try:
+        tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    if tail:
+        print(f"--- the last {len(tail)} lines of {log_file.name} ---", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
 
 
 def log_path(state_dir: Path, port: int | str) -> Path:
