@@ -44,6 +44,16 @@ def cycle_allowance(record: ClientRecord) -> int | None:
     return get_plan(record.plan).jobs_per_month
 
 
+def credits_used(record: ClientRecord) -> int | None:
+    """Credits the current cycle's jobs take, charged or held: allowance + adjustments -
+    credits left (invariant I2); None on an unlimited plan. A released job takes none, and a
+    job takes its price, not one credit."""
+    if record.credits_remaining is None:
+        return None
+    adjusted = sum(a.amount for a in record.metadata.credit_adjustments)
+    return (cycle_allowance(record) or 0) + adjusted - record.credits_remaining
+
+
 def start_cycle(
     record: ClientRecord,
     start: datetime,

@@ -121,7 +121,9 @@ class OverviewPublic(BaseModel):
         description="Paying subscriptions of plans without a list price (not in mrr_usd)."
     )
     jobs_this_cycle: int = Field(description="Jobs charged in the active clients' cycles.")
-    credits_used_this_cycle: int = Field(description="The same, limited plans only.")
+    credits_used_this_cycle: int = Field(
+        description="Credits those jobs take on limited plans: held or charged, none released."
+    )
     clients_at_limit: int = Field(description="Active, limited plan, no credit left.")
     clients_past_due: int = Field(description="Subscription past_due or unpaid.")
     jobs_by_day: list[DayJobsPublic] = Field(description="The last 30 UTC dates, oldest first.")

@@ -9,6 +9,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
+from ..ledger import credits_used
 from ..models import ClientRecord
 from ..plans import PlanId
 from .query import (
@@ -114,8 +115,7 @@ def overview_of(records: Sequence[ClientRecord], now: datetime) -> StoreOverview
         meta = r.metadata
         if r.active:
             jobs += len(meta.cost_log)
-            if r.credits_remaining is not None:
-                credits += len(meta.cost_log)
+            credits += credits_used(r) or 0
         previous = meta.cycle_history[-1].entries if meta.cycle_history else []
         for entry in chain(meta.cost_log, previous):
             day = entry.timestamp.date()  # stored in UTC

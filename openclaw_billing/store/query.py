@@ -12,10 +12,10 @@ The rules, once, for every backend:
 * **status** (:class:`ClientStatus`) and the filters read the record as stored: a cycle that
   has ended but not yet been rolled (see ``Store.refresh_cycle``) still shows its stored
   credits and ledger here, while the service shows each client of the page reset.
-* **usage** (:attr:`ClientSort.USAGE`) is the number of jobs charged in the client's stored
-  cycle (its ledger entries). For a limited plan it equals the credits used,
-  ``cycle_allowance + adjustments - credits_remaining`` (invariant I2); for an unlimited plan
-  it is the jobs run. One rule for every plan, so the order is well defined.
+* **usage** (:attr:`ClientSort.USAGE`) is the number of jobs in the client's stored cycle
+  (its ledger entries: held, charged or released). One rule for every plan, so the order is
+  well defined; the credits those jobs take (:func:`openclaw_billing.ledger.credits_used`)
+  differ with prices and releases.
 * Every order ends with creation order, so equal keys keep a stable page.
 """
 
@@ -150,7 +150,8 @@ class StoreOverview:
 
     * ``plans``: every plan of the catalogue, in catalogue order, zeros included;
     * ``jobs_this_cycle``: ledger entries of the active clients' stored cycles;
-      ``credits_used_this_cycle``: the same, limited plans only (a job is a credit there);
+      ``credits_used_this_cycle``: the credits those cycles' jobs take on the limited plans
+      (:func:`openclaw_billing.ledger.credits_used`: allowance + adjustments - credits left);
     * ``at_limit`` and ``past_due``: the clients of those :class:`ClientStatus`;
     * ``jobs_by_day``: :data:`OVERVIEW_DAYS` UTC dates, oldest first, ending with ``now``'s,
       zeros included, counted from the ledger entries a store keeps for every client: its

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 
 from ..errors import StoreCorrupt
-from ..plans import PlanId
+from ..plans import PLANS, PlanId
 from .query import (
     PAST_DUE_STATUSES,
     PAYING_STATUSES,
@@ -45,7 +45,7 @@ from .query import (
     fold,
     overview_days,
 )
-from .sql_schema import clients, ledger_rows
+from .sql_schema import adjustment_rows, clients, ledger_rows
 
 _c = clients.c
 #: LIKE's escape character: a search's ``%``, ``_`` and ``\\`` are literal.
@@ -156,21 +156,44 @@ def overview(conn: Connection, now: datetime, location: str) -> StoreOverview:
         _figures(counts, plan, location)[2] = int(number)
     due = conn.execute(select(func.count()).where(_PAST_DUE)).scalar_one()
     active, limited_plan = _c.active.is_(True), _c.credits_remaining.is_not(None)
-    limited, jobs, credits = conn.execute(
+    counted = and_(active, limited_plan)
+    limited, jobs, taken = conn.execute(
         select(
             _count_if(_AT_LIMIT),
             _sum_if(active, _c.cycle_jobs),
-            _sum_if(and_(active, limited_plan), _c.cycle_jobs),
+            _sum_if(
+                counted, func.coalesce(_c.cycle_allowance, _PLAN_ALLOWANCE) - _c.credits_remaining
+            ),
         )
     ).one()
+    # Credits used (``ledger.credits_used``): allowance + adjustments - credits left; the
+    # current cycles' adjustments are few (an admin's), read by their (client, cycle) index.
+    adjusted = conn.execute(
+        select(func.coalesce(func.sum(adjustment_rows.c.amount), 0))
+        .select_from(adjustment_rows)
+        .join(
+            clients,
+            and_(
+                _c.client_id == adjustment_rows.c.client_id,
+                _c.cycle_no == adjustment_rows.c.cycle_no,
+            ),
+        )
+        .where(counted)
+    ).scalar_one()
     return StoreOverview(
         plans=tuple(PlanFigures(plan, *figures) for plan, figures in counts.items()),
         jobs_this_cycle=int(jobs),
-        credits_used_this_cycle=int(credits),
+        credits_used_this_cycle=int(taken) + int(adjusted),
         at_limit=int(limited),
         past_due=int(due),
         jobs_by_day=tuple(DayJobs(day, _jobs_on(conn, day)) for day in overview_days(now)),
     )
+
+
+#: A cycle's allowance when the row has none of its own (``ledger.cycle_allowance``).
+_PLAN_ALLOWANCE = case(
+    {plan.value: PLANS[plan].jobs_per_month or 0 for plan in PlanId}, value=_c.plan, else_=0
+)
 
 
 def _figures(counts: dict[PlanId, list[int]], plan: str, location: str) -> list[int]:

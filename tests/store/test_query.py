@@ -12,13 +12,18 @@ from typing import Any
 
 import pytest
 
-from openclaw_billing.plans import PlanId
+from openclaw_billing.jobs import JobStatus, NewJob
+from openclaw_billing.models import CostEntry
+from openclaw_billing.outcomes import Report
+from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.store import ClientQuery, ClientSort, ClientStatus, Store, open_store
+from openclaw_billing.store.base import Charge, Settle
 from openclaw_billing.store.json_file import JsonFileStore
 from openclaw_billing.store.migrate import copy_store
 from openclaw_billing.store.query import MAX_SEARCH_LENGTH, OVERVIEW_DAYS, DayJobs, PlanFigures
 from tests.backends import (  # noqa: F401 - the fixtures "store" and "store_url"
     SQL_BACKENDS,
+    add_client,
     assert_invariants,
     reopen,
     store_fixture,
@@ -41,7 +46,7 @@ from tests.console_data import (
     build,
     days,
 )
-from tests.store_helpers import T0
+from tests.store_helpers import T0, make_record
 
 #: (search, the clients it finds, in creation order).
 SEARCHES = [
@@ -179,6 +184,34 @@ def test_the_overview_counts_what_the_store_holds(built: Store) -> None:
     assert later.jobs_by_day[0].day == date(2026, 2, 6)
     assert later.jobs_by_day[-1] == DayJobs(date(2026, 3, 7), 0)
     assert later.jobs_by_day[:-1] == overview.jobs_by_day[1:]
+
+
+def test_credits_used_are_what_the_jobs_take_held_or_charged(store: Store) -> None:
+    """Not one credit per ledger entry: a held job takes its price, a released one nothing,
+    a settled one what it was charged; an admin's adjustment uses none."""
+    made, _ = add_client(store, PlanId.PRO)
+    cid = made.client_id
+    store.set_policy(cid, T0, rate_limit_per_minute=None, ip_allowlist=[], max_active_jobs=10)
+    store.add_credits(cid, 7, "goodwill", T0)
+    for job_id, price in (("held", 3), ("released", 2), ("charged", 4)):
+        job = NewJob({"prompt": "p"}, price=price)
+        store.mutate_batch([Charge(cid, job_id, 0.5, T0, job=job)])[0].unwrap()
+    for job_id, report in (
+        ("released", Report(JobStatus.FAILED, "infrastructure")),
+        ("charged", Report(JobStatus.SUCCEEDED)),
+    ):
+        store.mutate_batch([Settle(cid, job_id, T0, report, lambda _: None)])[0].unwrap()
+    assert_invariants(store)
+    # A record from before cycles kept their allowance: the plan's is the allowance.
+    legacy, _ = make_record("legacy", PlanId.STARTER)
+    legacy.metadata.cycle_allowance = None
+    legacy.credits_remaining = (PLANS[PlanId.STARTER].jobs_per_month or 0) - 2
+    legacy.metadata.cost_log = [
+        CostEntry(timestamp=T0, cost=0.0, job_id=f"old-{n}") for n in range(2)
+    ]
+    store.create_client(legacy)
+    overview = store.overview(T0)
+    assert (overview.jobs_this_cycle, overview.credits_used_this_cycle) == (3 + 2, 3 + 4 + 2)
 
 
 def test_the_overview_of_an_empty_store_is_zeros(store: Store) -> None:
