@@ -119,7 +119,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr("openclaw_billing.admin.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.charges.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.job_actions.utcnow", fake)
-    monkeypatch.setattr("openclaw_billing.job_reads.utcnow", fake)
     monkeypatch.setattr("openclaw_billing.quotes.utcnow", fake)
     monkeypatch.setattr("gateway.utcnow", fake)
     monkeypatch.setattr("gateway_jobfile.utcnow", fake)

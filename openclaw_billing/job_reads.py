@@ -4,28 +4,25 @@ and any older job still open (queued or running, so still holding its credits); 
 of its jobs hold credits now (its usage, the admin's client detail, the console).
 
 A mixin of :class:`~.service.BillingService`, which gives it ``store``; it reads through the
-store's :class:`~.store.capabilities.JobStorage` capability, and answers None for a store
-that keeps no jobs (a host's own store: the gateway then keeps them in its job file).
+store's :class:`~.store.capabilities.JobStorage` capability. For a store that keeps no jobs
+(a host's own store: the gateway then keeps them in its job file) the recent jobs are None and
+the jobs holding credits are counted in the ledger.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from .cycles import resolve_now, utcnow
 from .jobs import StoredJob
 from .ledger import open_holds
 from .models import ClientRecord
 from .plans import PLANS
-from .settings import MAX_SWEEP_SECONDS
 from .store import Store
 from .store.capabilities import JobStorage
 
 #: The longest time to live of any plan's hold: a job created this long before the cycle
 #: began may still be open (an older one is past its hold, which the sweeper releases).
 LONGEST_HOLD = max(plan.hold_ttl for plan in PLANS.values())
-#: How long after its time to live a hold may still be open: the sweeper's longest interval.
-SWEEP_LAG = timedelta(seconds=MAX_SWEEP_SECONDS)
 
 
 class JobReads:
@@ -34,26 +31,16 @@ class JobReads:
     store: Store
     hold_ttl: timedelta | None
 
-    def active_jobs(self, record: ClientRecord, *, now: datetime | None = None) -> int:
+    def active_jobs(self, record: ClientRecord) -> int:
         """How many of ``record``'s jobs hold credits now (queued or running): what its
-        concurrency cap counts. Read from its ledger (:func:`.ledger.open_holds`: no store
-        read), unless the ledger may have lost an open hold: a cycle whose entries it no
-        longer keeps (two cycles or more started since, as when a plan changes twice in a
-        day) ended less than a hold's time to live ago. The jobs of the store since that
-        cycle began are counted then."""
+        concurrency cap counts, asked of the store (``JobStorage.active_jobs``: the very count
+        its reservation step checks the cap with). A store that keeps no jobs (a host's own)
+        has its holds in the ledger only: they are counted there
+        (:func:`.ledger.open_holds`)."""
         store = self.store
-        if not isinstance(store, JobStorage):
-            return open_holds(record)
-        ttl = self._longest_hold()
-        recent = resolve_now(now, utcnow) - ttl - SWEEP_LAG
-        dropped = record.metadata.cycle_history[:-1]
-        since = min((past.start for past in dropped if past.end > recent), default=None)
-        if since is None:
-            return open_holds(record)
-        # A margin before the oldest such cycle: a cycle's start is the time it was given (a
-        # Stripe period's, say), not the time of its first job.
-        found = store.client_jobs(record.client_id, since - ttl)
-        return sum(1 for job in found if job.holding)
+        if isinstance(store, JobStorage):
+            return store.active_jobs(record.client_id)
+        return open_holds(record)
 
     def recent_jobs(self, record: ClientRecord) -> list[StoredJob] | None:
         """The jobs of ``record``'s current cycle and any older job still open, newest first;

@@ -212,10 +212,10 @@ def open_holds(record: ClientRecord) -> int:
     """How many of the client's jobs hold credits now (queued or running, hold not settled),
     read from its ledger without asking the store: the held entries of this cycle and of the
     one before it (a hold taken before a reset stays there until its job ends, see
-    :func:`.outcomes.settle_hold`). A hold is booked with its job and closed with it, in one
-    atomic step, so these are the jobs the concurrency cap counts; only a hold that outlives
-    two cycle starts (its summary's entries are dropped) is no longer seen here (the service's
-    ``active_jobs`` then counts the store's jobs)."""
+    :func:`.outcomes.settle_hold`). A hold that outlives two cycle starts (its summary's
+    entries are dropped) is no longer seen here: a store that keeps jobs is asked instead
+    (``JobStorage.active_jobs``, what its reservation step counts); this count is for a store
+    that keeps none (a host's own), and for a view given no store's count."""
     history = record.metadata.cycle_history[-1:]
     entries = [*record.metadata.cost_log, *(e for summary in history for e in summary.entries)]
     return sum(1 for entry in entries if entry.held)

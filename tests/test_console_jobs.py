@@ -248,6 +248,10 @@ def test_a_store_that_keeps_no_jobs_says_so(http: TestClient, env: Path) -> None
     assert '<table class="outcomes">' not in page.text
     assert "<code>charged-job</code>" in page.text  # in the ledger
     assert 'name="job_id"' not in page.text
+    # Its jobs holding credits are its ledger's held entries (a charge at intake holds none).
+    assert _open_jobs(console) == "0 open, at most 1000000 (override)"
+    reserve(console, "held-job", 2)  # a host's store that holds: its ledger marks the hold
+    assert _open_jobs(console) == "1 open, at most 1000000 (override)"
 
 
 # -- reporting a job's end -------------------------------------------------------------------

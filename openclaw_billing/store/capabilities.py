@@ -39,6 +39,12 @@ class JobStorage(Protocol):
     def client_jobs(self, client_id: str, since: datetime | None = None) -> list[StoredJob]:
         """The client's jobs created at ``since`` or later (None: all), oldest first."""
 
+    def active_jobs(self, client_id: str) -> int:
+        """How many of the client's jobs hold credits now (queued or running, hold not
+        settled): what its concurrency cap counts, by the rule the reservation's atomic step
+        applies (its code: the SQL store's ``COUNT``, the JSON store's holds by client), so
+        what is shown is what is enforced. 0 for an unknown client."""
+
     def jobs_by_id(self, job_id: str) -> list[StoredJob]:
         """Every client's job with this id (ids are unique per client only), at most a few."""
 

@@ -107,13 +107,7 @@ class JsonBatch:
         return self._job_index.get(key) or self.state.jobs.get(key)
 
     def active_jobs(self, client_id: str) -> int:
-        holding = set(self.state.holds.get(client_id, ()))
-        for job_id, job in self._client_index.get(client_id, {}).items():
-            if job.holding:
-                holding.add(job_id)
-            else:
-                holding.discard(job_id)
-        return len(holding)
+        return self.state.active_jobs(client_id, self._client_index.get(client_id, {}).values())
 
     # -- a charge, as a delta ------------------------------------------------------------------
 

@@ -290,6 +290,10 @@ class JsonFileStore(MutatingStore):
         found.sort(key=lambda job: job.created_at)  # stable: stored order among equals
         return [job.model_copy(deep=True) for job in found]
 
+    def active_jobs(self, client_id: str) -> int:
+        with self._reading() as state:
+            return state.active_jobs(client_id)
+
     def jobs_by_id(self, job_id: str) -> list[StoredJob]:
         with self._reading() as state:
             found = [

@@ -132,6 +132,17 @@ class State:
         else:
             self.job_lines[key] = body
 
+    def active_jobs(self, client_id: str, changed: Iterable[StoredJob] = ()) -> int:
+        """How many of the client's jobs hold credits (what the concurrency cap counts), with
+        ``changed``: its jobs a batch kept and has not put in the state yet, as they are now."""
+        holding = set(self.holds.get(client_id, ()))
+        for job in changed:
+            if job.holding:
+                holding.add(job.job_id)
+            else:
+                holding.discard(job.job_id)
+        return len(holding)
+
     def add_events(self, add: dict[str, str], horizon: str | None) -> None:
         """Forget the event ids processed before ``horizon``, then add those not known."""
         if horizon is not None:

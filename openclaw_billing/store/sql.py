@@ -242,6 +242,10 @@ class SqlStore(MutatingStore):
         with self._tx(write=False) as conn:
             return client_jobs(conn, client_id, since)
 
+    def active_jobs(self, client_id: str) -> int:
+        with self._tx(write=False) as conn:
+            return sql_charge.active_jobs(conn, client_id)
+
     def jobs_by_id(self, job_id: str) -> list[StoredJob]:
         with self._tx(write=False) as conn:
             return sql_charge.jobs_by_id(conn, job_id)

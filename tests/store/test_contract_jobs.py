@@ -14,15 +14,18 @@ from openclaw_billing.access import new_key_record
 from openclaw_billing.errors import (
     ClientInactive,
     ClientNotFound,
+    ConcurrencyLimitReached,
     CreditLimitReached,
     InvalidApiKey,
 )
-from openclaw_billing.jobs import Charged, NewJob, StoredJob
+from openclaw_billing.jobs import Charged, JobStatus, NewJob, StoredJob
 from openclaw_billing.keys import generate_key
+from openclaw_billing.ledger import concurrency_cap
 from openclaw_billing.models import ClientRecord
-from openclaw_billing.plans import PlanId
+from openclaw_billing.outcomes import Report
+from openclaw_billing.plans import PLANS, PlanId
 from openclaw_billing.store import Store, sql_charge
-from openclaw_billing.store.base import Charge
+from openclaw_billing.store.base import Charge, Settle
 from openclaw_billing.store.capabilities import JobStorage
 from openclaw_billing.store.json_file import JsonFileStore
 from openclaw_billing.store.migrate import copy_store
@@ -289,6 +292,33 @@ def test_two_workers_importing_the_same_jobs_at_once_store_each_once(
         "job-1",
         "job-2",
     ]
+
+
+def test_the_jobs_holding_credits_are_what_the_cap_counts(store: Store, store_url: str) -> None:
+    """``JobStorage.active_jobs`` is the count the reservation's atomic step checks the cap
+    against: at the cap it says the cap and the next reservation is refused; a job that ends
+    frees a place, and the read drops by one."""
+    cid = limited(store, 50).client_id  # the starter plan's cap: 2
+    cap = concurrency_cap(PlanId.STARTER, None)
+    storage, held = jobs_of(store), NewJob({"prompt": "p"}, price=3)
+    assert (storage.active_jobs(cid), storage.active_jobs("nobody"), cap) == (0, 0, 2)
+    store.accept(Charge(cid, "job-1", 0.5, T1, job=held))
+    store.accept(Charge(cid, "plain", 0.5, T1, job=JOB))  # charged at intake: no hold
+    store.mutate_batch([Settle(cid, "job-1", T1, Report(JobStatus.RUNNING))])
+    store.accept(Charge(cid, "job-2", 0.5, T1, job=held))
+    assert storage.active_jobs(cid) == cap
+    past_hold = T1 + PLANS[PlanId.STARTER].hold_ttl + MINUTE  # not swept yet: still held
+    with pytest.raises(ConcurrencyLimitReached):
+        store.accept(Charge(cid, "job-3", 0.5, past_hold, job=held))
+    other = limited(store, 5).client_id
+    store.accept(Charge(other, "job-1", 0.5, T1, job=held))
+    assert (storage.active_jobs(cid), storage.active_jobs(other)) == (cap, 1)
+    store.mutate_batch([Settle(cid, "job-1", past_hold, Report(JobStatus.SUCCEEDED))])
+    assert storage.active_jobs(cid) == cap - 1
+    with reopen(store_url) as again:  # another worker reads the same
+        assert jobs_of(again).active_jobs(cid) == cap - 1
+    store.accept(Charge(cid, "job-3", 0.5, past_hold, job=held))  # the place it freed
+    assert storage.active_jobs(cid) == cap
 
 
 def test_jobs_survive_reopen_and_an_unlimited_plan_reports_no_credits(
