@@ -1,6 +1,7 @@
 """The client portal's dashboard and charging by outcome, over HTTP
 (openclaw_billing/web/portal.py): the credits held by jobs not finished yet, and each recent
-job's status and receipt, holds marked, hostile text escaped."""
+job's status and receipt, holds marked, hostile text escaped; the jobs open against the
+client's cap of jobs at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from openclaw_billing.jobs import JobStatus, Receipt, StoredJob
+from openclaw_billing.ledger import open_holds
 from openclaw_billing.outcomes import Report
+from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService
 from openclaw_billing.store.capabilities import JobStorage
 from tests.console_pages import ESCAPED, HOSTILE
@@ -81,3 +84,41 @@ def test_a_hostile_receipt_is_escaped(http: TestClient, service: BillingService)
     assert f'<td class="reason">{ESCAPED}</td>' in page
     assert re.search(r"\son[a-z]+=", page.replace(ESCAPED, "")) is None
     assert 'style="' not in page
+
+
+def jobs_at_once(http: TestClient) -> tuple[str, str, str]:
+    """What the dashboard's "Jobs at once" line says: its text, and its two figures."""
+    page = http.get(f"{PORTAL}/").text
+    [line] = re.findall(r"<p>Jobs at once: (.*?)</p>", page, re.S)
+    [(shown, limit)] = re.findall(
+        r'data-active-jobs="([^"]*)".*data-active-jobs-limit="([^"]*)"', line
+    )
+    return re.sub(r"<[^>]+>", "", line), shown, limit
+
+
+def test_the_dashboard_shows_the_jobs_open_against_the_cap(
+    http: TestClient, service: BillingService
+) -> None:
+    client = create_client(http, "pro", max_active_jobs=None)  # the plan's cap: 5
+    cid = client["client_id"]
+    portal_sign_in(http, client["api_key"])
+    text, shown, limit = jobs_at_once(http)
+    assert (shown, limit) == ("0", "5")
+    assert text == (
+        "0 of 5 (your jobs queued or running; at 5, a new job is refused until one ends)."
+    )
+    service.reserve(cid, job_id="job-a", price=2)
+    service.reserve(cid, job_id="job-b", price=1)
+    service.charge(cid, job_id="charged")  # charged at intake: holds nothing
+    assert jobs_at_once(http)[1:] == ("2", "5")
+    service.report_job("job-a", Report(JobStatus.SUCCEEDED), client_id=cid)
+    assert jobs_at_once(http)[1:] == ("1", "5")
+    service.set_policy(cid, rate_limit_per_minute=None, ip_allowlist=[], max_active_jobs=2)
+    assert jobs_at_once(http)[1:] == ("1", "2")
+    # Each move between a limited and an unlimited plan starts a cycle: after the second the
+    # ledger no longer keeps the hold of job-b, which the store still counts (as its cap does).
+    service.set_policy(cid, rate_limit_per_minute=None, ip_allowlist=[], max_active_jobs=None)
+    for plan in (PlanId.ENTERPRISE, PlanId.STARTER, PlanId.ENTERPRISE):
+        service.change_plan(cid, plan)
+    assert open_holds(service.get_client(cid)) == 0
+    assert jobs_at_once(http) == ("1 (no limit).", "1", "none")

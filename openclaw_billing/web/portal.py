@@ -1,7 +1,7 @@
 """The client portal under ``/billing/portal/``: sign in with one of the client's API keys,
-then the dashboard (credits left and held, the cycle, the status and what to do about it,
-recent jobs with their status and receipt, the plans). Upgrading and managing billing through
-Stripe are in :mod:`.portal_billing`.
+then the dashboard (credits left and held, its jobs open against its cap of jobs at once, the
+cycle, the status and what to do about it, recent jobs with their status and receipt, the
+plans). Upgrading and managing billing through Stripe are in :mod:`.portal_billing`.
 
 The key is posted in the sign-in form's body and exchanged for a session (see :mod:`.auth`);
 it is never put in a URL, a page or a log line. A portal page shows the signed-in client's own
@@ -212,10 +212,11 @@ def status_advice(settings: Settings, record: ClientRecord, status: str) -> str 
 
 
 def dashboard_context(
-    settings: Settings, record: ClientRecord, stored: list[StoredJob] | None
+    settings: Settings, record: ClientRecord, stored: list[StoredJob] | None, active_jobs: int
 ) -> dict[str, Any]:
-    """The dashboard's values; ``stored``: the client's recent jobs (None: none kept)."""
-    usage = UsagePublic.of(record)
+    """The dashboard's values; ``stored``: the client's recent jobs (None: none kept);
+    ``active_jobs``: how many hold credits now (the service's ``active_jobs``)."""
+    usage = UsagePublic.of(record, active_jobs)
     offered, above = offered_plans(settings, record), plans_above(record)
     return {
         "record": record,
@@ -238,7 +239,8 @@ def dashboard_context(
 def dashboard(request: Request, user: PortalUser, settings: SettingsDep) -> HTMLResponse:
     record = user.client  # read by the session's check, its cycle brought up to date
     context = {"side": "portal", "section": "dashboard", "csrf": user.csrf}
-    stored = user.service.recent_jobs(record)
-    return render(
-        request, "portal/dashboard.html", context | dashboard_context(settings, record, stored)
+    service = user.service
+    values = dashboard_context(
+        settings, record, service.recent_jobs(record), service.active_jobs(record)
     )
+    return render(request, "portal/dashboard.html", context | values)
