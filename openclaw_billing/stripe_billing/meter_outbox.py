@@ -19,11 +19,24 @@ Every worker's sweeper runs a pass after sweeping (:mod:`openclaw_billing.sweepe
 left pending because Stripe was down, or because the worker crashed between sending and
 marking, are sent at later passes: that is the reconciliation. Several workers may send the
 same pending report at once, or again after a crash: that is safe, because the meter event's
-``identifier`` is one per job (:func:`.meters.meter_identifier`) and Stripe records an
-identifier once within 24 hours (the second send is ``already_reported``); the marks are
-idempotent and never count an attempt twice. A report sent and then left unmarked for more
-than those 24 hours (the store unwritable all that time) could be recorded twice: the one
-window this cannot close.
+``identifier`` is one per job (:func:`.meters.meter_identifier`) and Stripe refuses a second
+event with an identifier it recorded (the second send is ``already_reported``); the marks are
+idempotent and never count an attempt twice.
+
+Stripe refuses such a duplicate only within 24 hours of the first event
+(:data:`DEDUP_WINDOW`), so a report is never sent again once that window may have passed
+since an attempt Stripe may have recorded without saying so. Before each attempt is sent, its
+start is written on the report (``meter.sending``: a failed write sends nothing); its answer
+takes it out again, into ``meter.unconfirmed_since`` (the earliest kept) when Stripe may hold
+the event (:func:`.meters.maybe_recorded`: no answer once the request may have gone out, a
+409, a 5xx). An attempt never answered in the store (a crash, the store down when the answer
+came, "reported" included) stays in ``sending``. The earliest of these (``doubt_since``)
+starts the clock: from :data:`RESEND_WITHIN` (23 hours: :data:`DEDUP_MARGIN` below Stripe's
+window) after it, the report is no longer sent but marked ``failed`` with the code
+``unconfirmed`` (also instead of ``too_old``), logged with the event's identifier, and shown on
+the console's job receipt: an operator looks the identifier up in Stripe and bills it by hand
+only if Stripe lacks it. A report whose attempts Stripe certainly never got (a connection
+refused, a 429) is sent again for the 35 days, as before.
 
 Without ``STRIPE_METER_EVENT_NAME`` or ``STRIPE_SECRET_KEY`` nothing is sent: the reports stay
 pending (sent once reporting is configured, within the 35 days) and the sender logs that once.
