@@ -79,11 +79,18 @@ class MeterState(StrEnum):
     PENDING = "pending"
     #: Stripe holds the meter event: it goes on the customer's invoice.
     REPORTED = "reported"
-    #: Stripe refused it for good, or it is too old to send (``code`` says which): an
-    #: operator's matter; sending it again changes nothing.
+    #: Stripe refused it for good, it is too old to send, or Stripe may already hold it and
+    #: no longer tells a resend apart (``code`` says which): an operator's matter.
     FAILED = "failed"
     #: The client had no live Stripe subscription when the job settled: nothing is billed.
     NOT_BILLED = "not_billed"
+
+
+#: The most unanswered attempts a report keeps apart (more are folded into the earliest).
+MAX_SENDING = 8
+#: The code of a report no longer sent because Stripe may hold it already and would no longer
+#: refuse it as a duplicate (the rule: :mod:`openclaw_billing.stripe_billing.meter_outbox`).
+UNCONFIRMED = "unconfirmed"
 
 
 class MeterReport(BaseModel):
@@ -101,6 +108,25 @@ class MeterReport(BaseModel):
     code: Annotated[str, Field(max_length=100)] | None = None
     #: When the sender learnt that Stripe holds the event.
     reported_at: UtcDatetime | None = None
+    #: When the earliest attempt started that Stripe may have recorded though no answer said
+    #: so (its answer lost, or a 409 or 5xx): resending is safe only within Stripe's
+    #: de-duplication window from then (see :mod:`openclaw_billing.stripe_billing.meter_outbox`).
+    unconfirmed_since: UtcDatetime | None = None
+    #: When each attempt sent and not yet answered started: recorded before it is sent, so an
+    #: answer never written (a crash, the store down) still counts as unconfirmed.
+    sending: Annotated[tuple[UtcDatetime, ...], Field(max_length=MAX_SENDING)] = ()
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Failed as :data:`UNCONFIRMED`: for an operator to check at Stripe, not to resend."""
+        return self.state is MeterState.FAILED and self.code == UNCONFIRMED
+
+    @property
+    def doubt_since(self) -> datetime | None:
+        """When the earliest attempt started that may have reached Stripe unconfirmed (None:
+        every attempt so far certainly did not, or none was sent)."""
+        starts = [*self.sending, *([self.unconfirmed_since] if self.unconfirmed_since else [])]
+        return min(starts, default=None)
 
 
 class Receipt(BaseModel):

@@ -32,7 +32,7 @@ from datetime import datetime
 
 from . import ledger
 from .errors import IllegalTransition, InvalidRequest
-from .jobs import JobStatus, MeterReport, MeterState, Receipt, StoredJob, Usage
+from .jobs import MAX_SENDING, JobStatus, MeterReport, MeterState, Receipt, StoredJob, Usage
 from .models import ClientRecord
 from .plans import (
     CANCELLED_AFTER_START,
@@ -226,15 +226,22 @@ def meter_report(record: ClientRecord, overage: int) -> MeterReport | None:
 class MeterMark:
     """What attempt number ``attempt`` to send a job's report came to: ``reported`` (Stripe
     holds the event), ``pending`` (try again later) or ``failed`` (refused for good), with
-    Stripe's error ``code``."""
+    Stripe's error ``code``. ``started_at`` is when the attempt started (None: nothing was
+    sent), recorded before it is sent by a mark with ``answered`` False; its answer's mark
+    says whether Stripe may hold the event though it did not say so (``maybe_recorded``)."""
 
     attempt: int
     state: MeterState
     code: str | None = None
+    started_at: datetime | None = None
+    answered: bool = True
+    maybe_recorded: bool = False
 
     def __post_init__(self) -> None:
         if self.state is MeterState.NOT_BILLED or self.attempt < 1:
             raise ValueError("a mark is an attempt (from 1) that reported, failed or is pending")
+        if not self.answered and (self.state is not MeterState.PENDING or not self.started_at):
+            raise ValueError("an attempt about to be sent is pending, with its start")
 
 
 def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
@@ -243,28 +250,59 @@ def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
     Idempotent, and safe for workers that sent the same report at once: the attempts counted
     are the highest attempt marked, not a sum. ``reported`` is final (Stripe holds the event,
     whatever another attempt said); ``failed`` gives way only to ``reported``; a report not
-    pending, or no report, is left as it is. ``changed`` is False when nothing moved."""
+    pending, or no report, is left as it is. ``changed`` is False when nothing moved.
+
+    An attempt about to be sent adds its start to the report's ``sending``; its answer takes
+    it out again, into ``unconfirmed_since`` (the earliest kept) when Stripe may hold the
+    event, so the report's ``doubt_since`` never forgets an attempt Stripe may have recorded."""
     receipt = job.receipt
     meter = None if receipt is None else receipt.meter
     if receipt is None or meter is None or meter.state not in _MARKABLE[mark.state]:
         return Settled(job, False)
     attempts = max(meter.attempts, mark.attempt)
-    if mark.state is MeterState.REPORTED:
-        update: dict[str, object] = {
+    if not mark.answered:
+        update: dict[str, object] = _doubt(meter, add=mark.started_at)
+    elif mark.state is MeterState.REPORTED:
+        update = {
             "state": mark.state,
             "attempts": attempts,
             "code": None,
             "reported_at": now,
+            "unconfirmed_since": None,
+            "sending": (),
         }
-    elif mark.attempt < meter.attempts:
-        update = {}  # a late answer to an earlier attempt: the later one's stands
     else:
-        update = {"state": mark.state, "attempts": attempts, "code": mark.code}
+        update = _doubt(meter, answered=mark.started_at, maybe=mark.maybe_recorded)
+        if mark.attempt >= meter.attempts:  # else a late answer: the later attempt's stands
+            update |= {"state": mark.state, "attempts": attempts, "code": mark.code}
     moved = MeterReport.model_validate(meter.model_dump() | update)
     if moved == meter:
         return Settled(job, False)
     new_receipt = receipt.model_copy(update={"meter": moved})
     return Settled(job.model_copy(update={"receipt": new_receipt}), True)
+
+
+def _doubt(
+    meter: MeterReport,
+    *,
+    add: datetime | None = None,
+    answered: datetime | None = None,
+    maybe: bool = False,
+) -> dict[str, object]:
+    """The report's ``sending`` with the start ``add`` added, or the start ``answered`` taken
+    out (into ``unconfirmed_since`` when ``maybe``); beyond ``MAX_SENDING`` starts, the
+    earliest are folded into ``unconfirmed_since`` (an attempt kept in doubt, never lost)."""
+    sending = set(meter.sending) | ({add} if add else set())
+    unconfirmed = [meter.unconfirmed_since] if meter.unconfirmed_since else []
+    if answered is not None:
+        sending.discard(answered)
+        unconfirmed += [answered] if maybe else []
+    ordered = sorted(sending)
+    unconfirmed += ordered[: max(0, len(ordered) - MAX_SENDING)]
+    return {
+        "sending": tuple(ordered[-MAX_SENDING:]),
+        "unconfirmed_since": min(unconfirmed, default=None),
+    }
 
 
 #: The reports each mark may move: a pending one always; a failed one only to reported.

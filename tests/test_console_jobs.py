@@ -16,7 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openclaw_billing.audit import AuditAction
-from openclaw_billing.jobs import JobStatus, Receipt, StoredJob
+from openclaw_billing.jobs import (
+    UNCONFIRMED,
+    JobStatus,
+    MeterReport,
+    MeterState,
+    Receipt,
+    StoredJob,
+)
 from openclaw_billing.outcomes import Report
 from openclaw_billing.plans import PlanId
 from openclaw_billing.service import BillingService, get_service, set_service
@@ -235,6 +242,43 @@ def test_hostile_job_ids_and_reasons_are_escaped(console: Console) -> None:
         assert f"succeeded ({ESCAPED})" in answer.text
         assert_safe_page(answer, ESCAPED)
         assert listed(answer.text) == [f"imported {HOSTILE}", HOSTILE]
+
+
+@pytest.mark.parametrize(
+    ("meter", "shown"),
+    [
+        (MeterReport(state=MeterState.PENDING, customer_id="cus_1"), "Stripe report pending"),
+        (MeterReport(state=MeterState.REPORTED, customer_id="cus_1"), "Stripe report reported"),
+        (MeterReport(state=MeterState.NOT_BILLED), "Stripe report not billed"),
+        (
+            MeterReport(state=MeterState.FAILED, customer_id="cus_1", code="too_old"),
+            "Stripe report failed, too_old",
+        ),
+        (
+            MeterReport(state=MeterState.FAILED, customer_id="cus_1", code=UNCONFIRMED),
+            "Stripe report failed, unconfirmed: Stripe may hold it already; check its meter "
+            "events before billing it by hand",
+        ),
+    ],
+)
+def test_a_receipts_overage_shows_where_its_stripe_report_stands(
+    console: Console, meter: MeterReport, shown: str
+) -> None:
+    now = datetime.now(UTC)
+    receipt = Receipt(
+        reserved=1, hold_until=now, charged=1, released=0, overage=4, settled_at=now, meter=meter
+    )
+    job = StoredJob(
+        client_id=console.client_id,
+        job_id="over",
+        created_at=now,
+        status=JobStatus.SUCCEEDED,
+        receipt=receipt,
+    )
+    import_jobs(console, [job])
+    page = console.http.get(console.url).text
+    assert job_rows(page)["over"][6] == f"(overage 4: {shown})"
+    assert f'<span data-meter="{meter.state.value}">' in page
 
 
 def test_a_store_that_keeps_no_jobs_says_so(http: TestClient, env: Path) -> None:

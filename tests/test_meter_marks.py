@@ -5,11 +5,18 @@ tests/test_meter_outbox.py."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from openclaw_billing.jobs import JobStatus, MeterReport, MeterState, Receipt, StoredJob
+from openclaw_billing.jobs import (
+    MAX_SENDING,
+    JobStatus,
+    MeterReport,
+    MeterState,
+    Receipt,
+    StoredJob,
+)
 from openclaw_billing.outcomes import MeterMark, mark_meter
 from tests.store_helpers import T0
 
@@ -83,3 +90,55 @@ def test_a_mark_is_an_attempt_that_ended() -> None:
         MeterMark(1, MeterState.NOT_BILLED)
     with pytest.raises(ValueError, match="a mark is an attempt"):
         MeterMark(0, MeterState.REPORTED)
+
+
+def _sending(job: StoredJob, started: datetime) -> StoredJob:
+    return mark_meter(
+        job, MeterMark(1, MeterState.PENDING, None, started, answered=False), LATER
+    ).job
+
+
+def _doubt(job: StoredJob) -> tuple[datetime | None, tuple[datetime, ...]]:
+    assert job.receipt is not None
+    assert job.receipt.meter is not None
+    return job.receipt.meter.unconfirmed_since, job.receipt.meter.sending
+
+
+def test_an_attempt_is_in_doubt_from_before_it_is_sent_until_stripe_certainly_lacks_it() -> None:
+    a, b = LATER, LATER + timedelta(seconds=1)
+    both = _sending(_sending(_reported_job(), a), b)  # two workers send at once
+    assert _doubt(both) == (None, (a, b))
+    refused = MeterMark(1, MeterState.PENDING, None, a)  # a connection refused: nothing sent
+    lost = MeterMark(1, MeterState.PENDING, None, b, maybe_recorded=True)  # no answer
+    after = mark_meter(mark_meter(both, refused, LATER).job, lost, LATER).job
+    assert _doubt(after) == (b, ())
+    assert after.receipt is not None
+    assert after.receipt.meter is not None
+    assert after.receipt.meter.doubt_since == b
+    reported = mark_meter(after, MeterMark(2, MeterState.REPORTED), LATER).job
+    assert _doubt(reported) == (None, ())
+
+
+def test_a_late_answer_still_settles_its_own_doubt() -> None:
+    job = _sending(_reported_job(attempts=2), LATER)
+    late = MeterMark(1, MeterState.PENDING, "api_error", LATER, maybe_recorded=True)
+    assert _doubt(mark_meter(job, late, LATER).job) == (LATER, ())
+    assert _state(mark_meter(job, late, LATER).job) == (MeterState.PENDING, 2, None)
+
+
+def test_unanswered_attempts_beyond_the_bound_are_kept_as_unconfirmed() -> None:
+    job = _reported_job()
+    starts = [LATER + timedelta(seconds=n) for n in range(MAX_SENDING + 2)]
+    for started in starts:
+        job = _sending(job, started)
+    assert _doubt(job) == (starts[0], tuple(starts[2:]))  # the earliest folded is kept
+    assert job.receipt is not None
+    assert job.receipt.meter is not None
+    assert job.receipt.meter.doubt_since == starts[0]
+
+
+def test_an_attempt_about_to_be_sent_is_pending_with_its_start() -> None:
+    with pytest.raises(ValueError, match="about to be sent"):
+        MeterMark(1, MeterState.REPORTED, started_at=LATER, answered=False)
+    with pytest.raises(ValueError, match="about to be sent"):
+        MeterMark(1, MeterState.PENDING, answered=False)

@@ -337,10 +337,11 @@ def test_a_refusal_is_marked_failed_with_stripes_code_and_not_sent_again(
 def test_a_report_older_than_stripe_accepts_is_marked_too_old(
     service: BillingService, fake: FakeStripe
 ) -> None:
-    """Stripe was unreachable (or reporting not configured) for more than 35 days."""
+    """Stripe turned the reports away (or reporting was not configured) for more than 35
+    days. (A report Stripe may hold is marked ``unconfirmed`` instead: test_meter_unconfirmed.)"""
     cid = _subscribe(service, fake)
     _settle(service, cid)
-    fake.fail_next(503, path=METER_EVENTS_PATH)
+    fake.fail_next(429, error_type="invalid_request_error", code="rate_limit", stored=False)
     assert _sender(service, fake).send_pending(now=LATER).pending == 1
     late = SETTLED + timedelta(days=35, seconds=1)
     assert _sender(service, fake).send_pending(now=late).failed == 1

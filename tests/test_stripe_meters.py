@@ -95,8 +95,8 @@ def test_the_identifier_is_one_per_job_and_fits_stripe() -> None:
 
 
 def test_a_5xx_then_a_retry_stores_the_event_once(fake: FakeStripe) -> None:
-    """Stripe keeps a 5xx for the request's key and replays it: the same attempt gets it again
-    (the SDK's own retries too); the next attempt, a new key, reports the event."""
+    """Stripe keeps a 5xx for the request's key and replays it: the same attempt gets it again;
+    the next attempt, a new key, reports the event. The SDK does not retry an attempt."""
     fake.fail_next(500, path=METER_EVENTS_PATH)
     reporter = _reporter(fake)
 
@@ -109,40 +109,56 @@ def test_a_5xx_then_a_retry_stores_the_event_once(fake: FakeStripe) -> None:
     assert again.outcome is MeterOutcome.RETRY_LATER
     assert second.outcome is MeterOutcome.REPORTED
     assert [e["identifier"] for e in fake.meter_events.events] == [IDENTIFIER]
-    assert [r.replayed for r in _posts(fake)] == [False, True, True, True, True, True, False]
+    assert [r.replayed for r in _posts(fake)] == [False, True, False]
 
 
-def test_no_connection_then_a_retry_stores_the_event_once(fake: FakeStripe) -> None:
-    fake.drop_next(3, path=METER_EVENTS_PATH)  # the first attempt and the SDK's two retries
+def test_no_answer_then_a_retry_stores_the_event_once(fake: FakeStripe) -> None:
+    """A connection closed without an answer: the attempt is one request (the SDK, set to
+    retry twice, does not retry it), and Stripe may have recorded it."""
+    fake.drop_next(path=METER_EVENTS_PATH)
     reporter = _reporter(fake)
 
     first = reporter.report_usage(**REPORT)
     second = reporter.report_usage(**REPORT, attempt=2)
 
     assert (first.outcome, first.http_status) == (MeterOutcome.RETRY_LATER, None)
+    assert first.maybe_recorded
     assert second.outcome is MeterOutcome.REPORTED
     assert [e["identifier"] for e in fake.meter_events.events] == [IDENTIFIER]
-    assert [r.dropped for r in _posts(fake)] == [True, True, True, False]
+    assert [r.dropped for r in _posts(fake)] == [True, False]
 
 
 def test_a_lost_answer_is_one_event(fake: FakeStripe) -> None:
-    """Stripe recorded the event but the answer never came: the SDK's retry gets Stripe's
-    replay of it; without a retry, the next attempt is refused as a duplicate, which is done."""
+    """Stripe recorded the event but the answer never came: the next attempt is refused as a
+    duplicate, which is done."""
     fake.drop_next(path=METER_EVENTS_PATH, executed=True)
-    assert _reporter(fake).report_usage(**REPORT).outcome is MeterOutcome.REPORTED
+    reporter = _reporter(fake)
+    lost = reporter.report_usage(**REPORT)
+    resent = reporter.report_usage(**REPORT, attempt=2)
 
-    fake.drop_next(path=METER_EVENTS_PATH, executed=True)
-    once = _reporter(fake, retries=0)
-    job_2 = REPORT | {"job_id": "job_2"}
-    lost = once.report_usage(**job_2)
-    resent = once.report_usage(**job_2, attempt=2)
-
-    assert lost.outcome is MeterOutcome.RETRY_LATER
+    assert (lost.outcome, lost.maybe_recorded) == (MeterOutcome.RETRY_LATER, True)
     assert (resent.outcome, resent.done) == (MeterOutcome.ALREADY_REPORTED, True)
-    assert [e["identifier"] for e in fake.meter_events.events] == [
-        IDENTIFIER,
-        meter_identifier("client_1", "job_2"),
-    ]
+    assert [e["identifier"] for e in fake.meter_events.events] == [IDENTIFIER]
+
+
+def test_stripe_unreachable_certainly_has_nothing(fake: FakeStripe, free_tcp_port: int) -> None:
+    """A connection refused (nothing listens on the port): nothing was sent, so Stripe holds
+    nothing."""
+    down = _settings(fake, STRIPE_API_BASE=f"http://127.0.0.1:{free_tcp_port}")
+    report = MeterReporter(build_stripe_client(down), EVENT_NAME).report_usage(**REPORT)
+    assert (report.outcome, report.http_status) == (MeterOutcome.RETRY_LATER, None)
+    assert not report.maybe_recorded
+
+
+@pytest.mark.parametrize(
+    ("status", "maybe"),
+    [(500, True), (503, True), (409, True), (429, False), (400, False), (404, False)],
+)
+def test_which_answers_stripe_may_have_recorded(fake: FakeStripe, status: int, maybe: bool) -> None:
+    """A 5xx's result is indeterminate, a 409 is a request with the key still running; a 429
+    comes before Stripe's idempotency layer, and a 4xx refuses the event."""
+    fake.fail_next(status, path=METER_EVENTS_PATH, stored=False)
+    assert _reporter(fake).report_usage(**REPORT).maybe_recorded is maybe
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,24 @@ Every worker's sweeper runs a pass after sweeping (:mod:`openclaw_billing.sweepe
 left pending because Stripe was down, or because the worker crashed between sending and
 marking, are sent at later passes: that is the reconciliation. Several workers may send the
 same pending report at once, or again after a crash: that is safe, because the meter event's
-``identifier`` is one per job (:func:`.meters.meter_identifier`) and Stripe records an
-identifier once within 24 hours (the second send is ``already_reported``); the marks are
-idempotent and never count an attempt twice. A report sent and then left unmarked for more
-than those 24 hours (the store unwritable all that time) could be recorded twice: the one
-window this cannot close.
+``identifier`` is one per job (:func:`.meters.meter_identifier`) and Stripe refuses a second
+event with an identifier it recorded (the second send is ``already_reported``); the marks are
+idempotent and never count an attempt twice.
+
+Stripe refuses such a duplicate only within 24 hours of the first event
+(:data:`DEDUP_WINDOW`), so a report is never sent again once that window may have passed
+since an attempt Stripe may have recorded without saying so. Before each attempt is sent, its
+start is written on the report (``meter.sending``: a failed write sends nothing); its answer
+takes it out again, into ``meter.unconfirmed_since`` (the earliest kept) when Stripe may hold
+the event (:func:`.meters.maybe_recorded`: no answer once the request may have gone out, a
+409, a 5xx). An attempt never answered in the store (a crash, the store down when the answer
+came, "reported" included) stays in ``sending``. The earliest of these (``doubt_since``)
+starts the clock: from :data:`RESEND_WITHIN` (23 hours: :data:`DEDUP_MARGIN` below Stripe's
+window) after it, the report is no longer sent but marked ``failed`` with the code
+``unconfirmed`` (also instead of ``too_old``), logged with the event's identifier, and shown on
+the console's job receipt: an operator looks the identifier up in Stripe and bills it by hand
+only if Stripe lacks it. A report whose attempts Stripe certainly never got (a connection
+refused, a 429) is sent again for the 35 days, as before.
 
 Without ``STRIPE_METER_EVENT_NAME`` or ``STRIPE_SECRET_KEY`` nothing is sent: the reports stay
 pending (sent once reporting is configured, within the 35 days) and the sender logs that once.
@@ -38,13 +51,13 @@ from typing import cast
 
 from ..cycles import resolve_now, utcnow
 from ..errors import ClientNotFound, JobNotFound
-from ..jobs import MeterState, StoredJob
+from ..jobs import UNCONFIRMED, MeterState, StoredJob
 from ..outcomes import MeterMark, Settled
 from ..service import BillingService
 from ..settings import Settings
 from ..store.base import MarkMeter
 from ..store.capabilities import JobStorage
-from .meters import MeterOutcome, MeterReporter, UsageReport
+from .meters import MeterOutcome, MeterReporter, UsageReport, meter_identifier
 
 logger = logging.getLogger("openclaw_billing.stripe")
 
@@ -57,6 +70,14 @@ MAX_AGE = timedelta(days=35)
 TOO_OLD = "too_old"
 #: The code of a report that cannot be sent as it is stored (a bug: never expected).
 INVALID = "invalid_report"
+#: Stripe refuses an event whose identifier it recorded within the last 24 hours, and only
+#: then ("a rolling period of at least 24 hours").
+DEDUP_WINDOW = timedelta(hours=24)
+#: Kept under that window: it covers the request's own time from the check to Stripe (at most
+#: ``STRIPE_TIMEOUT_SECONDS``, 120), the workers' clocks against Stripe's, and no more.
+DEDUP_MARGIN = timedelta(hours=1)
+#: How long after an attempt Stripe may have recorded unconfirmed a report is sent again.
+RESEND_WITHIN = DEDUP_WINDOW - DEDUP_MARGIN
 
 #: What each outcome of an attempt makes of the report.
 _STATE_AFTER = {
@@ -67,10 +88,32 @@ _STATE_AFTER = {
 }
 
 
-def mark_of(report: UsageReport, attempt: int) -> MeterMark:
-    """The mark of attempt ``attempt``, from what Stripe answered it."""
+def mark_of(report: UsageReport, attempt: int, started: datetime) -> MeterMark:
+    """The mark of attempt ``attempt``, started at ``started``, from what Stripe answered it."""
     state = _STATE_AFTER[report.outcome]
-    return MeterMark(attempt, state, None if state is MeterState.REPORTED else report.code)
+    code = None if state is MeterState.REPORTED else report.code
+    return MeterMark(attempt, state, code, started, maybe_recorded=report.maybe_recorded)
+
+
+def _tell_failed(job: StoredJob, mark: MeterMark, doubt: datetime | None) -> None:
+    if mark.code == UNCONFIRMED:
+        logger.warning(
+            "Usage of job %s of %s no longer sent to Stripe: Stripe may hold it already (an "
+            "attempt at %s was not confirmed) and no longer refuses a resend; check Stripe's "
+            "meter events for the identifier %s before billing it by hand",
+            job.job_id,
+            job.client_id,
+            doubt.isoformat() if doubt else "?",
+            meter_identifier(job.client_id, job.job_id),
+        )
+        return
+    logger.warning(
+        "Usage of job %s of %s not reported to Stripe: %s (attempt %d)",
+        job.job_id,
+        job.client_id,
+        mark.code,
+        mark.attempt,
+    )
 
 
 @dataclass
@@ -107,7 +150,8 @@ class MeterSender:
         """Send the pending reports (see the module docstring); returns what the pass did.
         Raises ``StoreUnavailable`` when the store cannot be read or a mark written (the
         reports stay pending: the next pass sends them again, safely)."""
-        at = resolve_now(now, utcnow)
+        if now is not None:
+            resolve_now(now)  # a time without a zone is refused before anything is sent
         store = self.service.store
         done = MeterPass()
         if not isinstance(store, JobStorage):
@@ -122,48 +166,58 @@ class MeterSender:
             waiting = done.pending
             for job in fresh:
                 sent.add((job.client_id, job.job_id))
-                done.count(self._send(job, at))
+                done.count(self._send(job, now))
             if len(batch) < METER_BATCH or not fresh or done.pending > waiting:
                 # All sent, or Stripe asks to wait: the next pass goes on. A report is tried
                 # at most once a pass, so a pass ends whatever the store answers.
                 return done
 
-    def _send(self, job: StoredJob, now: datetime) -> MeterState:
+    def _send(self, job: StoredJob, now: datetime | None) -> MeterState:
         """One attempt at one report, marked in the store; the state it is left in."""
         receipt = job.receipt
         assert receipt is not None  # the store lists only jobs with a pending report
         meter = receipt.meter
         assert meter is not None
         attempt = meter.attempts + 1
+        started = resolve_now(now, utcnow)  # read for each report: a pass may take a while
         at, credits, customer = receipt.settled_at, receipt.overage, meter.customer_id
         if at is None or credits is None or customer is None:
-            return self._mark(job, MeterMark(attempt, MeterState.FAILED, INVALID), now)
-        if now - at > MAX_AGE:
-            return self._mark(job, MeterMark(attempt, MeterState.FAILED, TOO_OLD), now)
+            return self._mark(job, MeterMark(attempt, MeterState.FAILED, INVALID), started)
+        doubt = meter.doubt_since
+        if doubt is not None and started - doubt >= RESEND_WITHIN:
+            return self._mark(job, MeterMark(attempt, MeterState.FAILED, UNCONFIRMED), started)
+        if started - at > MAX_AGE:
+            return self._mark(job, MeterMark(attempt, MeterState.FAILED, TOO_OLD), started)
+        sending = MeterMark(attempt, MeterState.PENDING, started_at=started, answered=False)
+        current = self._record(job, sending, started)
+        if current is not MeterState.PENDING:  # marked meanwhile by another worker, or gone
+            return current or MeterState.FAILED
         try:
             report = self.reporter.report_usage(
                 job.client_id, job.job_id, customer, credits, at, attempt=attempt
             )
-        except ValueError:
-            return self._mark(job, MeterMark(attempt, MeterState.FAILED, INVALID), now)
-        return self._mark(job, mark_of(report, attempt), now)
+        except ValueError:  # refused before anything was sent
+            invalid = MeterMark(attempt, MeterState.FAILED, INVALID, started_at=started)
+            return self._mark(job, invalid, started)
+        return self._mark(job, mark_of(report, attempt, started), started)
 
-    def _mark(self, job: StoredJob, mark: MeterMark, now: datetime) -> MeterState:
+    def _record(self, job: StoredJob, mark: MeterMark, now: datetime) -> MeterState | None:
+        """Write the mark; the report's state after it (None: the job is gone)."""
         op = MarkMeter(job.client_id, job.job_id, now, mark)
         try:
             settled = cast(Settled, self.service.committer.run(op))
         except (JobNotFound, ClientNotFound):  # not expected: jobs and clients are kept
             logger.error("The report of job %s of %s is gone", job.job_id, job.client_id)
-            return MeterState.FAILED
-        if mark.state is MeterState.FAILED and settled.changed:
-            logger.warning(
-                "Usage of job %s of %s not reported to Stripe: %s (attempt %d)",
-                job.job_id,
-                job.client_id,
-                mark.code,
-                mark.attempt,
-            )
-        return mark.state
+            return None
+        receipt = settled.job.receipt
+        meter = None if receipt is None else receipt.meter
+        if mark.state is MeterState.FAILED and settled.changed and meter is not None:
+            _tell_failed(job, mark, meter.doubt_since)
+        return None if meter is None else meter.state
+
+    def _mark(self, job: StoredJob, mark: MeterMark, now: datetime) -> MeterState:
+        """Write what an attempt came to; the state it makes of the report."""
+        return MeterState.FAILED if self._record(job, mark, now) is None else mark.state
 
     def _tell_unconfigured(self, count: int) -> None:
         if not self._told_unconfigured:

@@ -9,15 +9,23 @@ safe:
   (:func:`meter_identifier`), so a retry after a crash or a lost answer is the same event, and
   Stripe, which keeps identifiers unique for at least 24 hours, records it once: a second send
   is refused as a duplicate, which :meth:`MeterReporter.report_usage` counts as done;
-* the SDK's ``Idempotency-Key`` is derived from the identifier and the attempt number. The SDK's
-  own retries within one attempt reuse it (a lost answer is replayed, not sent twice); a new
+* the SDK's ``Idempotency-Key`` is derived from the identifier and the attempt number; a new
   attempt uses a new key, because Stripe replays a stored 5xx to every retry with the same key
   for 24 hours, and the identifier already keeps the event single.
 
+An attempt is one request: the SDK does not retry it (whatever ``STRIPE_MAX_NETWORK_RETRIES``
+says), so that its answer tells whether Stripe may hold the event. A retry's answer says
+nothing of an earlier request whose answer was lost; the caller's next attempt is the retry.
+
 Every answer is classified in one place (:func:`classify`) into a :class:`MeterOutcome`:
 recorded, already recorded, try again later (no answer, ``409``, ``429``, ``5xx``), or refused
-for good (any other ``4xx``, with Stripe's error code kept). What to do with each (mark the
-report sent, back off, or park it for an operator) is the caller's: this module keeps no state.
+for good (any other ``4xx``, with Stripe's error code kept), and :func:`maybe_recorded` tells
+the attempts Stripe may have recorded though its answer did not say so: no answer after the
+request may have been sent (a timeout, a connection reset), a ``409`` (a request with the key
+still running) and a ``5xx`` (Stripe calls a 500's result indeterminate); not a connection
+never made (refused, a name not resolved, a connect timeout), a ``429`` (rate limits run
+before Stripe's idempotency layer) nor another ``4xx``. What to do with each (mark the report
+sent, back off, or park it for an operator) is the caller's: this module keeps no state.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import stripe
+import urllib3
 
 from ..cycles import resolve_now
 from ..errors import StripeNotConfigured
@@ -82,6 +91,9 @@ class UsageReport:
     code: str | None = None
     #: Stripe's message, cut to :data:`MAX_MESSAGE_LENGTH`.
     message: str | None = None
+    #: Whether Stripe may hold the event though its answer did not say so (see the module's
+    #: docstring): only a later answer (a duplicate) or an operator can tell.
+    maybe_recorded: bool = False
 
     @property
     def done(self) -> bool:
@@ -119,6 +131,37 @@ def classify(exc: stripe.StripeError) -> MeterOutcome:
     if status is None or status in (409, 429) or status >= 500:
         return MeterOutcome.RETRY_LATER
     return MeterOutcome.FAILED
+
+
+#: What the HTTP library (``requests`` on ``urllib3``, as :mod:`.client` builds it) raises,
+#: as the cause of a connection error, when no connection was made: nothing was sent.
+_NOT_CONNECTED: tuple[type[BaseException], ...] = (
+    urllib3.exceptions.NewConnectionError,  # refused, unreachable, a name not resolved
+    urllib3.exceptions.ConnectTimeoutError,  # no connection within the timeout
+    ConnectionRefusedError,
+)
+
+
+def maybe_recorded(exc: stripe.StripeError) -> bool:
+    """Whether Stripe may have recorded the event of a request answered with ``exc`` (or
+    not answered): see the module's docstring. A connection error counts as never sent only
+    when its cause says the connection was never made."""
+    status = exc.http_status
+    if status is not None:
+        return status == 409 or status >= 500
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        cause = pending.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, _NOT_CONNECTED):
+            return False
+        reason = getattr(cause, "reason", None)
+        linked = [cause.__cause__, cause.__context__, reason, *cause.args]
+        pending += [c for c in linked if isinstance(c, BaseException)]
+    return True
 
 
 def _error_code(exc: stripe.StripeError) -> str | None:
@@ -189,7 +232,10 @@ class MeterReporter:
                     "identifier": identifier,
                     "timestamp": timestamp,
                 },
-                options={"idempotency_key": idempotency_key(identifier, attempt)},
+                options={
+                    "idempotency_key": idempotency_key(identifier, attempt),
+                    "max_network_retries": 0,
+                },
             )
         except stripe.StripeError as exc:
             return self._refused(identifier, client_id, job_id, exc)
@@ -225,7 +271,8 @@ class MeterReporter:
             code,
             message,
         )
-        return UsageReport(outcome, identifier, exc.http_status, code, message)
+        maybe = outcome is not MeterOutcome.FAILED and maybe_recorded(exc)
+        return UsageReport(outcome, identifier, exc.http_status, code, message, maybe)
 
 
 def _check_id(name: str, value: str) -> None:
