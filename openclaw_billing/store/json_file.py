@@ -292,12 +292,8 @@ class JsonFileStore(MutatingStore):
 
     def jobs_by_id(self, job_id: str) -> list[StoredJob]:
         with self._reading() as state:
-            found = [
-                job
-                for cid, jobs in state.client_jobs.items()
-                if (job := jobs.get(job_id)) is not None
-            ]
-        return [job.model_copy(deep=True) for job in found[:MAX_SAME_ID]]
+            found = state.holders(job_id, MAX_SAME_ID)
+        return [job.model_copy(deep=True) for job in found]
 
     def expired_holds(self, now: datetime, limit: int) -> list[StoredJob]:
         with self._reading() as state:

@@ -9,6 +9,7 @@ batches (:func:`replay`); the writer puts the very objects its batch checked
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -54,6 +55,11 @@ class State:
         #: keeps its place).
         self.jobs: dict[tuple[str, str], StoredJob] = {}
         self.client_jobs: dict[str, dict[str, StoredJob]] = {}
+        #: Each job id -> the clients holding a job of that id (ids are unique per client
+        #: only) with their rank in ``client_jobs`` (the order a client got its first job),
+        #: in that order: ``jobs_by_id`` without a scan (see :meth:`holders`).
+        self.job_holders: dict[str, list[tuple[int, str]]] = {}
+        self._rank: dict[str, int] = {}
         #: Each client's jobs that hold credits now (the concurrency cap counts them).
         self.holds: dict[str, dict[str, StoredJob]] = {}
         #: The jobs whose usage is still to be reported to Stripe, in the order they settled
@@ -117,6 +123,8 @@ class State:
 
     def _set_job(self, key: tuple[str, str], job: StoredJob, body: bytes | None) -> None:
         cid, job_id = key
+        if key not in self.jobs:
+            self._add_holder(cid, job_id)
         self.jobs[key] = job
         self.client_jobs.setdefault(cid, {})[job_id] = job
         if job.holding:
@@ -131,6 +139,20 @@ class State:
             self.job_lines.pop(key, None)
         else:
             self.job_lines[key] = body
+
+    def _add_holder(self, cid: str, job_id: str) -> None:
+        """Index a new job by its id. Holders are kept in the order of ``client_jobs`` (each
+        client's first job): by the client's rank there, almost always last."""
+        rank = self._rank.setdefault(cid, len(self._rank))
+        holders = self.job_holders.setdefault(job_id, [])
+        if not holders or holders[-1][0] < rank:
+            holders.append((rank, cid))
+        else:
+            bisect.insort(holders, (rank, cid))
+
+    def holders(self, job_id: str, limit: int) -> list[StoredJob]:
+        """The first ``limit`` clients' jobs of this id, in ``client_jobs``'s order."""
+        return [self.jobs[(cid, job_id)] for _, cid in self.job_holders.get(job_id, [])[:limit]]
 
     def add_events(self, add: dict[str, str], horizon: str | None) -> None:
         """Forget the event ids processed before ``horizon``, then add those not known."""
