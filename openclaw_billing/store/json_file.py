@@ -8,9 +8,10 @@ Protocol (see docs/ARCHITECTURE.md, "Storage protocols"):
 * every write runs under :class:`FileLock` (threads and processes): it first reads what other
   workers appended since it last looked, so no update is ever lost, then appends its batch's
   lines with one ``write`` and one ``fsync``. A charge is a small delta (client, job id, cost,
-  time, credits left, and the job accepted with it, in the same line), so its cost grows
-  neither with the number of clients nor with the client's history; other changes write the
-  changed record whole. Everything a batch writes is checked first by parsing it back as a
+  time, credits left, and the job accepted with it, in the same line), and so is a job's move
+  (the job, its client's credits and spend after it), so their cost grows neither with the
+  number of clients nor with the client's history; other changes write the changed record
+  whole. Everything a batch writes is checked first by parsing it back as a
   reader would: nothing the store accepts can make it fail to load;
 * a worker catches up by reading only the journal's bytes after the point it has applied
   (``stat`` tells whether there are any); reads are then served from memory. A write cut short

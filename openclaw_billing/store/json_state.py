@@ -13,12 +13,14 @@ import bisect
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from .. import ledger
 from ..audit import AuditEvent
 from ..errors import UnstorableChange
 from ..jobs import MeterState, StoredJob
 from ..models import ClientRecord
+from ..outcomes import LEGAL, settle_hold
 from .audit_json import parse_outbox
 from .json_format import (
     Head,
@@ -31,7 +33,7 @@ from .json_format import (
     record_digests,
     render_snapshot,
 )
-from .json_journal import Line, charge_of, whole
+from .json_journal import Line, charge_of, settle_of, whole
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -233,6 +235,8 @@ def replay(state: State, batches: Iterable[Sequence[Line]]) -> None:
             kind = doc["t"]
             if kind == "c":
                 _replay_charge(state, doc, copied)
+            elif kind == "s":
+                _replay_move(state, doc, whole(payload, b"job"), copied)
             elif kind == "r":
                 record = parse_record(doc.get("rec"))
                 if record is None:
@@ -280,6 +284,48 @@ def _replay_charge(state: State, doc: dict[str, object], copied: set[str]) -> No
     state.put(record, None)
     if charge.job is not None:
         state.add_job(charge.job)
+
+
+def closed_hold(stored: StoredJob, moved: StoredJob) -> tuple[int, datetime] | None:
+    """Whether a move of ``stored`` to ``moved`` closed its hold (the receipt held, then
+    settled: :func:`openclaw_billing.outcomes.settle` ran): the credits charged and when, as
+    ``outcomes.settle_hold`` was called; else None (the ledger is left as it is)."""
+    before, after = stored.receipt, moved.receipt
+    if before is None or after is None or not before.held or after.held:
+        return None
+    if after.charged is None or after.settled_at is None:
+        raise ReplayError(f"holds a move of job {moved.job_id} settled at no time")
+    return after.charged, after.settled_at
+
+
+def _replay_move(state: State, doc: dict[str, object], body: bytes, copied: set[str]) -> None:
+    move = settle_of(doc)
+    key = None if move is None else (move.client_id, move.job.job_id)
+    stored = None if key is None else state.jobs.get(key)
+    if (
+        move is None
+        or stored is None
+        or move.job.status not in LEGAL.get(stored.status, ())
+        or (not move.job.status.open and move.job.receipt is not None and move.job.receipt.held)
+    ):
+        raise ReplayError("holds a job's move that does not apply")
+    cid = move.client_id
+    record = state.clients[cid]  # a stored job's client is stored
+    closed = closed_hold(stored, move.job)
+    if closed is not None:
+        if cid not in copied:
+            record = record.model_copy(deep=True)
+            copied.add(cid)
+        settle_hold(record, move.job.job_id, *closed)
+    if (record.credits_remaining, record.total_spent) != (move.left, move.spent):
+        raise ReplayError(
+            f"holds a move of job {move.job.job_id} of client {cid} that leaves "
+            f"{record.credits_remaining} credits and {record.total_spent} spent, not the "
+            f"{move.left} and {move.spent} written"
+        )
+    if closed is not None:
+        state.put(record, None)
+    state.replace_job(move.job, body)
 
 
 def _replay_events(state: State, doc: dict[str, object]) -> None:
