@@ -1,8 +1,9 @@
 """One write to the JSON store, under the file lock (see :class:`~.mutating.Staged`): working
 copies of the clients it touches, and for each change kept, its journal line, rendered and
 checked once (parsed back as a reader parses it), so that the whole batch is one append and
-one fsync. A charge is kept as a delta (:meth:`JsonBatch.charge`): its line does not grow with
-the client's history; other changes keep the record whole.
+one fsync. A charge is kept as a delta (:meth:`JsonBatch.charge`), and so is a job's move
+(:meth:`JsonBatch.settle`): their lines do not grow with the client's history; other changes
+keep the record whole.
 """
 
 from __future__ import annotations
@@ -12,22 +13,30 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .. import cycles, jobs, ledger
+from .. import cycles, jobs, ledger, outcomes
 from ..audit import NewAuditEvent
-from ..errors import BillingError, ClientNotFound, DuplicateClient, UnstorableChange
+from ..errors import (
+    BillingError,
+    ClientNotFound,
+    DuplicateClient,
+    JobNotFound,
+    UnstorableChange,
+)
 from ..jobs import Charged, StoredJob
 from ..models import ChargeResult, ClientRecord
 from ..outcomes import Settled
 from .base import Charge, MarkMeter, Outcome, Settle
-from .json_format import client_line, record_digests
+from .json_format import client_line, job_body, record_digests
 from .json_journal import (
     charge_entry,
     charge_of,
     events_entry,
     job_entry,
     record_entry,
+    settle_entry,
+    settle_of,
 )
-from .json_state import State, checked_job, checked_record
+from .json_state import State, checked_job, checked_record, closed_hold
 from .mutating import move
 
 
@@ -172,23 +181,73 @@ class JsonBatch:
         )
         return working
 
-    # -- a job's move, on a shallow copy -------------------------------------------------------
+    # -- a job's move, as a delta --------------------------------------------------------------
 
     def settle(
         self, op: Settle | MarkMeter, resets: list[tuple[str, int | None]]
     ) -> Outcome[Settled]:
-        """One move of a stored job by the rules every backend shares
-        (:func:`.mutating.move`), on a shallow working copy (:meth:`_shallow`) rather than a
-        deep one: the record is still kept whole, as for any change."""
+        """One move of a stored job by the rules of :func:`openclaw_billing.outcomes.apply`,
+        on a shallow working copy (:meth:`_shallow`), kept as an ``s`` line: the job whole,
+        the client's credits and spend after it (:meth:`_keep_move`). A meter mark (the job
+        alone), and a move whose client's cycle is due to roll (the roll changes the history:
+        the record is kept whole), go by the rules every backend shares (:func:`.mutating.move`)."""
         cid = op.client_id
         fresh = cid not in self._working
-        if fresh:
-            self._shallow(cid, op.now)
+        record = self._shallow(cid, op.now)
         try:
+            if (
+                isinstance(op, Settle)
+                and record is not None
+                and not cycles.is_expired(record.billing_cycle_end, op.now)
+            ):
+                return self._move(record, op)
             return move(self, op, resets)
         finally:
             if fresh:  # what was kept is in self.kept; a later change copies that
                 self._working.pop(cid, None)
+
+    def _move(self, record: ClientRecord, op: Settle) -> Outcome[Settled]:
+        """The move on ``record`` (its cycle current). Refused, or not storable, nothing of it
+        is kept, and the working copy is dropped: a later change copies the last kept state."""
+        stored = self.stored_job(op.client_id, op.job_id)
+        try:
+            if stored is None:
+                raise JobNotFound()
+            settled = outcomes.apply(record, stored, op.report, op.now)
+        except BillingError as exc:
+            self._working.pop(op.client_id, None)
+            return Outcome(error=exc)
+        # Outside the try: an audit that fails is a bug, and stores none of the batch.
+        event = None if op.audit is None else op.audit(settled)
+        if settled.changed:
+            try:
+                self._keep_move(record, stored, settled.job)
+            except BillingError as exc:
+                self._working.pop(op.client_id, None)
+                return Outcome(error=exc)
+        if event is not None:
+            self.events.append(event)
+        return Outcome(settled)
+
+    def _keep_move(self, record: ClientRecord, stored: StoredJob, job: StoredJob) -> None:
+        """Keep a move as an ``s`` line, checked as a reader parses it. The record is kept as
+        the working copy is when the move closed the job's hold (the replay closes it again),
+        and left as it was otherwise (the rules change it only then)."""
+        cid = record.client_id
+        left, spent = record.credits_remaining, record.total_spent
+        try:
+            entry = settle_entry(cid, left, spent, job_body(job))
+        except ValueError:  # UnicodeEncodeError: a lone surrogate
+            raise UnstorableChange() from None
+        back = settle_of(_loads(entry))
+        if back is None or back != (cid, left, spent, job):
+            raise UnstorableChange()
+        self.entries.append(entry)
+        if closed_hold(stored, job) is not None:
+            # As for a charge: no reader has the working copy; a later change copies it.
+            self.kept[cid], self.lines[cid] = record, None
+            self._working.pop(cid, None)
+        self._add_job(back.job, replace=True)
 
     def _keep_charge(
         self,

@@ -8,9 +8,10 @@ Protocol (see docs/ARCHITECTURE.md, "Storage protocols"):
 * every write runs under :class:`FileLock` (threads and processes): it first reads what other
   workers appended since it last looked, so no update is ever lost, then appends its batch's
   lines with one ``write`` and one ``fsync``. A charge is a small delta (client, job id, cost,
-  time, credits left, and the job accepted with it, in the same line), so its cost grows
-  neither with the number of clients nor with the client's history; other changes write the
-  changed record whole. Everything a batch writes is checked first by parsing it back as a
+  time, credits left, and the job accepted with it, in the same line), and so is a job's move
+  (the job, its client's credits and spend after it), so their cost grows neither with the
+  number of clients nor with the client's history; other changes write the changed record
+  whole. Everything a batch writes is checked first by parsing it back as a
   reader would: nothing the store accepts can make it fail to load;
 * a worker catches up by reading only the journal's bytes after the point it has applied
   (``stat`` tells whether there are any); reads are then served from memory. A write cut short
@@ -296,12 +297,8 @@ class JsonFileStore(MutatingStore):
 
     def jobs_by_id(self, job_id: str) -> list[StoredJob]:
         with self._reading() as state:
-            found = [
-                job
-                for cid, jobs in state.client_jobs.items()
-                if (job := jobs.get(job_id)) is not None
-            ]
-        return [job.model_copy(deep=True) for job in found[:MAX_SAME_ID]]
+            found = state.holders(job_id, MAX_SAME_ID)
+        return [job.model_copy(deep=True) for job in found]
 
     def expired_holds(self, now: datetime, limit: int) -> list[StoredJob]:
         with self._reading() as state:

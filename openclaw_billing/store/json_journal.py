@@ -18,8 +18,16 @@ The kinds of line (``"t"``), each a change the replay applies to the state as it
   a reservation (charging by outcome) also has ``cr``, the credits held, ``h``: true, and
   ``rc``, the job's receipt;
 * ``j``: a job stored alone (``job``): under an earlier charge, or imported;
-* ``u``: a stored job's new state, whole (``job``): it moved or ended (its client's record,
-  settled, is an ``r`` line of the same batch);
+* ``s``: a job's move (a report of its progress or end), as a delta: the client ``id``, its
+  credits ``left`` and ``spent`` (``total_spent``) after the move, then the job's new state,
+  whole (``job``). If the move closed the job's hold (the stored receipt held, the new one
+  settled) the replay closes it in the ledger as the writer did
+  (:func:`openclaw_billing.outcomes.settle_hold`, at the receipt's ``charged`` and
+  ``settled_at``); either way it checks the move is legal and leaves ``left`` and ``spent``.
+  A move whose client's cycle rolled first is written as an ``r`` and a ``u`` line instead;
+* ``u``: a stored job's new state, whole (``job``): a meter mark, or a move written with its
+  client's record whole (an ``r`` line of the same batch; a journal of an earlier release
+  writes every move so);
 * ``e``: processed Stripe event ids (``add``), the older than ``horizon`` forgotten first;
 * ``a``: the audit outbox of the batch's admin actions (``events``, see :mod:`.audit_json`).
 
@@ -45,6 +53,7 @@ from typing import Any, NamedTuple
 from ..audit import AuditEvent
 from ..jobs import StoredJob
 from .audit_json import render_outbox
+from .json_format import parse_job
 
 FORMAT = "openclaw-billing-journal"
 _NAME = re.compile(r"\.journal-(\d{1,18})$")
@@ -134,6 +143,13 @@ def job_entry(body: bytes, *, replace: bool = False) -> bytes:
     return (b'{"t":"u","job":' if replace else b'{"t":"j","job":') + body + b"}"
 
 
+def settle_entry(client_id: str, left: int | None, spent: float, body: bytes) -> bytes:
+    """A job's move and what it left of its client's credits and spend (``body``: the job's
+    JSON, as the snapshot has it; raises ``ValueError`` for a lone surrogate)."""
+    head = _compact({"t": "s", "id": client_id, "left": left, "spent": spent})
+    return head[:-1] + b',"job":' + body + b"}"
+
+
 def events_entry(add: dict[str, str], horizon: str | None) -> bytes:
     return _compact({"t": "e", "add": add, "horizon": horizon})
 
@@ -193,6 +209,28 @@ def charge_of(doc: dict[str, Any]) -> ChargeLine | None:
         except ValueError:  # pydantic's ValidationError is one
             return None
     return ChargeLine(cid, job_id, float(cost), at, left, job, credits, held)
+
+
+class SettleLine(NamedTuple):
+    """An ``s`` line, read back."""
+
+    client_id: str
+    left: int | None
+    spent: float
+    job: StoredJob
+
+
+def settle_of(doc: dict[str, Any]) -> SettleLine | None:
+    """The move of an ``s`` payload (the job as stored), or None if malformed."""
+    cid, left, spent = doc.get("id"), doc.get("left"), doc.get("spent")
+    if not isinstance(cid, str) or not (left is None or type(left) is int):
+        return None
+    if isinstance(spent, bool) or not isinstance(spent, int | float):
+        return None
+    job = parse_job(doc.get("job"))
+    if job is None or job.client_id != cid:
+        return None
+    return SettleLine(cid, left, float(spent), job)
 
 
 @dataclass

@@ -9,15 +9,18 @@ batches (:func:`replay`); the writer puts the very objects its batch checked
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from .. import ledger
 from ..audit import AuditEvent
 from ..errors import UnstorableChange
 from ..jobs import MeterState, StoredJob
 from ..models import ClientRecord
+from ..outcomes import LEGAL, settle_hold
 from .audit_json import parse_outbox
 from .json_format import (
     Head,
@@ -30,7 +33,7 @@ from .json_format import (
     record_digests,
     render_snapshot,
 )
-from .json_journal import Line, charge_of, whole
+from .json_journal import Line, charge_of, settle_of, whole
 
 logger = logging.getLogger("openclaw_billing.store")
 
@@ -54,6 +57,11 @@ class State:
         #: keeps its place).
         self.jobs: dict[tuple[str, str], StoredJob] = {}
         self.client_jobs: dict[str, dict[str, StoredJob]] = {}
+        #: Each job id -> the clients holding a job of that id (ids are unique per client
+        #: only) with their rank in ``client_jobs`` (the order a client got its first job),
+        #: in that order: ``jobs_by_id`` without a scan (see :meth:`holders`).
+        self.job_holders: dict[str, list[tuple[int, str]]] = {}
+        self._rank: dict[str, int] = {}
         #: Each client's jobs that hold credits now (the concurrency cap counts them).
         self.holds: dict[str, dict[str, StoredJob]] = {}
         #: The jobs whose usage is still to be reported to Stripe, in the order they settled
@@ -117,6 +125,8 @@ class State:
 
     def _set_job(self, key: tuple[str, str], job: StoredJob, body: bytes | None) -> None:
         cid, job_id = key
+        if key not in self.jobs:
+            self._add_holder(cid, job_id)
         self.jobs[key] = job
         self.client_jobs.setdefault(cid, {})[job_id] = job
         if job.holding:
@@ -142,6 +152,20 @@ class State:
             else:
                 holding.discard(job.job_id)
         return len(holding)
+
+    def _add_holder(self, cid: str, job_id: str) -> None:
+        """Index a new job by its id. Holders are kept in the order of ``client_jobs`` (each
+        client's first job): by the client's rank there, almost always last."""
+        rank = self._rank.setdefault(cid, len(self._rank))
+        holders = self.job_holders.setdefault(job_id, [])
+        if not holders or holders[-1][0] < rank:
+            holders.append((rank, cid))
+        else:
+            bisect.insort(holders, (rank, cid))
+
+    def holders(self, job_id: str, limit: int) -> list[StoredJob]:
+        """The first ``limit`` clients' jobs of this id, in ``client_jobs``'s order."""
+        return [self.jobs[(cid, job_id)] for _, cid in self.job_holders.get(job_id, [])[:limit]]
 
     def add_events(self, add: dict[str, str], horizon: str | None) -> None:
         """Forget the event ids processed before ``horizon``, then add those not known."""
@@ -222,6 +246,8 @@ def replay(state: State, batches: Iterable[Sequence[Line]]) -> None:
             kind = doc["t"]
             if kind == "c":
                 _replay_charge(state, doc, copied)
+            elif kind == "s":
+                _replay_move(state, doc, whole(payload, b"job"), copied)
             elif kind == "r":
                 record = parse_record(doc.get("rec"))
                 if record is None:
@@ -269,6 +295,48 @@ def _replay_charge(state: State, doc: dict[str, object], copied: set[str]) -> No
     state.put(record, None)
     if charge.job is not None:
         state.add_job(charge.job)
+
+
+def closed_hold(stored: StoredJob, moved: StoredJob) -> tuple[int, datetime] | None:
+    """Whether a move of ``stored`` to ``moved`` closed its hold (the receipt held, then
+    settled: :func:`openclaw_billing.outcomes.settle` ran): the credits charged and when, as
+    ``outcomes.settle_hold`` was called; else None (the ledger is left as it is)."""
+    before, after = stored.receipt, moved.receipt
+    if before is None or after is None or not before.held or after.held:
+        return None
+    if after.charged is None or after.settled_at is None:
+        raise ReplayError(f"holds a move of job {moved.job_id} settled at no time")
+    return after.charged, after.settled_at
+
+
+def _replay_move(state: State, doc: dict[str, object], body: bytes, copied: set[str]) -> None:
+    move = settle_of(doc)
+    key = None if move is None else (move.client_id, move.job.job_id)
+    stored = None if key is None else state.jobs.get(key)
+    if (
+        move is None
+        or stored is None
+        or move.job.status not in LEGAL.get(stored.status, ())
+        or (not move.job.status.open and move.job.receipt is not None and move.job.receipt.held)
+    ):
+        raise ReplayError("holds a job's move that does not apply")
+    cid = move.client_id
+    record = state.clients[cid]  # a stored job's client is stored
+    closed = closed_hold(stored, move.job)
+    if closed is not None:
+        if cid not in copied:
+            record = record.model_copy(deep=True)
+            copied.add(cid)
+        settle_hold(record, move.job.job_id, *closed)
+    if (record.credits_remaining, record.total_spent) != (move.left, move.spent):
+        raise ReplayError(
+            f"holds a move of job {move.job.job_id} of client {cid} that leaves "
+            f"{record.credits_remaining} credits and {record.total_spent} spent, not the "
+            f"{move.left} and {move.spent} written"
+        )
+    if closed is not None:
+        state.put(record, None)
+    state.replace_job(move.job, body)
 
 
 def _replay_events(state: State, doc: dict[str, object]) -> None:
