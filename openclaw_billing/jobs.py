@@ -91,6 +91,15 @@ MAX_SENDING = 8
 #: The code of a report no longer sent because Stripe may hold it already and would no longer
 #: refuse it as a duplicate (the rule: :mod:`openclaw_billing.stripe_billing.meter_outbox`).
 UNCONFIRMED = "unconfirmed"
+#: Stripe refuses an event whose identifier it recorded within the last 24 hours, and only
+#: then ("a rolling period of at least 24 hours").
+DEDUP_WINDOW = timedelta(hours=24)
+#: Kept under that window: it covers the request's own time from the check to Stripe (at most
+#: ``STRIPE_TIMEOUT_SECONDS``, 120) and the workers' clocks against each other and Stripe's
+#: (kept in step by NTP: the margin does not cover a clock an hour off).
+DEDUP_MARGIN = timedelta(hours=1)
+#: How long after an attempt Stripe may have recorded unconfirmed a report is sent again.
+RESEND_WITHIN = DEDUP_WINDOW - DEDUP_MARGIN
 
 
 class MeterReport(BaseModel):

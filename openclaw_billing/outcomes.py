@@ -32,7 +32,17 @@ from datetime import datetime
 
 from . import ledger
 from .errors import IllegalTransition, InvalidRequest
-from .jobs import MAX_SENDING, JobStatus, MeterReport, MeterState, Receipt, StoredJob, Usage
+from .jobs import (
+    MAX_SENDING,
+    RESEND_WITHIN,
+    UNCONFIRMED,
+    JobStatus,
+    MeterReport,
+    MeterState,
+    Receipt,
+    StoredJob,
+    Usage,
+)
 from .models import ClientRecord
 from .plans import (
     CANCELLED_AFTER_START,
@@ -260,8 +270,17 @@ def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
     if receipt is None or meter is None or meter.state not in _MARKABLE[mark.state]:
         return Settled(job, False)
     attempts = max(meter.attempts, mark.attempt)
-    if not mark.answered:
-        update: dict[str, object] = _doubt(meter, add=mark.started_at)
+    doubt = meter.doubt_since
+    if not mark.answered and _too_late(doubt, mark.started_at):
+        # An attempt Stripe may hold is older than the resend window allows (another
+        # worker's, recorded since the sender read the report): not sent, for an operator.
+        update: dict[str, object] = {
+            "state": MeterState.FAILED,
+            "attempts": attempts,
+            "code": UNCONFIRMED,
+        }
+    elif not mark.answered:
+        update = _doubt(meter, add=mark.started_at)
     elif mark.state is MeterState.REPORTED:
         update = {
             "state": mark.state,
@@ -280,6 +299,12 @@ def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
         return Settled(job, False)
     new_receipt = receipt.model_copy(update={"meter": moved})
     return Settled(job.model_copy(update={"receipt": new_receipt}), True)
+
+
+def _too_late(doubt: datetime | None, start: datetime | None) -> bool:
+    """Whether an attempt starting at ``start`` is past the resend window of a report in
+    doubt since ``doubt`` (:data:`~openclaw_billing.jobs.RESEND_WITHIN`)."""
+    return doubt is not None and start is not None and start - doubt >= RESEND_WITHIN
 
 
 def _doubt(

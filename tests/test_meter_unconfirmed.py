@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from openclaw_billing.errors import StoreUnavailable
-from openclaw_billing.jobs import MeterState
+from openclaw_billing.jobs import RESEND_WITHIN, MeterState
+from openclaw_billing.outcomes import MeterMark
 from openclaw_billing.service import BillingService
 from openclaw_billing.store.base import MarkMeter
-from openclaw_billing.stripe_billing.meter_outbox import RESEND_WITHIN, MeterSender
+from openclaw_billing.stripe_billing.meter_outbox import MeterSender
 from openclaw_billing.stripe_billing.meters import meter_identifier
 from tests.backends import store_fixture, store_url_fixture  # noqa: F401 - "store"
 from tests.fake_stripe import FakeStripe
@@ -170,3 +171,45 @@ def test_a_report_stripe_may_hold_is_unconfirmed_rather_than_too_old(
     _sender(service, fake).send_pending(now=LATER)
     assert _sender(service, fake).send_pending(now=LATER + timedelta(days=36)).failed == 1
     assert _meter(service.store, cid) == (MeterState.FAILED, 2, "unconfirmed")
+
+
+def test_the_store_refuses_an_attempt_past_the_window_of_the_report_as_it_stands(
+    service: BillingService, fake: FakeStripe
+) -> None:
+    """A pass that read the report before another worker's unconfirmed attempt was recorded
+    cannot start a new attempt past that attempt's window: the store's step that records the
+    start marks the report unconfirmed instead, and nothing is sent."""
+    cid = _settled(service, fake)
+    _lose_answer(fake, "lost answer")
+    _sender(service, fake).send_pending(now=_at(fake, LATER))  # in doubt since LATER
+    late = LATER + RESEND_WITHIN
+    start = MeterMark(2, MeterState.PENDING, started_at=late, answered=False)
+    [outcome] = service.store.mutate_batch([MarkMeter(cid, "j1", late, start)])
+    assert outcome.unwrap().changed
+    assert _meter(service.store, cid) == (MeterState.FAILED, 2, "unconfirmed")
+    assert len(fake.requests_to("post", METER_EVENTS_PATH)) == 1
+
+
+def test_a_worker_that_stalls_before_sending_past_the_window_sends_nothing(
+    service: BillingService, fake: FakeStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window is read on the clock again just before the request goes out: a worker that
+    checked in time, then stalled (a paused VM, a long wait on the store), sends nothing."""
+    cid = _settled(service, fake)
+    _lose_answer(fake, "lost answer")
+    _sender(service, fake).send_pending(now=_at(fake, LATER))
+    readings = iter([LATER + RESEND_WITHIN - timedelta(minutes=5), LATER + RESEND_WITHIN])
+    monkeypatch.setattr(
+        "openclaw_billing.stripe_billing.meter_outbox.utcnow", lambda: next(readings)
+    )
+    _at(fake, NEXT_DAY)
+
+    assert _sender(service, fake).send_pending().failed == 1
+
+    assert len(fake.requests_to("post", METER_EVENTS_PATH)) == 1  # the first attempt only
+    assert len(_events(fake)) == 1
+    assert _meter(service.store, cid) == (MeterState.FAILED, 2, "unconfirmed")
+    receipt = _job(service.store, cid).receipt
+    assert receipt is not None
+    assert receipt.meter is not None
+    assert receipt.meter.sending == ()  # the stalled attempt was never sent

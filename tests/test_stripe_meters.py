@@ -5,8 +5,14 @@ every answer is classified: reported, already reported, try later, or refused fo
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +313,47 @@ def test_inputs_out_of_bounds_are_refused_before_stripe(
     with pytest.raises(ValueError, match=refusal):
         _reporter(fake).report_usage(**(REPORT | change))
     assert fake.requests == []
+
+
+#: A self-signed certificate for 127.0.0.1, valid a day (Debian's openssl).
+SELF_SIGNED = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+SELF_SIGNED += ["-subj", "/CN=127.0.0.1"]
+
+
+def test_a_certificate_refused_is_an_attempt_stripe_never_got(
+    fake: FakeStripe, tmp_path: Path
+) -> None:
+    """A TLS server whose certificate the client does not trust (self-signed): the handshake
+    fails before any request is sent, so the attempt is not one Stripe may hold."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [*SELF_SIGNED, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+
+        def serve() -> None:
+            with (
+                contextlib.suppress(OSError),
+                server.accept()[0] as raw,
+                context.wrap_socket(raw, server_side=True) as tls,
+            ):
+                received.append(tls.recv(1024))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        port = server.getsockname()[1]
+        settings = _settings(
+            fake, STRIPE_API_BASE=f"https://127.0.0.1:{port}", STRIPE_MAX_NETWORK_RETRIES=0
+        )
+        report = MeterReporter(build_stripe_client(settings), EVENT_NAME).report_usage(**REPORT)
+        thread.join(timeout=10)
+
+    assert report.outcome is MeterOutcome.RETRY_LATER
+    assert report.maybe_recorded is False
+    assert received == []  # the handshake failed: no request reached the server

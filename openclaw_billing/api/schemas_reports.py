@@ -120,7 +120,9 @@ class OverviewPublic(BaseModel):
     unpriced_subscriptions: int = Field(
         description="Paying subscriptions of plans without a list price (not in mrr_usd)."
     )
-    jobs_this_cycle: int = Field(description="Jobs charged in the active clients' cycles.")
+    jobs_this_cycle: int = Field(
+        description="Jobs in the active clients' cycles: held, charged or released."
+    )
     credits_used_this_cycle: int = Field(
         description="Credits those jobs take on limited plans: held or charged, none released."
     )

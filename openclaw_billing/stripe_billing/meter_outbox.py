@@ -24,19 +24,24 @@ event with an identifier it recorded (the second send is ``already_reported``); 
 idempotent and never count an attempt twice.
 
 Stripe refuses such a duplicate only within 24 hours of the first event
-(:data:`DEDUP_WINDOW`), so a report is never sent again once that window may have passed
-since an attempt Stripe may have recorded without saying so. Before each attempt is sent, its
-start is written on the report (``meter.sending``: a failed write sends nothing); its answer
-takes it out again, into ``meter.unconfirmed_since`` (the earliest kept) when Stripe may hold
-the event (:func:`.meters.maybe_recorded`: no answer once the request may have gone out, a
-409, a 5xx). An attempt never answered in the store (a crash, the store down when the answer
-came, "reported" included) stays in ``sending``. The earliest of these (``doubt_since``)
-starts the clock: from :data:`RESEND_WITHIN` (23 hours: :data:`DEDUP_MARGIN` below Stripe's
-window) after it, the report is no longer sent but marked ``failed`` with the code
-``unconfirmed`` (also instead of ``too_old``), logged with the event's identifier, and shown on
-the console's job receipt: an operator looks the identifier up in Stripe and bills it by hand
-only if Stripe lacks it. A report whose attempts Stripe certainly never got (a connection
-refused, a 429) is sent again for the 35 days, as before.
+(:data:`openclaw_billing.jobs.DEDUP_WINDOW`), so a report is never sent again once that window
+may have passed since an attempt Stripe may have recorded without saying so. Before each
+attempt is sent, its start is written on the report (``meter.sending``: a failed write sends
+nothing); its answer takes it out again, into ``meter.unconfirmed_since`` (the earliest kept)
+when Stripe may hold the event (:func:`.meters.maybe_recorded`: no answer once the request may
+have gone out, a 409, a 5xx). An attempt never answered in the store (a crash, the store down
+when the answer came, "reported" included) stays in ``sending``. The earliest of these
+(``doubt_since``) starts the clock: from :data:`openclaw_billing.jobs.RESEND_WITHIN` (23 hours,
+an hour below Stripe's window) after it, the report is no longer sent but marked ``failed``
+with the code ``unconfirmed`` (also instead of ``too_old``), logged with the event's
+identifier, and shown on the console's job receipt: an operator looks the identifier up in
+Stripe and bills it by hand only if Stripe lacks it. The window is checked three times: on the
+report the pass read, again in the store's step that records the attempt's start (on the
+report as it stands then: another worker's attempt may have come since), and on the clock just
+before the request goes out (a worker that stalled in between sends nothing). The margin
+assumes the workers' clocks agree (NTP); it does not cover a clock an hour off. A report whose
+attempts Stripe certainly never got (a connection refused, a 429) is sent again for the 35
+days, as before.
 
 Without ``STRIPE_METER_EVENT_NAME`` or ``STRIPE_SECRET_KEY`` nothing is sent: the reports stay
 pending (sent once reporting is configured, within the 35 days) and the sender logs that once.
@@ -51,7 +56,7 @@ from typing import cast
 
 from ..cycles import resolve_now, utcnow
 from ..errors import ClientNotFound, JobNotFound
-from ..jobs import UNCONFIRMED, MeterState, StoredJob
+from ..jobs import RESEND_WITHIN, UNCONFIRMED, MeterState, StoredJob
 from ..outcomes import MeterMark, Settled
 from ..service import BillingService
 from ..settings import Settings
@@ -70,15 +75,6 @@ MAX_AGE = timedelta(days=35)
 TOO_OLD = "too_old"
 #: The code of a report that cannot be sent as it is stored (a bug: never expected).
 INVALID = "invalid_report"
-#: Stripe refuses an event whose identifier it recorded within the last 24 hours, and only
-#: then ("a rolling period of at least 24 hours").
-DEDUP_WINDOW = timedelta(hours=24)
-#: Kept under that window: it covers the request's own time from the check to Stripe (at most
-#: ``STRIPE_TIMEOUT_SECONDS``, 120), the workers' clocks against Stripe's, and no more.
-DEDUP_MARGIN = timedelta(hours=1)
-#: How long after an attempt Stripe may have recorded unconfirmed a report is sent again.
-RESEND_WITHIN = DEDUP_WINDOW - DEDUP_MARGIN
-
 #: What each outcome of an attempt makes of the report.
 _STATE_AFTER = {
     MeterOutcome.REPORTED: MeterState.REPORTED,
@@ -95,8 +91,8 @@ def mark_of(report: UsageReport, attempt: int, started: datetime) -> MeterMark:
     return MeterMark(attempt, state, code, started, maybe_recorded=report.maybe_recorded)
 
 
-def _tell_failed(job: StoredJob, mark: MeterMark, doubt: datetime | None) -> None:
-    if mark.code == UNCONFIRMED:
+def _tell_failed(job: StoredJob, code: str | None, attempt: int, doubt: datetime | None) -> None:
+    if code == UNCONFIRMED:
         logger.warning(
             "Usage of job %s of %s no longer sent to Stripe: Stripe may hold it already (an "
             "attempt at %s was not confirmed) and no longer refuses a resend; check Stripe's "
@@ -111,8 +107,8 @@ def _tell_failed(job: StoredJob, mark: MeterMark, doubt: datetime | None) -> Non
         "Usage of job %s of %s not reported to Stripe: %s (attempt %d)",
         job.job_id,
         job.client_id,
-        mark.code,
-        mark.attempt,
+        code,
+        attempt,
     )
 
 
@@ -189,9 +185,15 @@ class MeterSender:
         if started - at > MAX_AGE:
             return self._mark(job, MeterMark(attempt, MeterState.FAILED, TOO_OLD), started)
         sending = MeterMark(attempt, MeterState.PENDING, started_at=started, answered=False)
+        # The store checks the window again on the report as it stands (another worker's
+        # attempt may have come since this pass read it): past it, this mark is "unconfirmed".
         current = self._record(job, sending, started)
         if current is not MeterState.PENDING:  # marked meanwhile by another worker, or gone
             return current or MeterState.FAILED
+        if resolve_now(now, utcnow) - (doubt or started) >= RESEND_WITHIN:
+            # The worker stalled since (a paused VM, a long wait on the store): not sent.
+            late = MeterMark(attempt, MeterState.FAILED, UNCONFIRMED, started_at=started)
+            return self._mark(job, late, started)
         try:
             report = self.reporter.report_usage(
                 job.client_id, job.job_id, customer, credits, at, attempt=attempt
@@ -211,8 +213,8 @@ class MeterSender:
             return None
         receipt = settled.job.receipt
         meter = None if receipt is None else receipt.meter
-        if mark.state is MeterState.FAILED and settled.changed and meter is not None:
-            _tell_failed(job, mark, meter.doubt_since)
+        if settled.changed and meter is not None and meter.state is MeterState.FAILED:
+            _tell_failed(job, meter.code, meter.attempts, meter.doubt_since)
         return None if meter is None else meter.state
 
     def _mark(self, job: StoredJob, mark: MeterMark, now: datetime) -> MeterState:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -139,6 +140,8 @@ _NOT_CONNECTED: tuple[type[BaseException], ...] = (
     urllib3.exceptions.NewConnectionError,  # refused, unreachable, a name not resolved
     urllib3.exceptions.ConnectTimeoutError,  # no connection within the timeout
     ConnectionRefusedError,
+    # Stripe's certificate refused: the TLS handshake failed before any request was sent.
+    ssl.SSLCertVerificationError,
 )
 
 
