@@ -102,6 +102,12 @@ DEDUP_MARGIN = timedelta(hours=1)
 RESEND_WITHIN = DEDUP_WINDOW - DEDUP_MARGIN
 
 
+def past_resend_window(doubt_since: datetime | None, at: datetime) -> bool:
+    """Whether a report in doubt since ``doubt_since`` (its earliest attempt Stripe may hold
+    unconfirmed; None: none) may no longer be sent at ``at``: :data:`RESEND_WITHIN` passed."""
+    return doubt_since is not None and at - doubt_since >= RESEND_WITHIN
+
+
 class MeterReport(BaseModel):
     """A settled job's report of its ``overage`` to Stripe (see :class:`MeterState`): the
     credits are the receipt's ``overage``, dated at its ``settled_at``."""

@@ -34,7 +34,6 @@ from . import ledger
 from .errors import IllegalTransition, InvalidRequest
 from .jobs import (
     MAX_SENDING,
-    RESEND_WITHIN,
     UNCONFIRMED,
     JobStatus,
     MeterReport,
@@ -42,6 +41,7 @@ from .jobs import (
     Receipt,
     StoredJob,
     Usage,
+    past_resend_window,
 )
 from .models import ClientRecord
 from .plans import (
@@ -270,8 +270,8 @@ def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
     if receipt is None or meter is None or meter.state not in _MARKABLE[mark.state]:
         return Settled(job, False)
     attempts = max(meter.attempts, mark.attempt)
-    doubt = meter.doubt_since
-    if not mark.answered and _too_late(doubt, mark.started_at):
+    started = mark.started_at
+    if not mark.answered and started and past_resend_window(meter.doubt_since, started):
         # An attempt Stripe may hold is older than the resend window allows (another
         # worker's, recorded since the sender read the report): not sent, for an operator.
         update: dict[str, object] = {
@@ -299,12 +299,6 @@ def mark_meter(job: StoredJob, mark: MeterMark, now: datetime) -> Settled:
         return Settled(job, False)
     new_receipt = receipt.model_copy(update={"meter": moved})
     return Settled(job.model_copy(update={"receipt": new_receipt}), True)
-
-
-def _too_late(doubt: datetime | None, start: datetime | None) -> bool:
-    """Whether an attempt starting at ``start`` is past the resend window of a report in
-    doubt since ``doubt`` (:data:`~openclaw_billing.jobs.RESEND_WITHIN`)."""
-    return doubt is not None and start is not None and start - doubt >= RESEND_WITHIN
 
 
 def _doubt(

@@ -56,7 +56,7 @@ from typing import cast
 
 from ..cycles import resolve_now, utcnow
 from ..errors import ClientNotFound, JobNotFound
-from ..jobs import RESEND_WITHIN, UNCONFIRMED, MeterState, StoredJob
+from ..jobs import UNCONFIRMED, MeterState, StoredJob, past_resend_window
 from ..outcomes import MeterMark, Settled
 from ..service import BillingService
 from ..settings import Settings
@@ -180,7 +180,7 @@ class MeterSender:
         if at is None or credits is None or customer is None:
             return self._mark(job, MeterMark(attempt, MeterState.FAILED, INVALID), started)
         doubt = meter.doubt_since
-        if doubt is not None and started - doubt >= RESEND_WITHIN:
+        if past_resend_window(doubt, started):
             return self._mark(job, MeterMark(attempt, MeterState.FAILED, UNCONFIRMED), started)
         if started - at > MAX_AGE:
             return self._mark(job, MeterMark(attempt, MeterState.FAILED, TOO_OLD), started)
@@ -190,7 +190,7 @@ class MeterSender:
         current = self._record(job, sending, started)
         if current is not MeterState.PENDING:  # marked meanwhile by another worker, or gone
             return current or MeterState.FAILED
-        if resolve_now(now, utcnow) - (doubt or started) >= RESEND_WITHIN:
+        if past_resend_window(doubt or started, resolve_now(now, utcnow)):
             # The worker stalled since (a paused VM, a long wait on the store): not sent.
             late = MeterMark(attempt, MeterState.FAILED, UNCONFIRMED, started_at=started)
             return self._mark(job, late, started)
