@@ -103,10 +103,15 @@ class Plan:
     #: Credits per unit of measured usage, by usage name (for example ``tokens_out``).
     usage_rates: Mapping[str, float] = field(default_factory=lambda: _NO_PRICES)
 
+    @property
+    def default_price(self) -> int:
+        """The price of a job whose task type is not listed (``"*"``, else 1)."""
+        return self.task_prices.get("*", 1)
+
     def price(self, task_type: str | None, priority: str | None) -> int:
         """A job's price in credits: its task type's price plus its priority's surcharge,
         at least 1 and at most ``MAX_JOB_CREDITS``."""
-        base = self.task_prices.get(task_type or "", self.task_prices.get("*", 1))
+        base = self.task_prices.get(task_type or "", self.default_price)
         total = base + self.priority_surcharges.get(priority or "", 0)
         return min(max(total, 1), MAX_JOB_CREDITS)
 

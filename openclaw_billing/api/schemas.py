@@ -134,7 +134,7 @@ class JobPricesPublic(BaseModel):
     def of(cls, plan: Plan) -> JobPricesPublic:
         prices = plan.task_prices
         return cls(
-            default=prices.get("*", 1),
+            default=plan.default_price,
             task_types={name: price for name, price in prices.items() if name != "*"},
             priority_surcharges=dict(plan.priority_surcharges),
         )
